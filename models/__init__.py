@@ -1,0 +1,1 @@
+"""Models: CTR backbones (layers/ + ctr/), language-model loading and prompt fusion, the trainer."""
