@@ -1,0 +1,40 @@
+"""All Feast objects of one data set, built from its spec and snapshot folder."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from feast import Entity, FeatureService, FeatureView
+
+from feature_repo.data_sources import snapshot_source
+from feature_repo.entities import item, user
+from feature_repo.feature_services import clickprompt_service, ctr_service
+from feature_repo.feature_views import profile_view, text_view
+from clickprompt.data.spec import DatasetSpec
+
+
+@dataclass(frozen=True)
+class Definitions:
+    entities: list[Entity]
+    views: dict[str, FeatureView]
+    services: dict[str, FeatureService]
+
+    @property
+    def objects(self) -> list:
+        return [*self.entities, *self.views.values(), *self.services.values()]
+
+
+def build(spec: DatasetSpec, snapshot_dir: Path) -> Definitions:
+    views = {
+        "user_profile": profile_view(spec, "user", snapshot_source(spec.entities["user"].table, snapshot_dir)),
+        "item_profile": profile_view(spec, "item", snapshot_source(spec.entities["item"].table, snapshot_dir)),
+        "user_text": text_view(spec, "user", snapshot_source("user_text", snapshot_dir)),
+        "item_text": text_view(spec, "item", snapshot_source("item_text", snapshot_dir)),
+    }
+    services = {
+        s.name: s
+        for s in (
+            ctr_service(views["user_profile"], views["item_profile"]),
+            clickprompt_service(views["user_profile"], views["item_profile"], views["user_text"], views["item_text"]),
+        )
+    }
+    return Definitions(entities=[user, item], views=views, services=services)

@@ -1,0 +1,26 @@
+"""Feature services: the feature sets each model version trains and serves on (versioned names)."""
+
+from feast import FeatureService, FeatureView
+
+CTR_SERVICE = "ctr_v1"
+CLICKPROMPT_SERVICE = "clickprompt_v1"
+
+
+def ctr_service(user_profile: FeatureView, item_profile: FeatureView) -> FeatureService:
+    """ID features only: what a CTR-only model needs at serving time (no language model)."""
+    return FeatureService(
+        name=CTR_SERVICE,
+        features=[user_profile, item_profile],
+        description="ID features for CTR-only models",
+    )
+
+
+def clickprompt_service(
+    user_profile: FeatureView, item_profile: FeatureView, user_text: FeatureView, item_text: FeatureView
+) -> FeatureService:
+    """ID features + rendered text: what ClickPrompt / ALT pretraining and LM finetuning need."""
+    return FeatureService(
+        name=CLICKPROMPT_SERVICE,
+        features=[user_profile, item_profile, user_text, item_text],
+        description="ID features and text views for ClickPrompt / ALT",
+    )
