@@ -43,7 +43,7 @@ class CTRModel(nn.Module):
     A "fresh output layer" (ClickPrompt's CTR-only finetuning) is ``reset_head()``.
     """
 
-    config_cls: ClassVar[type]  # the model's @dataclass config
+    config_cls: ClassVar[Any]  # the model's @dataclass config class (with a ``smoke()`` preset)
     embedding: FeatureEmbedding
     head: nn.Linear
     output_dim: int  # H

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import Tensor, nn
 
@@ -50,7 +52,7 @@ class FeatureEmbedding(nn.Module):
 
     def _embed_field(self, field: FieldInfo, values: Tensor) -> Tensor:
         """One field's values -> (B, D)."""
-        table = self.tables[field.name]
+        table = cast(nn.Embedding, self.tables[field.name])
         if field.kind == NUMERIC:
             return values.float().unsqueeze(-1) * table.weight[0]  # (B, 1) * (D,) -> (B, D)
         if field.kind == MULTI:

@@ -65,6 +65,9 @@ def _pairs(n_fields: int) -> tuple[list[int], list[int]]:
 class InnerProduct(nn.Module):
     """IPNN product layer (Qu et al. 2016): <e_i, e_j> for every field pair i < j.  (B, F, D) -> (B, P)."""
 
+    rows: Tensor  # (P,) first field of each pair
+    cols: Tensor  # (P,) second field of each pair
+
     def __init__(self, n_fields: int) -> None:
         super().__init__()
         if n_fields < 2:
@@ -85,6 +88,9 @@ class OuterProduct(nn.Module):
     The full outer product e_i e_j^T (D x D) contracted with a D x D kernel per pair, as in
     DeepCTR's ``mat`` kernel; it never materialises the D x D matrices.
     """
+
+    rows: Tensor  # (P,) first field of each pair
+    cols: Tensor  # (P,) second field of each pair
 
     def __init__(self, n_fields: int, dim: int) -> None:
         super().__init__()

@@ -12,7 +12,7 @@ BATCH = 4
 
 
 @pytest.fixture
-def fields() -> list[FieldInfo]:
+def ctr_fields() -> list[FieldInfo]:
     return [
         FieldInfo("user_id", "id", vocab_size=20),
         FieldInfo("gender", "categorical", vocab_size=5),
@@ -22,7 +22,7 @@ def fields() -> list[FieldInfo]:
 
 
 @pytest.fixture
-def batch() -> dict[str, Tensor]:
+def ctr_batch() -> dict[str, Tensor]:
     g = torch.Generator().manual_seed(0)
     genres = torch.zeros(BATCH, 6, dtype=torch.long)
     genres[:, 0] = torch.randint(3, 12, (BATCH,), generator=g)

@@ -14,11 +14,11 @@ from models.layers import CIN, CrossNet, CrossNetV2, FeatureEmbedding, FMInterac
 
 
 @pytest.mark.parametrize("name", sorted(CTR_MODELS))
-def test_forward_shapes_and_backward(name: str, fields: list[FieldInfo], batch: dict[str, Tensor]) -> None:
+def test_forward_shapes_and_backward(name: str, ctr_fields: list[FieldInfo], ctr_batch: dict[str, Tensor]) -> None:
     torch.manual_seed(0)
-    model = build_ctr_model(name, fields, preset="smoke")
-    out = model(batch)
-    n = len(batch["user_id"])
+    model = build_ctr_model(name, ctr_fields, preset="smoke")
+    out = model(ctr_batch)
+    n = len(ctr_batch["user_id"])
     assert out.logit.shape == (n,)
     assert out.h.shape == (n, model.output_dim)
     assert model.head.in_features == model.output_dim and model.head.out_features == 1
@@ -31,38 +31,38 @@ def test_forward_shapes_and_backward(name: str, fields: list[FieldInfo], batch: 
 
 
 @pytest.mark.parametrize("name", sorted(CTR_MODELS))
-def test_unknown_config_key_raises(name: str, fields: list[FieldInfo]) -> None:
+def test_unknown_config_key_raises(name: str, ctr_fields: list[FieldInfo]) -> None:
     with pytest.raises(ValueError, match="embeding_dim"):
-        build_ctr_model(name, fields, {"embeding_dim": 8})
+        build_ctr_model(name, ctr_fields, {"embeding_dim": 8})
 
 
-def test_unknown_model_and_preset_raise(fields: list[FieldInfo]) -> None:
+def test_unknown_model_and_preset_raise(ctr_fields: list[FieldInfo]) -> None:
     with pytest.raises(ValueError, match="unknown CTR model"):
-        build_ctr_model("dcn_v3", fields)
+        build_ctr_model("dcn_v3", ctr_fields)
     with pytest.raises(ValueError, match="unknown preset"):
-        build_ctr_model("dnn", fields, preset="tiny")
+        build_ctr_model("dnn", ctr_fields, preset="tiny")
 
 
-def test_dcnv2_default_is_papers_movielens_setting(fields: list[FieldInfo], batch: dict[str, Tensor]) -> None:
+def test_dcnv2_default_is_papers_movielens_setting(ctr_fields: list[FieldInfo], ctr_batch: dict[str, Tensor]) -> None:
     cfg = ctr_config("dcnv2")
     assert (cfg.embedding_dim, cfg.cross_layers, cfg.hidden_units) == (32, 6, [256] * 6)
-    model = DCNv2(fields, cfg)
+    model = DCNv2(ctr_fields, cfg)
     assert len(model.cross.layers) == 6 and model.cross.layers[0].weight.shape == (4 * 32, 4 * 32)
     # h = concat(cross-net output (F*D), MLP output (256))
     assert model.output_dim == 4 * 32 + 256
-    x0 = model.embedding(batch).flatten(1)
-    h = model.represent(batch)
+    x0 = model.embedding(ctr_batch).flatten(1)
+    h = model.represent(ctr_batch)
     torch.testing.assert_close(h[:, : 4 * 32], model.cross(x0))
     torch.testing.assert_close(h[:, 4 * 32 :], model.mlp(x0))
 
 
-def test_overrides_apply_on_preset(fields: list[FieldInfo]) -> None:
-    model = build_ctr_model("dcnv2", fields, {"cross_layers": 1}, preset="smoke")
+def test_overrides_apply_on_preset(ctr_fields: list[FieldInfo]) -> None:
+    model = build_ctr_model("dcnv2", ctr_fields, {"cross_layers": 1}, preset="smoke")
     assert len(model.cross.layers) == 1 and model.embedding.dim == DCNv2Config.smoke().embedding_dim
 
 
-def test_feature_embedding_pools_multi_and_scales_numeric(fields: list[FieldInfo]) -> None:
-    emb = FeatureEmbedding(fields, dim=4)
+def test_feature_embedding_pools_multi_and_scales_numeric(ctr_fields: list[FieldInfo]) -> None:
+    emb = FeatureEmbedding(ctr_fields, dim=4)
     x = {
         "user_id": torch.tensor([3, 0]),
         "gender": torch.tensor([4, 1]),
@@ -79,12 +79,12 @@ def test_feature_embedding_pools_multi_and_scales_numeric(fields: list[FieldInfo
     torch.testing.assert_close(out[:, 3], torch.tensor([[2.0], [-1.0]]) * tables["year"].weight[0])
 
 
-def test_fm_is_exact_factorization_machine(fields: list[FieldInfo], batch: dict[str, Tensor]) -> None:
-    model = FM(fields, ctr_config("fm", preset="smoke"))
-    v = model.embedding(batch)  # (B, F, D)
-    w = model.linear(batch).squeeze(-1)  # (B, F)
+def test_fm_is_exact_factorization_machine(ctr_fields: list[FieldInfo], ctr_batch: dict[str, Tensor]) -> None:
+    model = FM(ctr_fields, ctr_config("fm", preset="smoke"))
+    v = model.embedding(ctr_batch)  # (B, F, D)
+    w = model.linear(ctr_batch).squeeze(-1)  # (B, F)
     pairwise = sum((v[:, i] * v[:, j]).sum(-1) for i, j in itertools.combinations(range(v.shape[1]), 2))
-    torch.testing.assert_close(model(batch).logit, w.sum(-1) + pairwise)
+    torch.testing.assert_close(model(ctr_batch).logit, w.sum(-1) + pairwise)
     torch.testing.assert_close(FMInteraction()(v).sum(-1), pairwise)
 
 
