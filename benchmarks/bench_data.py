@@ -1,0 +1,122 @@
+"""Data-path benchmark: stage times on real MovieLens-100K, and SQL vs Python text rendering.
+
+    .venv/bin/python benchmarks/bench_data.py [--rows 1000000] [--json out.json]
+
+Stage times run in a fresh temporary project home (fetch re-uses the wheel cache of the
+project's data/cache when present, as a user's second run would). The rendering comparison
+renders the same generated rows with DuckDB SQL and with a plain Python loop, in one run,
+and reports the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from clickprompt.data.spec import load_spec
+from clickprompt.data.text import render_python, text_sql
+from clickprompt.settings import Paths
+
+
+def stage_times() -> dict[str, float]:
+    from clickprompt.data.fetch import fetch_dataset
+    from clickprompt.data.warehouse import ingest, rerender_text, validation_frames
+    from feature_repo.online import materialize
+    from feature_repo.store import apply
+    from feature_repo.training_sets import build_training_sets
+    from validation.runner import run_suites
+
+    spec = load_spec("movielens-100k")
+    home = Paths(Path(tempfile.mkdtemp(prefix="cp-bench-")))
+    cache = Paths.default().data / "cache"
+    if cache.exists():
+        shutil.copytree(cache, home.data / "cache")
+    times: dict[str, float] = {}
+
+    def timed(name, fn):
+        t = time.perf_counter()
+        out = fn()
+        times[name] = round(time.perf_counter() - t, 2)
+        print(f"  {name:<14} {times[name]:7.2f} s", flush=True)
+        return out
+
+    raw = timed("fetch", lambda: fetch_dataset("movielens-100k", home))
+    timed("ingest", lambda: ingest(spec, raw, home.warehouse, home.snapshots))
+    timed("validate", lambda: run_suites(spec, validation_frames(spec, home.warehouse, home.snapshots)))
+    timed("render text", lambda: rerender_text(spec, home.warehouse, home.snapshots))
+    timed("apply", lambda: apply(spec, home))
+    timed("materialize", lambda: materialize(spec, home))
+    timed("training sets", lambda: build_training_sets(spec, home))
+    times["total"] = round(sum(times.values()), 2)
+    shutil.rmtree(home.home, ignore_errors=True)
+    return times
+
+
+def generated_items(n: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    genres = load_spec("movielens-100k").field("genres").allowed
+    words = np.array(["Star", "Night", "Love", "Return", "City", "Dark", "Story", "King", "Blue", "Last"])
+    return pd.DataFrame(
+        {
+            "item_id": np.arange(1, n + 1, dtype=np.int64),
+            "title": [" ".join(words[rng.integers(0, 10, 3)]) for _ in range(n)],
+            "release_year": rng.integers(1920, 2000, n),
+            "genres": [list(rng.choice(genres, rng.integers(1, 4), replace=False)) for _ in range(n)],
+            "event_timestamp": pd.Timestamp("1997-09-01", tz="UTC"),
+        }
+    )
+
+
+def rendering(n: int) -> dict[str, float]:
+    spec = load_spec("movielens-100k")
+    items = generated_items(n)
+    con = duckdb.connect()
+    con.register("items", items)
+    t = time.perf_counter()
+    sql_out = con.execute(f"SELECT item_text FROM ({text_sql(spec, 'item')}) ORDER BY item_id").df()["item_text"]
+    sql_s = time.perf_counter() - t
+    records = items.drop(columns="event_timestamp").to_dict("records")
+    t = time.perf_counter()
+    py_out = [render_python(spec, "item", r) for r in records]
+    py_s = time.perf_counter() - t
+    assert sql_out.tolist() == py_out, "SQL and Python renderings differ"
+    return {
+        "rows": n,
+        "sql_s": round(sql_s, 3),
+        "python_s": round(py_s, 3),
+        "sql_rows_per_s": round(n / sql_s),
+        "python_rows_per_s": round(n / py_s),
+        "speedup": round(py_s / sql_s, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, duckdb {duckdb.__version__}")
+    print("MovieLens-100K stage times:")
+    stages = stage_times()
+    print(f"  {'total':<14} {stages['total']:7.2f} s")
+    print(f"text rendering, {args.rows:,} generated item rows (same output checked):")
+    render = rendering(args.rows)
+    print(f"  DuckDB SQL   {render['sql_rows_per_s']:>12,} rows/s ({render['sql_s']} s)")
+    print(f"  Python loop  {render['python_rows_per_s']:>12,} rows/s ({render['python_s']} s)")
+    print(f"  SQL / Python speed ratio: {render['speedup']}x")
+    if args.json:
+        args.json.write_text(json.dumps({"stages_s": stages, "rendering": render}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
