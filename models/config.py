@@ -1,0 +1,157 @@
+"""Typed training configs, with named profiles: ``smoke`` (tests), ``demo`` (2 CPU cores, < 10 min), ``paper``.
+
+Every config rejects unknown keys. A profile is a set of overrides on the defaults below;
+``load_config(profile, overrides)`` applies dotted ``--set`` style overrides on top, e.g.
+``{"pretrain.epochs": 2, "backbone": "autoint"}``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Method = Literal["clickprompt", "alt", "ctrl", "lm_only", "baseline"]
+METHODS: tuple[str, ...] = ("clickprompt", "alt", "ctrl", "lm_only", "baseline")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class StageConfig(_Strict):
+    """Optimisation of one training stage (one run of the trainer)."""
+
+    epochs: int = Field(3, ge=1)  # passes over the (sub-sampled) training split
+    batch_size: int = Field(256, ge=1)  # training batch size
+    eval_batch_size: int = Field(1024, ge=1)  # batch size for scoring
+    lr_lm: float = Field(5e-5, gt=0)  # AdamW learning rate of the language model's parameters
+    lr_ctr: float = Field(1e-3, gt=0)  # AdamW learning rate of the CTR model, prompt generator and heads
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)  # share of steps with linear warmup
+    schedule: Literal["linear", "cosine", "constant"] = "linear"  # decay after warmup
+    grad_clip: float = Field(1.0, gt=0)  # max global gradient norm
+    patience: int = Field(2, ge=1)  # epochs without validation improvement before stopping
+    max_train_samples: int | None = Field(None, ge=1)  # sub-sample the training split (None: all)
+    max_eval_samples: int | None = Field(None, ge=1)  # sub-sample validation (test is always complete)
+    evals_per_epoch: int = Field(1, ge=1)  # validation checks per epoch (early stopping granularity)
+    checkpoint_every: int = Field(200, ge=1)  # steps between resumable checkpoints
+
+
+class PromptOptions(_Strict):
+    n_prompts: int = Field(10, ge=1)  # K prompts per layer (paper default 10)
+    hidden: int = Field(256, ge=1)  # width d of the shared first projection layer
+    input_only: bool = False  # ablation: prompts only at the input layer
+
+
+class PretrainConfig(StageConfig):
+    mask_prob: float = Field(0.15, gt=0, lt=1)  # share of text tokens selected for masking
+
+
+class TrainConfig(_Strict):
+    profile: str = "default"  # name of the profile these settings came from
+    method: Method = "clickprompt"
+    dataset: str = "movielens-100k"
+    backbone: str = "dcnv2"  # a name in models.ctr.CTR_MODELS
+    backbone_preset: Literal["default", "smoke"] = "default"
+    backbone_config: dict[str, Any] = Field(default_factory=dict)  # overrides, checked by the model's dataclass
+    plm: str = "bert-2l-128"  # folder under data/plms, a local path, or a hub name
+    max_len: int = Field(96, ge=8)  # tokens per sample text (the ML-100K texts are ~50-70 tokens)
+    pooling: Literal["cls", "mean"] = "cls"
+    prompt: PromptOptions = PromptOptions()
+    baseline: StageConfig = StageConfig(epochs=10, batch_size=1024, patience=2)
+    pretrain: PretrainConfig = PretrainConfig(epochs=20, batch_size=256, warmup_ratio=0.05)
+    finetune_lm: StageConfig = StageConfig(epochs=5, batch_size=256, patience=1)
+    finetune_ctr: StageConfig = StageConfig(epochs=10, batch_size=1024, patience=2)
+    seed: int = 42
+    device: str = "auto"  # auto: cuda when present, else cpu; or an explicit torch device string
+    amp: bool = True  # bf16/fp16 autocast on CUDA (ignored on CPU)
+    num_threads: int | None = None  # torch CPU threads (None: torch's default)
+
+    def config_hash(self) -> str:
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+PROFILES: dict[str, dict[str, Any]] = {
+    "default": {},
+    # Minutes on 2 CPU cores, small models; what the test suite runs on real MovieLens-100K.
+    "smoke": {
+        "backbone_preset": "smoke",
+        "backbone_config": {},
+        "max_len": 80,
+        "prompt": {"n_prompts": 4, "hidden": 32},
+        "baseline": {"epochs": 3, "batch_size": 512, "patience": 1},
+        "pretrain": {"epochs": 1, "batch_size": 64, "max_train_samples": 3000, "max_eval_samples": 1000,
+                     "lr_lm": 5e-4, "lr_ctr": 2e-3, "checkpoint_every": 20},
+        "finetune_lm": {"epochs": 1, "batch_size": 64, "max_train_samples": 3000, "max_eval_samples": 1000},
+        "finetune_ctr": {"epochs": 3, "batch_size": 512, "patience": 1},
+    },
+    # Pretraining plus both finetunings on MovieLens-100K within ~10 minutes on 2 CPU cores.
+    "demo": {
+        "backbone_config": {"embedding_dim": 16, "cross_layers": 3, "hidden_units": [256, 128]},
+        "max_len": 80,
+        "prompt": {"n_prompts": 10, "hidden": 64},
+        "baseline": {"epochs": 5, "batch_size": 1024},
+        "pretrain": {"epochs": 1, "batch_size": 128, "max_train_samples": 24000, "max_eval_samples": 2000,
+                     "lr_lm": 5e-4, "lr_ctr": 1e-3},
+        "finetune_lm": {"epochs": 1, "batch_size": 128, "max_train_samples": 16000, "max_eval_samples": 4000,
+                        "lr_lm": 1e-4},
+        "finetune_ctr": {"epochs": 5, "batch_size": 1024},
+    },
+    # The authors' MovieLens settings (GPU): RoBERTa-base, batch 1024, 20 epochs of PA-MLM.
+    "paper": {
+        "plm": "roberta-base",
+        "max_len": 128,
+        "pretrain": {"epochs": 20, "batch_size": 1024, "lr_lm": 5e-5, "lr_ctr": 1e-3, "warmup_ratio": 0.05,
+                     "schedule": "cosine"},
+        "finetune_lm": {"epochs": 5, "batch_size": 256, "lr_lm": 5e-5, "lr_ctr": 1e-3},
+    },
+}
+
+
+def _merge(base: dict, override: dict) -> dict:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "backbone_config":
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _dotted(overrides: dict[str, Any]) -> dict:
+    nested: dict = {}
+    for key, value in overrides.items():
+        node = nested
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return nested
+
+
+def load_config(profile: str = "default", overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Defaults <- profile <- overrides (dotted keys allowed). Unknown keys raise."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; known: {sorted(PROFILES)}")
+    raw = _merge(TrainConfig().model_dump(), PROFILES[profile])
+    raw = _merge(raw, _dotted(overrides or {}))
+    raw["profile"] = profile
+    return TrainConfig.model_validate(raw)
+
+
+def parse_set(items: list[str]) -> dict[str, Any]:
+    """``["pretrain.epochs=2", "backbone=autoint"]`` -> dict, values parsed as JSON when they parse."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
