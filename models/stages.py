@@ -269,8 +269,10 @@ def _pretrained_state(ctx: RunContext) -> dict | None:
 def stage_finetune_with_lm(ctx: RunContext) -> dict:
     sc = ctx.cfg.finetune_lm
     model = ctx.new_clickprompt()
-    if (state := _pretrained_state(ctx)) is not None:
-        model.load_state_dict(state)
+    if (ctx.run_dir / "pretrain" / "model.safetensors").exists():
+        load_weights(model, ctx.run_dir / "pretrain" / "model.safetensors")
+    else:
+        log.warning("no PA-MLM checkpoint: finetuning with the LM starts from the plain PLM (no-pretraining ablation)")
     trainer = Trainer(model, sc, model.parameter_groups(), ctx.stage_dir("finetune-with-lm"), ctx.device,
                       ctx.cfg.amp, ctx.cfg.seed, desc="finetune-with-lm")
     fit = trainer.fit(ctx.splits["train"].head(sc.max_train_samples, ctx.cfg.seed), _bce_step(fused_logit),

@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_model, save_model
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -58,15 +58,19 @@ def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
 
 
 def save_weights(model: nn.Module, path: Path) -> None:
-    """safetensors, written to a temp file then renamed (a crash never leaves half a file)."""
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    """safetensors, written to a temp file then renamed (a crash never leaves half a file).
+
+    ``save_model`` stores tied tensors (an LM's word embeddings and MLM decoder) once.
+    """
     tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp))
+    save_model(model, str(tmp))
     os.replace(tmp, path)
 
 
 def load_weights(model: nn.Module, path: Path, strict: bool = True) -> None:
-    model.load_state_dict(load_file(str(path)), strict=strict)
+    missing, unexpected = load_model(model, str(path), strict=strict)
+    if missing or unexpected:
+        log.warning("%s: missing %s, unexpected %s", path.name, missing, unexpected)
 
 
 def lr_lambda(schedule: str, total: int, warmup: int) -> Callable[[int], float]:
