@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from clickprompt.data.spec import DatasetSpec
-from clickprompt.data.text import sample_texts
+from clickprompt.data.text import field_spans, render_python, sample_texts
 from models.encoding import FeatureEncoder
 
 IGNORE_INDEX = -100  # label of tokens that carry no MLM loss
@@ -30,6 +30,7 @@ class EncodedSplit:
     label: Tensor  # (N,) float32 in {0, 1}
     input_ids: Tensor | None = None  # (N, T) int64, padded with the tokenizer's pad id
     attention_mask: Tensor | None = None  # (N, T) int64
+    field_ids: Tensor | None = None  # (N, T) int8: index in spec.fields of the value a token belongs to, -1 else
     meta: pd.DataFrame = field(default_factory=pd.DataFrame)  # user/item ids and time, for analysis
 
     def __len__(self) -> int:
@@ -41,6 +42,7 @@ class EncodedSplit:
             label=self.label[index],
             input_ids=None if self.input_ids is None else self.input_ids[index],
             attention_mask=None if self.attention_mask is None else self.attention_mask[index],
+            field_ids=None if self.field_ids is None else self.field_ids[index],
             meta=self.meta.iloc[index.numpy()].reset_index(drop=True),
         )
 
@@ -65,11 +67,93 @@ def encode_split(
     meta = frame[[*keys, "event_timestamp"]].reset_index(drop=True)
     split = EncodedSplit(x=x, label=label, meta=meta)
     if tokenizer is not None:
-        enc = tokenizer(
-            sample_texts(spec, frame), max_length=max_len, truncation=True, padding="max_length", return_tensors="pt"
-        )
-        split.input_ids, split.attention_mask = enc["input_ids"], enc["attention_mask"]
+        ids, mask, offsets = tokenize_samples(spec, frame, tokenizer, max_len)
+        split.input_ids, split.attention_mask = torch.from_numpy(ids), torch.from_numpy(mask)
+        split.field_ids = torch.from_numpy(token_fields(spec, frame, offsets))
     return split
+
+
+def tokenize_samples(
+    spec: DatasetSpec, frame: pd.DataFrame, tokenizer, max_len: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Token ids, attention mask (N, T) and character offsets (N, T, 2) of each row's sample text.
+
+    A sample text is its entity texts joined by spaces, so each DISTINCT entity text is tokenized
+    once (the later ones with their leading space, which byte-level BPE encodes) and rows are
+    assembled from those pieces: the same ids as tokenizing every sample text, ~30x faster.
+    """
+    pieces, codes, shifts = [], [], np.zeros(len(frame), dtype=np.int64)
+    for k, entity in enumerate(spec.entity_order):
+        col = frame[spec.text_column(entity)].astype(str)
+        code, uniques = pd.factorize(col)
+        lead = " " if k else ""
+        enc = tokenizer([lead + u for u in uniques], add_special_tokens=False, return_offsets_mapping=True)
+        # offsets of entity k, shifted to the sample text (its leading space is the joining space)
+        pieces.append((enc["input_ids"], enc["offset_mapping"], shifts.copy() - len(lead)))
+        codes.append(code)
+        shifts += col.str.len().to_numpy() + 1
+    # BERT: [CLS] text [SEP]; RoBERTa: <s> text </s> - read off an empty text's encoding
+    empty = tokenizer("")["input_ids"]
+    prefix, suffix = empty[:1], empty[1:]
+    n_special = len(empty)
+    ids = np.full((len(frame), max_len), tokenizer.pad_token_id, dtype=np.int64)
+    mask = np.zeros((len(frame), max_len), dtype=np.int64)
+    offsets = np.zeros((len(frame), max_len, 2), dtype=np.int64)
+    for r in range(len(frame)):
+        row_ids: list[int] = []
+        row_off: list[tuple[int, int]] = []
+        for (p_ids, p_off, p_shift), code in zip(pieces, codes):
+            c, shift = code[r], p_shift[r]
+            row_ids += p_ids[c]
+            row_off += [(a + shift, b + shift) for a, b in p_off[c]]
+        row_ids, row_off = row_ids[: max_len - n_special], row_off[: max_len - n_special]
+        full = prefix + row_ids + suffix
+        ids[r, : len(full)] = full
+        mask[r, : len(full)] = 1
+        offsets[r, len(prefix) : len(prefix) + len(row_off)] = row_off
+    return ids, mask, offsets
+
+
+def value_char_spans(spec: DatasetSpec, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Character span of each field's value in each row's sample text: starts, ends (N, F), -1 if absent.
+
+    Spans are computed once per distinct entity text (a few thousand users / items, not one per
+    event) and broadcast. An entity text that differs from the template applied to its values
+    gets no spans (its tokens then count as template tokens).
+    """
+    index = {f.name: i for i, f in enumerate(spec.fields)}
+    starts = np.full((len(frame), len(spec.fields)), -1, dtype=np.int64)
+    ends = np.full_like(starts, -1)
+    offset = np.zeros(len(frame), dtype=np.int64)
+    for entity in spec.entity_order:
+        col = spec.text_column(entity)
+        codes, uniques = pd.factorize(frame[col])
+        first = frame.iloc[pd.Series(np.arange(len(frame))).groupby(codes).first().to_numpy()]
+        s_u = np.full((len(uniques), len(spec.fields)), -1, dtype=np.int64)
+        e_u = np.full_like(s_u, -1)
+        for u, row in enumerate(first.to_dict("records")):
+            if render_python(spec, entity, row) != row[col]:
+                continue
+            for name, a, b in field_spans(spec, entity, row):
+                s_u[u, index[name]], e_u[u, index[name]] = a, b
+        cols = [index[f.name] for f in spec.fields_of(entity)]
+        found = s_u[codes][:, cols] >= 0
+        starts[:, cols] = np.where(found, s_u[codes][:, cols] + offset[:, None], -1)
+        ends[:, cols] = np.where(found, e_u[codes][:, cols] + offset[:, None], -1)
+        offset += frame[col].str.len().to_numpy() + 1  # the joining space
+    return starts, ends
+
+
+def token_fields(spec: DatasetSpec, frame: pd.DataFrame, offsets: np.ndarray, chunk: int = 8192) -> np.ndarray:
+    """(N, T) int8 field index of each token from the tokenizer's (N, T, 2) character offsets."""
+    starts, ends = value_char_spans(spec, frame)
+    out = np.full(offsets.shape[:2], -1, dtype=np.int8)
+    for c in range(0, len(frame), chunk):
+        o = offsets[c : c + chunk]  # (n, T, 2)
+        s, e = starts[c : c + chunk, None, :], ends[c : c + chunk, None, :]  # (n, 1, F)
+        inside = (o[..., :1] >= s) & (o[..., 1:] <= e) & (o[..., 1:] > o[..., :1]) & (s >= 0)  # (n, T, F)
+        out[c : c + chunk] = np.where(inside.any(-1), inside.argmax(-1), -1)
+    return out
 
 
 def batch_at(split: EncodedSplit, index: Tensor, device: torch.device) -> dict:
@@ -83,6 +167,8 @@ def batch_at(split: EncodedSplit, index: Tensor, device: torch.device) -> dict:
         length = int(mask.sum(1).max())
         batch["input_ids"] = split.input_ids[index, :length].to(device, non_blocking=True)
         batch["attention_mask"] = mask[:, :length].to(device, non_blocking=True)
+        if split.field_ids is not None:
+            batch["field_ids"] = split.field_ids[index, :length].to(device, non_blocking=True)
     return batch
 
 

@@ -68,6 +68,11 @@ class RunContext:
     plm_source: Path | str | None = None
     results: dict[str, dict] = field(default_factory=dict)
 
+    @property
+    def fingerprint(self) -> str:
+        """What a checkpoint must match to be resumed: same config, same training data."""
+        return f"{self.cfg.config_hash()}-{self.snapshot_hash[:16]}"
+
     def stage_dir(self, stage: str) -> Path:
         path = self.run_dir / stage
         path.mkdir(parents=True, exist_ok=True)
@@ -167,15 +172,17 @@ def stage_baseline(ctx: RunContext) -> dict:
     sc = ctx.cfg.baseline
     model = ctx.new_backbone()
     trainer = Trainer(model, sc, {"ctr": list(model.parameters())}, ctx.stage_dir("baseline"), ctx.device,
-                      ctx.cfg.amp, ctx.cfg.seed, desc="baseline")
+                      ctx.cfg.amp, ctx.cfg.seed, desc="baseline", fingerprint=ctx.fingerprint)
     fit = trainer.fit(ctx.splits["train"].head(sc.max_train_samples, ctx.cfg.seed), _bce_step(ctr_logit),
                       _scorer(ctx, model, ctr_logit, "valid", sc.eval_batch_size, sc.max_eval_samples))
     return _finish(ctx, "baseline", model, ctr_logit, fit, sc)
 
 
-def masked_lm_loss(model: ClickPrompt, batch: dict, zero_prompts: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def masked_lm_loss(
+    model: ClickPrompt, batch: dict, zero_prompts: bool = False
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """PA-MLM loss with the MLM head applied to masked positions only (the vocab projection is the
-    costly part of a small LM). Returns (loss, predicted ids (M,), true ids (M,))."""
+    costly part of a small LM). Returns (loss, predicted ids (M,), true ids (M,), selected (B, T))."""
     prompts, _ = model.prompts(batch["x"])
     prompt_mask = None
     if zero_prompts:
@@ -186,8 +193,8 @@ def masked_lm_loss(model: ClickPrompt, batch: dict, zero_prompts: bool = False) 
     logits = mlm_parts(model.plm)[1](fused.last_hidden_state[selected])  # (M, vocab)
     targets = batch["mlm_labels"][selected]  # (M,)
     if targets.numel() == 0:
-        return logits.sum() * 0.0, targets, targets
-    return F.cross_entropy(logits.float(), targets), logits.argmax(-1), targets
+        return logits.sum() * 0.0, targets, targets, selected
+    return F.cross_entropy(logits.float(), targets), logits.argmax(-1), targets, selected
 
 
 class _Masker:
@@ -206,24 +213,33 @@ class _Masker:
 
 @torch.no_grad()
 def mlm_accuracy(ctx: RunContext, model: ClickPrompt, split: EncodedSplit, batch_size: int) -> dict:
-    """Held-out masked-token accuracy and loss with the prompts and with the prompts zeroed,
-    on the SAME masked tokens (a fixed masking seed)."""
+    """Held-out masked-token accuracy and loss, with the prompts and with the prompts zeroed, on
+    the SAME masked tokens (fixed masking seed). ``*_values``: only tokens inside a field's value
+    (ids, codes, titles, genres), where the ID side carries information the text context lacks;
+    the template words ("is", ".") are recovered from context alone and dilute the overall figure.
+    """
     model.eval()
     masker = _Masker(ctx.tokenizer, ctx.cfg.pretrain.mask_prob, seed=12345)
-    stats = {False: [0, 0, 0.0], True: [0, 0, 0.0]}  # zero_prompts -> [correct, total, loss sum]
+    # zero_prompts -> counts: correct, total, loss sum, value-token correct, value-token total
+    stats = {zero: np.zeros(5) for zero in (False, True)}
     for index in torch.arange(len(split)).split(batch_size):
         batch = masker(batch_at(split, index, ctx.device))
         for zero in (False, True):
-            loss, pred, true = masked_lm_loss(model, batch, zero_prompts=zero)
-            stats[zero][0] += int((pred == true).sum())
-            stats[zero][1] += int(true.numel())
-            stats[zero][2] += float(loss) * int(true.numel())
+            loss, pred, true, selected = masked_lm_loss(model, batch, zero_prompts=zero)
+            hit = pred == true
+            values = batch["field_ids"][selected] >= 0  # (M,)
+            stats[zero] += [int(hit.sum()), true.numel(), float(loss) * true.numel(),
+                            int(hit[values].sum()), int(values.sum())]
+    with_p, zeroed = stats[False], stats[True]
     return {
-        "mlm_acc": stats[False][0] / max(stats[False][1], 1),
-        "mlm_acc_zero_prompts": stats[True][0] / max(stats[True][1], 1),
-        "mlm_loss": stats[False][2] / max(stats[False][1], 1),
-        "mlm_loss_zero_prompts": stats[True][2] / max(stats[True][1], 1),
-        "masked_tokens": stats[False][1],
+        "mlm_acc": with_p[0] / max(with_p[1], 1),
+        "mlm_acc_zero_prompts": zeroed[0] / max(zeroed[1], 1),
+        "mlm_acc_values": with_p[3] / max(with_p[4], 1),
+        "mlm_acc_values_zero_prompts": zeroed[3] / max(zeroed[4], 1),
+        "mlm_loss": with_p[2] / max(with_p[1], 1),
+        "mlm_loss_zero_prompts": zeroed[2] / max(zeroed[1], 1),
+        "masked_tokens": int(with_p[1]),
+        "masked_value_tokens": int(with_p[4]),
     }
 
 
@@ -240,18 +256,20 @@ def stage_pretrain(ctx: RunContext, on_step: Callable[[int], None] | None = None
         return masked_lm_loss(m, masker(batch))[0]
 
     out_dir = ctx.stage_dir("pretrain")
-    trainer = Trainer(model, sc, model.parameter_groups(), out_dir, ctx.device, ctx.cfg.amp, ctx.cfg.seed, desc="pretrain")
+    trainer = Trainer(model, sc, model.parameter_groups(), out_dir, ctx.device, ctx.cfg.amp, ctx.cfg.seed,
+                      desc="pretrain", fingerprint=ctx.fingerprint)
     fit = trainer.fit(ctx.splits["train"].head(sc.max_train_samples, ctx.cfg.seed), step,
                       lambda: mlm_accuracy(ctx, model, valid, sc.eval_batch_size), monitor="mlm_loss", mode="min",
                       on_step=on_step)
     final = mlm_accuracy(ctx, model, valid, sc.eval_batch_size)
     save_weights(model, out_dir / "model.safetensors")
-    first_loss = fit.history[0]["loss"] if fit.history else float("nan")
     metrics = {"stage": "pretrain", "method": ctx.cfg.method, "valid": final, "fit": result_dict(fit),
-               "prompt_params": model.prompt.param_count(), "first_logged_train_loss": first_loss,
+               "prompt_params": model.prompt.param_count(),
                "config_hash": ctx.cfg.config_hash(), "snapshot_hash": ctx.snapshot_hash}
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
-    log.info("pretrain: masked-token acc %.4f with prompts vs %.4f zeroed", final["mlm_acc"], final["mlm_acc_zero_prompts"])
+    log.info("pretrain: masked-token acc %.4f with prompts vs %.4f zeroed (value tokens: %.4f vs %.4f)",
+             final["mlm_acc"], final["mlm_acc_zero_prompts"], final["mlm_acc_values"],
+             final["mlm_acc_values_zero_prompts"])
     ctx.results["pretrain"] = metrics
     return metrics
 
@@ -274,10 +292,10 @@ def stage_finetune_with_lm(ctx: RunContext) -> dict:
     else:
         log.warning("no PA-MLM checkpoint: finetuning with the LM starts from the plain PLM (no-pretraining ablation)")
     trainer = Trainer(model, sc, model.parameter_groups(), ctx.stage_dir("finetune-with-lm"), ctx.device,
-                      ctx.cfg.amp, ctx.cfg.seed, desc="finetune-with-lm")
+                      ctx.cfg.amp, ctx.cfg.seed, desc="finetune-with-lm", fingerprint=ctx.fingerprint)
     fit = trainer.fit(ctx.splits["train"].head(sc.max_train_samples, ctx.cfg.seed), _bce_step(fused_logit),
                       _scorer(ctx, model, fused_logit, "valid", sc.eval_batch_size, sc.max_eval_samples))
-    return _finish(ctx, "finetune-with-lm", model, fused_logit, fit, sc, {"a": float(model.a)})
+    return _finish(ctx, "finetune-with-lm", model, fused_logit, fit, sc, {"a": float(model.a.detach())})
 
 
 def stage_finetune_ctr_only(ctx: RunContext) -> dict:
@@ -289,7 +307,7 @@ def stage_finetune_ctr_only(ctx: RunContext) -> dict:
         c = ctx.cfg
         model = init_ctr_only(c.backbone, ctx.encoder.fields, c.backbone_config, state, c.backbone_preset)
     trainer = Trainer(model, sc, {"ctr": list(model.parameters())}, ctx.stage_dir("finetune-ctr-only"), ctx.device,
-                      ctx.cfg.amp, ctx.cfg.seed, desc="finetune-ctr-only")
+                      ctx.cfg.amp, ctx.cfg.seed, desc="finetune-ctr-only", fingerprint=ctx.fingerprint)
     fit = trainer.fit(ctx.splits["train"].head(sc.max_train_samples, ctx.cfg.seed), _bce_step(ctr_logit),
                       _scorer(ctx, model, ctr_logit, "valid", sc.eval_batch_size, sc.max_eval_samples))
     return _finish(ctx, "finetune-ctr-only", model, ctr_logit, fit, sc, {"initialised_from_pretrain": state is not None})

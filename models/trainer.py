@@ -94,6 +94,8 @@ class FitResult:
     stopped_early: bool
     seconds: float
     samples_per_s: float
+    loss_first: float  # mean training loss of the first steps (up to 10) ...
+    loss_last: float  # ... and of the last steps of this fit: did the loss fall?
     history: list[dict] = field(default_factory=list)
 
 
@@ -110,8 +112,10 @@ class Trainer:
         amp: bool = True,
         seed: int = 42,
         desc: str = "train",
+        fingerprint: str = "",
     ) -> None:
         self.model, self.cfg, self.run_dir, self.device, self.seed, self.desc = model, cfg, run_dir, device, seed, desc
+        self.fingerprint = fingerprint  # a checkpoint with another fingerprint (config, data) is not resumed
         self.amp_dtype = amp_dtype(device, amp)
         groups = [
             {"params": [p for p in params if p.requires_grad], "lr": cfg.lr_lm if name == "plm" else cfg.lr_ctr, "name": name}
@@ -135,7 +139,6 @@ class Trainer:
             "scheduler": scheduler.state_dict(),
             "scaler": self.scaler.state_dict(),
             "torch_rng": torch.get_rng_state(),
-            "numpy_rng": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
         }
         tmp = self._state_path.with_suffix(".tmp")
         torch.save(blob, tmp)
@@ -146,13 +149,16 @@ class Trainer:
         meta = self.run_dir / "trainer_state.json"
         if not (meta.exists() and self._state_path.exists() and (self.run_dir / "last.safetensors").exists()):
             return None
+        state = json.loads(meta.read_text())
+        if state.get("fingerprint", "") != self.fingerprint:
+            log.warning("%s: checkpoint in %s is from another config or data; starting fresh", self.desc, self.run_dir)
+            return None
         load_weights(self.model, self.run_dir / "last.safetensors")
         blob = torch.load(self._state_path, weights_only=True)
         self.optimizer.load_state_dict(blob["optimizer"])
         scheduler.load_state_dict(blob["scheduler"])
         self.scaler.load_state_dict(blob["scaler"])
         torch.set_rng_state(blob["torch_rng"])
-        state = json.loads(meta.read_text())
         log.info("%s: resuming at step %d (epoch %d, batch %d)", self.desc, state["step"], state["epoch"], state["batch"])
         return state
 
@@ -177,7 +183,8 @@ class Trainer:
         eval_points = {round(n_batches * (i + 1) / cfg.evals_per_epoch) for i in range(cfg.evals_per_epoch)}
         sign = 1.0 if mode == "max" else -1.0
         state = {"step": 0, "epoch": 0, "batch": 0, "best": None, "best_step": -1, "bad_evals": 0,
-                 "history": [], "stopped": False, "seconds": 0.0}
+                 "history": [], "stopped": False, "seconds": 0.0, "fingerprint": self.fingerprint,
+                 "losses_first": [], "losses_last": []}
         if resume and (loaded := self._load_checkpoint(scheduler)):
             state = loaded
         best_path = self.run_dir / "best.safetensors"
@@ -202,6 +209,9 @@ class Trainer:
                     scheduler.step()
                     state["step"] += 1
                     state["batch"] = b + 1
+                    if len(state["losses_first"]) < 10:
+                        state["losses_first"].append(loss.item())
+                    state["losses_last"] = (state["losses_last"] + [loss.item()])[-10:]
                     samples += len(batches[b])
                     elapsed = time.perf_counter() - started
                     bar.update(1)
@@ -246,6 +256,8 @@ class Trainer:
             stopped_early=state["stopped"],
             seconds=round(state["seconds"], 2),
             samples_per_s=round(state["step"] * cfg.batch_size / max(state["seconds"], 1e-9), 1),
+            loss_first=float(np.mean(state["losses_first"])) if state["losses_first"] else float("nan"),
+            loss_last=float(np.mean(state["losses_last"])) if state["losses_last"] else float("nan"),
             history=state["history"],
         )
 

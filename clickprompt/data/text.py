@@ -67,10 +67,19 @@ def render_tables(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> dict[str
 # --- plain-Python reference ------------------------------------------------------------
 
 
-def _value_py(field: FieldSpec, value: Any) -> str | None:
+def _missing(value: Any) -> bool:
+    """None, NaN or pandas' NA (list-like values are never missing here)."""
     if value is None or (isinstance(value, float) and value != value):
+        return True
+    return type(value).__name__ in ("NAType", "NaTType")
+
+
+def _value_py(field: FieldSpec, value: Any) -> str | None:
+    if _missing(value):
         return None
     vmap = field.value_map
+    if field.dtype == "int64" and isinstance(value, float):  # nullable ints come back from parquet as floats
+        value = int(value)
     if field.kind == Kind.MULTI:
         text = ", ".join(vmap.get(str(v), str(v)) for v in value)
     else:

@@ -26,3 +26,50 @@ def test_batch_order_is_a_seeded_permutation():
     a = torch.cat(batch_order(103, 10, True, seed=5))
     assert torch.equal(a, torch.cat(batch_order(103, 10, True, seed=5)))
     assert sorted(a.tolist()) == list(range(103)) and len(batch_order(103, 10, True, 5)) == 11
+
+
+def _frame():
+    import pandas as pd
+
+    from clickprompt.data.spec import load_spec
+    from clickprompt.data.text import render_python
+
+    spec = load_spec("movielens-100k")
+    users = [{"user_id": 196, "gender": "M", "age": 49, "occupation": "writer", "zip_code": "55105"},
+             {"user_id": 7, "gender": "F", "age": 30, "occupation": "artist", "zip_code": "T8H1N"}]
+    items = [{"item_id": 242, "title": "Kolya", "release_year": 1996, "genres": ["Comedy"]},
+             {"item_id": 1, "title": "Toy Story", "release_year": 1995, "genres": ["Animation", "Children's", "Comedy"]}]
+    rows = [{**u, **i, "user_text": render_python(spec, "user", u), "item_text": render_python(spec, "item", i)}
+            for u in users for i in items]
+    return spec, pd.DataFrame(rows)
+
+
+def test_assembled_tokens_equal_tokenizing_each_sample_text():
+    from clickprompt.data.text import sample_texts
+    from models.data import tokenize_samples
+    from models.plm import tiny_bert, tiny_roberta
+
+    spec, frame = _frame()
+    for _, tok in (tiny_bert(), tiny_roberta()):
+        ids, mask, _ = tokenize_samples(spec, frame, tok, max_len=64)
+        direct = tok(sample_texts(spec, frame), max_length=64, truncation=True, padding="max_length")
+        assert ids.tolist() == direct["input_ids"] and mask.tolist() == direct["attention_mask"]
+
+
+def test_token_fields_mark_each_value_and_not_the_template():
+    from models.data import tokenize_samples, token_fields
+    from models.plm import tiny_bert
+
+    spec, frame = _frame()
+    _, tok = tiny_bert()
+    ids, _, offsets = tokenize_samples(spec, frame, tok, max_len=512)
+    fields = token_fields(spec, frame, offsets)
+    names = [f.name for f in spec.fields]
+    words = {}
+    for t, f in zip(tok.convert_ids_to_tokens(ids[0].tolist()), fields[0].tolist()):
+        if f >= 0:
+            words.setdefault(names[f], []).append(t)
+    assert "".join(words["user_id"]).replace("#", "") == "196"
+    assert "".join(words["item_id"]).replace("#", "") == "242"
+    assert set(words) == set(names)
+    assert "is" not in sum(words.values(), [])
