@@ -25,12 +25,15 @@ demo: install
 	$(BIN)/clickprompt features materialize
 	$(BIN)/clickprompt features training-set
 	$(BIN)/clickprompt features online --user-id 196 --item-id 242
+	$(BIN)/clickprompt plm fetch bert-2l-128
+	$(BIN)/clickprompt train --profile demo --run-id demo
 
 test: install
 	$(BIN)/python -m pytest -q
 
 bench: install
 	$(BIN)/python benchmarks/bench_data.py
+	$(BIN)/python benchmarks/bench_train.py --profile demo --seeds 1 2 3
 
 clean:
 	rm -rf data artifacts .prefect
