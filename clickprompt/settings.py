@@ -78,6 +78,11 @@ class Paths:
         return self.data / "plms"
 
     @property
+    def registry(self) -> Path:
+        """The model registry's DuckDB file (records); artifacts live under artifacts/registry/."""
+        return self.data / "registry.duckdb"
+
+    @property
     def artifacts(self) -> Path:
         return self.home / "artifacts"
 

@@ -7,6 +7,7 @@ WordPiece tokenizers entirely offline, for tests.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -25,6 +26,8 @@ from transformers import (
     RobertaConfig,
     RobertaForMaskedLM,
 )
+
+log = logging.getLogger("clickprompt.plm")
 
 Family = Literal["bert", "roberta"]
 _FAMILIES: dict[str, Family] = {"bert": "bert", "roberta": "roberta"}  # config.model_type -> family
@@ -103,7 +106,11 @@ def load_plm(
     model, loading = AutoModelForMaskedLM.from_pretrained(source, output_loading_info=True)
     plm_family(model)
     missing = sorted(loading["missing_keys"])
-    if missing and not allow_missing_keys:
+    head = _MLM_HEAD_ATTR[plm_family(model)] + "."
+    if missing and all(k.startswith(head) for k in missing):
+        # e.g. all-MiniLM-L6-v2: an encoder checkpoint whose MLM head transform starts untrained
+        log.warning("%s: MLM head weights start untrained: %s", source, missing)
+    elif missing and not allow_missing_keys:
         raise ValueError(f"{source}: weights missing from the checkpoint: {missing}")
     tokenizer = AutoTokenizer.from_pretrained(source)
     if tokenizer.mask_token_id is None or tokenizer.pad_token_id is None:

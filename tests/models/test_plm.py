@@ -59,14 +59,30 @@ def test_load_plm_roundtrip_from_folder(build, tmp_path: Path) -> None:
     torch.testing.assert_close(loaded(**enc).logits, model(**enc).logits, atol=0, rtol=0)
 
 
-def test_load_plm_rejects_missing_path_and_missing_weights(tmp_path: Path) -> None:
+def test_load_plm_rejects_missing_path_and_missing_encoder_weights(tmp_path: Path) -> None:
+    from safetensors.torch import load_file, save_file
+
     with pytest.raises(FileNotFoundError):
         load_plm(tmp_path / "nope")
     model, tok = tiny_bert()
-    model.bert.save_pretrained(tmp_path)  # encoder only: the MLM head would start untrained
+    model.save_pretrained(tmp_path)
     tok.save_pretrained(tmp_path)
-    with pytest.raises(ValueError, match="missing"):
+    weights = tmp_path / "model.safetensors"
+    state = load_file(str(weights))
+    del state["bert.encoder.layer.0.attention.self.query.weight"]
+    save_file(state, str(weights), metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="missing.*layer.0.attention.self.query"):
         load_plm(tmp_path)
+
+
+def test_encoder_only_checkpoint_loads_with_an_untrained_mlm_head(tmp_path: Path, caplog) -> None:
+    """Like all-MiniLM-L6-v2: no MLM head transform in the checkpoint; it starts untrained."""
+    model, tok = tiny_bert()
+    model.bert.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    loaded, _ = load_plm(tmp_path)
+    assert "MLM head weights start untrained" in caplog.text
+    torch.testing.assert_close(loaded.bert.embeddings.word_embeddings.weight, model.bert.embeddings.word_embeddings.weight)
 
 
 @pytest.mark.skipif(not REAL_PLMS, reason="no pretrained PLM under data/plms/")
