@@ -21,15 +21,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
+from clickprompt.bench.efficiency import measure
 from clickprompt.settings import Paths
 from models.config import load_config
-from models.data import IGNORE_INDEX, batch_at
-from models.plm import mlm_parts
-from models.prompt import run_plm
-from models.stages import STAGE_NAMES, _Masker, ctr_logit, fused_logit, masked_lm_loss, prepare, run_training
-from models.trainer import load_weights, predict
+from models.stages import STAGE_NAMES, run_training
 
 ROWS = {"baseline": "DCNv2 (baseline)", "finetune-ctr-only": "ClickPrompt CTR-only", "finetune-with-lm": "ClickPrompt with LM"}
 
@@ -60,44 +56,8 @@ def quality(profile: str, seeds: list[int], out: Path, paths: Paths) -> dict:
     return {"per_seed": runs, "table": table}
 
 
-def timings(profile: str, run_dir: Path, paths: Paths, n: int = 5000) -> dict:
-    cfg = load_config(profile, {"seed": 0})
-    ctx = prepare(cfg, paths, run_dir / "timing", list(STAGE_NAMES))
-    test = ctx.splits["test"].head(n, seed=0)
-    ctr = ctx.new_backbone()
-    load_weights(ctr, run_dir / "finetune-ctr-only" / "model.safetensors")
-    lm = ctx.new_clickprompt()
-    load_weights(lm, run_dir / "finetune-with-lm" / "model.safetensors")
-    out = {"samples": len(test), "device": str(ctx.device), "threads": torch.get_num_threads()}
-    for name, model, fn in (("ctr_only", ctr, ctr_logit), ("with_lm", lm, fused_logit)):
-        predict(model, test.head(1000), fn, 1000, ctx.device)  # warm-up
-        t = time.perf_counter()
-        predict(model, test, fn, 1000, ctx.device)
-        out[f"{name}_ms_per_1000"] = 1000 * (time.perf_counter() - t) / (len(test) / 1000)
-    out["with_lm_over_ctr_only"] = out["with_lm_ms_per_1000"] / out["ctr_only_ms_per_1000"]
-
-    # PA-MLM training throughput: prompts vs the plain MLM on the same LM, same batches
-    masker = _Masker(ctx.tokenizer, cfg.pretrain.mask_prob, seed=0)
-    train = ctx.splits["train"].head(64 * 12, seed=0)
-    batches = [masker(batch_at(train, idx, ctx.device)) for idx in torch.arange(len(train)).split(64)]
-    model = ctx.new_clickprompt().train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-    def plain_step(batch):
-        hidden = run_plm(model.plm, batch["masked_ids"], batch["attention_mask"], None, with_logits=False).last_hidden_state
-        selected = batch["mlm_labels"] != IGNORE_INDEX
-        return F.cross_entropy(mlm_parts(model.plm)[1](hidden[selected]), batch["mlm_labels"][selected])
-
-    for name, step in (("prompted", lambda b: masked_lm_loss(model, b)[0]), ("plain", plain_step)):
-        step(batches[0]).backward()  # warm-up
-        t = time.perf_counter()
-        for batch in batches[1:]:
-            opt.zero_grad()
-            step(batch).backward()
-            opt.step()
-        out[f"pamlm_{name}_samples_per_s"] = 64 * (len(batches) - 1) / (time.perf_counter() - t)
-    out["pamlm_prompted_over_plain"] = out["pamlm_prompted_samples_per_s"] / out["pamlm_plain_samples_per_s"]
-    return out
+def timings(profile: str, run_dir: Path, paths: Paths) -> dict:
+    return measure(load_config(profile, {"seed": 0}), run_dir, paths)
 
 
 def markdown(result: dict) -> str:

@@ -1,0 +1,141 @@
+"""Render a benchmark ``results.json`` as a Markdown report with PNG plots.
+
+results.json (written by ``clickprompt.bench.suite``):
+    machine, profile, dataset, seeds, created_at, command
+    models: {label: {backbone, method, reference (label of its backbone or null),
+                     per_seed: {seed: {auc, logloss}}, auc_mean, auc_std, logloss_mean, logloss_std,
+                     paired_auc_diff: [per seed] | null, paired_auc_diff_mean: float | null}}
+    long_tail: {label: {all, tail_users, tail_items, tail_both, n_tail_users, n_tail_items, n_tail_both}}
+    efficiency: {ctr_only_ms_per_1000, with_lm_ms_per_1000, with_lm_over_ctr_only, ctr_only_samples_per_s,
+                 with_lm_samples_per_s, pamlm_prompted_samples_per_s, pamlm_plain_samples_per_s,
+                 pamlm_prompted_over_plain, stage_seconds: {stage: s}, peak_rss_mb}
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers / CI
+import matplotlib.pyplot as plt  # noqa: E402
+
+PLOTS = ("auc_by_model.png", "long_tail.png", "latency.png")
+
+
+def _fmt(value, digits: int = 4) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def plot_auc(results: dict, path: Path) -> None:
+    models = results["models"]
+    labels = list(models)
+    means = [models[m]["auc_mean"] for m in labels]
+    stds = [models[m]["auc_std"] for m in labels]
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(labels)), 4.5))
+    colors = ["#888888" if models[m]["reference"] is None else "#3b75af" for m in labels]
+    ax.bar(range(len(labels)), means, yerr=stds, capsize=4, color=colors)
+    ax.set_xticks(range(len(labels)), labels, rotation=35, ha="right", fontsize=8)
+    low = min(m - s for m, s in zip(means, stds))
+    ax.set_ylim(max(0.0, low - 0.02), min(1.0, max(m + s for m, s in zip(means, stds)) + 0.01))
+    ax.set_ylabel("test AUC (mean ± sd over seeds)")
+    ax.set_title(f"{results['dataset']}: test AUC per model ({len(results['seeds'])} seeds; grey = baselines)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_long_tail(results: dict, path: Path) -> None:
+    tail = results["long_tail"]
+    labels = list(tail)
+    groups = ["all", "tail_users", "tail_items", "tail_both"]
+    width = 0.8 / max(1, len(labels))
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for i, label in enumerate(labels):
+        values = [tail[label].get(g) or 0.0 for g in groups]
+        xs = [g + i * width for g in range(len(groups))]
+        ax.bar(xs, values, width, label=label)
+        for x, v in zip(xs, values):
+            if not v:  # too few rows (or one class) in this group
+                ax.text(x, ax.get_ylim()[0], "n/a", ha="center", va="bottom", fontsize=7, rotation=90)
+    ax.set_xticks([g + width * (len(labels) - 1) / 2 for g in range(len(groups))],
+                  ["all", "tail users", "tail items", "both tail"])
+    values = [v for lab in labels for g in groups if (v := tail[lab].get(g))]
+    ax.set_ylim(max(0.0, min(values) - 0.05) if values else 0.0, min(1.0, max(values) + 0.03) if values else 1.0)
+    ax.set_ylabel("test AUC")
+    ax.set_title("Long tail: bottom 10% users / items by training frequency")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_latency(results: dict, path: Path) -> None:
+    eff = results["efficiency"]
+    names = ["CTR-only", "with LM"]
+    values = [eff["ctr_only_ms_per_1000"], eff["with_lm_ms_per_1000"]]
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.bar(names, values, color=["#3b75af", "#c44e52"])
+    ax.set_yscale("log")
+    for i, v in enumerate(values):
+        ax.text(i, v, f"{v:.1f} ms", ha="center", va="bottom")
+    ax.set_ylabel("scoring time per 1,000 samples (ms, log scale)")
+    ax.set_title(f"Inference cost: with LM is {eff['with_lm_over_ctr_only']:.0f}x CTR-only")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def markdown(results: dict) -> str:
+    lines = [
+        f"# Benchmark: {results['dataset']} ({results['profile']} profile)",
+        "",
+        f"- machine: {results['machine']}",
+        f"- seeds: {', '.join(map(str, results['seeds']))}; same temporal split (80/10/10 by event time)",
+        f"- created: {results['created_at']}; command: `{results.get('command', '')}`",
+        "",
+        "## Quality (test split)",
+        "",
+        "| model | backbone | test AUC | test LogLoss | AUC − backbone (per seed) |",
+        "|---|---|---|---|---|",
+    ]
+    for label, m in results["models"].items():
+        diff = "—"
+        if m.get("paired_auc_diff"):
+            diff = f"{m['paired_auc_diff_mean']:+.4f} ({', '.join(f'{d:+.4f}' for d in m['paired_auc_diff'])})"
+        lines.append(f"| {label} | {m['backbone']} | {m['auc_mean']:.4f} ± {m['auc_std']:.4f} | "
+                     f"{m['logloss_mean']:.4f} ± {m['logloss_std']:.4f} | {diff} |")
+    lines += ["", "![AUC per model](auc_by_model.png)", "", "## Long tail (seed-pooled test predictions)", "",
+              "| model | all | tail users | tail items | both tail |", "|---|---|---|---|---|"]
+    for label, t in results["long_tail"].items():
+        lines.append(f"| {label} | {_fmt(t.get('all'))} | {_fmt(t.get('tail_users'))} (n={t.get('n_tail_users')}) | "
+                     f"{_fmt(t.get('tail_items'))} (n={t.get('n_tail_items')}) | {_fmt(t.get('tail_both'))} (n={t.get('n_tail_both')}) |")
+    eff = results.get("efficiency", {})
+    lines += ["", "![long tail](long_tail.png)", ""]
+    if "ctr_only_ms_per_1000" not in eff:
+        return "\n".join(lines + ["(no efficiency figures: the ClickPrompt run was not part of this benchmark)", ""])
+    lines += ["## Efficiency", "",
+              f"- scoring: CTR-only {eff['ctr_only_ms_per_1000']:.1f} ms / 1,000 samples "
+              f"({eff['ctr_only_samples_per_s']:,.0f}/s), with LM {eff['with_lm_ms_per_1000']:.1f} ms "
+              f"({eff['with_lm_samples_per_s']:,.0f}/s): **{eff['with_lm_over_ctr_only']:.0f}x**",
+              f"- PA-MLM training: {eff['pamlm_prompted_samples_per_s']:.0f} samples/s with prompts vs "
+              f"{eff['pamlm_plain_samples_per_s']:.0f} plain MLM ({eff['pamlm_prompted_over_plain']:.2f}x)",
+              f"- peak resident memory: {eff['peak_rss_mb']:.0f} MB",
+              "", "| stage | seconds |", "|---|---|"]
+    lines += [f"| {stage} | {sec:.1f} |" for stage, sec in eff["stage_seconds"].items()]
+    lines += ["", "![latency](latency.png)", ""]
+    return "\n".join(lines)
+
+
+def render(results_path: Path) -> Path:
+    """Write report.md and the PNG plots next to ``results_path``; return the report's path."""
+    results = json.loads(results_path.read_text(encoding="utf-8"))
+    out = results_path.parent
+    plot_auc(results, out / PLOTS[0])
+    plot_long_tail(results, out / PLOTS[1])
+    if "ctr_only_ms_per_1000" in results.get("efficiency", {}):
+        plot_latency(results, out / PLOTS[2])
+    report = out / "report.md"
+    report.write_text(markdown(results), encoding="utf-8")
+    return report

@@ -1,0 +1,42 @@
+"""Report rendering on a small hand-written results file: the plots exist and are valid PNGs."""
+
+import json
+
+from clickprompt.bench.report import PLOTS, render
+
+RESULTS = {
+    "machine": "test", "profile": "smoke", "dataset": "movielens-100k", "seeds": [1, 2, 3],
+    "created_at": "2026-11-23T00:00:00Z", "command": "make bench",
+    "models": {
+        "DCNv2": {"backbone": "dcnv2", "method": "baseline", "reference": None,
+                  "per_seed": {"1": {"auc": 0.71, "logloss": 0.62}}, "auc_mean": 0.71, "auc_std": 0.004,
+                  "logloss_mean": 0.62, "logloss_std": 0.002, "paired_auc_diff": None, "paired_auc_diff_mean": None},
+        "ClickPrompt CTR-only": {"backbone": "dcnv2", "method": "clickprompt", "reference": "DCNv2",
+                                 "per_seed": {"1": {"auc": 0.715, "logloss": 0.61}}, "auc_mean": 0.715,
+                                 "auc_std": 0.003, "logloss_mean": 0.61, "logloss_std": 0.001,
+                                 "paired_auc_diff": [0.005, 0.004, 0.006], "paired_auc_diff_mean": 0.005},
+    },
+    "long_tail": {
+        "DCNv2": {"all": 0.71, "tail_users": 0.6, "tail_items": 0.55, "tail_both": None,
+                  "n_tail_users": 120, "n_tail_items": 80, "n_tail_both": 3},
+        "ClickPrompt CTR-only": {"all": 0.715, "tail_users": 0.62, "tail_items": 0.57, "tail_both": None,
+                                 "n_tail_users": 120, "n_tail_items": 80, "n_tail_both": 3},
+    },
+    "efficiency": {"ctr_only_ms_per_1000": 2.5, "with_lm_ms_per_1000": 250.0, "with_lm_over_ctr_only": 100.0,
+                   "ctr_only_samples_per_s": 400000, "with_lm_samples_per_s": 4000,
+                   "pamlm_prompted_samples_per_s": 180, "pamlm_plain_samples_per_s": 220,
+                   "pamlm_prompted_over_plain": 0.82, "stage_seconds": {"pretrain": 120.0}, "peak_rss_mb": 2100},
+}
+
+
+def test_render_writes_report_and_valid_pngs(tmp_path):
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(RESULTS))
+    report = render(path).read_text()
+    for name in PLOTS:
+        data = (tmp_path / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
+        assert f"]({name})" in report
+    assert "| ClickPrompt CTR-only | dcnv2 | 0.7150 ± 0.0030 |" in report
+    assert "+0.0050 (+0.0050, +0.0040, +0.0060)" in report
+    assert "**100x**" in report and "n/a (n=3)" in report
