@@ -11,7 +11,7 @@ golden tests and the baseline of the rendering benchmark. The SQL is what the pl
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import duckdb
 
@@ -127,7 +127,3 @@ def field_spans(spec: DatasetSpec, entity: EntityName, row: Mapping[str, Any]) -
         spans.append((f.name, start, start + len(value)))
         pos = start + len(value) + 2  # ". "
     return spans
-
-
-def iter_rendered(spec: DatasetSpec, entity: EntityName, rows: Iterable[Mapping[str, Any]]) -> list[str]:
-    return [render_python(spec, entity, r) for r in rows]
