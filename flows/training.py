@@ -1,0 +1,93 @@
+"""Tasks and helpers the training flows share (pretrain_model, finetune_model, train_pipeline).
+
+Each training stage is one cached task over ``models.stages.run_training``: keyed by the run,
+the stage, the config hash, the snapshot hash and the checkpoints it starts from, so a re-run
+skips finished stages. An interrupted stage is not cached; the trainer resumes it from its last
+checkpoint in ``<run_dir>/<stage>/`` (same config and data fingerprint), not from step 0.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from prefect import task
+from prefect.context import TaskRunContext
+
+from clickprompt.settings import Paths
+from flows.common import cache_key, cached, digest, file_digest, retry_fetch, snapshot_hash
+
+if TYPE_CHECKING:
+    from models.config import TrainConfig
+
+PRETRAIN = "pretrain"
+# Stages that start from another stage's weights: their cache key includes that stage's result.
+UPSTREAM: dict[str, tuple[str, ...]] = {"finetune-with-lm": (PRETRAIN,), "finetune-ctr-only": (PRETRAIN,)}
+TEXT_STAGES = ("pretrain", "finetune-with-lm")  # the stages that load the language model
+
+
+def train_config(profile: str, method: str, dataset: str, backbone: str | None, overrides: dict[str, Any]) -> "TrainConfig":
+    """The profile with the flow's parameters and dotted ``overrides`` (``{"pretrain.epochs": 2}``) on top."""
+    from models.config import load_config
+
+    merged = {**overrides, "method": method, "dataset": dataset}
+    if backbone:
+        merged["backbone"] = backbone
+    return load_config(profile, merged)
+
+
+def default_run_id(cfg: "TrainConfig", paths: Paths) -> str:
+    """Deterministic from the config and the data: a re-run after a failure lands in the same run
+    folder (and resumes there); new data or another config starts a new run."""
+    return f"{cfg.profile}-{cfg.method}-{cfg.backbone}-{digest(cfg.config_hash(), snapshot_hash(paths))[:10]}"
+
+
+def stage_done(run_dir: Path, stage: str) -> bool:
+    return (run_dir / stage / "metrics.json").exists()
+
+
+def _stage_key(context: TaskRunContext, p: dict[str, Any]) -> str:
+    run_dir, stage = p["run_dir"], p["stage"]
+    upstream = [file_digest(run_dir / u / "metrics.json") for u in UPSTREAM.get(stage, ())]
+    return cache_key("train", p, str(run_dir), stage, p["cfg"].config_hash(), snapshot_hash(p["paths"]), upstream)
+
+
+@task(cache_key_fn=_stage_key, persist_result=True, result_serializer="json", task_run_name="train-{stage}")
+def train_stage(cfg: "TrainConfig", paths: Paths, run_dir: Path, stage: str) -> dict:
+    """Train one stage into ``run_dir/<stage>/``; its metrics (also in ``<stage>/metrics.json``)."""
+    from models.stages import run_training
+
+    return run_training(cfg, paths, [stage], run_dir)["stages"][stage]
+
+
+def run_stage(cfg: "TrainConfig", paths: Paths, run_dir: Path, stage: str, refresh: bool = False) -> dict:
+    """``train_stage`` through the cache; redone when its metrics file is gone."""
+    return cached(train_stage, paths, refresh or not stage_done(run_dir, stage))(cfg, paths, run_dir, stage)
+
+
+@task(retries=2, retry_delay_seconds=10, retry_condition_fn=retry_fetch)
+def fetch_plm(name: str, paths: Paths) -> str:
+    """Extract an offline PLM into ``data/plms/<name>`` (no-op when intact); other names (a folder,
+    a hub model) are left to the loader."""
+    from clickprompt.data.fetch import PLMS, fetch_plm as fetch
+
+    if name not in PLMS:
+        return name
+    return str(fetch(name, paths))
+
+
+def default_stages(method: str) -> tuple[str, ...]:
+    """Every stage, except for the plain-backbone method, which trains the baseline alone."""
+    from models.stages import STAGE_NAMES
+
+    return ("baseline",) if method == "baseline" else tuple(STAGE_NAMES)
+
+
+def prepare_run(
+    dataset: str, profile: str, method: str, backbone: str | None, run_id: str | None, overrides: dict[str, Any],
+    paths: Paths,
+) -> tuple["TrainConfig", str, Path]:
+    """(config, run id, run folder) as every training flow resolves them."""
+    cfg = train_config(profile, method, dataset, backbone, overrides)
+    run_id = run_id or default_run_id(cfg, paths)
+    return cfg, run_id, paths.runs / run_id
