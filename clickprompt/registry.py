@@ -262,10 +262,22 @@ class Registry:
         finally:
             con.close()
 
+    @property
+    def _generation_path(self) -> Path:
+        return self.db_path.with_name(self.db_path.name + ".generation")
+
+    def _bump_generation(self) -> None:
+        """Replace the marker file after each commit: a new inode, seen by ``change_token`` even when
+        the database file's size and (coarse) mtime look unchanged."""
+        tmp = self._generation_path.with_name(f"{self._generation_path.name}.tmp-{uuid.uuid4().hex[:8]}")
+        tmp.write_text(uuid.uuid4().hex, encoding="utf-8")
+        os.replace(tmp, self._generation_path)
+
     def change_token(self) -> tuple:
-        """A cheap fingerprint (stat of the database and its WAL) that changes when the registry does."""
+        """A cheap fingerprint (stat of the database, its WAL and the generation marker) that changes
+        when the registry does. A change by other means is still seen by polling."""
         out = []
-        for path in (self.db_path, self.db_path.with_name(self.db_path.name + ".wal")):
+        for path in (self.db_path, self.db_path.with_name(self.db_path.name + ".wal"), self._generation_path):
             try:
                 st = path.stat()
                 out.append((st.st_mtime_ns, st.st_size, st.st_ino))
@@ -371,6 +383,7 @@ class Registry:
         config_hash = metrics.get("config_hash") or hashlib.sha256(
             json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
         train_start, train_end = self._training_window(snapshot_hash)
+        code = code_version()
 
         # 1. the artifact, complete and read-only, in a temp folder beside its final place
         (self.root / name).mkdir(parents=True, exist_ok=True)
@@ -405,7 +418,7 @@ class Registry:
                         method=config.get("method"), backbone=config.get("backbone"),
                         metrics=dict(metrics["test"]), snapshot_hash=snapshot_hash,
                         feature_service=FEATURE_SERVICES[stage], train_start=train_start, train_end=train_end,
-                        code_version=code_version(), config_hash=config_hash, created_at=created,
+                        code_version=code, config_hash=config_hash, created_at=created,
                         stage_changed_at=created, artifact_dir=str(final), files=files, source_run=str(run_dir))
                     row = mv.to_dict()
                     row.update(auc=_metric(mv.metrics, "auc"), logloss=_metric(mv.metrics, "logloss"),
@@ -414,13 +427,14 @@ class Registry:
                                 f"({', '.join('?' for _ in _COLUMNS)})", [row[c] for c in _COLUMNS])
                     con.execute("COMMIT")
                 except BaseException:
-                    con.execute("ROLLBACK")
+                    _rollback(con)
                     raise
         except BaseException:
             for folder in (tmp, final):  # no row points at it: remove what this call wrote
                 if folder is not None and folder.exists():
                     _remove_tree(folder)
             raise
+        self._bump_generation()
         log.info("registered %s v%d from %s (%s, test AUC %s)", name, version, run_dir, stage, mv.metrics.get("auc"))
         return mv
 
@@ -487,10 +501,19 @@ class Registry:
                              promoted, reason, now])
                 con.execute("COMMIT")
             except BaseException:
-                con.execute("ROLLBACK")
+                _rollback(con)
                 raise
+        if promoted:
+            self._bump_generation()
         log.info("promotion of %s v%d: %s", name, version, reason)
         return PromotionResult(promoted=promoted, reason=reason, **result)
+
+
+def _rollback(con: duckdb.DuckDBPyConnection) -> None:
+    try:
+        con.execute("ROLLBACK")
+    except duckdb.Error:  # the transaction already ended (e.g. a failed COMMIT)
+        pass
 
 
 def _fmt(value: float | None) -> str:

@@ -174,6 +174,8 @@ class Predictor:
                 self.last_error = None
                 log.info("serving %s v%d (%s, service %s)%s", self.name, version, loaded.training_stage,
                          loaded.feature_service, f", replacing v{current.version}" if current else "")
+            else:
+                self.last_error = None  # production is what we serve (e.g. after a failed version was rolled back)
         except Exception as exc:  # keep serving what we have; try again at the next poll
             self.last_error = f"{type(exc).__name__}: {exc}"
             self._checked = time.monotonic()

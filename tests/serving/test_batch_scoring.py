@@ -1,0 +1,123 @@
+"""As-of batch scoring (offline store) against training evaluation and online serving: no skew."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from clickprompt import cli
+from clickprompt.scoring import load_production, score_file, score_frame
+from feature_repo.training_sets import load_training_sets
+from models.evaluate import evaluate
+
+from tests.serving.conftest import PROFILE_CHANGE
+
+AFTER_ALL_VERSIONS = datetime(1998, 3, 1, tzinfo=timezone.utc)  # after user 2's second profile version
+BEFORE_CHANGE = datetime(1997, 12, 1, tzinfo=timezone.utc)
+
+
+def run_score(capsys, monkeypatch, home, *argv) -> tuple[int, str, str]:
+    monkeypatch.setenv("CLICKPROMPT_HOME", str(home.home))
+    code = cli.main(["score", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_scoring_reproduces_the_training_evaluation(trained_home):
+    """The shared scoring function on the run's own test split gives the test AUC / LogLoss it recorded."""
+    lm = load_production(trained_home.paths)
+    frames, _ = load_training_sets(trained_home.paths)
+    test = frames["test"]
+    scores = score_frame(lm, test)
+    recorded = trained_home.summary["finetune-ctr-only"]["test"]
+    got = evaluate(test["label"].to_numpy(), scores.probability)
+    assert got["auc"] == pytest.approx(recorded["auc"], abs=1e-9)
+    assert got["logloss"] == pytest.approx(recorded["logloss"], abs=1e-6)
+    assert not scores.unknown_user.any() and not scores.unknown_item.any()
+
+
+def test_online_predict_equals_as_of_batch_score(server, trained_home, tmp_path, capsys, monkeypatch):
+    """Training/serving skew: the same pair, at a time after the latest feature version, scores the
+    same online (Feast online store, HTTP) and offline (point-in-time join, `clickprompt score`)."""
+    pairs = [(1, 1), (2, 3), (2, 7), (15, 20), (41, 25), (9999, 4), (3, 9999)]
+    entities = pd.DataFrame({"user_id": [u for u, _ in pairs], "item_id": [i for _, i in pairs],
+                             "event_timestamp": [AFTER_ALL_VERSIONS] * len(pairs)})
+    entities.to_parquet(tmp_path / "entities.parquet")
+    code, out, err = run_score(capsys, monkeypatch, trained_home.paths, "--input", str(tmp_path / "entities.parquet"),
+                               "--output", str(tmp_path / "scores.parquet"))
+    assert code == 0, err
+    assert "scored 7 rows with ctr v1" in out
+    offline = pd.read_parquet(tmp_path / "scores.parquet")
+    online = server.client.post("/predict/batch", json={"requests": [{"user_id": u, "item_id": i} for u, i in pairs]})
+    online = online.json()["predictions"]
+    assert list(offline["model_version"]) == [p["model_version"] for p in online] == [1] * len(pairs)
+    np.testing.assert_allclose(offline["click_probability"].to_numpy(),
+                               [p["click_probability"] for p in online], rtol=0, atol=1e-6)
+
+
+def test_as_of_scoring_uses_the_feature_version_valid_at_each_row(trained_home, tmp_path):
+    """User 2 changed job on PROFILE_CHANGE: a row before it is scored with the old profile."""
+    rows = pd.DataFrame({
+        "request_id": ["a", "b", "c"],
+        "user_id": [2, 2, 1],
+        "item_id": [3, 3, 1],
+        "event_timestamp": [AFTER_ALL_VERSIONS.isoformat(), BEFORE_CHANGE.isoformat(), "1997-12-01T00:00:00"],
+    })
+    rows.to_parquet(tmp_path / "in.parquet")
+    summary = score_file(trained_home.paths, tmp_path / "in.parquet", tmp_path / "out.parquet")
+    assert summary["rows"] == 3 and summary["model_version"] == 1
+    out = pd.read_parquet(tmp_path / "out.parquet")
+    # the input rows come back unchanged, in order, with the two new columns
+    pd.testing.assert_frame_equal(out[rows.columns.tolist()], rows)
+    assert list(out.columns) == [*rows.columns, "click_probability", "model_version"]
+    after, before = out["click_probability"].iloc[0], out["click_probability"].iloc[1]
+    assert after != pytest.approx(before, abs=1e-9)
+
+    # the "before" score is exactly the model on user 2's first profile version
+    lm = load_production(trained_home.paths)
+    frames, _ = load_training_sets(trained_home.paths)
+    old_profile = pd.concat(frames.values()).query("user_id == 2").iloc[[0]]
+    assert old_profile["occupation"].item() == "other" and PROFILE_CHANGE > old_profile["event_timestamp"].item()
+    item3 = pd.concat(frames.values()).query("item_id == 3").iloc[[0]]
+    row = old_profile.drop(columns=["item_id", "title", "release_year", "genres"]).reset_index(drop=True)
+    row = row.join(item3[["item_id", "title", "release_year", "genres"]].reset_index(drop=True))
+    assert score_frame(lm, row).probability[0] == pytest.approx(before, abs=1e-9)
+    assert not list(tmp_path.glob(".out.parquet.tmp*"))
+
+
+@pytest.mark.parametrize(
+    ("frame", "column", "message"),
+    [
+        (pd.DataFrame({"user_id": [1], "event_timestamp": ["1998-01-01"]}), "item_id", "missing column"),
+        (pd.DataFrame({"user_id": [1, 2], "item_id": [1, 2], "event_timestamp": ["1998-01-01", "yesterday"]}),
+         "event_timestamp", "row 1 value 'yesterday' is not an ISO-8601 timestamp"),
+        (pd.DataFrame({"user_id": [1], "item_id": [1], "event_timestamp": [19980101]}),
+         "event_timestamp", "is not a timestamp"),
+        (pd.DataFrame({"user_id": ["7", "abc"], "item_id": [1, 2], "event_timestamp": ["1998-01-01"] * 2}),
+         "user_id", "row 1 value 'abc' is not an integer id"),
+        (pd.DataFrame({"user_id": [1, None], "item_id": [1, 2], "event_timestamp": ["1998-01-01"] * 2}),
+         "user_id", "null value"),
+    ],
+)
+def test_bad_input_names_the_file_and_column(trained_home, tmp_path, capsys, monkeypatch, frame, column, message):
+    src = tmp_path / "entities.parquet"
+    frame.to_parquet(src)
+    code, _, err = run_score(capsys, monkeypatch, trained_home.paths, "--input", str(src),
+                             "--output", str(tmp_path / "scores.parquet"))
+    assert code == 2
+    assert str(src) in err and column in err and message in err, err
+    assert not (tmp_path / "scores.parquet").exists()
+
+
+def test_unreadable_input_is_named(trained_home, tmp_path, capsys, monkeypatch):
+    src = tmp_path / "entities.parquet"
+    src.write_text("user_id,item_id\n1,2\n")
+    code, _, err = run_score(capsys, monkeypatch, trained_home.paths, "--input", str(src),
+                             "--output", str(tmp_path / "scores.parquet"))
+    assert code == 2 and f"{src}: not a readable parquet file" in err
+    code, _, err = run_score(capsys, monkeypatch, trained_home.paths, "--input", str(tmp_path / "none.parquet"),
+                             "--output", str(tmp_path / "scores.parquet"))
+    assert code == 2 and "none.parquet: no such file" in err
