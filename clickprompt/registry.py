@@ -22,6 +22,7 @@ only opens the database when it changed.
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import logging
@@ -276,7 +277,7 @@ class Registry:
     def change_token(self) -> tuple:
         """A cheap fingerprint (stat of the database, its WAL and the generation marker) that changes
         when the registry does. A change by other means is still seen by polling."""
-        out = []
+        out: list[tuple[int, int, int] | None] = []
         for path in (self.db_path, self.db_path.with_name(self.db_path.name + ".wal"), self._generation_path):
             try:
                 st = path.stat()
@@ -295,7 +296,7 @@ class Registry:
                                params or []).fetchall()
         return [ModelVersion._from_row(r) for r in rows]
 
-    def list(self, name: str | None = None) -> list[ModelVersion]:
+    def list(self, name: str | None = None) -> builtins.list[ModelVersion]:
         """All versions (of ``name``, or of every name), oldest first."""
         return self._select("WHERE name = ?", [name]) if name else self._select()
 
@@ -319,7 +320,7 @@ class Registry:
                               [name, PRODUCTION]).fetchone()
         return int(row[0]) if row else None
 
-    def promotions(self, name: str = DEFAULT_NAME) -> list[dict]:
+    def promotions(self, name: str = DEFAULT_NAME) -> builtins.list[dict]:
         """The promotion log: every decision, promoted or refused, oldest first."""
         if not self.db_path.exists():
             return []
@@ -465,9 +466,7 @@ class Registry:
                 current = next((mv for mv in found.values() if mv.stage == PRODUCTION), None)
                 cand_value = _metric(candidate.metrics, metric)
                 prod_value = _metric(current.metrics, metric) if current else None
-                result = dict(name=name, version=version, metric=metric, candidate_value=cand_value,
-                              production_value=prod_value, previous_version=current.version if current else None,
-                              forced=force)
+                previous = current.version if current else None
                 if current is not None and current.version == version:
                     promoted, reason = False, f"{name} v{version} is already production"
                 elif force or _beats(cand_value, prod_value, metric):
@@ -482,7 +481,7 @@ class Registry:
                                   f"v{current.version} {_fmt(prod_value)} ({METRICS[metric]} is better)")
                 else:
                     promoted = False
-                    if cand_value is None:
+                    if cand_value is None or current is None:
                         reason = f"{name} v{version} has no {metric} to compare; use --force to promote anyway"
                     else:
                         reason = (f"{name} v{version} {metric} {_fmt(cand_value)} does not beat production "
@@ -497,7 +496,7 @@ class Registry:
                     con.execute("UPDATE model_versions SET stage = ?, stage_changed_at = ? WHERE name = ? "
                                 "AND version = ?", [PRODUCTION, now, name, version])
                 con.execute("INSERT INTO promotions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                            [name, version, result["previous_version"], metric, cand_value, prod_value, force,
+                            [name, version, previous, metric, cand_value, prod_value, force,
                              promoted, reason, now])
                 con.execute("COMMIT")
             except BaseException:
@@ -506,7 +505,9 @@ class Registry:
         if promoted:
             self._bump_generation()
         log.info("promotion of %s v%d: %s", name, version, reason)
-        return PromotionResult(promoted=promoted, reason=reason, **result)
+        return PromotionResult(name=name, version=version, promoted=promoted, reason=reason, metric=metric,
+                               candidate_value=cand_value, production_value=prod_value, previous_version=previous,
+                               forced=force)
 
 
 def _rollback(con: duckdb.DuckDBPyConnection) -> None:

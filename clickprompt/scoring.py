@@ -20,6 +20,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -30,7 +31,7 @@ from clickprompt.data.spec import DatasetSpec, Kind, load_spec
 from clickprompt.registry import DEFAULT_NAME, ModelVersion, Registry, RegistryError
 from clickprompt.settings import Paths
 from models.data import EncodedSplit
-from models.encoding import FeatureEncoder
+from models.encoding import OOV, FeatureEncoder
 
 log = logging.getLogger("clickprompt.scoring")
 
@@ -185,7 +186,7 @@ def score_frame(lm: LoadedModel, frame: pd.DataFrame, batch_size: int = 4096) ->
         return Scores(np.zeros(0, dtype=np.float64), empty, empty)
     x = {k: torch.from_numpy(v) for k, v in lm.encoder.transform(rows).items()}
     split = EncodedSplit(x=x, label=torch.zeros(n, dtype=torch.float32))
-    score_fn = _ctr_logit
+    score_fn: Callable[[Any, dict], torch.Tensor] = _ctr_logit
     if lm.uses_text:
         from models.data import tokenize_samples
         from models.stages import fused_logit
@@ -196,20 +197,14 @@ def score_frame(lm: LoadedModel, frame: pd.DataFrame, batch_size: int = 4096) ->
     prob = predict(lm.model, split, score_fn, batch_size, lm.device)
     return Scores(
         probability=prob.astype(np.float64),
-        unknown_user=x[user_key].numpy() == _oov(),
-        unknown_item=x[item_key].numpy() == _oov(),
+        unknown_user=x[user_key].numpy() == OOV,
+        unknown_item=x[item_key].numpy() == OOV,
     )
 
 
 def _ctr_logit(model: nn.Module, batch: dict) -> torch.Tensor:
     """``models.stages.ctr_logit``, restated so serving a CTR-only model never imports the LM stack."""
     return model(batch["x"]).logit
-
-
-def _oov() -> int:
-    from models.encoding import OOV
-
-    return OOV
 
 
 # --- as-of batch scoring -------------------------------------------------------------------------

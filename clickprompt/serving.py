@@ -26,7 +26,7 @@ import math
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Annotated
+from typing import Annotated, Any
 
 import pandas as pd
 from fastapi import FastAPI
@@ -91,9 +91,9 @@ class OnlineFeatures:
 
         self.store = store or open_store(paths)
         self._lock = threading.Lock()
-        self._services: dict[str, tuple[object, dict[str, str]]] = {}
+        self._services: dict[str, tuple[Any, dict[str, str]]] = {}
 
-    def _service(self, name: str) -> tuple[object, dict[str, str]]:
+    def _service(self, name: str) -> tuple[Any, dict[str, str]]:
         if name not in self._services:
             fs = self.store.get_feature_service(name)
             # the first feature of each view stands for the view's event timestamp
