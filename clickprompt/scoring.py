@@ -283,8 +283,8 @@ def historical_rows(store, entities: pd.DataFrame, service: str) -> pd.DataFrame
     return joined.sort_values(order, kind="stable").drop(columns=[order]).reset_index(drop=True)
 
 
-def score_entities(paths: Paths, frame: pd.DataFrame, lm: LoadedModel, store=None, where: str = "input") -> pd.DataFrame:
-    """``frame`` (unchanged) + ``click_probability`` + ``model_version``, as of each row's timestamp."""
+def _score_entities(paths: Paths, frame: pd.DataFrame, lm: LoadedModel, store=None,
+                    where: str = "input") -> tuple[pd.DataFrame, dict]:
     from feature_repo.store import open_store
 
     entities = entity_rows(frame, lm.spec, where)
@@ -293,14 +293,31 @@ def score_entities(paths: Paths, frame: pd.DataFrame, lm: LoadedModel, store=Non
         if col in out.columns:
             log.warning("%s: column %r is replaced by this scoring", where, col)
             out = out.drop(columns=[col])
+    counts = {"unknown_users": 0, "unknown_items": 0, "rows_without_user_features": 0, "rows_without_item_features": 0}
     if len(entities) == 0:
-        return out.assign(click_probability=pd.Series(dtype="float64"), model_version=pd.Series(dtype="int64"))
+        out = out.assign(click_probability=pd.Series(dtype="float64"), model_version=pd.Series(dtype="int64"))
+        return out, counts
     store = store or open_store(paths)
     rows = historical_rows(store, entities, lm.feature_service)
     scores = score_frame(lm, rows)
     out["click_probability"] = scores.probability
     out["model_version"] = np.full(len(out), lm.version, dtype=np.int64)
-    return out
+    counts["unknown_users"], counts["unknown_items"] = int(scores.unknown_user.sum()), int(scores.unknown_item.sum())
+    for entity in ("user", "item"):
+        cols = [f.name for f in lm.spec.profile_fields(entity) if f.name in rows.columns]
+        if cols:
+            counts[f"rows_without_{entity}_features"] = int(rows[cols].isna().all(axis=1).sum())
+    if counts["rows_without_user_features"] or counts["rows_without_item_features"]:
+        log.warning("%s: %d row(s) without user features and %d without item features as of their timestamp "
+                    "(an id the store lacks, a time before its first version, or after the views' TTL); "
+                    "they are scored through the out-of-vocabulary values", where,
+                    counts["rows_without_user_features"], counts["rows_without_item_features"])
+    return out, counts
+
+
+def score_entities(paths: Paths, frame: pd.DataFrame, lm: LoadedModel, store=None, where: str = "input") -> pd.DataFrame:
+    """``frame`` (unchanged) + ``click_probability`` + ``model_version``, as of each row's timestamp."""
+    return _score_entities(paths, frame, lm, store, where)[0]
 
 
 def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
@@ -320,10 +337,10 @@ def score_file(paths: Paths, input_path: Path, output_path: Path, name: str = DE
     input_path, output_path = Path(input_path), Path(output_path)
     lm = load_production(paths, name, registry)
     frame = read_entities(input_path, lm.spec)
-    scored = score_entities(paths, frame, lm, where=str(input_path))
+    scored, counts = _score_entities(paths, frame, lm, where=str(input_path))
     write_parquet_atomic(scored, output_path)
     p = scored["click_probability"]
     return {"input": str(input_path), "output": str(output_path), "rows": len(scored), "model": name,
             "model_version": lm.version, "feature_service": lm.feature_service,
-            "mean_click_probability": float(p.mean()) if len(p) else None,
+            "mean_click_probability": float(p.mean()) if len(p) else None, **counts,
             "seconds": round(time.perf_counter() - started, 3)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 
 import numpy as np
@@ -47,9 +48,12 @@ def test_online_predict_equals_as_of_batch_score(server, trained_home, tmp_path,
                              "event_timestamp": [AFTER_ALL_VERSIONS] * len(pairs)})
     entities.to_parquet(tmp_path / "entities.parquet")
     code, out, err = run_score(capsys, monkeypatch, trained_home.paths, "--input", str(tmp_path / "entities.parquet"),
-                               "--output", str(tmp_path / "scores.parquet"))
+                               "--output", str(tmp_path / "scores.parquet"), "--json")
     assert code == 0, err
-    assert "scored 7 rows with ctr v1" in out
+    summary = json.loads(out)
+    assert (summary["rows"], summary["model_version"], summary["feature_service"]) == (7, 1, "ctr_v1")
+    assert (summary["unknown_users"], summary["unknown_items"]) == (2, 2)  # 41 and 9999; 25 and 9999
+    assert (summary["rows_without_user_features"], summary["rows_without_item_features"]) == (1, 1)
     offline = pd.read_parquet(tmp_path / "scores.parquet")
     online = server.client.post("/predict/batch", json={"requests": [{"user_id": u, "item_id": i} for u, i in pairs]})
     online = online.json()["predictions"]
