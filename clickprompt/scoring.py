@@ -99,6 +99,9 @@ def load_model(mv: ModelVersion, paths: Paths, device: str = "cpu") -> LoadedMod
     if mv.training_stage in ("finetune-ctr-only", "baseline"):
         model: nn.Module = backbone
     elif mv.training_stage == "finetune-with-lm":
+        if cfg.get("method", "clickprompt") != "clickprompt":
+            raise RegistryError(f"{mv.name} v{mv.version}: serving finetune-with-lm is implemented for ClickPrompt "
+                                f"runs, not method {cfg.get('method')!r} (its CTR-only stage serves without the LM)")
         from models.clickprompt import ClickPrompt
         from models.plm import load_plm
         from models.prompt import PromptConfig
