@@ -8,9 +8,10 @@ from feast.types import Array, Float64, Int64, PrimitiveFeastType, String
 from clickprompt.data.spec import DatasetSpec, EntityName, FieldSpec, Kind
 from feature_repo.entities import ENTITIES
 
-# Profiles are slowly changing snapshots, valid until a newer version replaces them; ten years
-# covers every MovieLens span while still letting Feast drop a version nobody refreshed in a decade.
-PROFILE_TTL = timedelta(days=3650)
+# Profiles are slowly changing snapshots: a version is valid until a newer version replaces it, never
+# expiring on its own. Feast reads ttl=0 as "no expiry"; any finite ttl would make as-of lookups after
+# it see no features while the online store (which ignores ttl) still serves them: training/serving skew.
+PROFILE_TTL = timedelta(0)
 
 
 def feast_type(field: FieldSpec) -> PrimitiveFeastType | Array:

@@ -53,6 +53,19 @@ class Variant:
     reference: str | None = None  # label of the backbone it is compared with, per seed
 
 
+# Suite profiles -> (training profile, overrides applied to every run).
+BENCH_PROFILES: dict[str, tuple[str, dict[str, Any]]] = {
+    # minutes on 2 cores: tiny sub-samples; CI runs it to keep the suite working, not for its numbers
+    "smoke": ("smoke", {"pretrain.epochs": 1, "pretrain.max_train_samples": 800, "pretrain.max_eval_samples": 300,
+                        "finetune_lm.max_train_samples": 800, "finetune_lm.max_eval_samples": 300,
+                        "baseline.epochs": 2, "finetune_ctr.epochs": 2}),
+    # fits 2 CPU cores within ~60 minutes (3 seeds): the demo profile with smaller LM sub-samples
+    "cpu": ("demo", {"pretrain.max_train_samples": 12000, "finetune_lm.max_train_samples": 8000,
+                     "finetune_lm.max_eval_samples": 2000}),
+    # paper scale on a GPU: RoBERTa-base (or --plm), full data; MovieLens-1M when its files were ingested
+    "gpu": ("paper", {}),
+}
+
 BACKBONES = {"dcnv2": "DCNv2", "dnn": "DNN", "autoint": "AutoInt", "deepfm": "DeepFM"}
 CP_BACKBONES = ("dcnv2", "dnn", "autoint")  # each gets a ClickPrompt CTR-only model (long-tail comparison)
 
@@ -135,8 +148,15 @@ def long_tail(variants: list[Variant], run_dirs: dict[str, dict[int, Path]], pat
     return out
 
 
-def run_suite(profile: str, seeds: list[int], paths: Paths, out: Path, only: list[str] | None = None) -> Path:
+def run_suite(
+    profile: str, seeds: list[int], paths: Paths, out: Path, only: list[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Path:
     """Train every run of the suite for every seed into ``out``; write results.json and the report."""
+    if profile not in BENCH_PROFILES:
+        raise ValueError(f"unknown benchmark profile {profile!r}; known: {sorted(BENCH_PROFILES)}")
+    train_profile, base = BENCH_PROFILES[profile]
+    base = {**base, **(overrides or {})}
     runs, variants = suite()
     if only:
         runs = [r for r in runs if r.name in only]
@@ -149,7 +169,8 @@ def run_suite(profile: str, seeds: list[int], paths: Paths, out: Path, only: lis
     started = time.perf_counter()
     for seed in seeds:
         for r in runs:
-            cfg = load_config(profile, {"seed": seed, "method": r.method, "backbone": r.backbone, **r.overrides})
+            cfg = load_config(train_profile, {**base, "seed": seed, "method": r.method, "backbone": r.backbone,
+                                              **r.overrides})
             run_dir = out / "runs" / f"{r.name}-seed{seed}"
             t = time.perf_counter()
             summary = run_training(cfg, paths, list(r.stages), run_dir)
@@ -172,7 +193,7 @@ def run_suite(profile: str, seeds: list[int], paths: Paths, out: Path, only: lis
     }
     cp = "cp-dcnv2"
     if cp in run_dirs:
-        cfg = load_config(profile, {"seed": seeds[0]})
+        cfg = load_config(train_profile, {**base, "seed": seeds[0]})
         results["efficiency"] = measure(cfg, run_dirs[cp][seeds[0]], paths)
     results.setdefault("efficiency", {})
     results["efficiency"]["stage_seconds"] = {k: statistics.mean(v) for k, v in stage_seconds.items()}

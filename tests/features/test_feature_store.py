@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import duckdb
 import pandas as pd
@@ -14,7 +14,7 @@ from clickprompt.data.text import text_sql
 from clickprompt.data.warehouse import connect, export_snapshots, ingest
 from feature_repo.online import materialize, online_features
 from feature_repo.store import apply, open_store
-from feature_repo.training_sets import build_training_sets, load_training_sets
+from feature_repo.training_sets import build_training_sets, historical_features, load_training_sets
 from tests.conftest import DAY, DAY0
 
 SPEC = load_spec("movielens-100k")
@@ -34,7 +34,7 @@ def test_apply_registers_views_and_services_with_spec_types(small_home):
     assert {f.name: f.dtype for f in views["user_profile"].features} == {
         "gender": String, "age": Int64, "occupation": String, "zip_code": String}
     assert {f.name: f.dtype for f in views["item_profile"].features}["genres"] == Array(String)
-    assert views["user_profile"].ttl.days == 3650
+    assert views["user_profile"].ttl == timedelta(0)  # valid until replaced
     services = {s.name: s for s in store.list_feature_services()}
     assert {p.name for p in services["ctr_v1"].feature_view_projections} == {"user_profile", "item_profile"}
     assert len(services["clickprompt_v1"].feature_view_projections) == 4
@@ -83,6 +83,14 @@ def test_point_in_time_join_sees_the_version_valid_at_each_event(small_home):
     assert all("Job is technician." in t for t in before.user_text)
     assert all("Job is writer." in t for t in after.user_text)
     assert set(events[events.user_id == 2].occupation) == {"other"}  # other users untouched
+
+
+def test_profiles_never_expire_as_of_much_later(small_home):
+    """An as-of lookup decades after the last profile version still sees it (as the online store does)."""
+    store = open_store(small_home)
+    entity = pd.DataFrame({"user_id": [3], "item_id": [2], "event_timestamp": [pd.Timestamp("2026-11-01", tz="UTC")]})
+    row = historical_features(store, entity, "ctr_v1").iloc[0]
+    assert row.occupation == "writer" and row.title == "GoldenEye"
 
 
 def test_materialize_then_online_lookup_returns_warehouse_values(small_home):
