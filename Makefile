@@ -16,17 +16,31 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[dev]'
 	@touch $(STAMP)
 
-# The main job on the embedded default: real MovieLens-100K and the small offline PLM.
+# The main job on the embedded default (real MovieLens-100K, the small offline PLM): the whole
+# pipeline as Prefect flows (fetch, ingest, text, validate, Feast features, PA-MLM, both
+# finetunings, evaluate, register + promote, materialize), then one prediction from the promoted
+# model over HTTP, then the summary (also in artifacts/latest/summary.json). Idempotent: a second
+# run takes every finished stage from Prefect's task cache.
+LATEST := $(CLICKPROMPT_HOME)/artifacts/latest
+
 demo: install
-	$(BIN)/clickprompt data fetch movielens-100k
-	$(BIN)/clickprompt data ingest --dataset movielens-100k
-	$(BIN)/clickprompt validate
-	$(BIN)/clickprompt features apply
-	$(BIN)/clickprompt features materialize
-	$(BIN)/clickprompt features training-set
-	$(BIN)/clickprompt features online --user-id 196 --item-id 242
-	$(BIN)/clickprompt plm fetch bert-2l-128
-	$(BIN)/clickprompt train --profile demo --run-id demo
+	$(BIN)/clickprompt pipeline --profile demo --method clickprompt
+	@rm -f $(LATEST)/prediction.json
+	@port=$$($(BIN)/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'); \
+	url=http://127.0.0.1:$$port; \
+	$(BIN)/clickprompt serve --host 127.0.0.1 --port $$port > $(LATEST)/serve.log 2>&1 & pid=$$!; \
+	trap 'kill $$pid 2>/dev/null; wait $$pid 2>/dev/null' EXIT; \
+	echo "serving the production model on $$url (log: $(LATEST)/serve.log)"; \
+	for i in $$(seq 120); do \
+	  curl -sf $$url/health > /dev/null && break; \
+	  kill -0 $$pid 2>/dev/null || { tail -20 $(LATEST)/serve.log; exit 1; }; \
+	  sleep 1; \
+	done; \
+	curl -sf -X POST -H 'Content-Type: application/json' -d '{"user_id": 196, "item_id": 242}' \
+	  $$url/predict > $(LATEST)/prediction.json || { tail -20 $(LATEST)/serve.log; exit 1; }; \
+	echo "POST /predict {\"user_id\": 196, \"item_id\": 242} -> $$(cat $(LATEST)/prediction.json)"
+	@echo
+	$(BIN)/clickprompt pipeline --show --prediction $(LATEST)/prediction.json
 
 test: install
 	$(BIN)/python -m pytest -q

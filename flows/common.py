@@ -45,10 +45,10 @@ def _known_profile(name: str) -> str:
 
 
 def _known_stage(name: str) -> str:
-    from models.stages import STAGE_NAMES
+    from models.stages import STAGES
 
-    if name not in STAGE_NAMES:
-        raise ValueError(f"unknown stage {name!r}; known: {list(STAGE_NAMES)}")
+    if name not in STAGES:
+        raise ValueError(f"unknown stage {name!r}; known: {list(STAGES)}")
     return name
 
 

@@ -41,13 +41,13 @@ def stage_rows(stages: dict[str, dict]) -> list[dict]:
 def read_run(run_dir: Path) -> dict:
     """The run's metrics as ``run_training`` writes them, merged over every finished stage folder
     (each stage task writes ``metrics.json`` of its own stage only)."""
-    from models.stages import STAGE_NAMES
+    from models.stages import STAGES
 
     if not (run_dir / "config.json").exists():
         raise FileNotFoundError(f"no training run in {run_dir}")
     config = json.loads((run_dir / "config.json").read_text())
     found = {p.parent.name: p for p in run_dir.glob("*/metrics.json")}
-    order = [s for s in STAGE_NAMES if s in found] + sorted(set(found) - set(STAGE_NAMES))
+    order = [s for s in STAGES if s in found] + sorted(set(found) - set(STAGES))
     stages = {s: json.loads(found[s].read_text()) for s in order}
     if not stages:
         raise FileNotFoundError(f"no finished stage in {run_dir}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow, task
 from prefect.context import TaskRunContext
@@ -17,23 +17,27 @@ REGISTERED_STAGE = "finetune-ctr-only"
 
 def _register_key(context: TaskRunContext, p: dict[str, Any]) -> str:
     run_dir: Path = p["run_dir"]
-    return cache_key("register", p, str(run_dir), file_digest(run_dir / REGISTERED_STAGE / "metrics.json"))
+    return cache_key("register", p, str(run_dir), p["metric"], file_digest(run_dir / REGISTERED_STAGE / "metrics.json"))
 
 
 @task(cache_key_fn=_register_key, persist_result=True, result_serializer="json")
-def register_and_promote(run_dir: Path, paths: Paths) -> dict:
-    """Register the run; promote the new version if it beats production. Cached per run and stage
-    result, so a re-run does not register the same model twice."""
+def register_and_promote(run_dir: Path, paths: Paths, metric: str = "auc") -> dict:
+    """Register the run's CTR-only stage as a candidate; promote it when it beats production on
+    ``metric`` (the registry decides and logs the decision). Cached per run and stage result, so
+    a re-run after a later failure does not register the same model twice."""
     from clickprompt.registry import Registry
 
     registry = Registry(paths)
-    version = registry.register(run_dir)
-    promoted = registry.promote(version.version)
-    return {"stage": REGISTERED_STAGE, "version": version.version, "promoted": bool(promoted), "reason": ""}
+    version = registry.register(run_dir, stage=REGISTERED_STAGE)
+    decision = registry.promote(version.version, metric=metric)
+    return {"stage": REGISTERED_STAGE, "name": version.name, "version": version.version,
+            "promoted": decision.promoted, "reason": decision.reason, "metric": metric,
+            "production_version": registry.production_version(version.name)}
 
 
 @flow(name="register-model")
-def register_model(run_id: RunId) -> dict:
+def register_model(run_id: RunId, metric: Literal["auc", "logloss"] = "auc") -> dict:
+    """Register ``artifacts/runs/<run_id>/finetune-ctr-only`` and promote it if it is better."""
     paths = project_paths()
-    registry_there = paths.registry.exists()
-    return cached(register_and_promote, paths, refresh=not registry_there)(paths.runs / run_id, paths)
+    refresh = not paths.registry.exists()  # a cached result vouches for a registry that is gone
+    return cached(register_and_promote, paths, refresh=refresh)(paths.runs / run_id, paths, metric)

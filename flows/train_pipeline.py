@@ -38,15 +38,26 @@ def latest_summary_path(paths: Paths) -> Path:
     return paths.artifacts / "latest" / "summary.json"
 
 
+def _write_json(target: Path, doc: dict) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
+    os.replace(tmp, target)  # readers never see a half-written summary
+
+
 @task
 def write_summary(summary: dict, paths: Paths) -> str:
     """``artifacts/latest/summary.json``: what the last pipeline run trained, scored and promoted."""
-    target = latest_summary_path(paths)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, target)
-    return str(target)
+    _write_json(latest_summary_path(paths), summary)
+    return str(latest_summary_path(paths))
+
+
+def record_in_summary(paths: Paths, key: str, value: Any) -> dict:
+    """Add ``key`` (e.g. the demo's online prediction) to the latest summary; returns the summary."""
+    summary = json.loads(latest_summary_path(paths).read_text(encoding="utf-8"))
+    summary[key] = value
+    _write_json(latest_summary_path(paths), summary)
+    return summary
 
 
 @flow(name="train-pipeline")

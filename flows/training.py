@@ -21,9 +21,9 @@ if TYPE_CHECKING:
     from models.config import TrainConfig
 
 PRETRAIN = "pretrain"
-# Stages that start from another stage's weights: their cache key includes that stage's result.
-UPSTREAM: dict[str, tuple[str, ...]] = {"finetune-with-lm": (PRETRAIN,), "finetune-ctr-only": (PRETRAIN,)}
-TEXT_STAGES = ("pretrain", "finetune-with-lm")  # the stages that load the language model
+# Every other stage starts from the run's pretraining checkpoint (when there is one), so its cache
+# key includes the pretraining result: a retrained checkpoint means retrained finetunings.
+FROM_SCRATCH = ("baseline", PRETRAIN)
 
 
 def train_config(profile: str, method: str, dataset: str, backbone: str | None, overrides: dict[str, Any]) -> "TrainConfig":
@@ -48,7 +48,7 @@ def stage_done(run_dir: Path, stage: str) -> bool:
 
 def _stage_key(context: TaskRunContext, p: dict[str, Any]) -> str:
     run_dir, stage = p["run_dir"], p["stage"]
-    upstream = [file_digest(run_dir / u / "metrics.json") for u in UPSTREAM.get(stage, ())]
+    upstream = None if stage in FROM_SCRATCH else file_digest(run_dir / PRETRAIN / "metrics.json")
     return cache_key("train", p, str(run_dir), stage, p["cfg"].config_hash(), snapshot_hash(p["paths"]), upstream)
 
 

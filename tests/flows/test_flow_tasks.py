@@ -1,0 +1,145 @@
+"""The flows' tasks and helpers without a flow run (``task.fn()``): library calls, cache keys,
+typed parameters, reports."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import duckdb
+import pandas as pd
+import pytest
+from prefect.exceptions import ParameterTypeError
+
+from clickprompt.data.spec import load_spec
+from clickprompt.settings import Paths
+from flows.build_features import _training_sets_key
+from flows.common import folder_digest, snapshot_hash
+from flows.evaluate_model import read_run, stage_rows
+from flows.ingest_data import _ingest_key, ingest_raw
+from flows.render_text import render
+from flows.train_pipeline import summary_table, train_pipeline
+from flows.training import _stage_key, default_run_id, default_stages, stage_done, train_config
+from flows.validate_data import failure_rows, report_markdown
+from tests.conftest import write_small_raw
+from validation.runner import run_suites
+
+DATASET = "movielens-100k"
+
+
+def _ingest(paths: Paths) -> dict:
+    write_small_raw(paths.raw(DATASET))
+    return ingest_raw.fn(DATASET, paths)
+
+
+def test_ingest_and_render_tasks_call_the_library(paths):
+    report = _ingest(paths)
+    assert report["rows_after"]["interactions"] == 20 and report["rejected"] == 0
+    assert report["snapshot_hash"] == snapshot_hash(paths)
+    rendered = render.fn(DATASET, paths)
+    assert rendered == {"rows": {"user_text": 4, "item_text": 4}, "snapshot_hash": report["snapshot_hash"]}
+
+
+def test_ingest_key_follows_the_raw_files_and_the_home(paths, tmp_path_factory):
+    raw = write_small_raw(paths.raw(DATASET))
+    params = {"dataset": DATASET, "paths": paths, "quarantine": False}
+    key = _ingest_key(None, params)
+    assert key == _ingest_key(None, dict(params)) and key.startswith("ingest-")
+    assert _ingest_key(None, {**params, "quarantine": True}) != key
+    assert _ingest_key(None, {**params, "paths": Paths(tmp_path_factory.mktemp("other"))}) != key
+    before = folder_digest(raw)
+    (raw / "u.data").write_text((raw / "u.data").read_text() + "4\t4\t5\t880000000\n")
+    assert folder_digest(raw) != before and _ingest_key(None, params) != key
+
+
+def test_feature_and_stage_keys_follow_the_snapshot_and_upstream_weights(paths):
+    _ingest(paths)
+    cfg = train_config("smoke", "clickprompt", DATASET, None, {})
+    run_dir = paths.runs / "r1"
+    keys = {s: _stage_key(None, {"cfg": cfg, "paths": paths, "run_dir": run_dir, "stage": s})
+            for s in ("baseline", "finetune-ctr-only")}
+    features = _training_sets_key(None, {"dataset": DATASET, "paths": paths, "service": "clickprompt_v1",
+                                         "fractions": (0.8, 0.1, 0.1)})
+    (run_dir / "pretrain").mkdir(parents=True)
+    (run_dir / "pretrain" / "metrics.json").write_text("{}")  # a (re)trained PA-MLM checkpoint
+    assert _stage_key(None, {"cfg": cfg, "paths": paths, "run_dir": run_dir, "stage": "baseline"}) == keys["baseline"]
+    assert _stage_key(None, {"cfg": cfg, "paths": paths, "run_dir": run_dir,
+                             "stage": "finetune-ctr-only"}) != keys["finetune-ctr-only"]
+    other = train_config("smoke", "clickprompt", DATASET, None, {"baseline.epochs": 1})
+    assert _stage_key(None, {"cfg": other, "paths": paths, "run_dir": run_dir, "stage": "baseline"}) != keys["baseline"]
+
+    with duckdb.connect(str(paths.warehouse)) as con:  # new data -> new snapshot hash
+        con.execute("UPDATE interactions SET rating = 1 WHERE user_id = 2")
+    render.fn(DATASET, paths)
+    assert _training_sets_key(None, {"dataset": DATASET, "paths": paths, "service": "clickprompt_v1",
+                                     "fractions": (0.8, 0.1, 0.1)}) != features
+
+
+def test_run_id_is_derived_from_config_and_data(paths):
+    _ingest(paths)
+    cfg = train_config("smoke", "clickprompt", DATASET, "dnn", {"pretrain.epochs": 1})
+    assert (cfg.backbone, cfg.method, cfg.pretrain.epochs, cfg.profile) == ("dnn", "clickprompt", 1, "smoke")
+    run_id = default_run_id(cfg, paths)
+    assert run_id.startswith("smoke-clickprompt-dnn-") and run_id == default_run_id(cfg, paths)
+    assert default_run_id(train_config("smoke", "clickprompt", DATASET, "dnn", {}), paths) != run_id
+    with pytest.raises(ValueError):
+        train_config("smoke", "clickprompt", DATASET, None, {"pretrain.epoch": 1})  # typo: rejected
+    assert default_stages("baseline") == ("baseline",) and "pretrain" in default_stages("clickprompt")
+    assert not stage_done(paths.runs / run_id, "baseline")
+
+
+@pytest.mark.parametrize("bad", [
+    {"profile": "huge"},
+    {"method": "gpt"},
+    {"stages": ["pretrain", "finetune"]},
+    {"run_id": "../outside"},
+    {"dataset": "movielens-9m"},
+    {"backbone": "DCN V2"},
+])
+def test_pipeline_parameters_are_validated(bad):
+    with pytest.raises(ParameterTypeError):
+        train_pipeline.validate_parameters(bad)
+
+
+def test_pipeline_parameters_accept_the_documented_values():
+    params = train_pipeline.validate_parameters({
+        "profile": "smoke", "method": "alt", "backbone": "autoint", "run_id": "weekly-2024.01",
+        "stages": ["baseline", "finetune-ctr-only"], "overrides": {"pretrain.epochs": 2},
+    })
+    assert params["stages"] == ["baseline", "finetune-ctr-only"] and params["method"] == "alt"
+
+
+def test_validation_report_renders_as_markdown_and_rows():
+    spec = load_spec(DATASET)
+    bad = pd.DataFrame({"user_id": [1, 2], "item_id": [1, 2], "rating": [9, 3], "label": [1, 0],
+                        "event_timestamp": pd.to_datetime(["1997-10-01", "1997-10-02"], utc=True)})
+    report = run_suites(spec, {"interactions": bad}).to_dict()
+    rows = failure_rows(report)
+    rating = next(r for r in rows if r["column"] == "rating")
+    assert rating["suite"] == "interactions" and rating["unexpected_count"] == 1 and json.loads(rating["examples"]) == [9]
+    text = report_markdown(report, DATASET)
+    assert text.startswith(f"# Data quality: {DATASET} FAILED") and "| interactions | **FAIL** |" in text
+    assert "expect_column_values_to_be_between" in text
+
+
+def test_run_metrics_are_merged_and_tabulated(tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / "baseline").mkdir(parents=True)
+    (run_dir / "pretrain").mkdir()
+    (run_dir / "config.json").write_text(json.dumps({"profile": "smoke", "method": "clickprompt", "backbone": "dcnv2"}))
+    common = {"config_hash": "c" * 16, "snapshot_hash": "s" * 64, "fit": {"seconds": 2.0}}
+    (run_dir / "baseline" / "metrics.json").write_text(json.dumps(
+        {**common, "test": {"auc": 0.75, "logloss": 0.55, "n": 10}, "valid_auc": float("nan")}))
+    (run_dir / "pretrain" / "metrics.json").write_text(json.dumps(
+        {**common, "valid": {"mlm_acc": 0.5, "mlm_acc_zero_prompts": 0.4}}))
+    run = read_run(run_dir)
+    assert list(run["stages"]) == ["baseline", "pretrain"] and run["backbone"] == "dcnv2"
+    rows = {r["stage"]: r for r in stage_rows(run["stages"])}
+    assert rows["baseline"]["test_auc"] == 0.75 and rows["baseline"]["valid_auc"] is None  # NaN -> None
+    assert rows["pretrain"]["mlm_acc"] == 0.5 and rows["pretrain"]["test_auc"] is None
+    assert not any(isinstance(v, float) and math.isnan(v) for r in rows.values() for v in r.values())
+    summary = {"run_id": "run", "method": "clickprompt", "backbone": "dcnv2", "profile": "smoke",
+               "dataset": DATASET, "training_set": {"train": 8, "valid": 1, "test": 1}, "variants": rows,
+               "registered": {"stage": "finetune-ctr-only", "version": 3, "promoted": True, "reason": ""}}
+    table = summary_table(summary)
+    assert "baseline" in table and "0.7500" in table and "version 3: promoted" in table

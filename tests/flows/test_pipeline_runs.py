@@ -1,0 +1,135 @@
+"""Real flow runs on the small data set: a failure late in the pipeline, the re-run that resumes
+there, and the data-quality gate stopping the pipeline before features or models change."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import datetime, timezone
+
+import duckdb
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, TaskRunFilter, TaskRunFilterStartTime
+from prefect.client.schemas.sorting import ArtifactSort
+
+from flows.evaluate_model import METRICS_KEY
+from flows.register_model import register_model
+from flows.train_pipeline import latest_summary_path, summary_table, train_pipeline
+from flows.validate_data import FAILURES_KEY, REPORT_KEY
+
+STAGES = ["baseline", "pretrain", "finetune-with-lm", "finetune-ctr-only"]
+
+
+def _task_states_since(start: datetime) -> dict[str, list[str]]:
+    """{task run name prefix: [state names]} of the task runs started after ``start``."""
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(task_run_filter=TaskRunFilter(start_time=TaskRunFilterStartTime(after_=start)))
+    states: dict[str, list[str]] = {}
+    for run in runs:
+        name = run.name if run.name.startswith("train-") else run.name.rsplit("-", 1)[0]
+        states.setdefault(name, []).append(run.state_name)
+    return states
+
+
+def _latest_artifact(key: str):
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
+                                      sort=ArtifactSort.CREATED_DESC, limit=1)
+    return found[0] if found else None
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """Count the library calls behind the stages; ``fail`` names a training stage that crashes."""
+    import clickprompt.data.warehouse as warehouse
+    import feature_repo.training_sets as training_sets
+    import models.stages as stages
+
+    calls: Counter = Counter()
+    fail: set[str] = set()
+
+    def wrap(module, name: str, label=None):
+        real = getattr(module, name)
+
+        def counting(*args, **kwargs):
+            key = label(*args) if label else name
+            calls[key] += 1
+            if key in fail:
+                raise RuntimeError(f"simulated crash in {key}")
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, counting)
+
+    wrap(warehouse, "ingest")
+    wrap(training_sets, "build_training_sets")
+    wrap(stages, "run_training", label=lambda cfg, paths, names, run_dir: names[0])
+    return calls, fail
+
+
+def test_rerun_after_a_late_failure_resumes_at_the_failed_stage(flow_home, small_pipeline, counted):
+    calls, fail = counted
+    fail.add("finetune-ctr-only")
+    first = train_pipeline(**small_pipeline, return_state=True)
+    assert first.is_failed()
+    assert calls == Counter({"ingest": 1, "build_training_sets": 1, **{s: 1 for s in STAGES}})
+    run_dirs = list(flow_home.runs.iterdir())
+    assert len(run_dirs) == 1  # the run id is derived from config and data: the re-run lands here too
+    assert not (run_dirs[0] / "finetune-ctr-only" / "metrics.json").exists()
+    pretrain_weights = (run_dirs[0] / "pretrain" / "model.safetensors").stat().st_mtime_ns
+
+    fail.clear()
+    started = datetime.now(timezone.utc)
+    summary = train_pipeline(**small_pipeline)
+    # Only the failed stage ran again; ingest, features and the finished stages came from the cache.
+    assert calls == Counter({"ingest": 1, "build_training_sets": 1, **{s: 1 for s in STAGES},
+                             "finetune-ctr-only": 2})
+    assert (run_dirs[0] / "pretrain" / "model.safetensors").stat().st_mtime_ns == pretrain_weights
+    states = _task_states_since(started)
+    for name in ("ingest_raw", "render", "apply_definitions", "training_sets", "materialize_online",
+                 "train-baseline", "train-pretrain", "train-finetune-with-lm"):
+        assert states[name] == ["Cached"], name
+    assert states["train-finetune-ctr-only"] == ["Completed"] and states["register_and_promote"] == ["Completed"]
+    assert states["run_validation"] == ["Completed"]  # the gate is never cached
+
+    assert summary["run_id"] == run_dirs[0].name
+    assert list(summary["variants"]) == STAGES
+    assert summary["variants"]["finetune-ctr-only"]["test_n"] == 2
+    assert summary["training_set"] == {"train": 16, "valid": 2, "test": 2}
+    assert json.loads(latest_summary_path(flow_home).read_text())["run_id"] == summary["run_id"]
+    merged = json.loads((run_dirs[0] / "metrics.json").read_text())
+    assert list(merged["stages"]) == STAGES and merged["profile"] == "smoke"
+    assert "finetune-ctr-only" in summary_table(summary)
+    assert (flow_home.feast / "online_store.db").exists()
+    metrics_table = json.loads(_latest_artifact(METRICS_KEY).data)
+    assert [r["stage"] for r in metrics_table] == STAGES
+
+    # Registered once; two test rows of one class give no AUC, so the registry refuses to promote.
+    registered = summary["registered"]
+    assert (registered["version"], registered["promoted"], registered["production_version"]) == (1, False, None)
+    assert "no auc" in registered["reason"]
+    # Promotion on LogLoss (defined here) makes it production: what a served model needs.
+    by_logloss = register_model(summary["run_id"], metric="logloss")
+    assert (by_logloss["version"], by_logloss["promoted"], by_logloss["production_version"]) == (2, True, 2)
+    assert register_model(summary["run_id"], metric="logloss") == by_logloss  # cached: not registered again
+
+
+def test_failed_gate_stops_the_pipeline_before_features_and_models(flow_home, small_pipeline):
+    from flows.ingest_data import ingest_data
+
+    ingest_data(small_pipeline["dataset"], source=small_pipeline["source"])
+    with duckdb.connect(str(flow_home.warehouse)) as con:  # a bad row that got past ingest somehow
+        con.execute("UPDATE interactions SET rating = 9 WHERE user_id = 1")
+    started = datetime.now(timezone.utc)
+
+    state = train_pipeline(**small_pipeline, return_state=True)
+    assert state.is_failed()
+    assert "rating" in state.message or "validation" in state.message.lower()
+    for untouched in (flow_home.feast, flow_home.training_sets, flow_home.runs, latest_summary_path(flow_home)):
+        assert not untouched.exists(), untouched
+
+    report = _latest_artifact(REPORT_KEY)
+    assert report.created >= started and "FAILED" in report.data and "rating" in report.data
+    failures = _latest_artifact(FAILURES_KEY)
+    rating = [r for r in json.loads(failures.data) if (r["suite"], r["column"]) == ("interactions", "rating")]
+    assert rating and rating[0]["unexpected_count"] == 5 and "9" in rating[0]["examples"]
