@@ -33,7 +33,8 @@ def stage_rows(stages: dict[str, dict]) -> list[dict]:
             row.update(test_auc=_num(m["test"]["auc"]), test_logloss=_num(m["test"]["logloss"]),
                        test_n=m["test"]["n"], valid_auc=_num(m.get("valid_auc")))
         else:
-            row.update(mlm_acc=_num(m["valid"]["mlm_acc"]), mlm_acc_zero_prompts=_num(m["valid"]["mlm_acc_zero_prompts"]))
+            valid = m.get("valid", {})  # PA-MLM reports both; ALT's contrastive-only objective neither
+            row.update(mlm_acc=_num(valid.get("mlm_acc")), mlm_acc_zero_prompts=_num(valid.get("mlm_acc_zero_prompts")))
         rows.append(row)
     return rows
 

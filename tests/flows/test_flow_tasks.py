@@ -143,3 +143,30 @@ def test_run_metrics_are_merged_and_tabulated(tmp_path):
                "registered": {"stage": "finetune-ctr-only", "version": 3, "promoted": True, "reason": ""}}
     table = summary_table(summary)
     assert "baseline" in table and "0.7500" in table and "version 3: promoted" in table
+
+
+def test_cli_pipeline_rejects_bad_parameters_before_starting_prefect(paths, capsys):
+    from clickprompt.cli import main
+
+    assert main(["pipeline", "--profile", "huge", "--stages", "pretrain,nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown profile 'huge'" in err and "unknown stage 'nope'" in err
+    assert not (paths.home / ".prefect").exists()  # no temporary server was started
+
+
+def test_cli_pipeline_show_records_the_online_prediction(paths, capsys):
+    from clickprompt.cli import main
+    from flows.train_pipeline import _write_json, latest_summary_path
+
+    rows = {"finetune-ctr-only": {"stage": "finetune-ctr-only", "test_auc": 0.71, "test_logloss": 0.62,
+                                  "mlm_acc": None, "mlm_acc_zero_prompts": None, "seconds": 4.0}}
+    _write_json(latest_summary_path(paths), {
+        "run_id": "r", "method": "clickprompt", "backbone": "dcnv2", "profile": "demo", "dataset": DATASET,
+        "training_set": {"train": 8, "valid": 1, "test": 1}, "variants": rows,
+        "registered": {"stage": "finetune-ctr-only", "version": 1, "promoted": True, "reason": "first"}})
+    response = paths.home / "prediction.json"
+    response.write_text(json.dumps({"click_probability": 0.77, "model_version": 1}))
+    assert main(["pipeline", "--show", "--prediction", str(response)]) == 0
+    out = capsys.readouterr().out
+    assert "0.7100" in out and "promoted to production" in out and '"click_probability": 0.77' in out
+    assert json.loads(latest_summary_path(paths).read_text())["online_prediction"]["model_version"] == 1
