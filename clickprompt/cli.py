@@ -139,7 +139,7 @@ def cmd_train(args, paths: Paths) -> int:
     from datetime import datetime, timezone
 
     from models.config import load_config, parse_set
-    from models.stages import STAGE_NAMES, run_training
+    from models.stages import default_stages, pretrain_summary, run_training
 
     overrides = parse_set(args.set or [])
     if args.method:
@@ -149,7 +149,7 @@ def cmd_train(args, paths: Paths) -> int:
     if args.plm:
         overrides["plm"] = args.plm
     cfg = load_config(args.profile, overrides)
-    stages = list(STAGE_NAMES) if args.stages == "all" else args.stages.split(",")
+    stages = default_stages(cfg.method) if args.stages in (None, "all") else args.stages.split(",")
     run_id = args.run_id or f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{cfg.method}-{cfg.backbone}"
     run_dir = paths.runs / run_id
     summary = run_training(cfg, paths, stages, run_dir)
@@ -161,9 +161,7 @@ def cmd_train(args, paths: Paths) -> int:
             if "test" in m:
                 print(f"  {stage:<18} test AUC {m['test']['auc']:.4f}  LogLoss {m['test']['logloss']:.4f}  ({m['seconds']:.0f}s)")
             else:
-                v = m["valid"]
-                print(f"  {stage:<18} masked-token acc {v['mlm_acc']:.4f} with prompts, "
-                      f"{v['mlm_acc_zero_prompts']:.4f} zeroed  ({m['seconds']:.0f}s)")
+                print(f"  {stage:<18} {pretrain_summary(m)}  ({m['seconds']:.0f}s)")
     return 0
 
 
@@ -414,9 +412,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add(sub, "train", cmd_train, "train on the Feast training sets: baseline, PA-MLM, both finetunings")
     p.add_argument("--profile", default="demo", help="smoke | demo | default | paper")
-    p.add_argument("--stages", default="all",
-                   help="comma list of baseline,pretrain,finetune-with-lm,finetune-ctr-only (default all)")
-    p.add_argument("--method", help="clickprompt | alt | ctrl | lm_only | baseline")
+    p.add_argument("--stages", help="comma list of baseline,pretrain,finetune-with-lm,finetune-ctr-only,"
+                   "finetune-lm-only (default, or 'all': the method's stages)")
+    p.add_argument("--method", help="clickprompt (default) | alt | ctrl | lm_only | baseline: the pretraining "
+                   "objective and the default stages")
     p.add_argument("--backbone", help="CTR model name (dcnv2, dnn, autoint, fm, deepfm, dcn, xdeepfm, pnn)")
     p.add_argument("--plm", help="language model: a name under data/plms, a folder, or a hub name")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, e.g. pretrain.epochs=2")

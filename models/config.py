@@ -11,7 +11,7 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Method = Literal["clickprompt", "alt", "ctrl", "lm_only", "baseline"]
 METHODS: tuple[str, ...] = ("clickprompt", "alt", "ctrl", "lm_only", "baseline")
@@ -50,6 +50,30 @@ class PretrainConfig(StageConfig):
     mask_prob: float = Field(0.15, gt=0, lt=1)  # share of text tokens selected for masking
 
 
+class AltOptions(_Strict):
+    """ALT/FLIP pretraining (method ``alt``; ``ctrl`` uses the contrastive loss alone).
+
+    Loss = contrastive_weight * InfoNCE(text, ids) + mlm_weight * field-level MLM
+         + mtm_weight * masked tabular modelling. The cross-modal prefix of the field-level MLM
+    takes its size from ``TrainConfig.prompt``.
+    """
+
+    contrastive_weight: float = Field(1.0, ge=0)  # instance-level InfoNCE, both directions
+    mlm_weight: float = Field(1.0, ge=0)  # field-level MLM, the LM sees the complete IDs through prefixes
+    mtm_weight: float = Field(1.0, ge=0)  # masked tabular modelling, the CTR side sees the complete text
+    temperature: float = Field(0.7, gt=0)  # InfoNCE temperature on cosine similarities (FLIP's code: 0.7)
+    proj_dim: int = Field(128, ge=1)  # shared space of the contrastive loss; width of the MTM fusion layer
+    text_mask_ratio: float = Field(0.15, gt=0, le=1)  # share of a row's text fields masked whole (>= 1 per row)
+    feature_mask_ratio: float = Field(0.15, gt=0, le=1)  # share of a row's ID fields set to MASK (>= 1 per row)
+    n_negatives: int = Field(25, ge=1)  # sampled negative ids per masked feature (all others if fewer exist)
+
+    @model_validator(mode="after")
+    def _some_loss(self) -> "AltOptions":
+        if self.contrastive_weight + self.mlm_weight + self.mtm_weight <= 0:
+            raise ValueError("at least one ALT loss weight must be positive")
+        return self
+
+
 class TrainConfig(_Strict):
     profile: str = "default"  # name of the profile these settings came from
     method: Method = "clickprompt"
@@ -61,6 +85,7 @@ class TrainConfig(_Strict):
     max_len: int = Field(96, ge=8)  # tokens per sample text (the ML-100K texts are ~50-70 tokens)
     pooling: Literal["cls", "mean"] = "cls"
     prompt: PromptOptions = PromptOptions()
+    alt: AltOptions = AltOptions()  # ALT / CTRL pretraining objective (methods alt, ctrl)
     baseline: StageConfig = StageConfig(epochs=10, batch_size=1024, patience=2)
     pretrain: PretrainConfig = PretrainConfig(epochs=20, batch_size=256, warmup_ratio=0.05)
     finetune_lm: StageConfig = StageConfig(epochs=5, batch_size=256, patience=1)

@@ -1,11 +1,17 @@
 """The training stages of ``clickprompt train``, each a thin function over the shared trainer.
 
     baseline           the plain CTR backbone, trained from scratch (the reference)
-    pretrain           PA-MLM: prompts from the complete IDs + masked text -> recover tokens
-    finetune-with-lm   ClickPrompt with the LM: a * lm_logit + (1 - a) * ctr_logit
-    finetune-ctr-only  the plain backbone initialised from the PA-MLM checkpoint, fresh head
+    pretrain           the method's objective: PA-MLM (clickprompt: prompts from the complete IDs
+                       + masked text -> recover tokens), ALT's three losses (alt), or ALT's
+                       contrastive loss alone (ctrl)
+    finetune-with-lm   clickprompt: ClickPrompt with the LM, a * lm_logit + (1 - a) * ctr_logit;
+                       alt / ctrl / lm_only: backbone and LM jointly, a * ctr_logit + (1 - a) * text_logit
+    finetune-ctr-only  the plain backbone initialised from the pretraining checkpoint, fresh head
+    finetune-lm-only   the LM alone (pooled text -> linear head), from the pretraining checkpoint's
+                       LM when there is one (method lm_only: the plain LM, CTR-BERT / PTab style)
 
-All read the training sets built through Feast (``feature_repo.training_sets``); each writes
+``method`` (TrainConfig) picks the pretraining objective and the default stage list
+(``METHOD_STAGES``). All read the training sets built through Feast (``feature_repo.training_sets``); each writes
 ``<run_dir>/<stage>/{model.safetensors, metrics.json}`` and the run keeps config + encoder.
 Early stopping uses the validation split; the test split is scored once, at the end.
 """
@@ -29,19 +35,43 @@ from clickprompt.settings import Paths
 from feature_repo.feature_services import CLICKPROMPT_SERVICE
 from feature_repo.training_sets import load_training_sets
 from models import prompt as prompt_mod
+from models.alt import AltMasker, AltModel, JointCTR, TextCTR, alignment_counts, alignment_metrics, load_prefixed, mlm_at_labels
 from models.clickprompt import ClickPrompt, init_ctr_only
-from models.config import TrainConfig
-from models.ctr import build_ctr_model, count_params
-from models.data import IGNORE_INDEX, EncodedSplit, batch_at, encode_split, mask_tokens
+from models.config import AltOptions, TrainConfig
+from models.ctr import CTRModel, build_ctr_model, count_params
+from models.data import EncodedSplit, batch_at, encode_split, mask_tokens
 from models.encoding import FeatureEncoder
 from models.evaluate import evaluate
-from models.plm import load_plm, mlm_parts
+from models.plm import load_plm
 from models.trainer import Trainer, load_weights, pick_device, predict, result_dict, save_weights, seed_everything
 
 log = logging.getLogger("clickprompt.train")
 
-STAGE_NAMES = ("baseline", "pretrain", "finetune-with-lm", "finetune-ctr-only")
-TEXT_STAGES = {"pretrain", "finetune-with-lm"}
+STAGE_NAMES = ("baseline", "pretrain", "finetune-with-lm", "finetune-ctr-only")  # ClickPrompt's run ("all")
+ALL_STAGES = (*STAGE_NAMES, "finetune-lm-only")
+TEXT_STAGES = {"pretrain", "finetune-with-lm", "finetune-lm-only"}
+# The default stage list of each method (``clickprompt train --method M``; --stages overrides).
+METHOD_STAGES: dict[str, tuple[str, ...]] = {
+    "baseline": ("baseline",),
+    "clickprompt": STAGE_NAMES,
+    "alt": ("pretrain", "finetune-ctr-only", "finetune-lm-only", "finetune-with-lm"),
+    "ctrl": ("pretrain", "finetune-ctr-only"),
+    "lm_only": ("finetune-lm-only",),
+}
+ALIGNMENT_METHODS = ("alt", "ctrl")  # methods whose pretraining is ALT's (ctrl: its contrastive loss alone)
+
+
+def default_stages(method: str) -> list[str]:
+    if method not in METHOD_STAGES:
+        raise ValueError(f"unknown method {method!r}; known: {sorted(METHOD_STAGES)}")
+    return list(METHOD_STAGES[method])
+
+
+def alt_objective(cfg: TrainConfig) -> AltOptions:
+    """The ALT options a method trains with: ``cfg.alt`` for alt; ctrl keeps the contrastive loss only."""
+    if cfg.method == "ctrl":
+        return cfg.alt.model_copy(update={"mlm_weight": 0.0, "mtm_weight": 0.0, "contrastive_weight": 1.0})
+    return cfg.alt
 
 
 def resolve_plm(name: str, paths: Paths) -> Path | str:
@@ -78,17 +108,22 @@ class RunContext:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def new_backbone(self) -> nn.Module:
+    def new_backbone(self) -> CTRModel:
         c = self.cfg
         return build_ctr_model(c.backbone, self.encoder.fields, c.backbone_config, c.backbone_preset)
 
+    def prompt_config(self) -> prompt_mod.PromptConfig:
+        c = self.cfg.prompt
+        return prompt_mod.PromptConfig(n_prompts=c.n_prompts, hidden=c.hidden, input_only=c.input_only,
+                                       pooling=self.cfg.pooling)
+
     def new_clickprompt(self) -> ClickPrompt:
         plm, _ = load_plm(self.plm_source)
-        c = self.cfg.prompt
-        pcfg = prompt_mod.PromptConfig(
-            n_prompts=c.n_prompts, hidden=c.hidden, input_only=c.input_only, pooling=self.cfg.pooling
-        )
-        return ClickPrompt(self.new_backbone(), plm, pcfg)
+        return ClickPrompt(self.new_backbone(), plm, self.prompt_config())
+
+    def new_alt(self) -> AltModel:
+        plm, _ = load_plm(self.plm_source)
+        return AltModel(self.new_backbone(), plm, self.prompt_config(), alt_objective(self.cfg))
 
 
 def prepare(cfg: TrainConfig, paths: Paths, run_dir: Path, stages: list[str]) -> RunContext:
@@ -189,12 +224,8 @@ def masked_lm_loss(
         prompt_mask = batch["attention_mask"].new_zeros(prompts.batch_size, prompts.n_prompts)  # (B, K)
     fused = prompt_mod.run_plm(model.plm, batch["masked_ids"], batch["attention_mask"], prompts, prompt_mask,
                                with_logits=False)
-    selected = batch["mlm_labels"] != IGNORE_INDEX  # (B, T)
-    logits = mlm_parts(model.plm)[1](fused.last_hidden_state[selected])  # (M, vocab)
-    targets = batch["mlm_labels"][selected]  # (M,)
-    if targets.numel() == 0:
-        return logits.sum() * 0.0, targets, targets, selected
-    return F.cross_entropy(logits.float(), targets), logits.argmax(-1), targets, selected
+    out = mlm_at_labels(model.plm, fused.last_hidden_state, batch["mlm_labels"])
+    return out.loss, out.pred, out.true, out.selected
 
 
 class _Masker:
@@ -244,6 +275,15 @@ def mlm_accuracy(ctx: RunContext, model: ClickPrompt, split: EncodedSplit, batch
 
 
 def stage_pretrain(ctx: RunContext, on_step: Callable[[int], None] | None = None) -> dict:
+    """The method's pretraining: ALT's losses (alt, ctrl) or PA-MLM (clickprompt, baseline)."""
+    if ctx.cfg.method in ALIGNMENT_METHODS:
+        return stage_pretrain_alt(ctx, on_step)
+    if ctx.cfg.method == "lm_only":
+        raise ValueError("method lm_only has no pretraining stage (it finetunes the plain LM)")
+    return stage_pretrain_pa_mlm(ctx, on_step)
+
+
+def stage_pretrain_pa_mlm(ctx: RunContext, on_step: Callable[[int], None] | None = None) -> dict:
     """PA-MLM. Early stopping / best checkpoint on held-out masked-token loss."""
     sc = ctx.cfg.pretrain
     model = ctx.new_clickprompt()
@@ -274,10 +314,61 @@ def stage_pretrain(ctx: RunContext, on_step: Callable[[int], None] | None = None
     return metrics
 
 
+def alt_metrics(ctx: RunContext, model: AltModel, split: EncodedSplit, batch_size: int) -> dict:
+    """Held-out ALT losses and alignment checks (``models.alt.alignment_counts``) on fixed masks
+    and negatives (the masking seed is fixed), so successive evaluations are comparable."""
+    model.eval()
+    masker = AltMasker(ctx.encoder.fields, ctx.tokenizer.mask_token_id, model.opts, seed=12345)
+    sums: dict[str, float] = {}
+    for index in torch.arange(len(split)).split(batch_size):
+        for key, value in alignment_counts(model, masker(batch_at(split, index, ctx.device))).items():
+            sums[key] = sums.get(key, 0) + value
+    return alignment_metrics(sums)
+
+
+def stage_pretrain_alt(ctx: RunContext, on_step: Callable[[int], None] | None = None) -> dict:
+    """ALT (or CTRL: contrastive only). Early stopping / best checkpoint on the held-out weighted loss."""
+    sc = ctx.cfg.pretrain
+    model = ctx.new_alt()
+    masker = AltMasker(ctx.encoder.fields, ctx.tokenizer.mask_token_id, model.opts, seed=ctx.cfg.seed)
+    valid = ctx.splits["valid"].head(sc.max_eval_samples, ctx.cfg.seed)
+    out_dir = ctx.stage_dir("pretrain")
+    trainer = Trainer(model, sc, model.parameter_groups(), out_dir, ctx.device, ctx.cfg.amp, ctx.cfg.seed,
+                      desc=f"pretrain-{ctx.cfg.method}", fingerprint=ctx.fingerprint)
+    fit = trainer.fit(ctx.splits["train"].head(sc.max_train_samples, ctx.cfg.seed), lambda m, b: m(masker(b)).loss,
+                      lambda: alt_metrics(ctx, model, valid, sc.eval_batch_size), monitor="loss", mode="min",
+                      on_step=on_step)
+    final = alt_metrics(ctx, model, valid, sc.eval_batch_size)
+    save_weights(model, out_dir / "model.safetensors")
+    metrics = {"stage": "pretrain", "method": ctx.cfg.method, "objective": model.opts.model_dump(), "valid": final,
+               "fit": result_dict(fit), "params": count_params(model),
+               "config_hash": ctx.cfg.config_hash(), "snapshot_hash": ctx.snapshot_hash}
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
+    log.info("pretrain (%s): %s", ctx.cfg.method, pretrain_summary(metrics))
+    ctx.results["pretrain"] = metrics
+    return metrics
+
+
+def pretrain_summary(metrics: dict) -> str:
+    """One line of a pretraining stage's held-out alignment checks (for logs and the CLI)."""
+    v = metrics["valid"]
+    parts = []
+    if "retrieval_acc" in v:
+        parts.append(f"contrastive loss {v['contrastive_loss']:.3f}, text->ID retrieval {v['retrieval_acc']:.3f} "
+                     f"(chance {v['retrieval_chance']:.4f})")
+    if "mlm_acc_zero_prompts" in v:
+        parts.append(f"masked-token acc {v['mlm_acc']:.4f} with prompts, {v['mlm_acc_zero_prompts']:.4f} zeroed")
+    if "mtm_acc" in v:
+        parts.append(f"masked-feature acc {v['mtm_acc']:.3f} with text, {v['mtm_acc_text_zeroed']:.3f} zeroed, "
+                     f"{v['mtm_acc_text_shuffled']:.3f} another row's (chance {v['mtm_chance']:.3f})")
+    return "; ".join(parts)
+
+
 def _pretrained_state(ctx: RunContext) -> dict | None:
     path = ctx.run_dir / "pretrain" / "model.safetensors"
     if not path.exists():
-        log.warning("no PA-MLM checkpoint in %s: finetuning starts from scratch (the no-pretraining ablation)", path.parent)
+        level = logging.INFO if ctx.cfg.method in ("lm_only", "baseline") else logging.WARNING
+        log.log(level, "no pretraining checkpoint in %s: finetuning starts from scratch (no-pretraining)", path.parent)
         return None
     from safetensors.torch import load_file
 
@@ -285,6 +376,9 @@ def _pretrained_state(ctx: RunContext) -> dict | None:
 
 
 def stage_finetune_with_lm(ctx: RunContext) -> dict:
+    """ClickPrompt's prompted LM (clickprompt, baseline), else the backbone and LM jointly."""
+    if ctx.cfg.method in (*ALIGNMENT_METHODS, "lm_only"):
+        return stage_finetune_joint(ctx)
     sc = ctx.cfg.finetune_lm
     model = ctx.new_clickprompt()
     if (ctx.run_dir / "pretrain" / "model.safetensors").exists():
@@ -313,11 +407,57 @@ def stage_finetune_ctr_only(ctx: RunContext) -> dict:
     return _finish(ctx, "finetune-ctr-only", model, ctr_logit, fit, sc, {"initialised_from_pretrain": state is not None})
 
 
+def text_logit(model: TextCTR, batch: dict) -> torch.Tensor:
+    return model(batch["input_ids"], batch["attention_mask"])
+
+
+def joint_logit(model: JointCTR, batch: dict) -> torch.Tensor:
+    return model(batch["x"], batch["input_ids"], batch["attention_mask"])
+
+
+def _text_model(ctx: RunContext, state: dict | None) -> TextCTR:
+    """The LM with a fresh click head; its weights from the pretraining checkpoint when there is one."""
+    plm, _ = load_plm(ctx.plm_source)
+    if state is not None:
+        load_prefixed(plm, state, "plm.")
+    return TextCTR(plm, ctx.cfg.pooling)
+
+
+def stage_finetune_lm_only(ctx: RunContext) -> dict:
+    """The LM alone on the click label: pooled text -> linear head, BCE."""
+    sc = ctx.cfg.finetune_lm
+    state = _pretrained_state(ctx)
+    model = _text_model(ctx, state)
+    trainer = Trainer(model, sc, model.parameter_groups(), ctx.stage_dir("finetune-lm-only"), ctx.device,
+                      ctx.cfg.amp, ctx.cfg.seed, desc="finetune-lm-only", fingerprint=ctx.fingerprint)
+    fit = trainer.fit(ctx.splits["train"].head(sc.max_train_samples, ctx.cfg.seed), _bce_step(text_logit),
+                      _scorer(ctx, model, text_logit, "valid", sc.eval_batch_size, sc.max_eval_samples))
+    return _finish(ctx, "finetune-lm-only", model, text_logit, fit, sc, {"initialised_from_pretrain": state is not None})
+
+
+def stage_finetune_joint(ctx: RunContext) -> dict:
+    """Backbone and LM jointly, a * ctr_logit + (1 - a) * text_logit, both from the pretraining checkpoint."""
+    sc, c = ctx.cfg.finetune_lm, ctx.cfg
+    state = _pretrained_state(ctx)
+    if state is None:
+        ctr = ctx.new_backbone()
+    else:
+        ctr = init_ctr_only(c.backbone, ctx.encoder.fields, c.backbone_config, state, c.backbone_preset)
+    model = JointCTR(ctr, _text_model(ctx, state))
+    trainer = Trainer(model, sc, model.parameter_groups(), ctx.stage_dir("finetune-with-lm"), ctx.device,
+                      ctx.cfg.amp, ctx.cfg.seed, desc="finetune-with-lm", fingerprint=ctx.fingerprint)
+    fit = trainer.fit(ctx.splits["train"].head(sc.max_train_samples, ctx.cfg.seed), _bce_step(joint_logit),
+                      _scorer(ctx, model, joint_logit, "valid", sc.eval_batch_size, sc.max_eval_samples))
+    return _finish(ctx, "finetune-with-lm", model, joint_logit, fit, sc,
+                   {"a": float(model.a.detach()), "initialised_from_pretrain": state is not None})
+
+
 STAGES: dict[str, Callable[[RunContext], dict]] = {
     "baseline": stage_baseline,
     "pretrain": stage_pretrain,
     "finetune-with-lm": stage_finetune_with_lm,
     "finetune-ctr-only": stage_finetune_ctr_only,
+    "finetune-lm-only": stage_finetune_lm_only,
 }
 
 
@@ -326,6 +466,8 @@ def run_training(cfg: TrainConfig, paths: Paths, stages: list[str], run_dir: Pat
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; known: {list(STAGES)}")
+    if cfg.method == "lm_only" and "pretrain" in stages:
+        raise ValueError("method lm_only has no pretraining stage (it finetunes the plain LM)")
     ctx = prepare(cfg, paths, run_dir, stages)
     for stage in stages:
         t = time.perf_counter()
