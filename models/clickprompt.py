@@ -57,6 +57,7 @@ class ClickPrompt(nn.Module):
         self.prompt = PromptGenerator.for_plm(ctr_model.output_dim, plm, prompt_cfg)
         self.plm_head = nn.Linear(plm_info(plm).hidden_size, 1)  # pooled text state -> click logit
         self.a = nn.Parameter(torch.tensor(0.5))
+        self.use_prompts = True  # False: the "no prompts" ablation (logit mix only)
 
     def prompts(self, x_ids: dict[str, Tensor]) -> tuple[Prompts, Tensor]:
         """ID features -> (prompts for the PLM, the backbone's logit (B,))."""
@@ -89,7 +90,7 @@ class ClickPrompt(nn.Module):
     def ctr_parts(self, x_ids: dict[str, Tensor], input_ids: Tensor, attention_mask: Tensor) -> FusedCTROutput:
         """Both logits and their mix, on unmasked text (B, T)."""
         prompts, ctr_logit = self.prompts(x_ids)
-        fused = run_plm(self.plm, input_ids, attention_mask, prompts, with_logits=False)
+        fused = run_plm(self.plm, input_ids, attention_mask, prompts if self.use_prompts else None, with_logits=False)
         pooled = pool(fused.last_hidden_state, attention_mask, self.cfg.pooling)  # (B, hidden)
         lm_logit = self.plm_head(pooled).squeeze(-1)  # (B,)
         logit = self.a * lm_logit + (1 - self.a) * ctr_logit

@@ -44,6 +44,7 @@ class PromptOptions(_Strict):
     n_prompts: int = Field(10, ge=1)  # K prompts per layer (paper default 10)
     hidden: int = Field(256, ge=1)  # width d of the shared first projection layer
     input_only: bool = False  # ablation: prompts only at the input layer
+    disabled: bool = False  # ablation "no prompts": LM and CTR model meet only in the logit mix
 
 
 class PretrainConfig(StageConfig):

@@ -119,7 +119,9 @@ class RunContext:
 
     def new_clickprompt(self) -> ClickPrompt:
         plm, _ = load_plm(self.plm_source)
-        return ClickPrompt(self.new_backbone(), plm, self.prompt_config())
+        model = ClickPrompt(self.new_backbone(), plm, self.prompt_config())
+        model.use_prompts = not self.cfg.prompt.disabled
+        return model
 
     def new_alt(self) -> AltModel:
         plm, _ = load_plm(self.plm_source)
@@ -179,7 +181,11 @@ def _bce_step(score_fn: Callable) -> Callable:
 def _finish(ctx: RunContext, stage: str, model: nn.Module, score_fn: Callable, fit, stage_cfg, extra: dict | None = None) -> dict:
     """Score the test split once with the best weights; write weights and metrics."""
     out_dir = ctx.stage_dir(stage)
-    test = _scorer(ctx, model, score_fn, "test", stage_cfg.eval_batch_size)()
+    data = ctx.splits["test"]
+    prob = predict(model, data, score_fn, stage_cfg.eval_batch_size, ctx.device, ctx.cfg.amp)
+    test = evaluate(data.label.numpy(), prob)
+    # per-row test predictions: what the long-tail analysis groups by user / item frequency
+    data.meta.assign(label=data.label.numpy(), probability=prob).to_parquet(out_dir / "test_predictions.parquet", index=False)
     metrics = {
         "stage": stage,
         "method": ctx.cfg.method,

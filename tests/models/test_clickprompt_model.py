@@ -150,3 +150,16 @@ def test_ctr_only_init_rejects_a_different_backbone(ctr_fields) -> None:
     state = _clickprompt(ctr_fields, "dcnv2").state_dict()
     with pytest.raises(ValueError, match="does not match"):
         init_ctr_only("dnn", ctr_fields, None, state, preset="smoke")
+
+
+def test_no_prompts_ablation_mixes_plain_lm_and_ctr_logits(ctr_fields, ctr_batch) -> None:
+    from models.prompt import pool, run_plm
+
+    model = _clickprompt(ctr_fields).eval()
+    ids, attn = _text()
+    with_prompts = model.ctr_parts(ctr_batch, ids, attn).lm_logit
+    model.use_prompts = False
+    plain = model.ctr_parts(ctr_batch, ids, attn).lm_logit
+    hidden = run_plm(model.plm, ids, attn, None, with_logits=False).last_hidden_state
+    torch.testing.assert_close(plain, model.plm_head(pool(hidden, attn, "cls")).squeeze(-1))
+    assert not torch.allclose(plain, with_prompts)
