@@ -28,13 +28,16 @@ def stage_rows(stages: dict[str, dict]) -> list[dict]:
     rows = []
     for stage, m in stages.items():
         row = {"stage": stage, "test_auc": None, "test_logloss": None, "test_n": None, "valid_auc": None,
-               "mlm_acc": None, "mlm_acc_zero_prompts": None, "seconds": _num(m.get("seconds", m.get("fit", {}).get("seconds")))}
+               "mlm_acc": None, "mlm_acc_zero_prompts": None, "alignment": None, "seconds": _num(m.get("seconds", m.get("fit", {}).get("seconds")))}
         if "test" in m:
             row.update(test_auc=_num(m["test"]["auc"]), test_logloss=_num(m["test"]["logloss"]),
                        test_n=m["test"]["n"], valid_auc=_num(m.get("valid_auc")))
         else:
+            from models.stages import pretrain_summary
+
             valid = m.get("valid", {})  # PA-MLM reports both; ALT's contrastive-only objective neither
-            row.update(mlm_acc=_num(valid.get("mlm_acc")), mlm_acc_zero_prompts=_num(valid.get("mlm_acc_zero_prompts")))
+            row.update(mlm_acc=_num(valid.get("mlm_acc")), mlm_acc_zero_prompts=_num(valid.get("mlm_acc_zero_prompts")),
+                       alignment=pretrain_summary(m))
         rows.append(row)
     return rows
 
@@ -68,6 +71,7 @@ def summary_markdown(run_id: str, run: dict, rows: list[dict]) -> str:
         mlm = f"{fmt(r['mlm_acc'])} / {fmt(r['mlm_acc_zero_prompts'])}" if r["mlm_acc"] is not None else ""
         lines.append(f"| {r['stage']} | {fmt(r['test_auc'])} | {fmt(r['test_logloss'])} | {fmt(r['test_n'])} | "
                      f"{fmt(r['valid_auc'])} | {mlm} | {fmt(r['seconds'])} |")
+    lines += [f"\n{r['stage']}: {r['alignment']}" for r in rows if r.get("alignment")]
     by_stage = {r["stage"]: r for r in rows}
     base, ctr_only = by_stage.get("baseline", {}).get("test_auc"), by_stage.get("finetune-ctr-only", {}).get("test_auc")
     if base is not None and ctr_only is not None:

@@ -118,6 +118,7 @@ def summary_table(summary: dict) -> str:
     for name, v in summary["variants"].items():
         lines.append(f"  {name:<20}{fmt(v['test_auc']):>10}{fmt(v['test_logloss']):>10}{fmt(v['mlm_acc']):>10}"
                      f"{fmt(v['mlm_acc_zero_prompts']):>10}{fmt(v['seconds'], '.0f'):>9}")
+    lines += [f"  {name}: {v['alignment']}" for name, v in summary["variants"].items() if v.get("alignment")]
     reg = summary.get("registered")
     if reg:
         lines.append(f"registered {reg['stage']} as version {reg['version']}: "

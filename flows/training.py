@@ -76,11 +76,11 @@ def fetch_plm(name: str, paths: Paths) -> str:
     return str(fetch(name, paths))
 
 
-def default_stages(method: str) -> tuple[str, ...]:
-    """Every stage, except for the plain-backbone method, which trains the baseline alone."""
-    from models.stages import STAGE_NAMES
+def default_stages(method: str) -> list[str]:
+    """The method's stage list, in training order (``models.stages.METHOD_STAGES``)."""
+    from models.stages import default_stages as method_stages
 
-    return ("baseline",) if method == "baseline" else tuple(STAGE_NAMES)
+    return method_stages(method)
 
 
 def prepare_run(

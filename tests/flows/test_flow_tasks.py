@@ -84,7 +84,7 @@ def test_run_id_is_derived_from_config_and_data(paths):
     assert default_run_id(train_config("smoke", "clickprompt", DATASET, "dnn", {}), paths) != run_id
     with pytest.raises(ValueError):
         train_config("smoke", "clickprompt", DATASET, None, {"pretrain.epoch": 1})  # typo: rejected
-    assert default_stages("baseline") == ("baseline",) and "pretrain" in default_stages("clickprompt")
+    assert default_stages("baseline") == ["baseline"] and default_stages("lm_only") == ["finetune-lm-only"]
     assert not stage_done(paths.runs / run_id, "baseline")
 
 
@@ -132,17 +132,22 @@ def test_run_metrics_are_merged_and_tabulated(tmp_path):
         {**common, "test": {"auc": 0.75, "logloss": 0.55, "n": 10}, "valid_auc": float("nan")}))
     (run_dir / "pretrain" / "metrics.json").write_text(json.dumps(
         {**common, "valid": {"mlm_acc": 0.5, "mlm_acc_zero_prompts": 0.4}}))
+    (run_dir / "finetune-lm-only").mkdir()  # a stage the method switch added: listed after the others
+    (run_dir / "finetune-lm-only" / "metrics.json").write_text(json.dumps(
+        {**common, "test": {"auc": 0.6, "logloss": 0.65, "n": 10}, "valid_auc": 0.61}))
     run = read_run(run_dir)
-    assert list(run["stages"]) == ["baseline", "pretrain"] and run["backbone"] == "dcnv2"
+    assert list(run["stages"]) == ["baseline", "pretrain", "finetune-lm-only"] and run["backbone"] == "dcnv2"
     rows = {r["stage"]: r for r in stage_rows(run["stages"])}
     assert rows["baseline"]["test_auc"] == 0.75 and rows["baseline"]["valid_auc"] is None  # NaN -> None
     assert rows["pretrain"]["mlm_acc"] == 0.5 and rows["pretrain"]["test_auc"] is None
+    assert rows["pretrain"]["alignment"] == "masked-token acc 0.5000 with prompts, 0.4000 zeroed"
     assert not any(isinstance(v, float) and math.isnan(v) for r in rows.values() for v in r.values())
     summary = {"run_id": "run", "method": "clickprompt", "backbone": "dcnv2", "profile": "smoke",
                "dataset": DATASET, "training_set": {"train": 8, "valid": 1, "test": 1}, "variants": rows,
                "registered": {"stage": "finetune-ctr-only", "version": 3, "promoted": True, "reason": ""}}
     table = summary_table(summary)
     assert "baseline" in table and "0.7500" in table and "version 3: promoted" in table
+    assert "pretrain: masked-token acc 0.5000" in table
 
 
 def test_cli_pipeline_rejects_bad_parameters_before_starting_prefect(paths, capsys):
