@@ -36,6 +36,7 @@ demo: install
 	  kill -0 $$pid 2>/dev/null || { tail -20 $(LATEST)/serve.log; exit 1; }; \
 	  sleep 1; \
 	done; \
+	curl -sf $$url/health > /dev/null || { echo "no production model is served after 120 s; see $(LATEST)/serve.log"; exit 1; }; \
 	curl -sf -X POST -H 'Content-Type: application/json' -d '{"user_id": 196, "item_id": 242}' \
 	  $$url/predict > $(LATEST)/prediction.json || { tail -20 $(LATEST)/serve.log; exit 1; }; \
 	echo "POST /predict {\"user_id\": 196, \"item_id\": 242} -> $$(cat $(LATEST)/prediction.json)"

@@ -17,11 +17,18 @@ SMOKE_OVERRIDES = {"plm": TINY_PLM, "max_len": 48}
 @pytest.fixture(scope="session")
 def prefect_harness(tmp_path_factory):
     """A temporary Prefect server (SQLite) for the whole session; Prefect's own files in a temp dir."""
-    from prefect.settings import PREFECT_HOME, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+    from prefect.settings import (
+        PREFECT_HOME,
+        PREFECT_LOCAL_STORAGE_PATH,
+        PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW,
+        temporary_settings,
+    )
     from prefect.testing.utilities import prefect_test_harness
 
     home = tmp_path_factory.mktemp("prefect_home")
-    with temporary_settings(updates={PREFECT_HOME: str(home), PREFECT_LOCAL_STORAGE_PATH: str(home / "storage")}):
+    updates = {PREFECT_HOME: str(home), PREFECT_LOCAL_STORAGE_PATH: str(home / "storage"),
+               PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW: "ignore"}  # tasks run alone in unit tests
+    with temporary_settings(updates=updates):
         with prefect_test_harness(server_startup_timeout=120):
             yield
 

@@ -133,3 +133,27 @@ def test_failed_gate_stops_the_pipeline_before_features_and_models(flow_home, sm
     failures = _latest_artifact(FAILURES_KEY)
     rating = [r for r in json.loads(failures.data) if (r["suite"], r["column"]) == ("interactions", "rating")]
     assert rating and rating[0]["unexpected_count"] == 5 and "9" in rating[0]["examples"]
+
+
+def test_fetch_retries_a_network_error_but_not_a_bad_checksum(flow_home, monkeypatch):
+    import clickprompt.data.fetch as fetch
+    from flows.ingest_data import fetch_raw
+
+    calls: list[str] = []
+    errors = [ConnectionError("package index hiccup"), None]
+
+    def flaky(name, paths, source=None):
+        calls.append(name)
+        error = errors.pop(0)
+        if error:
+            raise error
+        return paths.raw(name)
+
+    monkeypatch.setattr(fetch, "fetch_dataset", flaky)
+    quick = fetch_raw.with_options(retry_delay_seconds=0)
+    assert quick("movielens-100k", flow_home) == str(flow_home.raw("movielens-100k")) and len(calls) == 2
+
+    calls.clear()
+    errors[:] = [fetch.ChecksumError("ml-100k.inter", "a" * 64, "b" * 64)] * 3
+    state = quick("movielens-100k", flow_home, return_state=True)
+    assert state.is_failed() and len(calls) == 1  # a damaged file is not fixed by fetching again
