@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.install-stamp
 export CLICKPROMPT_HOME ?= $(CURDIR)
 
-.PHONY: install demo test bench clean
+.PHONY: install demo data test bench clean
 
 install: $(STAMP)
 
@@ -43,12 +43,23 @@ demo: install
 	@echo
 	$(BIN)/clickprompt pipeline --show --prediction $(LATEST)/prediction.json
 
+# The data path alone (idempotent): real MovieLens-100K into the warehouse, Feast, training sets, the LM.
+data: install
+	$(BIN)/clickprompt data fetch movielens-100k
+	$(BIN)/clickprompt data ingest --dataset movielens-100k
+	$(BIN)/clickprompt features apply
+	$(BIN)/clickprompt features training-set
+	$(BIN)/clickprompt plm fetch bert-2l-128
+
 test: install
 	$(BIN)/python -m pytest -q
 
-bench: install
+# The benchmark suite on the data `make demo` prepared: every model, 3 seeds, long tail, efficiency;
+# report + plots under artifacts/bench/<timestamp>-<profile>/. BENCH_PROFILE=smoke|cpu|gpu.
+BENCH_PROFILE ?= cpu
+bench: data
 	$(BIN)/python benchmarks/bench_data.py
-	$(BIN)/python benchmarks/bench_train.py --profile demo --seeds 1 2 3
+	$(BIN)/python benchmarks/run_suite.py --profile $(BENCH_PROFILE) --seeds 1 2 3
 
 clean:
 	rm -rf data artifacts .prefect
