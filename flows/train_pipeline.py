@@ -85,7 +85,8 @@ def train_pipeline(
 
     overrides = overrides or {}
     stages = list(stages or default_stages(method))
-    cfg, run_id, run_dir = prepare_run(dataset, profile, method, backbone, run_id, overrides, paths)
+    # One run id for every training subflow (derived from config and data unless given).
+    _, run_id, _ = prepare_run(dataset, profile, method, backbone, run_id, overrides, paths)
     common = dict(dataset=dataset, profile=profile, method=method, backbone=backbone, run_id=run_id,
                   overrides=overrides, refresh=refresh)
     if PRETRAIN in stages:
