@@ -74,5 +74,6 @@ def build_features(
     manifest = paths.training_sets / service / "manifest.json"
     applied = cached(apply_definitions, paths, refresh or not (paths.feast / "registry.db").exists())(dataset, paths)
     sets = cached(training_sets, paths, refresh or not manifest.exists())(dataset, paths, service, fractions)
-    online = cached(materialize_online, paths, refresh or not (paths.feast / "online_store.db").exists())(dataset, paths)
+    online_store = paths.feast / "online_store.db"
+    online = cached(materialize_online, paths, refresh or not online_store.exists())(dataset, paths)
     return {"applied": applied, "training_sets": sets, "online": online}

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 from prefect import Task
 from pydantic import AfterValidator, Field
@@ -23,6 +23,8 @@ from pydantic import AfterValidator, Field
 from clickprompt.settings import Paths
 
 DEFAULT_DATASET = "movielens-100k"
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 # --- typed parameters ----------------------------------------------------------------------
@@ -113,7 +115,7 @@ def snapshot_hash(paths: Paths) -> str | None:
 # --- caching ---------------------------------------------------------------------------------
 
 
-def cached(task: Task, paths: Paths, refresh: bool = False) -> Task:
+def cached(task: Task[P, R], paths: Paths, refresh: bool = False) -> Task[P, R]:
     """``task`` persisting its result under the project home; ``refresh`` ignores a cached result.
 
     The tasks declare ``cache_key_fn`` and ``persist_result`` themselves; where the records are

@@ -27,8 +27,9 @@ def stage_rows(stages: dict[str, dict]) -> list[dict]:
     """One row per stage: test AUC / LogLoss for the CTR stages, masked-token accuracy for PA-MLM."""
     rows = []
     for stage, m in stages.items():
+        seconds = m.get("seconds", m.get("fit", {}).get("seconds"))
         row = {"stage": stage, "test_auc": None, "test_logloss": None, "test_n": None, "valid_auc": None,
-               "mlm_acc": None, "mlm_acc_zero_prompts": None, "alignment": None, "seconds": _num(m.get("seconds", m.get("fit", {}).get("seconds")))}
+               "mlm_acc": None, "mlm_acc_zero_prompts": None, "alignment": None, "seconds": _num(seconds)}
         if "test" in m:
             row.update(test_auc=_num(m["test"]["auc"]), test_logloss=_num(m["test"]["logloss"]),
                        test_n=m["test"]["n"], valid_auc=_num(m.get("valid_auc")))

@@ -87,12 +87,12 @@ def train_pipeline(
     stages = list(stages or default_stages(method))
     # One run id for every training subflow (derived from config and data unless given).
     _, run_id, _ = prepare_run(dataset, profile, method, backbone, run_id, overrides, paths)
-    common = dict(dataset=dataset, profile=profile, method=method, backbone=backbone, run_id=run_id,
-                  overrides=overrides, refresh=refresh)
     if PRETRAIN in stages:
-        pretrain_model(**common)
+        pretrain_model(dataset=dataset, profile=profile, method=method, backbone=backbone, run_id=run_id,
+                       overrides=overrides, refresh=refresh)
     if set(stages) - {PRETRAIN}:
-        finetune_model(stages=stages, **common)
+        finetune_model(dataset=dataset, profile=profile, method=method, backbone=backbone, run_id=run_id,
+                       stages=stages, overrides=overrides, refresh=refresh)
     evaluation = evaluate_model(run_id)
 
     registered = None

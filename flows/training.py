@@ -26,7 +26,9 @@ PRETRAIN = "pretrain"
 FROM_SCRATCH = ("baseline", PRETRAIN)
 
 
-def train_config(profile: str, method: str, dataset: str, backbone: str | None, overrides: dict[str, Any]) -> "TrainConfig":
+def train_config(
+    profile: str, method: str, dataset: str, backbone: str | None, overrides: dict[str, Any]
+) -> "TrainConfig":
     """The profile with the flow's parameters and dotted ``overrides`` (``{"pretrain.epochs": 2}``) on top."""
     from models.config import load_config
 

@@ -22,7 +22,8 @@ def report_markdown(report: dict, dataset: str) -> str:
     lines = [f"# Data quality: {dataset} {verdict}", "", "| suite | result | expectations | failed |",
              "|---|---|---|---|"]
     for s in report["suites"]:
-        lines.append(f"| {s['name']} | {'pass' if s['success'] else '**FAIL**'} | {s['evaluated']} | {len(s['failures'])} |")
+        verdict = "pass" if s["success"] else "**FAIL**"
+        lines.append(f"| {s['name']} | {verdict} | {s['evaluated']} | {len(s['failures'])} |")
     rows = failure_rows(report)
     if rows:
         lines += ["", "## Failures", "", "| suite | column | expectation | unexpected | examples | details |",

@@ -116,7 +116,7 @@ def test_validation_report_renders_as_markdown_and_rows():
     report = run_suites(spec, {"interactions": bad}).to_dict()
     rows = failure_rows(report)
     rating = next(r for r in rows if r["column"] == "rating")
-    assert rating["suite"] == "interactions" and rating["unexpected_count"] == 1 and json.loads(rating["examples"]) == [9]
+    assert (rating["suite"], rating["unexpected_count"], json.loads(rating["examples"])) == ("interactions", 1, [9])
     text = report_markdown(report, DATASET)
     assert text.startswith(f"# Data quality: {DATASET} FAILED") and "| interactions | **FAIL** |" in text
     assert "expect_column_values_to_be_between" in text
