@@ -189,7 +189,12 @@ class AltModel(nn.Module):
         self.ctr_model = ctr_model  # same prefix as ClickPrompt's: init_ctr_only reads it
         self.plm = plm
         self.targets = mtm_fields(ctr_model.embedding.fields)
-        self.text_proj = self.ctr_proj = self.prompt = self.mtm_head = self.mtm_out = self.mtm_bias = None
+        self.text_proj: nn.Linear | None = None  # pooled text -> shared space (contrastive)
+        self.ctr_proj: nn.Linear | None = None  # h -> shared space (contrastive)
+        self.prompt: PromptGenerator | None = None  # h -> per-layer key/value prefixes (field MLM)
+        self.mtm_head: nn.Sequential | None = None  # [h of masked IDs, pooled text] -> one query per MTM field
+        self.mtm_out: nn.ModuleDict | None = None  # per MTM field: output embedding of each id (vocab, P)
+        self.mtm_bias: nn.ModuleDict | None = None  # per MTM field: a learned prior of each id (vocab, 1)
         if opts.contrastive_weight > 0:
             self.text_proj = nn.Linear(hidden, opts.proj_dim)
             self.ctr_proj = nn.Linear(h_dim, opts.proj_dim)
@@ -198,12 +203,12 @@ class AltModel(nn.Module):
         if opts.mtm_weight > 0 and self.targets:
             p, out = opts.proj_dim, len(self.targets) * opts.proj_dim
             self.mtm_head = nn.Sequential(nn.Linear(h_dim + hidden, p), nn.GELU(), nn.Linear(p, out))
-            self.mtm_out = nn.ModuleDict({f.name: nn.Embedding(f.vocab_size, p) for f in self.targets})  # output rows
-            self.mtm_bias = nn.ModuleDict({f.name: nn.Embedding(f.vocab_size, 1) for f in self.targets})  # id priors
-            for table in self.mtm_out.values():
-                nn.init.uniform_(table.weight, -p**-0.5, p**-0.5)
-            for table in self.mtm_bias.values():
-                nn.init.zeros_(table.weight)
+            rows = {f.name: nn.Embedding(f.vocab_size, p) for f in self.targets}
+            priors = {f.name: nn.Embedding(f.vocab_size, 1) for f in self.targets}
+            for name in rows:
+                nn.init.uniform_(rows[name].weight, -(p**-0.5), p**-0.5)
+                nn.init.zeros_(priors[name].weight)
+            self.mtm_out, self.mtm_bias = nn.ModuleDict(rows), nn.ModuleDict(priors)
 
     def text_state(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """The plain LM's pooled state of unmasked text (B, T) -> (B, hidden)."""
@@ -245,7 +250,8 @@ class AltModel(nn.Module):
         x_masked: features with MASK in place; mtm_mask (B, F_m); candidates {field: (B, C_f)},
         true id first; text (B, hidden), the complete text's pooled state (zeros: no text).
         """
-        assert self.mtm_head is not None, "masked tabular modelling is off (mtm_weight=0)"
+        assert self.mtm_head is not None and self.mtm_out is not None and self.mtm_bias is not None, \
+            "masked tabular modelling is off (mtm_weight=0)"
         h = self.ctr_model(x_masked).h  # (B, H)
         queries = self.mtm_head(torch.cat([h, text.to(h.dtype)], dim=1))  # (B, F_m * P)
         queries = queries.view(h.shape[0], len(self.targets), self.opts.proj_dim)  # (B, F_m, P)
