@@ -124,6 +124,8 @@ def summary_table(summary: dict) -> str:
     if reg:
         lines.append(f"registered {reg['stage']} as version {reg['version']}: "
                      + ("promoted to production" if reg["promoted"] else f"not promoted ({reg['reason']})"))
+        if reg.get("production_version") is not None:
+            lines.append(f"production model: {reg.get('name', 'ctr')} v{reg['production_version']}")
     prediction = summary.get("online_prediction")
     if prediction:
         lines.append(f"online prediction: {json.dumps(prediction, default=str)}")
