@@ -106,7 +106,7 @@ def markdown(results: dict) -> str:
             diff = f"{m['paired_auc_diff_mean']:+.4f} ({', '.join(f'{d:+.4f}' for d in m['paired_auc_diff'])})"
         lines.append(f"| {label} | {m['backbone']} | {m['auc_mean']:.4f} ± {m['auc_std']:.4f} | "
                      f"{m['logloss_mean']:.4f} ± {m['logloss_std']:.4f} | {diff} |")
-    lines += ["", "![AUC per model](auc_by_model.png)", "", "## Long tail (seed-pooled test predictions)", "",
+    lines += ["", "![AUC per model](auc_by_model.png)", "", "## Long tail (test predictions pooled over seeds; n = pooled rows; unseen ids count as tail)", "",
               "| model | all | tail users | tail items | both tail |", "|---|---|---|---|---|"]
     for label, t in results["long_tail"].items():
         lines.append(f"| {label} | {_fmt(t.get('all'))} | {_fmt(t.get('tail_users'))} (n={t.get('n_tail_users')}) | "
