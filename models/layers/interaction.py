@@ -62,8 +62,8 @@ def _pairs(n_fields: int) -> tuple[list[int], list[int]]:
     return list(rows), list(cols)
 
 
-class InnerProduct(nn.Module):
-    """IPNN product layer (Qu et al. 2016): <e_i, e_j> for every field pair i < j.  (B, F, D) -> (B, P)."""
+class _FieldPairs(nn.Module):
+    """Index buffers of every field pair i < j, shared by the PNN product layers."""
 
     rows: Tensor  # (P,) first field of each pair
     cols: Tensor  # (P,) second field of each pair
@@ -77,32 +77,30 @@ class InnerProduct(nn.Module):
         self.register_buffer("cols", torch.tensor(cols), persistent=False)
         self.output_dim = len(rows)
 
+
+class InnerProduct(_FieldPairs):
+    """IPNN product layer (Qu et al. 2016): <e_i, e_j> for every field pair i < j.  (B, F, D) -> (B, P)."""
+
+    def __init__(self, n_fields: int) -> None:
+        super().__init__(n_fields)
+
     def forward(self, emb: Tensor) -> Tensor:
         """emb: (B, F, D) -> (B, P), P = F (F - 1) / 2."""
         return (emb[:, self.rows] * emb[:, self.cols]).sum(dim=-1)
 
 
-class OuterProduct(nn.Module):
+class OuterProduct(_FieldPairs):
     """OPNN product layer with a learned kernel per pair: e_i^T W_p e_j for i < j.  (B, F, D) -> (B, P).
 
     The full outer product e_i e_j^T (D x D) contracted with a D x D kernel per pair, as in
     DeepCTR's ``mat`` kernel; it never materialises the D x D matrices.
     """
 
-    rows: Tensor  # (P,) first field of each pair
-    cols: Tensor  # (P,) second field of each pair
-
     def __init__(self, n_fields: int, dim: int) -> None:
-        super().__init__()
-        if n_fields < 2:
-            raise ValueError("product layers need at least two fields")
-        rows, cols = _pairs(n_fields)
-        self.register_buffer("rows", torch.tensor(rows), persistent=False)
-        self.register_buffer("cols", torch.tensor(cols), persistent=False)
-        self.kernel = nn.Parameter(torch.empty(len(rows), dim, dim))  # (P, D, D)
+        super().__init__(n_fields)
+        self.kernel = nn.Parameter(torch.empty(len(self.rows), dim, dim))  # (P, D, D)
         bound = (3.0 / dim) ** 0.5  # Xavier-uniform for one D x D matrix
         nn.init.uniform_(self.kernel, -bound, bound)
-        self.output_dim = len(rows)
 
     def forward(self, emb: Tensor) -> Tensor:
         """emb: (B, F, D) -> (B, P)."""
