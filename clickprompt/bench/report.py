@@ -6,9 +6,11 @@ results.json (written by ``clickprompt.bench.suite``):
                      per_seed: {seed: {auc, logloss}}, auc_mean, auc_std, logloss_mean, logloss_std,
                      paired_auc_diff: [per seed] | null, paired_auc_diff_mean: float | null}}
     long_tail: {label: {all, tail_users, tail_items, tail_both, n_tail_users, n_tail_items, n_tail_both}}
-    efficiency: {ctr_only_ms_per_1000, with_lm_ms_per_1000, with_lm_over_ctr_only, ctr_only_samples_per_s,
+    efficiency: {scoring and PA-MLM figures when the ClickPrompt (DCNv2) run is in the suite: samples, device,
+                 ctr_only_ms_per_1000, with_lm_ms_per_1000, with_lm_over_ctr_only, ctr_only_samples_per_s,
                  with_lm_samples_per_s, pamlm_prompted_samples_per_s, pamlm_plain_samples_per_s,
-                 pamlm_prompted_over_plain, stage_seconds: {stage: s}, peak_rss_mb}
+                 pamlm_prompted_over_plain; always: stage_seconds: {run: {stage: s}}, peak_rss_mb;
+                 optional: data_path_seconds: {stage: s}, peak_cuda_mb, total_seconds, reused_runs}
 """
 
 from __future__ import annotations
@@ -112,20 +114,33 @@ def markdown(results: dict) -> str:
         lines.append(f"| {label} | {_fmt(t.get('all'))} | {_fmt(t.get('tail_users'))} (n={t.get('n_tail_users')}) | "
                      f"{_fmt(t.get('tail_items'))} (n={t.get('n_tail_items')}) | {_fmt(t.get('tail_both'))} (n={t.get('n_tail_both')}) |")
     eff = results.get("efficiency", {})
-    lines += ["", "![long tail](long_tail.png)", ""]
-    if "ctr_only_ms_per_1000" not in eff:
-        return "\n".join(lines + ["(no efficiency figures: the ClickPrompt run was not part of this benchmark)", ""])
-    lines += ["## Efficiency", "",
-              f"- scoring: CTR-only {eff['ctr_only_ms_per_1000']:.1f} ms / 1,000 samples "
-              f"({eff['ctr_only_samples_per_s']:,.0f}/s), with LM {eff['with_lm_ms_per_1000']:.1f} ms "
-              f"({eff['with_lm_samples_per_s']:,.0f}/s): **{eff['with_lm_over_ctr_only']:.0f}x**",
-              f"- PA-MLM training: {eff['pamlm_prompted_samples_per_s']:.0f} samples/s with prompts vs "
-              f"{eff['pamlm_plain_samples_per_s']:.0f} plain MLM ({eff['pamlm_prompted_over_plain']:.2f}x)",
-              f"- peak resident memory: {eff['peak_rss_mb']:.0f} MB",
-              "", "| stage | seconds |", "|---|---|"]
-    lines += [f"| {stage} | {sec:.1f} |" for stage, sec in eff["stage_seconds"].items()]
-    lines += ["", "![latency](latency.png)", ""]
-    return "\n".join(lines)
+    lines += ["", "![long tail](long_tail.png)", "", "## Efficiency", ""]
+    if "ctr_only_ms_per_1000" in eff:
+        lines += [f"- scoring ({eff['device']}, {eff['samples']:,} test samples): CTR-only "
+                  f"{eff['ctr_only_ms_per_1000']:.1f} ms / 1,000 samples ({eff['ctr_only_samples_per_s']:,.0f}/s), "
+                  f"with LM {eff['with_lm_ms_per_1000']:.1f} ms ({eff['with_lm_samples_per_s']:,.0f}/s): "
+                  f"**{eff['with_lm_over_ctr_only']:.0f}x**",
+                  f"- PA-MLM training: {eff['pamlm_prompted_samples_per_s']:.0f} samples/s with prompts vs "
+                  f"{eff['pamlm_plain_samples_per_s']:.0f} plain MLM ({eff['pamlm_prompted_over_plain']:.2f}x)"]
+    else:
+        lines += ["- no scoring / PA-MLM figures: the ClickPrompt (DCNv2) run was not part of this benchmark"]
+    memory = f"- peak resident memory of the benchmark process: {eff['peak_rss_mb']:,.0f} MB"
+    if eff.get("peak_cuda_mb"):
+        memory += f"; peak CUDA memory allocated: {eff['peak_cuda_mb']:,.0f} MB"
+    lines += [memory]
+    if "total_seconds" in eff:
+        lines += [f"- wall time of the whole benchmark: {eff['total_seconds'] / 60:.1f} min"
+                  + (f" ({len(eff['reused_runs'])} runs taken from an earlier attempt)" if eff.get("reused_runs") else "")]
+    if eff.get("data_path_seconds"):
+        lines += ["", "Data path (raw files to training sets, fresh home):", "", "| stage | seconds |", "|---|---|"]
+        lines += [f"| {stage} | {sec:.2f} |" for stage, sec in eff["data_path_seconds"].items()]
+    if eff.get("stage_seconds"):
+        lines += ["", "Training stages (mean over seeds):", "", "| run | stage | seconds |", "|---|---|---|"]
+        lines += [f"| {run} | {stage} | {sec:.1f} |" for run, stages in eff["stage_seconds"].items()
+                  for stage, sec in stages.items()]
+    if "ctr_only_ms_per_1000" in eff:
+        lines += ["", "![latency](latency.png)"]
+    return "\n".join(lines + [""])
 
 
 def render(results_path: Path) -> Path:

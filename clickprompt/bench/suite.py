@@ -1,39 +1,20 @@
-"""The benchmark suite: baselines, ClickPrompt and its ablations, ALT and CTRL, over seeds, on one split.
+"""What the benchmark trains and reports: baselines, ClickPrompt and its ablations, ALT and CTRL.
 
 Each ``RunSpec`` is one training run (one method, backbone and stage list) per seed; each
 ``Variant`` is a row of the report: one stage's test metrics of one run, compared per seed with
-its reference (its untouched backbone). Long-tail AUCs pool each variant's test predictions over
-seeds; efficiency is measured once, side by side, on the first seed's ClickPrompt run.
+its reference (its untouched backbone). ``plan_suite`` fixes profile, seeds, runs and output
+folder; clickprompt/bench/results.py trains the runs and aggregates them, and
+flows/run_benchmark.py drives both (``make bench`` / ``clickprompt bench`` run that flow).
+Kept free of torch imports: the CLI builds its ``--only`` choices from here.
 """
 
 from __future__ import annotations
 
-import json
-import logging
-import os
-import platform
-import shlex
-import statistics
-import sys
-import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-import torch
-
-from clickprompt.bench.efficiency import measure, peak_rss_mb
-from clickprompt.bench.longtail import group_aucs, tail_masks
-from clickprompt.bench.report import render
-from clickprompt.settings import Paths
-from feature_repo.training_sets import load_training_sets
-from models.config import load_config
-from models.stages import run_training
-
-log = logging.getLogger("clickprompt.bench")
+from models.config import TrainConfig, load_config
 
 
 @dataclass(frozen=True)
@@ -101,105 +82,44 @@ def suite() -> tuple[list[RunSpec], list[Variant]]:
     return runs, variants
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+@dataclass
+class SuitePlan:
+    """What one benchmark trains and reports: the training profile, the overrides every run gets,
+    the runs and the report rows, the seeds, and the output folder."""
+
+    profile: str
+    train_profile: str
+    overrides: dict[str, Any]
+    runs: list[RunSpec]
+    variants: list[Variant]
+    seeds: list[int]
+    out: Path
+
+    def config(self, run: RunSpec, seed: int) -> TrainConfig:
+        return load_config(self.train_profile, {**self.overrides, "seed": seed, "method": run.method,
+                                                "backbone": run.backbone, **run.overrides})
+
+    def run_dir(self, run: RunSpec, seed: int) -> Path:
+        return self.out / "runs" / f"{run.name}-seed{seed}"
 
 
-def aggregate(variants: list[Variant], metrics: dict[str, dict[int, dict]], seeds: list[int]) -> dict:
-    """{label: per-seed test metrics, mean / sd, paired AUC difference against the reference}."""
-    models: dict[str, dict] = {}
-    for v in variants:
-        per_seed = {s: metrics[v.run][s]["stages"][v.stage]["test"] for s in seeds}
-        auc_m, auc_s = _mean_std([per_seed[s]["auc"] for s in seeds])
-        ll_m, ll_s = _mean_std([per_seed[s]["logloss"] for s in seeds])
-        row = {"backbone": metrics[v.run][seeds[0]]["backbone"], "method": metrics[v.run][seeds[0]]["method"],
-               "reference": v.reference, "per_seed": {str(s): {"auc": per_seed[s]["auc"], "logloss": per_seed[s]["logloss"]} for s in seeds},
-               "auc_mean": auc_m, "auc_std": auc_s, "logloss_mean": ll_m, "logloss_std": ll_s,
-               "paired_auc_diff": None, "paired_auc_diff_mean": None}
-        if v.reference:
-            ref = models[v.reference]["per_seed"]
-            diffs = [per_seed[s]["auc"] - ref[str(s)]["auc"] for s in seeds]
-            row.update(paired_auc_diff=diffs, paired_auc_diff_mean=statistics.mean(diffs))
-        models[v.label] = row
-    return models
-
-
-def long_tail(variants: list[Variant], run_dirs: dict[str, dict[int, Path]], paths: Paths, seeds: list[int]) -> dict:
-    """Tail-group AUCs of every backbone and its ClickPrompt CTR-only model, seed-pooled."""
-    frames, manifest = load_training_sets(paths)
-    from clickprompt.data.spec import load_spec
-
-    spec = load_spec(manifest.dataset)
-    uk, ik = spec.entities["user"].key, spec.entities["item"].key
-    masks = tail_masks(frames["train"], frames["test"], uk, ik)
-    out = {}
-    wanted = [v for v in variants if v.run.startswith("base-") and v.label in dict(
-        (BACKBONES[b], 1) for b in CP_BACKBONES)] + [v for v in variants if v.label.startswith("ClickPrompt CTR-only")]
-    for v in wanted:
-        labels, probs, pooled = [], [], {k: [] for k in masks}
-        for s in seeds:
-            pred = pd.read_parquet(run_dirs[v.run][s] / v.stage / "test_predictions.parquet")
-            labels.append(pred["label"].to_numpy())
-            probs.append(pred["probability"].to_numpy())
-            for k in masks:
-                pooled[k].append(masks[k])
-        out[v.label] = group_aucs(np.concatenate(labels), np.concatenate(probs),
-                                  {k: np.concatenate(m) for k, m in pooled.items()})
-    return out
-
-
-def run_suite(
-    profile: str, seeds: list[int], paths: Paths, out: Path, only: list[str] | None = None,
-    overrides: dict[str, Any] | None = None,
-) -> Path:
-    """Train every run of the suite for every seed into ``out``; write results.json and the report."""
+def plan_suite(
+    profile: str, seeds: list[int], out: Path, only: list[str] | None = None, overrides: dict[str, Any] | None = None,
+) -> SuitePlan:
     if profile not in BENCH_PROFILES:
         raise ValueError(f"unknown benchmark profile {profile!r}; known: {sorted(BENCH_PROFILES)}")
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct and at least one, got {seeds}")
     train_profile, base = BENCH_PROFILES[profile]
-    base = {**base, **(overrides or {})}
     runs, variants = suite()
     if only:
+        unknown = sorted(set(only) - {r.name for r in runs})
+        if unknown:
+            raise ValueError(f"unknown run(s) {unknown}; known: {[r.name for r in runs]}")
         runs = [r for r in runs if r.name in only]
         variants = [v for v in variants if v.run in only and (v.reference is None or any(
             w.label == v.reference and w.run in only for w in variants))]
-    out.mkdir(parents=True, exist_ok=True)
-    metrics: dict[str, dict[int, dict]] = {r.name: {} for r in runs}
-    run_dirs: dict[str, dict[int, Path]] = {r.name: {} for r in runs}
-    stage_seconds: dict[str, list[float]] = {}
-    started = time.perf_counter()
-    for seed in seeds:
-        for r in runs:
-            cfg = load_config(train_profile, {**base, "seed": seed, "method": r.method, "backbone": r.backbone,
-                                              **r.overrides})
-            run_dir = out / "runs" / f"{r.name}-seed{seed}"
-            t = time.perf_counter()
-            summary = run_training(cfg, paths, list(r.stages), run_dir)
-            summary["backbone"] = r.backbone
-            metrics[r.name][seed], run_dirs[r.name][seed] = summary, run_dir
-            for stage, m in summary["stages"].items():
-                stage_seconds.setdefault(stage, []).append(m.get("seconds", 0.0))
-            log.info("bench: %s seed %d in %.0fs (total %.0fs)", r.name, seed, time.perf_counter() - t,
-                     time.perf_counter() - started)
-    results = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-                   f"{'cuda ' + torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'}",
-        "profile": profile,
-        "dataset": load_training_sets(paths)[1].dataset,
-        "seeds": seeds,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(shlex.quote(a) for a in sys.argv),
-        "models": aggregate(variants, metrics, seeds),
-        "long_tail": long_tail(variants, run_dirs, paths, seeds),
-    }
-    cp = "cp-dcnv2"
-    if cp in run_dirs:
-        cfg = load_config(train_profile, {**base, "seed": seeds[0]})
-        results["efficiency"] = measure(cfg, run_dirs[cp][seeds[0]], paths)
-    results.setdefault("efficiency", {})
-    results["efficiency"]["stage_seconds"] = {k: statistics.mean(v) for k, v in stage_seconds.items()}
-    results["efficiency"]["peak_rss_mb"] = peak_rss_mb()
-    results["efficiency"]["total_seconds"] = time.perf_counter() - started
-    path = out / "results.json"
-    path.write_text(json.dumps(results, indent=2, default=float), encoding="utf-8")
-    render(path)
-    return path
+    plan = SuitePlan(profile, train_profile, {**base, **(overrides or {})}, runs, variants, list(seeds), out)
+    for r in runs:  # a bad --set fails here, before hours of training
+        plan.config(r, seeds[0])
+    return plan

@@ -22,10 +22,12 @@ RESULTS = {
         "ClickPrompt CTR-only": {"all": 0.715, "tail_users": 0.62, "tail_items": 0.57, "tail_both": None,
                                  "n_tail_users": 120, "n_tail_items": 80, "n_tail_both": 3},
     },
-    "efficiency": {"ctr_only_ms_per_1000": 2.5, "with_lm_ms_per_1000": 250.0, "with_lm_over_ctr_only": 100.0,
+    "efficiency": {"samples": 5000, "device": "cpu", "ctr_only_ms_per_1000": 2.5, "with_lm_ms_per_1000": 250.0, "with_lm_over_ctr_only": 100.0,
                    "ctr_only_samples_per_s": 400000, "with_lm_samples_per_s": 4000,
                    "pamlm_prompted_samples_per_s": 180, "pamlm_plain_samples_per_s": 220,
-                   "pamlm_prompted_over_plain": 0.82, "stage_seconds": {"pretrain": 120.0}, "peak_rss_mb": 2100},
+                   "pamlm_prompted_over_plain": 0.82, "stage_seconds": {"cp-dcnv2": {"pretrain": 120.0, "finetune-ctr-only": 8.25}},
+                   "data_path_seconds": {"ingest": 1.04, "total": 4.41}, "peak_rss_mb": 2100,
+                   "total_seconds": 3000.0, "reused_runs": ["cp-dcnv2-seed1"]},
 }
 
 
@@ -40,3 +42,17 @@ def test_render_writes_report_and_valid_pngs(tmp_path):
     assert "| ClickPrompt CTR-only | dcnv2 | 0.7150 ± 0.0030 |" in report
     assert "+0.0050 (+0.0050, +0.0040, +0.0060)" in report
     assert "**100x**" in report and "n/a (n=3)" in report
+    assert "| cp-dcnv2 | finetune-ctr-only | 8.2 |" in report  # time per training stage
+    assert "| ingest | 1.04 |" in report and "| total | 4.41 |" in report  # time per data-path stage
+    assert "peak resident memory of the benchmark process: 2,100 MB" in report
+    assert "50.0 min (1 runs taken from an earlier attempt)" in report
+
+
+def test_report_without_the_clickprompt_run_says_why_there_are_no_scoring_figures(tmp_path):
+    results = {**RESULTS, "efficiency": {"stage_seconds": {"base-dcnv2": {"baseline": 5.0}}, "peak_rss_mb": 900}}
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(results))
+    report = render(path).read_text()
+    assert "ClickPrompt (DCNv2) run was not part of this benchmark" in report
+    assert "| base-dcnv2 | baseline | 5.0 |" in report
+    assert not (tmp_path / "latency.png").exists() and (tmp_path / "auc_by_model.png").exists()

@@ -1,0 +1,147 @@
+"""Train the planned runs and turn them into ``results.json``: per-model mean / sd and paired
+differences, long-tail AUCs, efficiency (scoring, PA-MLM throughput, time per stage, peak memory).
+
+Long-tail AUCs pool each variant's test predictions over seeds; scoring and PA-MLM figures are
+measured once, side by side, on the first seed's ClickPrompt (DCNv2) run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from clickprompt.bench.efficiency import measure, peak_rss_mb
+from clickprompt.bench.longtail import group_aucs, tail_masks
+from clickprompt.bench.report import render
+from clickprompt.bench.suite import BACKBONES, CP_BACKBONES, RunSpec, SuitePlan, Variant
+from clickprompt.settings import Paths
+from feature_repo.training_sets import load_training_sets
+from models.stages import run_training
+
+log = logging.getLogger("clickprompt.bench")
+
+
+def train_run(plan: SuitePlan, run: RunSpec, seed: int, paths: Paths) -> dict:
+    """Train one run for one seed, or take it from its folder when a run with the same config
+    finished there (re-running a suite into the same ``--out`` resumes where it stopped)."""
+    cfg = plan.config(run, seed)
+    run_dir = plan.run_dir(run, seed)
+    done = run_dir / "metrics.json"
+    if done.exists():
+        summary = json.loads(done.read_text(encoding="utf-8"))
+        if summary.get("config_hash") == cfg.config_hash() and set(run.stages) <= set(summary["stages"]):
+            log.info("bench: %s seed %d finished before, taken from %s", run.name, seed, done)
+            return {**summary, "backbone": run.backbone, "reused": True}
+    t = time.perf_counter()
+    summary = run_training(cfg, paths, list(run.stages), run_dir)
+    log.info("bench: %s seed %d in %.0f s, peak RSS %.0f MB", run.name, seed, time.perf_counter() - t, peak_rss_mb())
+    return {**summary, "backbone": run.backbone, "peak_rss_mb_after": peak_rss_mb()}
+
+
+def stage_seconds(plan: SuitePlan, metrics: dict[str, dict[int, dict]]) -> dict[str, dict[str, float]]:
+    """{run: {stage: mean seconds over seeds}}, as recorded when each stage ran."""
+    return {r.name: {stage: statistics.mean(metrics[r.name][s]["stages"][stage]["seconds"] for s in plan.seeds)
+                     for stage in r.stages} for r in plan.runs}
+
+
+def write_results(plan: SuitePlan, metrics: dict[str, dict[int, dict]], paths: Paths, seconds: float,
+                  data_path: dict[str, float] | None = None) -> Path:
+    """Aggregate the finished runs into ``results.json`` (atomically) and render the report."""
+    run_dirs = {r.name: {s: plan.run_dir(r, s) for s in plan.seeds} for r in plan.runs}
+    results = {
+        "machine": machine(),
+        "profile": plan.profile,
+        "dataset": load_training_sets(paths)[1].dataset,
+        "seeds": plan.seeds,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(shlex.quote(a) for a in sys.argv),
+        "overrides": plan.overrides,
+        "models": aggregate(plan.variants, metrics, plan.seeds),
+        "long_tail": long_tail(plan.variants, run_dirs, paths, plan.seeds),
+    }
+    eff: dict[str, Any] = {}
+    cp = next((r for r in plan.runs if r.name == "cp-dcnv2"), None)
+    if cp is not None:
+        eff = measure(plan.config(cp, plan.seeds[0]), run_dirs[cp.name][plan.seeds[0]], paths)
+    eff["stage_seconds"] = stage_seconds(plan, metrics)
+    if data_path:
+        eff["data_path_seconds"] = data_path
+    eff["peak_rss_mb"] = peak_rss_mb()
+    if torch.cuda.is_available():
+        eff["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    eff["total_seconds"] = seconds
+    eff["reused_runs"] = sorted(f"{name}-seed{s}" for name, by_seed in metrics.items()
+                                for s, m in by_seed.items() if m.get("reused"))
+    results["efficiency"] = eff
+    path = plan.out / "results.json"
+    tmp = path.with_name(f".results.json.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(results, indent=2, default=float), encoding="utf-8")
+    os.replace(tmp, path)
+    render(path)
+    return path
+
+
+def machine() -> str:
+    gpu = f"cuda {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no GPU"
+    cpu = platform.processor() or platform.machine()
+    return f"{cpu}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}, {platform.python_version()}"
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def aggregate(variants: list[Variant], metrics: dict[str, dict[int, dict]], seeds: list[int]) -> dict:
+    """{label: per-seed test metrics, mean / sd, paired AUC difference against the reference}."""
+    models: dict[str, dict] = {}
+    for v in variants:
+        per_seed = {s: metrics[v.run][s]["stages"][v.stage]["test"] for s in seeds}
+        auc_m, auc_s = _mean_std([per_seed[s]["auc"] for s in seeds])
+        ll_m, ll_s = _mean_std([per_seed[s]["logloss"] for s in seeds])
+        row = {"backbone": metrics[v.run][seeds[0]]["backbone"], "method": metrics[v.run][seeds[0]]["method"],
+               "reference": v.reference, "per_seed": {str(s): {"auc": per_seed[s]["auc"], "logloss": per_seed[s]["logloss"]} for s in seeds},
+               "auc_mean": auc_m, "auc_std": auc_s, "logloss_mean": ll_m, "logloss_std": ll_s,
+               "paired_auc_diff": None, "paired_auc_diff_mean": None}
+        if v.reference:
+            ref = models[v.reference]["per_seed"]
+            diffs = [per_seed[s]["auc"] - ref[str(s)]["auc"] for s in seeds]
+            row.update(paired_auc_diff=diffs, paired_auc_diff_mean=statistics.mean(diffs))
+        models[v.label] = row
+    return models
+
+
+def long_tail(variants: list[Variant], run_dirs: dict[str, dict[int, Path]], paths: Paths, seeds: list[int]) -> dict:
+    """Tail-group AUCs of every backbone and its ClickPrompt CTR-only model, seed-pooled."""
+    frames, manifest = load_training_sets(paths)
+    from clickprompt.data.spec import load_spec
+
+    spec = load_spec(manifest.dataset)
+    uk, ik = spec.entities["user"].key, spec.entities["item"].key
+    masks = tail_masks(frames["train"], frames["test"], uk, ik)
+    out = {}
+    wanted = [v for v in variants if v.run.startswith("base-") and v.label in dict(
+        (BACKBONES[b], 1) for b in CP_BACKBONES)] + [v for v in variants if v.label.startswith("ClickPrompt CTR-only")]
+    for v in wanted:
+        labels, probs, pooled = [], [], {k: [] for k in masks}
+        for s in seeds:
+            pred = pd.read_parquet(run_dirs[v.run][s] / v.stage / "test_predictions.parquet")
+            labels.append(pred["label"].to_numpy())
+            probs.append(pred["probability"].to_numpy())
+            for k in masks:
+                pooled[k].append(masks[k])
+        out[v.label] = group_aucs(np.concatenate(labels), np.concatenate(probs),
+                                  {k: np.concatenate(m) for k, m in pooled.items()})
+    return out

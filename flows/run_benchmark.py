@@ -1,0 +1,88 @@
+"""The benchmark suite as a flow: gate the data, time the data path, train every run per seed, report.
+
+    validate_data -> data-path timings -> one task per (run, seed) -> results.json + report.md + plots
+
+What trains and how it is compared lives in clickprompt/bench/suite.py; ``make bench`` and
+benchmarks/run_suite.py run this flow. Each training run is its own task, so the Prefect UI shows
+progress run by run, and the report becomes a markdown artifact. Passing the ``out`` folder of a
+failed attempt resumes it: runs that finished there (same config) are taken from their folders.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Any
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from pydantic import Field
+
+from clickprompt.bench import datapath
+from clickprompt.bench.results import train_run, write_results
+from clickprompt.bench.suite import BENCH_PROFILES, RunSpec, SuitePlan, plan_suite
+from clickprompt.settings import Paths
+from feature_repo.training_sets import load_training_sets
+from flows.common import project_paths
+from flows.validate_data import validate_data
+
+REPORT_KEY = "benchmark-report"
+BenchProfile = Annotated[str, Field(pattern="^(" + "|".join(BENCH_PROFILES) + ")$",
+                                    description="benchmark profile (clickprompt/bench/suite.py)")]
+
+
+def default_out(paths: Paths, profile: str) -> Path:
+    return paths.artifacts / "bench" / f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{profile}"
+
+
+@task(task_run_name="time the data path", cache_policy=NO_CACHE)
+def time_data_path(dataset: str, paths: Paths) -> dict[str, float]:
+    return datapath.stage_times(dataset, paths.raw(dataset))
+
+
+@task(task_run_name="train {run.name} seed {seed}", cache_policy=NO_CACHE)
+def train(plan: SuitePlan, run: RunSpec, seed: int, paths: Paths) -> dict:
+    return train_run(plan, run, seed, paths)
+
+
+@task(cache_policy=NO_CACHE)
+def report(plan: SuitePlan, metrics: dict, paths: Paths, seconds: float, data_times: dict | None) -> str:
+    results = write_results(plan, metrics, paths, seconds, data_times)
+    create_markdown_artifact((results.parent / "report.md").read_text(encoding="utf-8"), key=REPORT_KEY,
+                             description=f"benchmark ({plan.profile} profile) in {results.parent}")
+    return str(results)
+
+
+@flow(name="run-benchmark")
+def run_benchmark(
+    profile: BenchProfile = "cpu",
+    seeds: list[int] = [1, 2, 3],  # noqa: B006 - Prefect copies parameters per run
+    only: list[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+    out: str | None = None,
+    time_data: bool = True,
+) -> str:
+    """Benchmark the suite's models on the training sets the project home holds; returns the path
+    of ``results.json``. ``only`` picks runs by name; ``overrides`` (dotted config keys) apply to
+    every run; ``out`` defaults to ``artifacts/bench/<UTC timestamp>-<profile>``."""
+    paths = project_paths()
+    dataset = load_training_sets(paths)[1].dataset
+    folder = Path(out) if out else default_out(paths, profile)
+    plan = plan_suite(profile, seeds, folder, only, overrides)  # bad names / overrides fail before the gate
+    validate_data(dataset)  # a failed gate stops the benchmark before any training
+    folder.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    data_times = time_data_path(dataset, paths) if time_data else None
+    metrics: dict[str, dict[int, dict]] = {r.name: {} for r in plan.runs}
+    total = len(plan.runs) * len(plan.seeds)
+    for i, (seed, r) in enumerate(((s, r) for s in plan.seeds for r in plan.runs), start=1):
+        print(f"benchmark run {i}/{total}: {r.name} seed {seed} ({time.perf_counter() - started:.0f} s so far)",
+              flush=True)
+        metrics[r.name][seed] = train(plan, r, seed, paths)
+    return report(plan, metrics, paths, time.perf_counter() - started, data_times)
+
+
+if __name__ == "__main__":
+    run_benchmark()
