@@ -23,6 +23,7 @@ EXPECTED = {  # deployment -> (flow name, cron or None)
     "nightly-data-quality": ("validate-data", "0 2 * * *"),
     "weekly-retrain": ("train-pipeline", "0 3 * * 1"),
     "full-pipeline": ("train-pipeline", None),
+    "benchmark": ("run-benchmark", None),
 }
 
 
