@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.install-stamp
 export CLICKPROMPT_HOME ?= $(CURDIR)
 
-.PHONY: install demo data test bench clean
+.PHONY: install demo data test test-bench bench clean
 
 install: $(STAMP)
 
@@ -53,6 +53,11 @@ data: install
 
 test: install
 	$(BIN)/python -m pytest -q
+
+# The benchmark-marked tests: the whole benchmark suite, smoke profile, 3 seeds, on real
+# MovieLens-100K in a temporary home (~10 min on 2 cores); CI runs it after `make test`.
+test-bench: install
+	$(BIN)/python -m pytest -q -m benchmark
 
 # The benchmark suite on the data `make demo` prepared: every model, 3 seeds, long tail, efficiency;
 # report + plots under artifacts/bench/<timestamp>-<profile>/. BENCH_PROFILE=smoke|cpu|gpu.

@@ -68,9 +68,9 @@ def run_benchmark(
     of ``results.json``. ``only`` picks runs by name; ``overrides`` (dotted config keys) apply to
     every run; ``out`` defaults to ``artifacts/bench/<UTC timestamp>-<profile>``."""
     paths = project_paths()
-    dataset = load_training_sets(paths)[1].dataset
     folder = Path(out) if out else default_out(paths, profile)
-    plan = plan_suite(profile, seeds, folder, only, overrides)  # bad names / overrides fail before the gate
+    plan = plan_suite(profile, seeds, folder, only, overrides)  # bad names / overrides fail before anything runs
+    dataset = load_training_sets(paths)[1].dataset
     validate_data(dataset)  # a failed gate stops the benchmark before any training
     folder.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

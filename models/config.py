@@ -163,10 +163,27 @@ def load_config(profile: str = "default", overrides: dict[str, Any] | None = Non
     """Defaults <- profile <- overrides (dotted keys allowed). Unknown keys raise."""
     if profile not in PROFILES:
         raise ValueError(f"unknown profile {profile!r}; known: {sorted(PROFILES)}")
-    raw = _merge(TrainConfig().model_dump(), PROFILES[profile])
-    raw = _merge(raw, _dotted(overrides or {}))
+    nested = _dotted(overrides or {})
+    profile_raw = dict(PROFILES[profile])
+    if "backbone" in nested and "backbone_config" in profile_raw and "backbone_config" not in nested:
+        # a profile's backbone settings are written for its default backbone (DCNv2's cross_layers);
+        # another backbone keeps the ones it has (embedding_dim, hidden_units). Explicit
+        # backbone_config overrides stay strict.
+        profile_raw["backbone_config"] = _known_backbone_keys(nested["backbone"], profile_raw["backbone_config"])
+    raw = _merge(_merge(TrainConfig().model_dump(), profile_raw), nested)
     raw["profile"] = profile
     return TrainConfig.model_validate(raw)
+
+
+def _known_backbone_keys(backbone: str, settings: dict[str, Any]) -> dict[str, Any]:
+    import dataclasses
+
+    from models.ctr import CTR_MODELS
+
+    if backbone not in CTR_MODELS:  # the model builder names the known ones
+        return settings
+    known = {f.name for f in dataclasses.fields(CTR_MODELS[backbone].config_cls)}
+    return {k: v for k, v in settings.items() if k in known}
 
 
 def parse_set(items: list[str]) -> dict[str, Any]:

@@ -109,6 +109,10 @@ def aggregate(variants: list[Variant], metrics: dict[str, dict[int, dict]], seed
     models: dict[str, dict] = {}
     for v in variants:
         per_seed = {s: metrics[v.run][s]["stages"][v.stage]["test"] for s in seeds}
+        for s in seeds:
+            if not all(np.isfinite(per_seed[s][k]) for k in ("auc", "logloss")):
+                raise ValueError(f"{v.label}, seed {s}: test AUC {per_seed[s]['auc']}, LogLoss {per_seed[s]['logloss']} "
+                                 f"(run folder {v.run}-seed{s}); a test split with a single class has no AUC")
         auc_m, auc_s = _mean_std([per_seed[s]["auc"] for s in seeds])
         ll_m, ll_s = _mean_std([per_seed[s]["logloss"] for s in seeds])
         row = {"backbone": metrics[v.run][seeds[0]]["backbone"], "method": metrics[v.run][seeds[0]]["method"],

@@ -120,6 +120,9 @@ def plan_suite(
         variants = [v for v in variants if v.run in only and (v.reference is None or any(
             w.label == v.reference and w.run in only for w in variants))]
     plan = SuitePlan(profile, train_profile, {**base, **(overrides or {})}, runs, variants, list(seeds), out)
-    for r in runs:  # a bad --set fails here, before hours of training
-        plan.config(r, seeds[0])
+    from models.ctr import ctr_config
+
+    for r in runs:  # a bad --set or backbone setting fails here, before hours of training
+        cfg = plan.config(r, seeds[0])
+        ctr_config(cfg.backbone, cfg.backbone_config, cfg.backbone_preset)
     return plan

@@ -1,0 +1,131 @@
+"""The benchmark flow (flows/run_benchmark.py): real Prefect runs of the suite.
+
+The small-data test checks the wiring in seconds (part of ``make test``); the smoke-profile run on
+real MovieLens-100K with every model and 3 seeds takes minutes and is marked ``benchmark``:
+CI runs it as its own step (``make test-bench``) to keep the suite working end to end.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+
+from clickprompt.bench.suite import suite
+from clickprompt.data.spec import load_spec
+from clickprompt.settings import Paths
+from flows.run_benchmark import run_benchmark
+from tests.conftest import DAY, DAY0, write_small_raw
+from tests.flows.conftest import DATASET, SMOKE_OVERRIDES
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def _ratings_both_labels_in_test() -> list[str]:
+    """100 ratings over 25 days (4 users x 4 items); the last days' ratings are liked and disliked."""
+    return [f"{u}\t{k % 4 + 1}\t{(u + k) % 5 + 1}\t{DAY0 + k * DAY + u * 60}" for u in range(1, 5) for k in range(25)]
+
+
+def _home_with_training_sets(paths: Paths, raw: Path) -> Paths:
+    """``paths`` holding ``raw`` as its raw files, ingested, applied, with training sets built."""
+    from clickprompt.data.warehouse import ingest
+    from feature_repo.store import apply
+    from feature_repo.training_sets import build_training_sets
+
+    spec = load_spec(DATASET)
+    shutil.copytree(raw, paths.raw(DATASET))
+    ingest(spec, paths.raw(DATASET), paths.warehouse, paths.snapshots)
+    apply(spec, paths)
+    build_training_sets(spec, paths)
+    return paths
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+def test_benchmark_flow_compares_clickprompt_with_its_backbone_per_seed_and_resumes(flow_home, tmp_path):
+    _home_with_training_sets(flow_home, write_small_raw(tmp_path / "raw", _ratings_both_labels_in_test()))
+    out = tmp_path / "bench"
+    params = dict(profile="smoke", seeds=[1, 2], only=["base-dcnv2", "cp-dcnv2"], overrides=SMOKE_OVERRIDES,
+                  out=str(out))
+    results = json.loads(Path(run_benchmark(**params)).read_text())
+
+    models = results["models"]
+    assert list(models) == ["DCNv2", "ClickPrompt CTR-only (DCNv2)", "ClickPrompt with LM"]
+    base, cp = models["DCNv2"], models["ClickPrompt CTR-only (DCNv2)"]
+    assert set(base["per_seed"]) == {"1", "2"} and base["reference"] is None
+    assert cp["reference"] == "DCNv2"
+    for i, seed in enumerate(("1", "2")):  # paired: the same seed's backbone, not the mean
+        for label in ("ClickPrompt CTR-only (DCNv2)", "ClickPrompt with LM"):
+            m = models[label]
+            assert m["paired_auc_diff"][i] == pytest.approx(m["per_seed"][seed]["auc"] - base["per_seed"][seed]["auc"])
+    for run_dir in ("base-dcnv2-seed1", "cp-dcnv2-seed2"):  # what the figures were computed from
+        assert (out / "runs" / run_dir / "metrics.json").exists()
+
+    eff = results["efficiency"]
+    assert eff["with_lm_over_ctr_only"] > 1  # the LM forward pass is the cost the CTR-only model avoids
+    assert set(eff["stage_seconds"]) == {"base-dcnv2", "cp-dcnv2"}
+    assert set(eff["stage_seconds"]["cp-dcnv2"]) == {"pretrain", "finetune-with-lm", "finetune-ctr-only"}
+    assert list(eff["data_path_seconds"])[:2] == ["ingest", "validate"] and eff["data_path_seconds"]["total"] > 0
+    assert eff["peak_rss_mb"] > 100 and eff["reused_runs"] == []
+    report = (out / "report.md").read_text()
+    assert "| ClickPrompt CTR-only (DCNv2) | dcnv2 |" in report and "| cp-dcnv2 | pretrain |" in report
+    assert (out / "latency.png").read_bytes()[:8] == PNG
+
+    # the same folder again: every finished run is taken from its folder, the figures are the same
+    again = json.loads(Path(run_benchmark(**params)).read_text())
+    assert again["efficiency"]["reused_runs"] == ["base-dcnv2-seed1", "base-dcnv2-seed2", "cp-dcnv2-seed1",
+                                                  "cp-dcnv2-seed2"]
+    assert again["models"]["ClickPrompt with LM"]["per_seed"] == models["ClickPrompt with LM"]["per_seed"]
+
+
+def test_benchmark_flow_rejects_bad_names_before_training(flow_home, tmp_path):
+    with pytest.raises(ValueError, match=r"unknown run\(s\) \['cp-bert'\]"):
+        run_benchmark.fn(profile="smoke", only=["cp-bert"], out=str(tmp_path / "b"))
+    with pytest.raises(ValueError, match="seeds must be distinct"):
+        run_benchmark.fn(profile="smoke", seeds=[1, 1], out=str(tmp_path / "b"))
+    with pytest.raises(ValueError, match="pretrain.epoch"):  # a typo in an override, not hours later
+        run_benchmark.fn(profile="smoke", overrides={"pretrain.epoch": 1}, out=str(tmp_path / "b"))
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.benchmark
+def test_smoke_benchmark_runs_every_model_on_real_movielens(real_ml100k_raw, paths, prefect_harness, tmp_path):
+    """The whole suite, smoke profile, 3 seeds: every model has finite metrics; the report and plots exist."""
+    from clickprompt.data.fetch import fetch_plm
+
+    _home_with_training_sets(paths, real_ml100k_raw)
+    fetch_plm("bert-2l-128", paths)
+    out = tmp_path / "bench"
+    results = json.loads(Path(run_benchmark(profile="smoke", seeds=[1, 2, 3], out=str(out))).read_text())
+
+    runs, variants = suite()
+    assert list(results["models"]) == [v.label for v in variants]
+    for label, m in results["models"].items():
+        assert set(m["per_seed"]) == {"1", "2", "3"}, label
+        for s in m["per_seed"].values():
+            assert 0.3 < s["auc"] < 0.9 and 0 < s["logloss"] < 2, (label, s)
+        assert _finite(m["auc_std"]) and m["auc_std"] > 0, label  # seeds differ
+        if m["reference"]:
+            assert len(m["paired_auc_diff"]) == 3 and all(map(_finite, m["paired_auc_diff"])), label
+    for label in ("DCNv2", "DNN", "AutoInt", "DeepFM"):  # real data, trained: clearly better than chance
+        assert results["models"][label]["auc_mean"] > 0.65, label
+
+    tail = results["long_tail"]
+    assert len(tail) == 6  # three backbones and their ClickPrompt CTR-only models
+    for label, t in tail.items():
+        assert 0.5 < t["all"] < 0.9 and t["n_tail_users"] > t["n_tail_both"] > 0, label
+
+    eff = results["efficiency"]
+    for key in ("ctr_only_ms_per_1000", "with_lm_ms_per_1000", "pamlm_prompted_samples_per_s",
+                "pamlm_plain_samples_per_s", "peak_rss_mb", "total_seconds"):
+        assert _finite(eff[key]) and eff[key] > 0, key
+    assert eff["with_lm_over_ctr_only"] > 10
+    assert set(eff["stage_seconds"]) == {r.name for r in runs}
+    for name in ("auc_by_model.png", "long_tail.png", "latency.png"):
+        assert (out / name).read_bytes()[:8] == PNG, name
+    assert (out / "report.md").read_text().count("\n| ") > 40

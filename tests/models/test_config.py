@@ -1,0 +1,29 @@
+"""Training configs: profiles, dotted overrides, and what is rejected."""
+
+import pytest
+
+from models.config import load_config
+from models.ctr import ctr_config
+
+
+def test_a_profiles_backbone_settings_carry_over_to_another_backbone_where_they_fit():
+    assert load_config("demo").backbone_config == {"embedding_dim": 16, "cross_layers": 3, "hidden_units": [256, 128]}
+    for backbone in ("dnn", "autoint", "deepfm"):  # no cross layers: the rest applies, the model builds
+        cfg = load_config("demo", {"backbone": backbone})
+        assert cfg.backbone_config == {"embedding_dim": 16, "hidden_units": [256, 128]}
+        assert ctr_config(backbone, cfg.backbone_config).embedding_dim == 16
+
+
+def test_explicit_backbone_settings_stay_strict():
+    cfg = load_config("demo", {"backbone": "dnn", "backbone_config": {"cross_layers": 2}})
+    with pytest.raises(ValueError, match=r"unknown DNNConfig keys \['cross_layers'\]"):
+        ctr_config(cfg.backbone, cfg.backbone_config)
+
+
+def test_dotted_overrides_and_unknown_keys():
+    cfg = load_config("smoke", {"pretrain.epochs": 3, "seed": 7})
+    assert cfg.pretrain.epochs == 3 and cfg.seed == 7 and cfg.pretrain.batch_size == 64  # the rest from smoke
+    with pytest.raises(ValueError, match="pretrain.epoch\n"):
+        load_config("smoke", {"pretrain.epoch": 3})
+    with pytest.raises(ValueError, match="unknown profile 'fast'"):
+        load_config("fast")
