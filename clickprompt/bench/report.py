@@ -16,12 +16,14 @@ results.json (written by ``clickprompt.bench.suite``):
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")  # no display on servers / CI
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
 PLOTS = ("auc_by_model.png", "long_tail.png", "latency.png")
 
@@ -31,18 +33,37 @@ def _fmt(value, digits: int = 4) -> str:
 
 
 def plot_auc(results: dict, path: Path) -> None:
+    """Top: test AUC per model (mean ± sd over seeds). Bottom: the paired AUC difference against
+    each model's backbone (mean ± sd of the per-seed differences), where small gaps are readable."""
     models = results["models"]
     labels = list(models)
     means = [models[m]["auc_mean"] for m in labels]
     stds = [models[m]["auc_std"] for m in labels]
-    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(labels)), 4.5))
+    paired = [m for m in labels if models[m].get("paired_auc_diff")]
+    fig, (ax, bx) = plt.subplots(2, 1, figsize=(max(7, 0.75 * len(labels)), 8),
+                                 gridspec_kw={"height_ratios": [3, 2]})
     colors = ["#888888" if models[m]["reference"] is None else "#3b75af" for m in labels]
     ax.bar(range(len(labels)), means, yerr=stds, capsize=4, color=colors)
     ax.set_xticks(range(len(labels)), labels, rotation=35, ha="right", fontsize=8)
     low = min(m - s for m, s in zip(means, stds))
     ax.set_ylim(max(0.0, low - 0.02), min(1.0, max(m + s for m, s in zip(means, stds)) + 0.01))
-    ax.set_ylabel("test AUC (mean ± sd over seeds)")
+    ax.set_ylabel("test AUC (mean ± sd)")
     ax.set_title(f"{results['dataset']}: test AUC per model ({len(results['seeds'])} seeds; grey = baselines)")
+    if paired:
+        diffs = [statistics.mean(models[m]["paired_auc_diff"]) for m in paired]
+        spread = [statistics.stdev(models[m]["paired_auc_diff"]) if len(models[m]["paired_auc_diff"]) > 1 else 0.0
+                  for m in paired]
+        bx.barh(range(len(paired)), diffs, xerr=spread, capsize=3,
+                color=["#3b9a5a" if d > 0 else "#c44e52" for d in diffs])
+        bx.set_yticks(range(len(paired)), [f"{m} vs {models[m]['reference']}" for m in paired], fontsize=7)
+        right_margin = blended_transform_factory(bx.transAxes, bx.transData)
+        for y, (d, sd) in enumerate(zip(diffs, spread)):
+            bx.text(1.01, y, f"{d:+.4f} ± {sd:.4f}", transform=right_margin, va="center", fontsize=7)
+        bx.invert_yaxis()
+        bx.axvline(0, color="black", linewidth=0.8)
+        bx.set_xlabel("AUC − its backbone's AUC, same seed (mean ± sd)")
+    else:
+        bx.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -50,14 +71,26 @@ def plot_auc(results: dict, path: Path) -> None:
 
 def plot_long_tail(results: dict, path: Path) -> None:
     tail = results["long_tail"]
-    labels = list(tail)
+    # each backbone next to its ClickPrompt CTR-only model: same hue, light vs dark
+    backbones = [lab for lab in tail if (results["models"].get(lab) or {}).get("reference") is None]
+    labels, colors = [], []
+    for k, backbone in enumerate(backbones):
+        light, dark = plt.cm.tab20(2 * k + 1), plt.cm.tab20(2 * k)
+        labels.append(backbone)
+        colors.append(light)
+        for lab in tail:
+            if (results["models"].get(lab) or {}).get("reference") == backbone:
+                labels.append(lab)
+                colors.append(dark)
+    labels += [lab for lab in tail if lab not in labels]
+    colors += [plt.cm.tab20(2 * (len(backbones) + i)) for i in range(len(labels) - len(colors))]
     groups = ["all", "tail_users", "tail_items", "tail_both"]
     width = 0.8 / max(1, len(labels))
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = plt.subplots(figsize=(10, 4.5))
     for i, label in enumerate(labels):
         values = [tail[label].get(g) or 0.0 for g in groups]
         xs = [g + i * width for g in range(len(groups))]
-        ax.bar(xs, values, width, label=label)
+        ax.bar(xs, values, width, label=label, color=colors[i])
         for x, v in zip(xs, values):
             if not v:  # too few rows (or one class) in this group
                 ax.text(x, ax.get_ylim()[0], "n/a", ha="center", va="bottom", fontsize=7, rotation=90)
@@ -67,7 +100,7 @@ def plot_long_tail(results: dict, path: Path) -> None:
     ax.set_ylim(max(0.0, min(values) - 0.05) if values else 0.0, min(1.0, max(values) + 0.03) if values else 1.0)
     ax.set_ylabel("test AUC")
     ax.set_title("Long tail: bottom 10% users / items by training frequency")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
