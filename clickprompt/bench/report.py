@@ -91,13 +91,15 @@ def plot_long_tail(results: dict, path: Path) -> None:
         values = [tail[label].get(g) or 0.0 for g in groups]
         xs = [g + i * width for g in range(len(groups))]
         ax.bar(xs, values, width, label=label, color=colors[i])
-        for x, v in zip(xs, values):
-            if not v:  # too few rows (or one class) in this group
-                ax.text(x, ax.get_ylim()[0], "n/a", ha="center", va="bottom", fontsize=7, rotation=90)
     ax.set_xticks([g + width * (len(labels) - 1) / 2 for g in range(len(groups))],
                   ["all", "tail users", "tail items", "both tail"])
     values = [v for lab in labels for g in groups if (v := tail[lab].get(g))]
-    ax.set_ylim(max(0.0, min(values) - 0.05) if values else 0.0, min(1.0, max(values) + 0.03) if values else 1.0)
+    bottom = max(0.0, min(values) - 0.05) if values else 0.0
+    ax.set_ylim(bottom, min(1.0, max(values) + 0.03) if values else 1.0)
+    for i, label in enumerate(labels):
+        for g in range(len(groups)):
+            if not tail[label].get(groups[g]):  # too few rows (or one class) in this group
+                ax.text(g + i * width, bottom, "n/a", ha="center", va="bottom", fontsize=7, rotation=90)
     ax.set_ylabel("test AUC")
     ax.set_title("Long tail: bottom 10% users / items by training frequency")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
