@@ -59,11 +59,11 @@ test: install
 test-bench: install
 	$(BIN)/python -m pytest -q -m benchmark
 
-# The benchmark suite on the data `make demo` prepared: every model, 3 seeds, long tail, efficiency;
-# report + plots under artifacts/bench/<timestamp>-<profile>/. BENCH_PROFILE=smoke|cpu|gpu.
+# The benchmark suite (a Prefect flow) on real MovieLens-100K: data-path timings, every model,
+# 3 seeds, long tail, efficiency; report + plots under artifacts/bench/<UTC time>-<profile>/.
+# BENCH_PROFILE=smoke|cpu|gpu. benchmarks/ holds the data-path and HTTP-serving benchmarks.
 BENCH_PROFILE ?= cpu
 bench: data
-	$(BIN)/python benchmarks/bench_data.py
 	$(BIN)/clickprompt bench --profile $(BENCH_PROFILE) --seeds 1 2 3
 
 clean:
