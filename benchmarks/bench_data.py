@@ -93,7 +93,10 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="  %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("  %(message)s"))
+    logging.getLogger("clickprompt.bench").addHandler(handler)  # the stage lines, not Feast's / GX's INFO
+    logging.getLogger("clickprompt.bench").setLevel(logging.INFO)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, duckdb {duckdb.__version__}")
     print("MovieLens-100K stage times:")
     stages = stage_times()

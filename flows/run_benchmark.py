@@ -3,7 +3,7 @@
     validate_data -> data-path timings -> one task per (run, seed) -> results.json + report.md + plots
 
 What trains and how it is compared lives in clickprompt/bench/suite.py; ``make bench`` and
-benchmarks/run_suite.py run this flow. Each training run is its own task, so the Prefect UI shows
+``clickprompt bench`` run this flow. Each training run is its own task, so the Prefect UI shows
 progress run by run, and the report becomes a markdown artifact. Passing the ``out`` folder of a
 failed attempt resumes it: runs that finished there (same config) are taken from their folders.
 """
@@ -18,25 +18,43 @@ from typing import Annotated, Any
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from clickprompt.bench import datapath
 from clickprompt.bench.results import train_run, write_results
-from clickprompt.bench.suite import BENCH_PROFILES, RunSpec, SuitePlan, plan_suite
+from clickprompt.bench.suite import BENCH_PROFILES, RunSpec, SuitePlan, plan_suite, suite
 from clickprompt.settings import Paths
 from feature_repo.training_sets import load_training_sets
 from flows.common import project_paths
 from flows.validate_data import validate_data
 
 REPORT_KEY = "benchmark-report"
-BenchProfile = Annotated[str, Field(pattern="^(" + "|".join(BENCH_PROFILES) + ")$",
-                                    description="benchmark profile (clickprompt/bench/suite.py)")]
+
+
+def _known_bench_profile(name: str) -> str:
+    if name not in BENCH_PROFILES:
+        raise ValueError(f"unknown benchmark profile {name!r}; known: {sorted(BENCH_PROFILES)}")
+    return name
+
+
+def _known_run(name: str) -> str:
+    known = [r.name for r in suite()[0]]
+    if name not in known:
+        raise ValueError(f"unknown run {name!r}; known: {known}")
+    return name
+
+
+BenchProfile = Annotated[str, AfterValidator(_known_bench_profile),
+                         Field(description="benchmark profile (clickprompt/bench/suite.py)")]
+RunName = Annotated[str, AfterValidator(_known_run), Field(description="a run of the suite, e.g. cp-dcnv2")]
 
 
 def default_out(paths: Paths, profile: str) -> Path:
     return paths.artifacts / "bench" / f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{profile}"
 
 
+# No Prefect caching: a SuitePlan / RunSpec (dict fields) cannot be hashed by the default policy, and
+# resuming is the run folders' job (results.train_run reuses a run that finished with the same config).
 @task(task_run_name="time the data path", cache_policy=NO_CACHE)
 def time_data_path(dataset: str, paths: Paths) -> dict[str, float]:
     return datapath.stage_times(dataset, paths.raw(dataset))
@@ -55,11 +73,11 @@ def report(plan: SuitePlan, metrics: dict, paths: Paths, seconds: float, data_ti
     return str(results)
 
 
-@flow(name="run-benchmark")
+@flow(name="run-benchmark", log_prints=True)  # progress lines reach the Prefect UI
 def run_benchmark(
     profile: BenchProfile = "cpu",
     seeds: list[int] = [1, 2, 3],  # noqa: B006 - Prefect copies parameters per run
-    only: list[str] | None = None,
+    only: list[RunName] | None = None,
     overrides: dict[str, Any] | None = None,
     out: str | None = None,
     time_data: bool = True,

@@ -176,14 +176,17 @@ def load_config(profile: str = "default", overrides: dict[str, Any] | None = Non
 
 
 def _known_backbone_keys(backbone: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` less the keys only other backbones have; a key no backbone has (a typo) stays,
+    so building the model still rejects it."""
     import dataclasses
 
     from models.ctr import CTR_MODELS
 
     if backbone not in CTR_MODELS:  # the model builder names the known ones
         return settings
-    known = {f.name for f in dataclasses.fields(CTR_MODELS[backbone].config_cls)}
-    return {k: v for k, v in settings.items() if k in known}
+    own = {f.name for f in dataclasses.fields(CTR_MODELS[backbone].config_cls)}
+    others = {f.name for m in CTR_MODELS.values() for f in dataclasses.fields(m.config_cls)} - own
+    return {k: v for k, v in settings.items() if k not in others}
 
 
 def parse_set(items: list[str]) -> dict[str, Any]:

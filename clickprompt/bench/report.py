@@ -1,16 +1,18 @@
 """Render a benchmark ``results.json`` as a Markdown report with PNG plots.
 
-results.json (written by ``clickprompt.bench.suite``):
+results.json (written by ``clickprompt.bench.results.write_results``):
     machine, profile, dataset, seeds, created_at, command
     models: {label: {backbone, method, reference (label of its backbone or null),
                      per_seed: {seed: {auc, logloss}}, auc_mean, auc_std, logloss_mean, logloss_std,
                      paired_auc_diff: [per seed] | null, paired_auc_diff_mean: float | null}}
-    long_tail: {label: {all, tail_users, tail_items, tail_both, n_tail_users, n_tail_items, n_tail_both}}
+    long_tail: {label: {all, tail_users, tail_items, tail_both (mean over seeds | null), <group>_std,
+                        n_tail_users, n_tail_items, n_tail_both (rows per seed)}}
     efficiency: {scoring and PA-MLM figures when the ClickPrompt (DCNv2) run is in the suite: samples, device,
                  ctr_only_ms_per_1000, with_lm_ms_per_1000, with_lm_over_ctr_only, ctr_only_samples_per_s,
                  with_lm_samples_per_s, pamlm_prompted_samples_per_s, pamlm_plain_samples_per_s,
                  pamlm_prompted_over_plain; always: stage_seconds: {run: {stage: s}}, peak_rss_mb;
-                 optional: data_path_seconds: {stage: s}, peak_cuda_mb, total_seconds, reused_runs}
+                 optional: data_path_seconds: {stage: s}, peak_cuda_mb, total_seconds (this invocation),
+                 training_seconds (all runs, as recorded when they trained), reused_runs}
 """
 
 from __future__ import annotations
@@ -143,11 +145,16 @@ def markdown(results: dict) -> str:
             diff = f"{m['paired_auc_diff_mean']:+.4f} ({', '.join(f'{d:+.4f}' for d in m['paired_auc_diff'])})"
         lines.append(f"| {label} | {m['backbone']} | {m['auc_mean']:.4f} ± {m['auc_std']:.4f} | "
                      f"{m['logloss_mean']:.4f} ± {m['logloss_std']:.4f} | {diff} |")
-    lines += ["", "![AUC per model](auc_by_model.png)", "", "## Long tail (test predictions pooled over seeds; n = pooled rows; unseen ids count as tail)", "",
+    lines += ["", "![AUC per model](auc_by_model.png)", "", "## Long tail (bottom 10% users / items by training frequency, unseen ids included; "
+              "test AUC mean ± sd over seeds; n = test rows in the group)", "",
               "| model | all | tail users | tail items | both tail |", "|---|---|---|---|---|"]
+
+    def cell(t: dict, group: str) -> str:
+        value = _fmt(t.get(group)) + (f" ± {t[f'{group}_std']:.4f}" if t.get(f"{group}_std") is not None else "")
+        return value + (f" (n={t[f'n_{group}']})" if f"n_{group}" in t else "")
+
     for label, t in results["long_tail"].items():
-        lines.append(f"| {label} | {_fmt(t.get('all'))} | {_fmt(t.get('tail_users'))} (n={t.get('n_tail_users')}) | "
-                     f"{_fmt(t.get('tail_items'))} (n={t.get('n_tail_items')}) | {_fmt(t.get('tail_both'))} (n={t.get('n_tail_both')}) |")
+        lines.append(f"| {label} | " + " | ".join(cell(t, g) for g in ("all", "tail_users", "tail_items", "tail_both")) + " |")
     eff = results.get("efficiency", {})
     lines += ["", "![long tail](long_tail.png)", "", "## Efficiency", ""]
     if "ctr_only_ms_per_1000" in eff:
@@ -164,8 +171,12 @@ def markdown(results: dict) -> str:
         memory += f"; peak CUDA memory allocated: {eff['peak_cuda_mb']:,.0f} MB"
     lines += [memory]
     if "total_seconds" in eff:
-        lines += [f"- wall time of the whole benchmark: {eff['total_seconds'] / 60:.1f} min"
-                  + (f" ({len(eff['reused_runs'])} runs taken from an earlier attempt)" if eff.get("reused_runs") else "")]
+        line = f"- wall time of this benchmark: {eff['total_seconds'] / 60:.1f} min"
+        if eff.get("reused_runs"):
+            line += f" ({len(eff['reused_runs'])} runs taken from an earlier attempt)"
+        if "training_seconds" in eff:
+            line += f"; training time of all runs, as recorded when they ran: {eff['training_seconds'] / 60:.1f} min"
+        lines += [line]
     if eff.get("data_path_seconds"):
         lines += ["", "Data path (raw files to training sets, fresh home):", "", "| stage | seconds |", "|---|---|"]
         lines += [f"| {stage} | {sec:.2f} |" for stage, sec in eff["data_path_seconds"].items()]

@@ -26,7 +26,7 @@ import torch
 from clickprompt.bench.efficiency import measure, peak_rss_mb
 from clickprompt.bench.longtail import group_aucs, tail_masks
 from clickprompt.bench.report import render
-from clickprompt.bench.suite import BACKBONES, CP_BACKBONES, RunSpec, SuitePlan, Variant
+from clickprompt.bench.suite import CP_BACKBONES, RunSpec, SuitePlan, Variant
 from clickprompt.settings import Paths
 from feature_repo.training_sets import load_training_sets
 from models.stages import run_training
@@ -40,11 +40,14 @@ def train_run(plan: SuitePlan, run: RunSpec, seed: int, paths: Paths) -> dict:
     cfg = plan.config(run, seed)
     run_dir = plan.run_dir(run, seed)
     done = run_dir / "metrics.json"
+    snapshot = load_training_sets(paths)[1].snapshot_hash
     if done.exists():
         summary = json.loads(done.read_text(encoding="utf-8"))
-        if summary.get("config_hash") == cfg.config_hash() and set(run.stages) <= set(summary["stages"]):
+        if (summary.get("config_hash") == cfg.config_hash() and summary.get("snapshot_hash") == snapshot
+                and set(run.stages) <= set(summary["stages"])):
             log.info("bench: %s seed %d finished before, taken from %s", run.name, seed, done)
             return {**summary, "backbone": run.backbone, "reused": True}
+        done.unlink()  # another config or data: retrained below; never left beside the new stage files
     t = time.perf_counter()
     summary = run_training(cfg, paths, list(run.stages), run_dir)
     log.info("bench: %s seed %d in %.0f s, peak RSS %.0f MB", run.name, seed, time.perf_counter() - t, peak_rss_mb())
@@ -82,7 +85,9 @@ def write_results(plan: SuitePlan, metrics: dict[str, dict[int, dict]], paths: P
     eff["peak_rss_mb"] = peak_rss_mb()
     if torch.cuda.is_available():
         eff["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
-    eff["total_seconds"] = seconds
+    eff["total_seconds"] = seconds  # this invocation (small when runs were reused)
+    eff["training_seconds"] = sum(st["seconds"] for by_seed in metrics.values() for m in by_seed.values()
+                                  for st in m["stages"].values())  # every run, as recorded when it trained
     eff["reused_runs"] = sorted(f"{name}-seed{s}" for name, by_seed in metrics.items()
                                 for s, m in by_seed.items() if m.get("reused"))
     results["efficiency"] = eff
@@ -128,24 +133,33 @@ def aggregate(variants: list[Variant], metrics: dict[str, dict[int, dict]], seed
 
 
 def long_tail(variants: list[Variant], run_dirs: dict[str, dict[int, Path]], paths: Paths, seeds: list[int]) -> dict:
-    """Tail-group AUCs of every backbone and its ClickPrompt CTR-only model, seed-pooled."""
-    frames, manifest = load_training_sets(paths)
+    """Tail-group AUCs of every backbone and its ClickPrompt CTR-only model: per seed, then mean / sd.
+
+    Groups come from each prediction file's own user / item ids (never from row order), so a
+    prediction file that does not match the current test split cannot be mis-grouped.
+    """
     from clickprompt.data.spec import load_spec
 
+    frames, manifest = load_training_sets(paths)
     spec = load_spec(manifest.dataset)
     uk, ik = spec.entities["user"].key, spec.entities["item"].key
-    masks = tail_masks(frames["train"], frames["test"], uk, ik)
+    runs = {f"base-{b}" for b in CP_BACKBONES} | {f"cp-{b}" for b in CP_BACKBONES}
+    wanted = [v for v in variants if v.run in runs and v.stage in ("baseline", "finetune-ctr-only")]
     out = {}
-    wanted = [v for v in variants if v.run.startswith("base-") and v.label in dict(
-        (BACKBONES[b], 1) for b in CP_BACKBONES)] + [v for v in variants if v.label.startswith("ClickPrompt CTR-only")]
     for v in wanted:
-        labels, probs, pooled = [], [], {k: [] for k in masks}
+        per_seed = []
         for s in seeds:
             pred = pd.read_parquet(run_dirs[v.run][s] / v.stage / "test_predictions.parquet")
-            labels.append(pred["label"].to_numpy())
-            probs.append(pred["probability"].to_numpy())
-            for k in masks:
-                pooled[k].append(masks[k])
-        out[v.label] = group_aucs(np.concatenate(labels), np.concatenate(probs),
-                                  {k: np.concatenate(m) for k, m in pooled.items()})
+            masks = tail_masks(frames["train"], pred, uk, ik)
+            per_seed.append(group_aucs(pred["label"].to_numpy(), pred["probability"].to_numpy(), masks))
+        row: dict[str, Any] = {}
+        for group in ("all", *masks):
+            values = [g[group] for g in per_seed]
+            if group != "all":
+                row[f"n_{group}"] = per_seed[0][f"n_{group}"]  # rows per seed (the same test split)
+            if any(x is None for x in values):  # too few rows or one class in some seed
+                row[group], row[f"{group}_std"] = None, None
+            else:
+                row[group], row[f"{group}_std"] = _mean_std(values)
+        out[v.label] = row
     return out

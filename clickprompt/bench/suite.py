@@ -10,7 +10,7 @@ Kept free of torch imports: the CLI builds its ``--only`` choices from here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -117,8 +117,10 @@ def plan_suite(
         if unknown:
             raise ValueError(f"unknown run(s) {unknown}; known: {[r.name for r in runs]}")
         runs = [r for r in runs if r.name in only]
-        variants = [v for v in variants if v.run in only and (v.reference is None or any(
-            w.label == v.reference and w.run in only for w in variants))]
+        kept = {v.label for v in variants if v.run in only}
+        # a row whose backbone run was left out keeps its own figures, without the paired difference
+        variants = [replace(v, reference=v.reference if v.reference in kept else None)
+                    for v in variants if v.run in only]
     plan = SuitePlan(profile, train_profile, {**base, **(overrides or {})}, runs, variants, list(seeds), out)
     from models.ctr import ctr_config
 

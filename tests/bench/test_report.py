@@ -17,7 +17,8 @@ RESULTS = {
                                  "paired_auc_diff": [0.005, 0.004, 0.006], "paired_auc_diff_mean": 0.005},
     },
     "long_tail": {
-        "DCNv2": {"all": 0.71, "tail_users": 0.6, "tail_items": 0.55, "tail_both": None,
+        "DCNv2": {"all": 0.71, "all_std": 0.004, "tail_users": 0.6, "tail_users_std": 0.01, "tail_items": 0.55,
+                  "tail_items_std": 0.02, "tail_both": None, "tail_both_std": None,
                   "n_tail_users": 120, "n_tail_items": 80, "n_tail_both": 3},
         "ClickPrompt CTR-only": {"all": 0.715, "tail_users": 0.62, "tail_items": 0.57, "tail_both": None,
                                  "n_tail_users": 120, "n_tail_items": 80, "n_tail_both": 3},
@@ -27,7 +28,7 @@ RESULTS = {
                    "pamlm_prompted_samples_per_s": 180, "pamlm_plain_samples_per_s": 220,
                    "pamlm_prompted_over_plain": 0.82, "stage_seconds": {"cp-dcnv2": {"pretrain": 120.0, "finetune-ctr-only": 8.25}},
                    "data_path_seconds": {"ingest": 1.04, "total": 4.41}, "peak_rss_mb": 2100,
-                   "total_seconds": 3000.0, "reused_runs": ["cp-dcnv2-seed1"]},
+                   "total_seconds": 3000.0, "training_seconds": 2700.0, "reused_runs": ["cp-dcnv2-seed1"]},
 }
 
 
@@ -45,7 +46,8 @@ def test_render_writes_report_and_valid_pngs(tmp_path):
     assert "| cp-dcnv2 | finetune-ctr-only | 8.2 |" in report  # time per training stage
     assert "| ingest | 1.04 |" in report and "| total | 4.41 |" in report  # time per data-path stage
     assert "peak resident memory of the benchmark process: 2,100 MB" in report
-    assert "50.0 min (1 runs taken from an earlier attempt)" in report
+    assert "50.0 min (1 runs taken from an earlier attempt); training time of all runs, as recorded when they ran: 45.0 min" in report
+    assert "| DCNv2 | 0.7100 ± 0.0040 | 0.6000 ± 0.0100 (n=120) | 0.5500 ± 0.0200 (n=80) | n/a (n=3) |" in report
 
 
 def test_report_without_the_clickprompt_run_says_why_there_are_no_scoring_figures(tmp_path):

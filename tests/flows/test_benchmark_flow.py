@@ -82,10 +82,26 @@ def test_benchmark_flow_compares_clickprompt_with_its_backbone_per_seed_and_resu
                                                   "cp-dcnv2-seed2"]
     assert again["models"]["ClickPrompt with LM"]["per_seed"] == models["ClickPrompt with LM"]["per_seed"]
 
+    # ClickPrompt alone (reused): its rows stay, without a backbone to pair with
+    alone = json.loads(Path(run_benchmark(**{**params, "only": ["cp-dcnv2"]})).read_text())
+    assert list(alone["models"]) == ["ClickPrompt CTR-only (DCNv2)", "ClickPrompt with LM"]
+    assert alone["models"]["ClickPrompt with LM"]["paired_auc_diff"] is None
+    assert alone["efficiency"]["reused_runs"] == ["cp-dcnv2-seed1", "cp-dcnv2-seed2"]
+    # another config in the same folder is trained again, not taken from the old run
+    changed = json.loads(Path(run_benchmark(**{**params, "only": ["base-dcnv2"],
+                                                "overrides": {**SMOKE_OVERRIDES, "baseline.epochs": 1}})).read_text())
+    assert changed["efficiency"]["reused_runs"] == []
+    assert json.loads((out / "runs" / "base-dcnv2-seed1" / "metrics.json").read_text())["stages"]["baseline"][
+        "fit"]["epochs_run"] == 1
+
 
 def test_benchmark_flow_rejects_bad_names_before_training(flow_home, tmp_path):
     with pytest.raises(ValueError, match=r"unknown run\(s\) \['cp-bert'\]"):
         run_benchmark.fn(profile="smoke", only=["cp-bert"], out=str(tmp_path / "b"))
+    with pytest.raises(Exception, match="unknown run 'cp-bert'"):  # a deployment's parameters, checked by Prefect
+        run_benchmark.validate_parameters({"profile": "smoke", "only": ["cp-bert"]})
+    with pytest.raises(Exception, match="unknown benchmark profile 'fast'"):
+        run_benchmark.validate_parameters({"profile": "fast"})
     with pytest.raises(ValueError, match="seeds must be distinct"):
         run_benchmark.fn(profile="smoke", seeds=[1, 1], out=str(tmp_path / "b"))
     with pytest.raises(ValueError, match="pretrain.epoch"):  # a typo in an override, not hours later

@@ -14,6 +14,17 @@ def test_a_profiles_backbone_settings_carry_over_to_another_backbone_where_they_
         assert ctr_config(backbone, cfg.backbone_config).embedding_dim == 16
 
 
+def test_a_typo_in_a_profiles_backbone_settings_is_still_rejected(monkeypatch):
+    from models import config
+
+    monkeypatch.setitem(config.PROFILES, "typo", {"backbone_config": {"cross_layer": 3, "embedding_dim": 16}})
+    for backbone in ("dcnv2", "dnn"):
+        cfg = load_config("typo", {"backbone": backbone})
+        assert cfg.backbone_config == {"cross_layer": 3, "embedding_dim": 16}
+        with pytest.raises(ValueError, match=r"keys \['cross_layer'\]"):
+            ctr_config(backbone, cfg.backbone_config)
+
+
 def test_explicit_backbone_settings_stay_strict():
     cfg = load_config("demo", {"backbone": "dnn", "backbone_config": {"cross_layers": 2}})
     with pytest.raises(ValueError, match=r"unknown DNNConfig keys \['cross_layers'\]"):
