@@ -166,7 +166,7 @@ def markdown(results: dict) -> str:
                   f"{eff['pamlm_plain_samples_per_s']:.0f} plain MLM ({eff['pamlm_prompted_over_plain']:.2f}x)"]
     else:
         lines += ["- no scoring / PA-MLM figures: the ClickPrompt (DCNv2) run was not part of this benchmark"]
-    memory = f"- peak resident memory of the benchmark process: {eff['peak_rss_mb']:,.0f} MB"
+    memory = f"- peak resident memory of the benchmark process (training included): {eff['peak_rss_mb']:,.0f} MB"
     if eff.get("peak_cuda_mb"):
         memory += f"; peak CUDA memory allocated: {eff['peak_cuda_mb']:,.0f} MB"
     lines += [memory]

@@ -32,6 +32,7 @@ from feature_repo.training_sets import load_training_sets
 from models.stages import run_training
 
 log = logging.getLogger("clickprompt.bench")
+MEMORY_FILE = "bench_memory.json"  # per run folder: the benchmark process's peak memory after training it
 
 
 def train_run(plan: SuitePlan, run: RunSpec, seed: int, paths: Paths) -> dict:
@@ -46,12 +47,19 @@ def train_run(plan: SuitePlan, run: RunSpec, seed: int, paths: Paths) -> dict:
         if (summary.get("config_hash") == cfg.config_hash() and summary.get("snapshot_hash") == snapshot
                 and set(run.stages) <= set(summary["stages"])):
             log.info("bench: %s seed %d finished before, taken from %s", run.name, seed, done)
-            return {**summary, "backbone": run.backbone, "reused": True}
+            memory = run_dir / MEMORY_FILE
+            recorded = json.loads(memory.read_text(encoding="utf-8")) if memory.exists() else {}
+            return {**summary, **recorded, "backbone": run.backbone, "reused": True}
         done.unlink()  # another config or data: retrained below; never left beside the new stage files
     t = time.perf_counter()
     summary = run_training(cfg, paths, list(run.stages), run_dir)
+    # the process's peak memory so far (it only grows): kept with the run, so a resumed suite still reports it
+    memory = {"peak_rss_mb_after": peak_rss_mb()}
+    if torch.cuda.is_available():
+        memory["peak_cuda_mb_after"] = torch.cuda.max_memory_allocated() / 2**20
+    (run_dir / MEMORY_FILE).write_text(json.dumps(memory), encoding="utf-8")
     log.info("bench: %s seed %d in %.0f s, peak RSS %.0f MB", run.name, seed, time.perf_counter() - t, peak_rss_mb())
-    return {**summary, "backbone": run.backbone, "peak_rss_mb_after": peak_rss_mb()}
+    return {**summary, **memory, "backbone": run.backbone}
 
 
 def stage_seconds(plan: SuitePlan, metrics: dict[str, dict[int, dict]]) -> dict[str, dict[str, float]]:
@@ -82,9 +90,13 @@ def write_results(plan: SuitePlan, metrics: dict[str, dict[int, dict]], paths: P
     eff["stage_seconds"] = stage_seconds(plan, metrics)
     if data_path:
         eff["data_path_seconds"] = data_path
-    eff["peak_rss_mb"] = peak_rss_mb()
+    recorded = [m for by_seed in metrics.values() for m in by_seed.values() if "peak_rss_mb_after" in m]
+    eff["peak_rss_mb"] = max([peak_rss_mb()] + [m["peak_rss_mb_after"] for m in recorded])
+    cuda = [m["peak_cuda_mb_after"] for m in recorded if "peak_cuda_mb_after" in m]
     if torch.cuda.is_available():
-        eff["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+        cuda.append(torch.cuda.max_memory_allocated() / 2**20)
+    if cuda:
+        eff["peak_cuda_mb"] = max(cuda)
     eff["total_seconds"] = seconds  # this invocation (small when runs were reused)
     eff["training_seconds"] = sum(st["seconds"] for by_seed in metrics.values() for m in by_seed.values()
                                   for st in m["stages"].values())  # every run, as recorded when it trained

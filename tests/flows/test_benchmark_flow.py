@@ -81,6 +81,8 @@ def test_benchmark_flow_compares_clickprompt_with_its_backbone_per_seed_and_resu
     assert again["efficiency"]["reused_runs"] == ["base-dcnv2-seed1", "base-dcnv2-seed2", "cp-dcnv2-seed1",
                                                   "cp-dcnv2-seed2"]
     assert again["models"]["ClickPrompt with LM"]["per_seed"] == models["ClickPrompt with LM"]["per_seed"]
+    kept = json.loads((out / "runs" / "cp-dcnv2-seed1" / "bench_memory.json").read_text())  # training peak, kept
+    assert kept["peak_rss_mb_after"] > 100
 
     # ClickPrompt alone (reused): its rows stay, without a backbone to pair with
     alone = json.loads(Path(run_benchmark(**{**params, "only": ["cp-dcnv2"]})).read_text())
