@@ -5,6 +5,8 @@ results.json (written by ``clickprompt.bench.results.write_results``):
     models: {label: {backbone, method, reference (label of its backbone or null),
                      per_seed: {seed: {auc, logloss}}, auc_mean, auc_std, logloss_mean, logloss_std,
                      paired_auc_diff: [per seed] | null, paired_auc_diff_mean: float | null}}
+    alignment: {run with pretraining: {mlm_acc_values, mlm_acc_values_zero_prompts, mlm_acc, mlm_acc_zero_prompts,
+                mtm_acc, mtm_acc_text_zeroed, mtm_chance, retrieval_acc, retrieval_chance (those it has)}}
     long_tail: {label: {all, tail_users, tail_items, tail_both (mean over seeds | null), <group>_std,
                         n_tail_users, n_tail_items, n_tail_both (rows per seed)}}
     efficiency: {scoring and PA-MLM figures when the ClickPrompt (DCNv2) run is in the suite: samples, device,
@@ -155,8 +157,26 @@ def markdown(results: dict) -> str:
 
     for label, t in results["long_tail"].items():
         lines.append(f"| {label} | " + " | ".join(cell(t, g) for g in ("all", "tail_users", "tail_items", "tail_both")) + " |")
+    lines += ["", "![long tail](long_tail.png)", ""]
+    if results.get("alignment"):
+        lines += ["## Alignment (held-out pretraining checks, mean over seeds)", "",
+                  "| run | masked value tokens: with prompts / zeroed | all masked tokens: with / zeroed | "
+                  "masked features: with text / text zeroed (chance) | text -> ID retrieval (chance) |",
+                  "|---|---|---|---|---|"]
+
+        def pair(a: dict, k1: str, k2: str, k3: str | None = None) -> str:
+            if k1 not in a:
+                return "—"
+            return f"{a[k1]:.3f} / {a[k2]:.3f}" if k3 is None else f"{a[k1]:.3f} / {a[k2]:.3f} ({a[k3]:.3f})"
+
+        for run, a in results["alignment"].items():
+            retrieval = f"{a['retrieval_acc']:.3f} ({a['retrieval_chance']:.3f})" if "retrieval_acc" in a else "—"
+            lines.append(f"| {run} | {pair(a, 'mlm_acc_values', 'mlm_acc_values_zero_prompts')} | "
+                         f"{pair(a, 'mlm_acc', 'mlm_acc_zero_prompts')} | "
+                         f"{pair(a, 'mtm_acc', 'mtm_acc_text_zeroed', 'mtm_chance')} | {retrieval} |")
+        lines += [""]
     eff = results.get("efficiency", {})
-    lines += ["", "![long tail](long_tail.png)", "", "## Efficiency", ""]
+    lines += ["## Efficiency", ""]
     if "ctr_only_ms_per_1000" in eff:
         lines += [f"- scoring ({eff['device']}, {eff['samples']:,} test samples): CTR-only "
                   f"{eff['ctr_only_ms_per_1000']:.1f} ms / 1,000 samples ({eff['ctr_only_samples_per_s']:,.0f}/s), "

@@ -82,6 +82,7 @@ def write_results(plan: SuitePlan, metrics: dict[str, dict[int, dict]], paths: P
         "overrides": plan.overrides,
         "models": aggregate(plan.variants, metrics, plan.seeds),
         "long_tail": long_tail(plan.variants, run_dirs, paths, plan.seeds),
+        "alignment": alignment(plan, metrics),
     }
     eff: dict[str, Any] = {}
     cp = next((r for r in plan.runs if r.name == "cp-dcnv2"), None)
@@ -109,6 +110,23 @@ def write_results(plan: SuitePlan, metrics: dict[str, dict[int, dict]], paths: P
     os.replace(tmp, path)
     render(path)
     return path
+
+
+# held-out pretraining checks, each with its ablated twin (models/stages.py, models/alt.py)
+ALIGNMENT_KEYS = ("mlm_acc_values", "mlm_acc_values_zero_prompts", "mlm_acc", "mlm_acc_zero_prompts",
+                  "mtm_acc", "mtm_acc_text_zeroed", "mtm_chance", "retrieval_acc", "retrieval_chance")
+
+
+def alignment(plan: SuitePlan, metrics: dict[str, dict[int, dict]]) -> dict[str, dict[str, float]]:
+    """{run: {check: mean over seeds}} for every run with a pretraining stage: does each side help
+    the other recover masked content (PA-MLM value tokens, ALT's masked features, retrieval)?"""
+    out = {}
+    for r in plan.runs:
+        if "pretrain" not in r.stages:
+            continue
+        valid = [metrics[r.name][s]["stages"]["pretrain"].get("valid", {}) for s in plan.seeds]
+        out[r.name] = {k: statistics.mean(v[k] for v in valid) for k in ALIGNMENT_KEYS if all(k in v for v in valid)}
+    return out
 
 
 def machine() -> str:

@@ -23,6 +23,10 @@ RESULTS = {
         "ClickPrompt CTR-only": {"all": 0.715, "tail_users": 0.62, "tail_items": 0.57, "tail_both": None,
                                  "n_tail_users": 120, "n_tail_items": 80, "n_tail_both": 3},
     },
+    "alignment": {"cp-dcnv2": {"mlm_acc_values": 0.31, "mlm_acc_values_zero_prompts": 0.27, "mlm_acc": 0.75,
+                               "mlm_acc_zero_prompts": 0.73},
+                  "alt": {"mtm_acc": 0.36, "mtm_acc_text_zeroed": 0.24, "mtm_chance": 0.115, "retrieval_acc": 0.25,
+                          "retrieval_chance": 0.001}},
     "efficiency": {"samples": 5000, "device": "cpu", "ctr_only_ms_per_1000": 2.5, "with_lm_ms_per_1000": 250.0, "with_lm_over_ctr_only": 100.0,
                    "ctr_only_samples_per_s": 400000, "with_lm_samples_per_s": 4000,
                    "pamlm_prompted_samples_per_s": 180, "pamlm_plain_samples_per_s": 220,
@@ -43,6 +47,8 @@ def test_render_writes_report_and_valid_pngs(tmp_path):
     assert "| ClickPrompt CTR-only | dcnv2 | 0.7150 ± 0.0030 |" in report
     assert "+0.0050 (+0.0050, +0.0040, +0.0060)" in report
     assert "**100x**" in report and "n/a (n=3)" in report
+    assert "| cp-dcnv2 | 0.310 / 0.270 | 0.750 / 0.730 | — | — |" in report
+    assert "| alt | — | — | 0.360 / 0.240 (0.115) | 0.250 (0.001) |" in report
     assert "| cp-dcnv2 | finetune-ctr-only | 8.2 |" in report  # time per training stage
     assert "| ingest | 1.04 |" in report and "| total | 4.41 |" in report  # time per data-path stage
     assert "peak resident memory of the benchmark process (training included): 2,100 MB" in report

@@ -66,6 +66,9 @@ def test_benchmark_flow_compares_clickprompt_with_its_backbone_per_seed_and_resu
     for run_dir in ("base-dcnv2-seed1", "cp-dcnv2-seed2"):  # what the figures were computed from
         assert (out / "runs" / run_dir / "metrics.json").exists()
 
+    assert set(results["alignment"]) == {"cp-dcnv2"}  # the only run with PA-MLM pretraining
+    assert 0 <= results["alignment"]["cp-dcnv2"]["mlm_acc_values_zero_prompts"] <= 1
+
     eff = results["efficiency"]
     assert eff["with_lm_over_ctr_only"] > 1  # the LM forward pass is the cost the CTR-only model avoids
     assert set(eff["stage_seconds"]) == {"base-dcnv2", "cp-dcnv2"}
@@ -132,6 +135,13 @@ def test_smoke_benchmark_runs_every_model_on_real_movielens(real_ml100k_raw, pat
             assert len(m["paired_auc_diff"]) == 3 and all(map(_finite, m["paired_auc_diff"])), label
     for label in ("DCNv2", "DNN", "AutoInt", "DeepFM"):  # real data, trained: clearly better than chance
         assert results["models"][label]["auc_mean"] > 0.65, label
+
+    pretrained = {r.name for r in runs if "pretrain" in r.stages}
+    assert set(results["alignment"]) == pretrained
+    for name in pretrained - {"ctrl"}:  # masked-content recovery is measured with and without the other side
+        a = results["alignment"][name]
+        assert {"mlm_acc", "mlm_acc_zero_prompts"} <= set(a) and 0 < a["mlm_acc"] < 1, name
+    assert results["alignment"]["alt"]["mtm_acc"] > results["alignment"]["alt"]["mtm_chance"]
 
     tail = results["long_tail"]
     assert len(tail) == 6  # three backbones and their ClickPrompt CTR-only models
