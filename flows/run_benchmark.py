@@ -10,6 +10,7 @@ failed attempt resumes it: runs that finished there (same config) are taken from
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,6 +30,7 @@ from flows.common import project_paths
 from flows.validate_data import validate_data
 
 REPORT_KEY = "benchmark-report"
+log = logging.getLogger("clickprompt.bench")
 
 
 def _known_bench_profile(name: str) -> str:
@@ -73,7 +75,7 @@ def report(plan: SuitePlan, metrics: dict, paths: Paths, seconds: float, data_ti
     return str(results)
 
 
-@flow(name="run-benchmark", log_prints=True)  # progress lines reach the Prefect UI
+@flow(name="run-benchmark")
 def run_benchmark(
     profile: BenchProfile = "cpu",
     seeds: list[int] = [1, 2, 3],  # noqa: B006 - Prefect copies parameters per run
@@ -96,8 +98,8 @@ def run_benchmark(
     metrics: dict[str, dict[int, dict]] = {r.name: {} for r in plan.runs}
     total = len(plan.runs) * len(plan.seeds)
     for i, (seed, r) in enumerate(((s, r) for s in plan.seeds for r in plan.runs), start=1):
-        print(f"benchmark run {i}/{total}: {r.name} seed {seed} ({time.perf_counter() - started:.0f} s so far)",
-              flush=True)
+        log.info("benchmark run %d/%d: %s seed %d (%.0f s so far)", i, total, r.name, seed,
+                 time.perf_counter() - started)  # the Prefect UI shows the same as task runs
         metrics[r.name][seed] = train(plan, r, seed, paths)
     return report(plan, metrics, paths, time.perf_counter() - started, data_times)
 
