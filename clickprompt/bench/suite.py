@@ -48,7 +48,7 @@ BENCH_PROFILES: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 BACKBONES = {"dcnv2": "DCNv2", "dnn": "DNN", "autoint": "AutoInt", "deepfm": "DeepFM"}
-CP_BACKBONES = ("dcnv2", "dnn", "autoint")  # each gets a ClickPrompt CTR-only model (long-tail comparison)
+CP_BACKBONES = tuple(BACKBONES)  # each gets a ClickPrompt CTR-only model (long-tail comparison)
 
 
 def suite() -> tuple[list[RunSpec], list[Variant]]:

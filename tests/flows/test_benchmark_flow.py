@@ -144,7 +144,7 @@ def test_smoke_benchmark_runs_every_model_on_real_movielens(real_ml100k_raw, pat
     assert results["alignment"]["alt"]["mtm_acc"] > results["alignment"]["alt"]["mtm_chance"]
 
     tail = results["long_tail"]
-    assert len(tail) == 6  # three backbones and their ClickPrompt CTR-only models
+    assert len(tail) == 8  # four backbones and their ClickPrompt CTR-only models
     for label, t in tail.items():
         assert 0.5 < t["all"] < 0.9 and t["n_tail_users"] > t["n_tail_both"] > 0, label
 
