@@ -18,7 +18,6 @@ Early stopping uses the validation split; the test split is scored once, at the 
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -43,7 +42,16 @@ from models.data import EncodedSplit, batch_at, encode_split, mask_tokens
 from models.encoding import FeatureEncoder
 from models.evaluate import evaluate
 from models.plm import load_plm
-from models.trainer import Trainer, load_weights, pick_device, predict, result_dict, save_weights, seed_everything
+from models.trainer import (
+    Trainer,
+    load_weights,
+    pick_device,
+    predict,
+    result_dict,
+    save_weights,
+    seed_everything,
+    write_json_atomic,
+)
 
 log = logging.getLogger("clickprompt.train")
 
@@ -145,7 +153,7 @@ def prepare(cfg: TrainConfig, paths: Paths, run_dir: Path, stages: list[str]) ->
     log.info("encoded %s in %.1fs", {k: len(v) for k, v in splits.items()}, time.perf_counter() - t)
     run_dir.mkdir(parents=True, exist_ok=True)
     encoder.save(run_dir / "encoder.json")
-    (run_dir / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
+    write_json_atomic(run_dir / "config.json", cfg.model_dump(mode="json"))
     return RunContext(cfg, paths, run_dir, pick_device(cfg.device), spec, encoder, splits,
                       manifest.snapshot_hash, tokenizer, plm_source)
 
@@ -199,7 +207,7 @@ def _finish(ctx: RunContext, stage: str, model: nn.Module, score_fn: Callable, f
         **(extra or {}),
     }
     save_weights(model, out_dir / "model.safetensors")
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
+    write_json_atomic(out_dir / "metrics.json", metrics)
     log.info("%s: test AUC %.4f, LogLoss %.4f (best valid AUC %.4f)", stage, test["auc"], test["logloss"], fit.best_metric)
     ctx.results[stage] = metrics
     return metrics
@@ -312,7 +320,7 @@ def stage_pretrain_pa_mlm(ctx: RunContext, on_step: Callable[[int], None] | None
     metrics = {"stage": "pretrain", "method": ctx.cfg.method, "valid": final, "fit": result_dict(fit),
                "prompt_params": model.prompt.param_count(),
                "config_hash": ctx.cfg.config_hash(), "snapshot_hash": ctx.snapshot_hash}
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
+    write_json_atomic(out_dir / "metrics.json", metrics)
     log.info("pretrain: masked-token acc %.4f with prompts vs %.4f zeroed (value tokens: %.4f vs %.4f)",
              final["mlm_acc"], final["mlm_acc_zero_prompts"], final["mlm_acc_values"],
              final["mlm_acc_values_zero_prompts"])
@@ -349,7 +357,7 @@ def stage_pretrain_alt(ctx: RunContext, on_step: Callable[[int], None] | None = 
     metrics = {"stage": "pretrain", "method": ctx.cfg.method, "objective": model.opts.model_dump(), "valid": final,
                "fit": result_dict(fit), "params": count_params(model),
                "config_hash": ctx.cfg.config_hash(), "snapshot_hash": ctx.snapshot_hash}
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
+    write_json_atomic(out_dir / "metrics.json", metrics)
     log.info("pretrain (%s): %s", ctx.cfg.method, pretrain_summary(metrics))
     ctx.results["pretrain"] = metrics
     return metrics
@@ -481,5 +489,5 @@ def run_training(cfg: TrainConfig, paths: Paths, stages: list[str], run_dir: Pat
         ctx.results[stage]["seconds"] = round(time.perf_counter() - t, 2)
     summary = {"config_hash": cfg.config_hash(), "profile": cfg.profile, "method": cfg.method,
                "snapshot_hash": ctx.snapshot_hash, "stages": ctx.results}
-    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2, default=float))
+    write_json_atomic(run_dir / "metrics.json", summary)  # written last: its presence marks a finished run
     return summary

@@ -67,6 +67,16 @@ def save_weights(model: nn.Module, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def write_json_atomic(path: Path, obj, indent: int | None = 2) -> None:
+    """JSON written to a temp file then renamed: a reader (a resumed run) never sees half a file."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(obj, indent=indent, default=float), encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def load_weights(model: nn.Module, path: Path, strict: bool = True) -> None:
     missing, unexpected = load_model(model, str(path), strict=strict)
     if missing or unexpected:
@@ -143,7 +153,7 @@ class Trainer:
         tmp = self._state_path.with_suffix(".tmp")
         torch.save(blob, tmp)
         os.replace(tmp, self._state_path)
-        (self.run_dir / "trainer_state.json").write_text(json.dumps(state, indent=1))
+        write_json_atomic(self.run_dir / "trainer_state.json", state, indent=1)
 
     def _load_checkpoint(self, scheduler) -> dict | None:
         meta = self.run_dir / "trainer_state.json"
