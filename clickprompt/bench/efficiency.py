@@ -7,15 +7,14 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from clickprompt.settings import Paths
+from models.alt import mlm_at_labels
 from models.config import TrainConfig
-from models.data import IGNORE_INDEX, batch_at
-from models.plm import mlm_parts
+from models.data import batch_at
 from models.prompt import run_plm
 from models.stages import STAGE_NAMES, _Masker, ctr_logit, fused_logit, masked_lm_loss, prepare
-from models.trainer import load_weights, predict
+from models.trainer import amp_dtype, load_weights, predict
 
 
 def peak_rss_mb() -> float:
@@ -24,8 +23,8 @@ def peak_rss_mb() -> float:
 
 
 def measure(cfg: TrainConfig, run_dir: Path, paths: Paths, n: int = 5000, mlm_batches: int = 12) -> dict:
-    """Scoring time per 1,000 test samples of the CTR-only and with-LM models of ``run_dir``, and
-    PA-MLM training samples/s with prompts vs the plain MLM on the same LM and batches."""
+    """Scoring time per 1,000 test samples of the CTR-only and with-LM models of ``run_dir`` (the
+    run's own AMP setting), and PA-MLM training samples/s with prompts vs the plain MLM."""
     ctx = prepare(cfg, paths, run_dir / "timing", list(STAGE_NAMES))
     test = ctx.splits["test"].head(n, seed=0)
     ctr = ctx.new_backbone()
@@ -34,34 +33,57 @@ def measure(cfg: TrainConfig, run_dir: Path, paths: Paths, n: int = 5000, mlm_ba
     load_weights(lm, run_dir / "finetune-with-lm" / "model.safetensors")
     out: dict = {"samples": len(test), "device": str(ctx.device), "threads": torch.get_num_threads()}
     for name, model, fn in (("ctr_only", ctr, ctr_logit), ("with_lm", lm, fused_logit)):
-        predict(model, test.head(1000), fn, 1000, ctx.device)  # warm-up
+        predict(model, test.head(1000), fn, 1000, ctx.device, cfg.amp)  # warm-up
         t = time.perf_counter()
-        predict(model, test, fn, 1000, ctx.device)
+        predict(model, test, fn, 1000, ctx.device, cfg.amp)  # returns CPU arrays: the device has finished
         seconds = time.perf_counter() - t
         out[f"{name}_ms_per_1000"] = 1000 * seconds / (len(test) / 1000)
         out[f"{name}_samples_per_s"] = len(test) / seconds
     out["with_lm_over_ctr_only"] = out["with_lm_ms_per_1000"] / out["ctr_only_ms_per_1000"]
+    out.update(pamlm_throughput(cfg, ctx, mlm_batches))
+    out["peak_rss_mb"] = peak_rss_mb()
+    return out
 
+
+def pamlm_throughput(cfg: TrainConfig, ctx, n_batches: int) -> dict:
+    """PA-MLM training samples/s with prompts vs the plain MLM: the same masked batches, each mode
+    with a fresh model and optimizer and a warm-up step (optimizer state included) before the timer."""
     masker = _Masker(ctx.tokenizer, cfg.pretrain.mask_prob, seed=0)
-    bs = cfg.pretrain.batch_size
-    train = ctx.splits["train"].head(bs * mlm_batches, seed=0)
+    train = ctx.splits["train"].head(cfg.pretrain.batch_size * n_batches, seed=0)
+    # the training batch size; smaller on a training split too small for a warm-up and timed batches
+    bs = max(1, min(cfg.pretrain.batch_size, len(train) // 3))
     batches = [masker(batch_at(train, idx, ctx.device)) for idx in torch.arange(len(train)).split(bs)]
-    model = ctx.new_clickprompt().train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    if len(batches) < 2:
+        raise ValueError(f"PA-MLM timing needs a warm-up batch and a timed one; the training split has {len(train)} rows")
+    dtype = amp_dtype(ctx.device, cfg.amp)
 
-    def plain_step(batch: dict) -> torch.Tensor:
+    def plain_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
         hidden = run_plm(model.plm, batch["masked_ids"], batch["attention_mask"], None, with_logits=False).last_hidden_state
-        selected = batch["mlm_labels"] != IGNORE_INDEX
-        return F.cross_entropy(mlm_parts(model.plm)[1](hidden[selected]), batch["mlm_labels"][selected])
+        return mlm_at_labels(model.plm, hidden, batch["mlm_labels"]).loss  # the same head and loss as PA-MLM
 
-    for name, step in (("prompted", lambda b: masked_lm_loss(model, b)[0]), ("plain", plain_step)):
-        step(batches[0]).backward()  # warm-up
+    def sync() -> None:
+        if ctx.device.type == "cuda":
+            torch.cuda.synchronize(ctx.device)
+
+    out: dict = {"pamlm_batch_size": bs}
+    for name, loss_fn in (("prompted", lambda m, b: masked_lm_loss(m, b)[0]), ("plain", plain_loss)):
+        model = ctx.new_clickprompt().to(ctx.device).train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+        def step(batch: dict) -> None:
+            opt.zero_grad()
+            with torch.autocast(ctx.device.type, dtype=dtype, enabled=dtype is not None):
+                loss = loss_fn(model, batch)
+            loss.backward()
+            opt.step()
+
+        step(batches[0])  # warm-up, AdamW's state allocated here
+        sync()
         t = time.perf_counter()
         for batch in batches[1:]:
-            opt.zero_grad()
-            step(batch).backward()
-            opt.step()
-        out[f"pamlm_{name}_samples_per_s"] = bs * (len(batches) - 1) / (time.perf_counter() - t)
+            step(batch)
+        sync()
+        samples = sum(len(b["mlm_labels"]) for b in batches[1:])
+        out[f"pamlm_{name}_samples_per_s"] = samples / (time.perf_counter() - t)
     out["pamlm_prompted_over_plain"] = out["pamlm_prompted_samples_per_s"] / out["pamlm_plain_samples_per_s"]
-    out["peak_rss_mb"] = peak_rss_mb()
     return out

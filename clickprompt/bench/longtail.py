@@ -31,7 +31,8 @@ def tail_masks(train: pd.DataFrame, test: pd.DataFrame, user_key: str, item_key:
 
 def group_aucs(labels: np.ndarray, probs: np.ndarray, masks: dict[str, np.ndarray], min_rows: int = 30) -> dict:
     """AUC over all rows and per tail group (None when a group is too small or one-class)."""
-    out: dict = {"all": auc(labels, probs)}
+    overall = auc(labels, probs)
+    out: dict = {"all": None if np.isnan(overall) else overall}
     for name, mask in masks.items():
         n = int(mask.sum())
         out[f"n_{name}"] = n

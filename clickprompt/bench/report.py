@@ -7,6 +7,7 @@ results.json (written by ``clickprompt.bench.results.write_results``):
                      paired_auc_diff: [per seed] | null, paired_auc_diff_mean: float | null}}
     alignment: {run with pretraining: {mlm_acc_values, mlm_acc_values_zero_prompts, mlm_acc, mlm_acc_zero_prompts,
                 mtm_acc, mtm_acc_text_zeroed, mtm_chance, retrieval_acc, retrieval_chance (those it has)}}
+    long_tail_definition: {quantile, users / items: {threshold, tail_ids, train_ids}} (optional)
     long_tail: {label: {all, tail_users, tail_items, tail_both (mean over seeds | null), <group>_std,
                         n_tail_users, n_tail_items, n_tail_both (rows per seed)}}
     efficiency: {scoring and PA-MLM figures when the ClickPrompt (DCNv2) run is in the suite: samples, device,
@@ -148,8 +149,14 @@ def markdown(results: dict) -> str:
         lines.append(f"| {label} | {m['backbone']} | {m['auc_mean']:.4f} ± {m['auc_std']:.4f} | "
                      f"{m['logloss_mean']:.4f} ± {m['logloss_std']:.4f} | {diff} |")
     lines += ["", "![AUC per model](auc_by_model.png)", "", "## Long tail (bottom 10% users / items by training frequency, unseen ids included; "
-              "test AUC mean ± sd over seeds; n = test rows in the group)", "",
-              "| model | all | tail users | tail items | both tail |", "|---|---|---|---|---|"]
+              "test AUC mean ± sd over seeds; n = test rows in the group)", ""]
+    definition = results.get("long_tail_definition")
+    if definition:
+        lines += ["Tail: " + "; ".join(
+            f"{entity} with at most {d['threshold']:g} training events ({d['tail_ids']:,} of {d['train_ids']:,} "
+            f"training {entity}, {d['tail_ids'] / d['train_ids']:.0%}; every id at the threshold counts) "
+            f"and {entity} unseen in training" for entity, d in ((e, definition[e]) for e in ("users", "items"))) + ".", ""]
+    lines += ["| model | all | tail users | tail items | both tail |", "|---|---|---|---|---|"]
 
     def cell(t: dict, group: str) -> str:
         value = _fmt(t.get(group)) + (f" ± {t[f'{group}_std']:.4f}" if t.get(f"{group}_std") is not None else "")

@@ -1,7 +1,7 @@
 """Train the planned runs and turn them into ``results.json``: per-model mean / sd and paired
 differences, long-tail AUCs, efficiency (scoring, PA-MLM throughput, time per stage, peak memory).
 
-Long-tail AUCs pool each variant's test predictions over seeds; scoring and PA-MLM figures are
+Long-tail AUCs are computed per seed from each run's test predictions, then averaged; scoring and PA-MLM figures are
 measured once, side by side, on the first seed's ClickPrompt (DCNv2) run.
 """
 
@@ -24,12 +24,13 @@ import pandas as pd
 import torch
 
 from clickprompt.bench.efficiency import measure, peak_rss_mb
-from clickprompt.bench.longtail import group_aucs, tail_masks
+from clickprompt.bench.longtail import group_aucs, tail_ids, tail_masks
 from clickprompt.bench.report import render
 from clickprompt.bench.suite import CP_BACKBONES, RunSpec, SuitePlan, Variant
 from clickprompt.settings import Paths
 from feature_repo.training_sets import load_training_sets
 from models.stages import run_training
+from models.trainer import write_json_atomic
 
 log = logging.getLogger("clickprompt.bench")
 MEMORY_FILE = "bench_memory.json"  # per run folder: the benchmark process's peak memory after training it
@@ -57,7 +58,7 @@ def train_run(plan: SuitePlan, run: RunSpec, seed: int, paths: Paths) -> dict:
     memory = {"peak_rss_mb_after": peak_rss_mb()}
     if torch.cuda.is_available():
         memory["peak_cuda_mb_after"] = torch.cuda.max_memory_allocated() / 2**20
-    (run_dir / MEMORY_FILE).write_text(json.dumps(memory), encoding="utf-8")
+    write_json_atomic(run_dir / MEMORY_FILE, memory)
     log.info("bench: %s seed %d in %.0f s, peak RSS %.0f MB", run.name, seed, time.perf_counter() - t, peak_rss_mb())
     return {**summary, **memory, "backbone": run.backbone}
 
@@ -82,6 +83,7 @@ def write_results(plan: SuitePlan, metrics: dict[str, dict[int, dict]], paths: P
         "overrides": plan.overrides,
         "models": aggregate(plan.variants, metrics, plan.seeds),
         "long_tail": long_tail(plan.variants, run_dirs, paths, plan.seeds),
+        "long_tail_definition": tail_definition(paths),
         "alignment": alignment(plan, metrics),
     }
     eff: dict[str, Any] = {}
@@ -105,9 +107,7 @@ def write_results(plan: SuitePlan, metrics: dict[str, dict[int, dict]], paths: P
                                 for s, m in by_seed.items() if m.get("reused"))
     results["efficiency"] = eff
     path = plan.out / "results.json"
-    tmp = path.with_name(f".results.json.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(results, indent=2, default=float), encoding="utf-8")
-    os.replace(tmp, path)
+    write_json_atomic(path, results)
     render(path)
     return path
 
@@ -162,6 +162,21 @@ def aggregate(variants: list[Variant], metrics: dict[str, dict[int, dict]], seed
     return models
 
 
+def tail_definition(paths: Paths, quantile: float = 0.1) -> dict[str, Any]:
+    """How the tail groups were cut from the training split: per entity, the frequency threshold
+    and how many training ids fall at or below it (ties at the threshold all count)."""
+    from clickprompt.data.spec import load_spec
+
+    frames, manifest = load_training_sets(paths)
+    spec = load_spec(manifest.dataset)
+    out: dict[str, Any] = {"quantile": quantile}
+    for entity in ("user", "item"):
+        ids = frames["train"][spec.entities[entity].key]
+        tail, threshold = tail_ids(ids, quantile)
+        out[f"{entity}s"] = {"threshold": threshold, "tail_ids": len(tail), "train_ids": int(ids.nunique())}
+    return out
+
+
 def long_tail(variants: list[Variant], run_dirs: dict[str, dict[int, Path]], paths: Paths, seeds: list[int]) -> dict:
     """Tail-group AUCs of every backbone and its ClickPrompt CTR-only model: per seed, then mean / sd.
 
@@ -175,7 +190,7 @@ def long_tail(variants: list[Variant], run_dirs: dict[str, dict[int, Path]], pat
     uk, ik = spec.entities["user"].key, spec.entities["item"].key
     runs = {f"base-{b}" for b in CP_BACKBONES} | {f"cp-{b}" for b in CP_BACKBONES}
     wanted = [v for v in variants if v.run in runs and v.stage in ("baseline", "finetune-ctr-only")]
-    out = {}
+    out: dict[str, Any] = {}
     for v in wanted:
         per_seed = []
         for s in seeds:

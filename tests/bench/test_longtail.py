@@ -4,7 +4,7 @@ import pandas as pd
 from clickprompt.bench.longtail import group_aucs, tail_ids, tail_masks
 
 
-def test_tail_ids_are_the_least_frequent_decile():
+def test_tail_ids_are_every_id_at_or_below_the_decile_frequency():
     train = pd.Series([1] * 50 + [2] * 30 + [3] * 20 + list(range(10, 20)))  # ids 10..19 seen once
     tail, threshold = tail_ids(train, 0.1)
     assert threshold == 1.0 and tail == set(range(10, 20))

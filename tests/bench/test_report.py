@@ -9,13 +9,15 @@ RESULTS = {
     "created_at": "2026-11-23T00:00:00Z", "command": "make bench",
     "models": {
         "DCNv2": {"backbone": "dcnv2", "method": "baseline", "reference": None,
-                  "per_seed": {"1": {"auc": 0.71, "logloss": 0.62}}, "auc_mean": 0.71, "auc_std": 0.004,
+                  "per_seed": {s: {"auc": 0.71, "logloss": 0.62} for s in "123"}, "auc_mean": 0.71, "auc_std": 0.004,
                   "logloss_mean": 0.62, "logloss_std": 0.002, "paired_auc_diff": None, "paired_auc_diff_mean": None},
         "ClickPrompt CTR-only": {"backbone": "dcnv2", "method": "clickprompt", "reference": "DCNv2",
-                                 "per_seed": {"1": {"auc": 0.715, "logloss": 0.61}}, "auc_mean": 0.715,
+                                 "per_seed": {s: {"auc": 0.715, "logloss": 0.61} for s in "123"}, "auc_mean": 0.715,
                                  "auc_std": 0.003, "logloss_mean": 0.61, "logloss_std": 0.001,
                                  "paired_auc_diff": [0.005, 0.004, 0.006], "paired_auc_diff_mean": 0.005},
     },
+    "long_tail_definition": {"quantile": 0.1, "users": {"threshold": 3.0, "tail_ids": 95, "train_ids": 900},
+                             "items": {"threshold": 1.0, "tail_ids": 180, "train_ids": 1500}},
     "long_tail": {
         "DCNv2": {"all": 0.71, "all_std": 0.004, "tail_users": 0.6, "tail_users_std": 0.01, "tail_items": 0.55,
                   "tail_items_std": 0.02, "tail_both": None, "tail_both_std": None,
@@ -53,6 +55,8 @@ def test_render_writes_report_and_valid_pngs(tmp_path):
     assert "| ingest | 1.04 |" in report and "| total | 4.41 |" in report  # time per data-path stage
     assert "peak resident memory of the benchmark process (training included): 2,100 MB" in report
     assert "50.0 min (1 runs taken from an earlier attempt); training time of all runs, as recorded when they ran: 45.0 min" in report
+    assert ("Tail: users with at most 3 training events (95 of 900 training users, 11%; every id at the threshold "
+            "counts) and users unseen in training; items with at most 1 training events (180 of 1,500") in report
     assert "| DCNv2 | 0.7100 ± 0.0040 | 0.6000 ± 0.0100 (n=120) | 0.5500 ± 0.0200 (n=80) | n/a (n=3) |" in report
 
 

@@ -69,8 +69,20 @@ def test_benchmark_flow_compares_clickprompt_with_its_backbone_per_seed_and_resu
     assert set(results["alignment"]) == {"cp-dcnv2"}  # the only run with PA-MLM pretraining
     assert 0 <= results["alignment"]["cp-dcnv2"]["mlm_acc_values_zero_prompts"] <= 1
 
+    tail = results["long_tail"]
+    assert set(tail) == {"DCNv2", "ClickPrompt CTR-only (DCNv2)"}  # the backbone and its CTR-only model
+    for label, t in tail.items():  # from the saved test predictions: the same AUC the test metrics report
+        assert t["all"] == pytest.approx(models[label]["auc_mean"]), label
+        assert t["n_tail_users"] >= t["n_tail_both"] and t["n_tail_items"] >= t["n_tail_both"], label
+    for entity in ("users", "items"):
+        d = results["long_tail_definition"][entity]
+        assert 1 <= d["tail_ids"] <= d["train_ids"] == 4 and d["threshold"] >= 1, entity  # 4 users, 4 items
+
     eff = results["efficiency"]
     assert eff["with_lm_over_ctr_only"] > 1  # the LM forward pass is the cost the CTR-only model avoids
+    for key in ("pamlm_prompted_samples_per_s", "pamlm_plain_samples_per_s", "pamlm_prompted_over_plain"):
+        assert _finite(eff[key]) and eff[key] > 0, key
+    assert 1 <= eff["pamlm_batch_size"] <= 64
     assert set(eff["stage_seconds"]) == {"base-dcnv2", "cp-dcnv2"}
     assert set(eff["stage_seconds"]["cp-dcnv2"]) == {"pretrain", "finetune-with-lm", "finetune-ctr-only"}
     assert list(eff["data_path_seconds"])[:2] == ["ingest", "validate"] and eff["data_path_seconds"]["total"] > 0
