@@ -40,9 +40,10 @@ BENCH_PROFILES: dict[str, tuple[str, dict[str, Any]]] = {
     "smoke": ("smoke", {"pretrain.epochs": 1, "pretrain.max_train_samples": 800, "pretrain.max_eval_samples": 300,
                         "finetune_lm.max_train_samples": 800, "finetune_lm.max_eval_samples": 300,
                         "baseline.epochs": 2, "finetune_ctr.epochs": 2}),
-    # fits 2 CPU cores within ~60 minutes (3 seeds): the demo profile with smaller LM sub-samples
-    "cpu": ("demo", {"pretrain.max_train_samples": 12000, "finetune_lm.max_train_samples": 8000,
-                     "finetune_lm.max_eval_samples": 2000}),
+    # fits 2 CPU cores within ~60 minutes (3 seeds, 42 runs, on the slower of the 2-core hosts seen): the
+    # demo profile with smaller LM sub-samples (12,000 / 8,000 rows: over 28 min a seed there, ~12 on a faster one)
+    "cpu": ("demo", {"pretrain.max_train_samples": 5000, "pretrain.max_eval_samples": 1000,
+                     "finetune_lm.max_train_samples": 4000, "finetune_lm.max_eval_samples": 1000}),
     # paper scale on a GPU: RoBERTa-base (or --plm), full data; MovieLens-1M when its files were ingested
     "gpu": ("paper", {}),
 }
