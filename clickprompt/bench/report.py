@@ -94,8 +94,9 @@ def plot_long_tail(results: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(10, 4.5))
     for i, label in enumerate(labels):
         values = [tail[label].get(g) or 0.0 for g in groups]
+        spread = [tail[label].get(f"{g}_std") or 0.0 for g in groups]  # sd over seeds
         xs = [g + i * width for g in range(len(groups))]
-        ax.bar(xs, values, width, label=label, color=colors[i])
+        ax.bar(xs, values, width, yerr=spread, capsize=2, error_kw={"linewidth": 0.8}, label=label, color=colors[i])
     ax.set_xticks([g + width * (len(labels) - 1) / 2 for g in range(len(groups))],
                   ["all", "tail users", "tail items", "both tail"])
     values = [v for lab in labels for g in groups if (v := tail[lab].get(g))]
@@ -106,7 +107,7 @@ def plot_long_tail(results: dict, path: Path) -> None:
             if not tail[label].get(groups[g]):  # too few rows (or one class) in this group
                 ax.text(g + i * width, bottom, "n/a", ha="center", va="bottom", fontsize=7, rotation=90)
     ax.set_ylabel("test AUC")
-    ax.set_title("Long tail: bottom 10% users / items by training frequency")
+    ax.set_title(f"Long tail: bottom 10% users / items by training frequency (mean ± sd, {len(results['seeds'])} seeds)")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)

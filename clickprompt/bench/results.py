@@ -132,6 +132,12 @@ def alignment(plan: SuitePlan, metrics: dict[str, dict[int, dict]]) -> dict[str,
 def machine() -> str:
     gpu = f"cuda {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "no GPU"
     cpu = platform.processor() or platform.machine()
+    try:  # Linux: the CPU model (platform.processor() is often empty there)
+        names = [ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                 if ln.startswith("model name")]
+        cpu = f"{names[0]} ({cpu})" if names else cpu
+    except OSError:
+        pass
     return f"{cpu}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}, {platform.python_version()}"
 
 
