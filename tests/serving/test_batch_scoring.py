@@ -78,7 +78,7 @@ def test_as_of_scoring_uses_the_feature_version_valid_at_each_row(trained_home, 
     pd.testing.assert_frame_equal(out[rows.columns.tolist()], rows)
     assert list(out.columns) == [*rows.columns, "click_probability", "model_version"]
     after, before = out["click_probability"].iloc[0], out["click_probability"].iloc[1]
-    assert after != pytest.approx(before, abs=1e-9)
+    assert after != pytest.approx(before, abs=1e-6)  # float32 scores: batch size changes the last bits
 
     # the "before" score is exactly the model on user 2's first profile version
     lm = load_production(trained_home.paths)
@@ -88,7 +88,7 @@ def test_as_of_scoring_uses_the_feature_version_valid_at_each_row(trained_home, 
     item3 = pd.concat(frames.values()).query("item_id == 3").iloc[[0]]
     row = old_profile.drop(columns=["item_id", "title", "release_year", "genres"]).reset_index(drop=True)
     row = row.join(item3[["item_id", "title", "release_year", "genres"]].reset_index(drop=True))
-    assert score_frame(lm, row).probability[0] == pytest.approx(before, abs=1e-9)
+    assert score_frame(lm, row).probability[0] == pytest.approx(before, abs=1e-6)
     assert not list(tmp_path.glob(".out.parquet.tmp*"))
 
 
