@@ -55,7 +55,7 @@ test: install
 	$(BIN)/python -m pytest -q
 
 # The benchmark-marked tests: the whole benchmark suite, smoke profile, 3 seeds, on real
-# MovieLens-100K in a temporary home (~9 min on 2 cores); CI runs it after `make test`.
+# MovieLens-100K in a temporary home (9-20 min on 2 cores, host-dependent); CI runs it after `make test`.
 test-bench: install
 	$(BIN)/python -m pytest -q -m benchmark
 
