@@ -54,11 +54,13 @@ def pamlm_throughput(cfg: TrainConfig, ctx, n_batches: int) -> dict:
     bs = max(1, min(cfg.pretrain.batch_size, len(train) // 3))
     batches = [masker(batch_at(train, idx, ctx.device)) for idx in torch.arange(len(train)).split(bs)]
     if len(batches) < 2:
-        raise ValueError(f"PA-MLM timing needs a warm-up batch and a timed one; the training split has {len(train)} rows")
+        raise ValueError("PA-MLM timing needs a warm-up batch and a timed one; "
+                         f"the training split has {len(train)} rows")
     dtype = amp_dtype(ctx.device, cfg.amp)
 
     def plain_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
-        hidden = run_plm(model.plm, batch["masked_ids"], batch["attention_mask"], None, with_logits=False).last_hidden_state
+        hidden = run_plm(model.plm, batch["masked_ids"], batch["attention_mask"], None,
+                         with_logits=False).last_hidden_state
         return mlm_at_labels(model.plm, hidden, batch["mlm_labels"]).loss  # the same head and loss as PA-MLM
 
     def sync() -> None:

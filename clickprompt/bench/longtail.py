@@ -7,8 +7,10 @@ import pandas as pd
 
 from models.evaluate import auc
 
+TAIL_QUANTILE = 0.1  # the paper's long tail: the bottom 10% of ids by training frequency
 
-def tail_ids(train_ids: pd.Series, quantile: float = 0.1) -> tuple[set, float]:
+
+def tail_ids(train_ids: pd.Series, quantile: float = TAIL_QUANTILE) -> tuple[set, float]:
     """Ids whose training frequency is at or below the ``quantile`` of the per-id frequencies.
 
     Ids never seen in training (frequency 0) are always in the tail; returns (tail set of seen
@@ -19,7 +21,9 @@ def tail_ids(train_ids: pd.Series, quantile: float = 0.1) -> tuple[set, float]:
     return set(counts[counts <= threshold].index), threshold
 
 
-def tail_masks(train: pd.DataFrame, test: pd.DataFrame, user_key: str, item_key: str, quantile: float = 0.1) -> dict[str, np.ndarray]:
+def tail_masks(
+    train: pd.DataFrame, test: pd.DataFrame, user_key: str, item_key: str, quantile: float = TAIL_QUANTILE
+) -> dict[str, np.ndarray]:
     """Boolean masks over test rows: tail_users, tail_items, tail_both (unseen ids count as tail)."""
     users, _ = tail_ids(train[user_key], quantile)
     items, _ = tail_ids(train[item_key], quantile)

@@ -107,7 +107,8 @@ def plot_long_tail(results: dict, path: Path) -> None:
             if not tail[label].get(groups[g]):  # too few rows (or one class) in this group
                 ax.text(g + i * width, bottom, "n/a", ha="center", va="bottom", fontsize=7, rotation=90)
     ax.set_ylabel("test AUC")
-    ax.set_title(f"Long tail: bottom 10% users / items by training frequency (mean ± sd, {len(results['seeds'])} seeds)")
+    ax.set_title("Long tail: bottom 10% users / items by training frequency "
+                 f"(mean ± sd, {len(results['seeds'])} seeds)")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -1,8 +1,8 @@
 """Train the planned runs and turn them into ``results.json``: per-model mean / sd and paired
 differences, long-tail AUCs, efficiency (scoring, PA-MLM throughput, time per stage, peak memory).
 
-Long-tail AUCs are computed per seed from each run's test predictions, then averaged; scoring and PA-MLM figures are
-measured once, side by side, on the first seed's ClickPrompt (DCNv2) run.
+Long-tail AUCs are computed per seed from each run's test predictions, then averaged; scoring and
+PA-MLM figures are measured once, side by side, on the first seed's ClickPrompt (DCNv2) run.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from clickprompt.bench.efficiency import measure, peak_rss_mb
-from clickprompt.bench.longtail import group_aucs, tail_ids, tail_masks
+from clickprompt.bench.longtail import TAIL_QUANTILE, group_aucs, tail_ids, tail_masks
 from clickprompt.bench.report import render
 from clickprompt.bench.suite import CP_BACKBONES, RunSpec, SuitePlan, Variant
 from clickprompt.settings import Paths
@@ -72,18 +72,23 @@ def stage_seconds(plan: SuitePlan, metrics: dict[str, dict[int, dict]]) -> dict[
 def write_results(plan: SuitePlan, metrics: dict[str, dict[int, dict]], paths: Paths, seconds: float,
                   data_path: dict[str, float] | None = None) -> Path:
     """Aggregate the finished runs into ``results.json`` (atomically) and render the report."""
+    from clickprompt.data.spec import load_spec
+
     run_dirs = {r.name: {s: plan.run_dir(r, s) for s in plan.seeds} for r in plan.runs}
+    frames, manifest = load_training_sets(paths)  # read once: the tail groups come from its train split
+    spec = load_spec(manifest.dataset)
+    keys = spec.entities["user"].key, spec.entities["item"].key
     results = {
         "machine": machine(),
         "profile": plan.profile,
-        "dataset": load_training_sets(paths)[1].dataset,
+        "dataset": manifest.dataset,
         "seeds": plan.seeds,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join(shlex.quote(a) for a in sys.argv),
         "overrides": plan.overrides,
         "models": aggregate(plan.variants, metrics, plan.seeds),
-        "long_tail": long_tail(plan.variants, run_dirs, paths, plan.seeds),
-        "long_tail_definition": tail_definition(paths),
+        "long_tail": long_tail(plan.variants, run_dirs, frames["train"], keys, plan.seeds),
+        "long_tail_definition": tail_definition(frames["train"], keys),
         "alignment": alignment(plan, metrics),
     }
     eff: dict[str, Any] = {}
@@ -168,32 +173,23 @@ def aggregate(variants: list[Variant], metrics: dict[str, dict[int, dict]], seed
     return models
 
 
-def tail_definition(paths: Paths, quantile: float = 0.1) -> dict[str, Any]:
+def tail_definition(train: pd.DataFrame, keys: tuple[str, str]) -> dict[str, Any]:
     """How the tail groups were cut from the training split: per entity, the frequency threshold
     and how many training ids fall at or below it (ties at the threshold all count)."""
-    from clickprompt.data.spec import load_spec
-
-    frames, manifest = load_training_sets(paths)
-    spec = load_spec(manifest.dataset)
-    out: dict[str, Any] = {"quantile": quantile}
-    for entity in ("user", "item"):
-        ids = frames["train"][spec.entities[entity].key]
-        tail, threshold = tail_ids(ids, quantile)
-        out[f"{entity}s"] = {"threshold": threshold, "tail_ids": len(tail), "train_ids": int(ids.nunique())}
+    out: dict[str, Any] = {"quantile": TAIL_QUANTILE}
+    for entity, key in zip(("users", "items"), keys):
+        tail, threshold = tail_ids(train[key], TAIL_QUANTILE)
+        out[entity] = {"threshold": threshold, "tail_ids": len(tail), "train_ids": int(train[key].nunique())}
     return out
 
 
-def long_tail(variants: list[Variant], run_dirs: dict[str, dict[int, Path]], paths: Paths, seeds: list[int]) -> dict:
+def long_tail(variants: list[Variant], run_dirs: dict[str, dict[int, Path]], train: pd.DataFrame,
+              keys: tuple[str, str], seeds: list[int]) -> dict:
     """Tail-group AUCs of every backbone and its ClickPrompt CTR-only model: per seed, then mean / sd.
 
     Groups come from each prediction file's own user / item ids (never from row order), so a
     prediction file that does not match the current test split cannot be mis-grouped.
     """
-    from clickprompt.data.spec import load_spec
-
-    frames, manifest = load_training_sets(paths)
-    spec = load_spec(manifest.dataset)
-    uk, ik = spec.entities["user"].key, spec.entities["item"].key
     runs = {f"base-{b}" for b in CP_BACKBONES} | {f"cp-{b}" for b in CP_BACKBONES}
     wanted = [v for v in variants if v.run in runs and v.stage in ("baseline", "finetune-ctr-only")]
     out: dict[str, Any] = {}
@@ -201,7 +197,7 @@ def long_tail(variants: list[Variant], run_dirs: dict[str, dict[int, Path]], pat
         per_seed = []
         for s in seeds:
             pred = pd.read_parquet(run_dirs[v.run][s] / v.stage / "test_predictions.parquet")
-            masks = tail_masks(frames["train"], pred, uk, ik)
+            masks = tail_masks(train, pred, *keys)
             per_seed.append(group_aucs(pred["label"].to_numpy(), pred["probability"].to_numpy(), masks))
         row: dict[str, Any] = {}
         for group in ("all", *masks):
