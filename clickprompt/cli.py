@@ -139,7 +139,8 @@ def cmd_train(args, paths: Paths) -> int:
     from datetime import datetime, timezone
 
     from models.config import load_config, parse_set
-    from models.stages import default_stages, pretrain_summary, run_training
+    from models.metrics import stage_rows, text_table
+    from models.stages import default_stages, run_training
 
     overrides = parse_set(args.set or [])
     if args.method:
@@ -157,11 +158,7 @@ def cmd_train(args, paths: Paths) -> int:
         _print_json(summary)
     else:
         print(f"run {run_id} ({cfg.profile} profile) in {run_dir}")
-        for stage, m in summary["stages"].items():
-            if "test" in m:
-                print(f"  {stage:<18} test AUC {m['test']['auc']:.4f}  LogLoss {m['test']['logloss']:.4f}  ({m['seconds']:.0f}s)")
-            else:
-                print(f"  {stage:<18} {pretrain_summary(m)}  ({m['seconds']:.0f}s)")
+        print(text_table(stage_rows(summary["stages"])))
     return 0
 
 

@@ -32,6 +32,7 @@ from flows.render_text import render_text
 from flows.training import PRETRAIN, default_stages, prepare_run
 from flows.validate_data import validate_data
 from models.config import Method
+from models.metrics import StageRow, text_table
 
 
 def latest_summary_path(paths: Paths) -> Path:
@@ -112,14 +113,9 @@ def train_pipeline(
 
 def summary_table(summary: dict) -> str:
     """The summary as a plain-text table (what ``clickprompt pipeline`` and ``make demo`` print)."""
-    fmt = lambda v, spec=".4f": "-" if v is None else format(v, spec)  # noqa: E731
     lines = [f"run {summary['run_id']}: {summary['method']} on {summary['backbone']}, profile {summary['profile']}, "
              f"{summary['dataset']} (train/valid/test {'/'.join(str(v) for v in summary['training_set'].values())})",
-             f"  {'variant':<20}{'test AUC':>10}{'LogLoss':>10}{'MLM acc':>10}{'zeroed':>10}{'seconds':>9}"]
-    for name, v in summary["variants"].items():
-        lines.append(f"  {name:<20}{fmt(v['test_auc']):>10}{fmt(v['test_logloss']):>10}{fmt(v['mlm_acc']):>10}"
-                     f"{fmt(v['mlm_acc_zero_prompts']):>10}{fmt(v['seconds'], '.0f'):>9}")
-    lines += [f"  {name}: {v['alignment']}" for name, v in summary["variants"].items() if v.get("alignment")]
+             text_table([StageRow(**v) for v in summary["variants"].values()])]
     reg = summary.get("registered")
     if reg:
         lines.append(f"registered {reg['stage']} as version {reg['version']}: "

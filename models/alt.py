@@ -33,10 +33,10 @@ from transformers import PreTrainedModel
 
 from models.config import AltOptions
 from models.ctr import CTRModel
-from models.data import IGNORE_INDEX
 from models.encoding import MASK, NUM_RESERVED, FieldInfo
 from models.layers.embedding import NUMERIC
-from models.plm import mlm_parts, plm_info
+from models.mlm import IGNORE_INDEX, DecoderVocab, MLMResult, mlm_at_labels
+from models.plm import plm_info
 from models.prompt import PromptConfig, PromptGenerator, Prompts, pool, run_plm
 
 TextMode = Literal["full", "zero", "shuffle"]  # MTM's text view: as is, zeroed, or another row's
@@ -118,8 +118,10 @@ class AltMasker:
     ``mtm_mask`` (B, F_m) and ``mtm_candidates`` {field: (B, C_f)} - each only if its loss is on.
     """
 
-    def __init__(self, fields: list[FieldInfo], mask_token_id: int, opts: AltOptions, seed: int) -> None:
+    def __init__(self, fields: list[FieldInfo], mask_token_id: int, opts: AltOptions, seed: int,
+                 vocab: DecoderVocab | None = None) -> None:
         self.n_fields, self.targets, self.mask_token_id, self.opts = len(fields), mtm_fields(fields), mask_token_id, opts
+        self.scored = None if vocab is None or vocab.full else vocab.ids  # tokens a restricted decoder scores
         self.generator = torch.Generator().manual_seed(seed)
 
     def __call__(self, batch: dict) -> dict:
@@ -128,6 +130,9 @@ class AltMasker:
             out["masked_ids"], out["mlm_labels"] = mask_text_fields(
                 batch["input_ids"], batch["field_ids"], self.n_fields, o.text_mask_ratio, self.mask_token_id,
                 self.generator)
+            if self.scored is not None:  # masked like the rest of its field, but no target outside the decoder
+                outside = ~torch.isin(out["mlm_labels"], self.scored.to(out["mlm_labels"].device))
+                out["mlm_labels"] = out["mlm_labels"].masked_fill(outside, IGNORE_INDEX)
         if o.mtm_weight > 0 and self.targets:
             out["x_masked"], out["mtm_mask"] = mask_features(batch["x"], self.targets, o.feature_mask_ratio, self.generator)
             out["mtm_candidates"] = {
@@ -138,14 +143,6 @@ class AltMasker:
 
 
 # --- pretraining model ---------------------------------------------------------------------
-
-
-@dataclass
-class MLMResult:
-    loss: Tensor  # () mean cross-entropy over the masked tokens
-    pred: Tensor  # (M,) predicted token ids at the masked positions
-    true: Tensor  # (M,) original token ids
-    selected: Tensor  # (B, T) bool, the masked positions
 
 
 @dataclass
@@ -165,27 +162,18 @@ class AltOutput:
     mtm: MTMResult | None
 
 
-def mlm_at_labels(plm: PreTrainedModel, hidden: Tensor, labels: Tensor) -> MLMResult:
-    """MLM loss on the positions with labels != -100 only (the vocab projection dominates a small
-    LM's cost). hidden (B, T, hidden), labels (B, T); 0 (still in the graph) without such positions."""
-    selected = labels != IGNORE_INDEX  # (B, T)
-    logits = mlm_parts(plm)[1](hidden[selected])  # (M, vocab)
-    true = labels[selected]  # (M,)
-    if true.numel() == 0:
-        return MLMResult(logits.sum() * 0.0, true, true, selected)
-    return MLMResult(F.cross_entropy(logits.float(), true), logits.argmax(-1), true, selected)
-
-
 class AltModel(nn.Module):
     """CTR backbone + masked LM with ALT's three pretraining losses (see the module docstring).
 
     Modules of a loss whose weight is 0 are not built (CTRL: backbone, LM, two projections).
     """
 
-    def __init__(self, ctr_model: CTRModel, plm: PreTrainedModel, prompt_cfg: PromptConfig, opts: AltOptions) -> None:
+    def __init__(self, ctr_model: CTRModel, plm: PreTrainedModel, prompt_cfg: PromptConfig, opts: AltOptions,
+                 decoder_vocab: DecoderVocab | None = None) -> None:
         super().__init__()
         hidden, h_dim = plm_info(plm).hidden_size, ctr_model.output_dim
         self.opts, self.pooling = opts, prompt_cfg.pooling
+        self.decoder_vocab = decoder_vocab  # the field MLM's decoder rows (None: the whole vocabulary)
         self.ctr_model = ctr_model  # same prefix as ClickPrompt's: init_ctr_only reads it
         self.plm = plm
         self.targets = mtm_fields(ctr_model.embedding.fields)
@@ -242,7 +230,7 @@ class AltModel(nn.Module):
         prompts = self.prompt(h)
         prompt_mask = attention_mask.new_zeros(prompts.batch_size, prompts.n_prompts) if zero_prompts else None  # (B, K)
         fused = run_plm(self.plm, masked_ids, attention_mask, prompts, prompt_mask, with_logits=False)
-        return mlm_at_labels(self.plm, fused.last_hidden_state, labels)
+        return mlm_at_labels(self.plm, fused.last_hidden_state, labels, self.decoder_vocab)
 
     def mtm(self, x_masked: Mapping[str, Tensor], mtm_mask: Tensor, candidates: Mapping[str, Tensor], text: Tensor) -> MTMResult:
         """Score each masked feature's true id against its negatives.
@@ -449,7 +437,6 @@ __all__ = [
     "AltOutput",
     "JointCTR",
     "JointOutput",
-    "MLMResult",
     "MTMResult",
     "TextCTR",
     "alignment_counts",
@@ -458,7 +445,6 @@ __all__ = [
     "load_prefixed",
     "mask_features",
     "mask_text_fields",
-    "mlm_at_labels",
     "mtm_fields",
     "sample_candidates",
     "text_view",

@@ -1,8 +1,9 @@
 """ClickPrompt (Lin et al., WWW 2024): a CTR model generates soft prompts for a masked LM.
 
-- ``mlm``: PA-MLM pretraining. The CTR side sees the complete ID features; the PLM sees the
-  masked text plus the prompts; cross-entropy on ``labels != -100``. Gradients flow back through
-  the prompts into the CTR model's embedding and interaction layers.
+- ``pa_mlm``: PA-MLM pretraining. The CTR side sees the complete ID features; the PLM sees the
+  masked text plus the prompts; cross-entropy on ``labels != -100``, the MLM head applied to
+  the masked positions only and scoring the decoder vocabulary (``models.mlm.DecoderVocab``).
+  Gradients flow back through the prompts into the CTR model's embedding and interaction layers.
 - ``ctr``: finetuning with the PLM, ``a * lm_logit + (1 - a) * ctr_logit``.
 - ``init_ctr_only``: finetuning without the PLM: the plain backbone, its embedding and
   interaction weights taken from a ClickPrompt state dict, a fresh output layer ``head``.
@@ -15,23 +16,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import PreTrainedModel
 
 from models.ctr import CTRModel, build_ctr_model
 from models.encoding import FieldInfo
+from models.mlm import DecoderVocab, MLMResult, mlm_at_labels
 from models.plm import plm_info
 from models.prompt import PromptConfig, PromptGenerator, Prompts, pool, run_plm
 
 CTR_PREFIX = "ctr_model."  # where the backbone's weights live in a ClickPrompt state dict
 HEAD_PREFIX = "head."  # the backbone's output layer, never carried over to CTR-only finetuning
-
-
-@dataclass
-class MLMOutput:
-    loss: Tensor | None  # () mean cross-entropy over labels != -100; None without labels
-    logits: Tensor  # (B, T, vocab)
 
 
 @dataclass
@@ -49,9 +44,11 @@ class ClickPrompt(nn.Module):
     and a sigmoid would only slow its updates.
     """
 
-    def __init__(self, ctr_model: CTRModel, plm: PreTrainedModel, prompt_cfg: PromptConfig) -> None:
+    def __init__(self, ctr_model: CTRModel, plm: PreTrainedModel, prompt_cfg: PromptConfig,
+                 decoder_vocab: DecoderVocab | None = None) -> None:
         super().__init__()
         self.cfg = prompt_cfg
+        self.decoder_vocab = decoder_vocab  # PA-MLM's decoder rows (None: the whole vocabulary)
         self.ctr_model = ctr_model
         self.plm = plm
         self.prompt = PromptGenerator.for_plm(ctr_model.output_dim, plm, prompt_cfg)
@@ -64,15 +61,16 @@ class ClickPrompt(nn.Module):
         out = self.ctr_model(x_ids)
         return self.prompt(out.h), out.logit
 
-    def mlm(
+    def pa_mlm(
         self,
         x_ids: dict[str, Tensor],
-        input_ids: Tensor,
+        masked_ids: Tensor,
         attention_mask: Tensor,
-        labels: Tensor | None = None,
+        labels: Tensor,
         zero_prompts: bool = False,
-    ) -> MLMOutput:
-        """PA-MLM on masked text (B, T) with prompts from the complete ID features.
+    ) -> MLMResult:
+        """PA-MLM on masked text (B, T) with prompts from the complete ID features: the loss over
+        the positions with ``labels != -100`` and the predictions there (what training runs).
 
         ``zero_prompts`` masks every prompt position out of attention: the PLM output is then the
         plain LM's (the "without prompts" control), with the same computation otherwise.
@@ -81,11 +79,8 @@ class ClickPrompt(nn.Module):
         prompt_mask = None
         if zero_prompts:
             prompt_mask = attention_mask.new_zeros(prompts.batch_size, prompts.n_prompts)  # (B, K)
-        fused = run_plm(self.plm, input_ids, attention_mask, prompts, prompt_mask, with_logits=True)
-        logits = fused.logits  # (B, T, vocab)
-        assert logits is not None
-        loss = None if labels is None else _masked_lm_loss(logits, labels)
-        return MLMOutput(loss=loss, logits=logits)
+        fused = run_plm(self.plm, masked_ids, attention_mask, prompts, prompt_mask, with_logits=False)
+        return mlm_at_labels(self.plm, fused.last_hidden_state, labels, self.decoder_vocab)
 
     def ctr_parts(self, x_ids: dict[str, Tensor], input_ids: Tensor, attention_mask: Tensor) -> FusedCTROutput:
         """Both logits and their mix, on unmasked text (B, T)."""
@@ -112,13 +107,6 @@ class ClickPrompt(nn.Module):
     def ctr_only_state_dict(self) -> dict[str, Tensor]:
         """The backbone's weights and buffers without its output layer ``head``."""
         return {k: v for k, v in self.ctr_model.state_dict().items() if not k.startswith(HEAD_PREFIX)}
-
-
-def _masked_lm_loss(logits: Tensor, labels: Tensor) -> Tensor:
-    """Mean CE over positions with labels != -100; 0 (still in the graph) when there are none."""
-    if not (labels != -100).any():
-        return logits.sum() * 0.0
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
 
 
 def init_ctr_only(

@@ -38,6 +38,7 @@ class StageConfig(_Strict):
     max_eval_samples: int | None = Field(None, ge=1)  # sub-sample validation (test is always complete)
     evals_per_epoch: int = Field(1, ge=1)  # validation checks per epoch (early stopping granularity)
     checkpoint_every: int = Field(200, ge=1)  # steps between resumable checkpoints
+    group_by_length: bool = True  # text stages: batches of rows of similar token length (less padding)
 
 
 class PromptOptions(_Strict):
@@ -49,6 +50,9 @@ class PromptOptions(_Strict):
 
 class PretrainConfig(StageConfig):
     mask_prob: float = Field(0.15, gt=0, lt=1)  # share of text tokens selected for masking
+    # MLM decoder rows: "train" = the token ids of the run's training texts + specials (stored with
+    # the run; targets and random replacements stay inside), "full" = the whole vocabulary
+    decoder_vocab: Literal["train", "full"] = "train"
 
 
 class AltOptions(_Strict):

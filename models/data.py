@@ -19,8 +19,6 @@ from clickprompt.data.spec import DatasetSpec
 from clickprompt.data.text import field_spans, render_python, sample_texts
 from models.encoding import FeatureEncoder
 
-IGNORE_INDEX = -100  # label of tokens that carry no MLM loss
-
 
 @dataclass
 class EncodedSplit:
@@ -35,6 +33,10 @@ class EncodedSplit:
 
     def __len__(self) -> int:
         return len(self.label)
+
+    def lengths(self) -> Tensor | None:
+        """(N,) tokens per row, None without text."""
+        return None if self.attention_mask is None else self.attention_mask.sum(1)
 
     def take(self, index: Tensor) -> "EncodedSplit":
         return EncodedSplit(
@@ -172,35 +174,22 @@ def batch_at(split: EncodedSplit, index: Tensor, device: torch.device) -> dict:
     return batch
 
 
-def batch_order(n: int, batch_size: int, shuffle: bool, seed: int) -> list[Tensor]:
-    """Index tensors of each batch; the shuffle depends only on ``seed`` (so a resume can replay it)."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)) if shuffle else torch.arange(n)
-    return list(order.split(batch_size))
+LENGTH_GROUP = 50  # batches per chunk that length grouping sorts (randomness kept across chunks)
 
 
-def mask_tokens(
-    input_ids: Tensor,
-    attention_mask: Tensor,
-    special_ids: Tensor,
-    mask_id: int,
-    vocab_size: int,
-    prob: float = 0.15,
-    generator: torch.Generator | None = None,
-) -> tuple[Tensor, Tensor]:
-    """BERT masking: ``prob`` of the real, non-special tokens are selected; of those 80% -> [MASK],
-    10% -> a random token, 10% unchanged. Returns (masked input ids, labels with -100 elsewhere).
-    Shapes: (B, T) in, (B, T) out.
+def batch_order(n: int, batch_size: int, shuffle: bool, seed: int, lengths: Tensor | None = None) -> list[Tensor]:
+    """Index tensors of each batch; the shuffle depends only on ``seed`` (so a resume can replay it).
+
+    With ``lengths`` (N,) (tokens per row) the batches group rows of similar length, so trimming a
+    batch to its longest row leaves little padding: the shuffled rows are cut into chunks of
+    ``LENGTH_GROUP`` batches, each chunk is sorted by length and split into batches, and the batch
+    order is shuffled again (the idea of Hugging Face's ``group_by_length``). Every row still comes
+    once per epoch, in a seed-dependent batch.
     """
-    device = input_ids.device
-    rand = lambda *shape: torch.rand(*shape, generator=generator, device="cpu").to(device)  # noqa: E731
-    eligible = attention_mask.bool() & ~torch.isin(input_ids, special_ids.to(device))
-    selected = eligible & (rand(*input_ids.shape) < prob)
-    labels = torch.where(selected, input_ids, torch.full_like(input_ids, IGNORE_INDEX))
-    roll = rand(*input_ids.shape)
-    to_mask = selected & (roll < 0.8)
-    to_random = selected & (roll >= 0.8) & (roll < 0.9)
-    masked = input_ids.clone()
-    masked[to_mask] = mask_id
-    random_tokens = torch.randint(vocab_size, input_ids.shape, generator=generator).to(device)
-    masked[to_random] = random_tokens[to_random]
-    return masked, labels
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    if lengths is None or not shuffle:
+        return list(order.split(batch_size))
+    chunks = [c[torch.argsort(lengths[c], stable=True)] for c in order.split(batch_size * LENGTH_GROUP)]
+    batches = [b for c in chunks for b in c.split(batch_size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Callable, Literal, cast
 
 import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
@@ -26,6 +26,7 @@ from transformers import (
     RobertaConfig,
     RobertaForMaskedLM,
 )
+from transformers.activations import gelu
 
 log = logging.getLogger("clickprompt.plm")
 
@@ -76,6 +77,22 @@ def mlm_parts(model: PreTrainedModel) -> tuple[PreTrainedModel, nn.Module]:
     """
     encoder = cast(PreTrainedModel, model.base_model)
     return encoder, getattr(model, _MLM_HEAD_ATTR[plm_family(model)])
+
+
+def mlm_head_parts(model: PreTrainedModel) -> tuple[Callable[[Tensor], Tensor], nn.Linear]:
+    """(transform, decoder) of a *ForMaskedLM's MLM head: ``head(h) == decoder(transform(h))``.
+
+    BERT: ``cls.predictions.transform`` (dense, activation, LayerNorm); RoBERTa: ``lm_head``'s dense,
+    gelu and layer_norm. Split so a caller can score only some decoder rows (``models.mlm``).
+    """
+    head = mlm_parts(model)[1]
+    if plm_family(model) == "bert":
+        return head.predictions.transform, head.predictions.decoder
+
+    def roberta_transform(h: Tensor) -> Tensor:
+        return head.layer_norm(gelu(head.dense(h)))
+
+    return roberta_transform, head.decoder
 
 
 def text_position_ids(input_ids: Tensor, info: PLMInfo) -> Tensor:

@@ -34,19 +34,23 @@ from clickprompt.settings import Paths
 from feature_repo.feature_services import CLICKPROMPT_SERVICE
 from feature_repo.training_sets import load_training_sets
 from models import prompt as prompt_mod
-from models.alt import AltMasker, AltModel, JointCTR, TextCTR, alignment_counts, alignment_metrics, load_prefixed, mlm_at_labels
+from models.alt import AltMasker, AltModel, JointCTR, TextCTR, alignment_counts, alignment_metrics, load_prefixed
 from models.clickprompt import ClickPrompt, init_ctr_only
-from models.config import AltOptions, TrainConfig
+from models.config import AltOptions, StageConfig, TrainConfig
 from models.ctr import CTRModel, build_ctr_model, count_params
-from models.data import EncodedSplit, batch_at, encode_split, mask_tokens
+from models.data import EncodedSplit, batch_at, encode_split
 from models.encoding import FeatureEncoder
 from models.evaluate import evaluate
+from models.metrics import pretrain_summary
+from models.mlm import DecoderVocab, MLMResult, TokenMasker
 from models.plm import load_plm
 from models.trainer import (
     Trainer,
+    eval_batches,
     load_weights,
     pick_device,
     predict,
+    predict_parts,
     result_dict,
     save_weights,
     seed_everything,
@@ -104,6 +108,7 @@ class RunContext:
     snapshot_hash: str
     tokenizer: object | None = None
     plm_source: Path | str | None = None
+    decoder_vocab: DecoderVocab | None = None  # the MLM decoder's rows (None: the whole vocabulary)
     results: dict[str, dict] = field(default_factory=dict)
 
     @property
@@ -127,13 +132,39 @@ class RunContext:
 
     def new_clickprompt(self) -> ClickPrompt:
         plm, _ = load_plm(self.plm_source)
-        model = ClickPrompt(self.new_backbone(), plm, self.prompt_config())
+        model = ClickPrompt(self.new_backbone(), plm, self.prompt_config(), self.decoder_vocab)
         model.use_prompts = not self.cfg.prompt.disabled
         return model
 
     def new_alt(self) -> AltModel:
         plm, _ = load_plm(self.plm_source)
-        return AltModel(self.new_backbone(), plm, self.prompt_config(), alt_objective(self.cfg))
+        return AltModel(self.new_backbone(), plm, self.prompt_config(), alt_objective(self.cfg), self.decoder_vocab)
+
+    def token_masker(self, seed: int) -> TokenMasker:
+        return TokenMasker(self.tokenizer, self.cfg.pretrain.mask_prob, seed, self.decoder_vocab)
+
+
+DECODER_VOCAB_FILE = "decoder_vocab.json"
+
+
+def run_decoder_vocab(cfg: TrainConfig, tokenizer, train: EncodedSplit, run_dir: Path) -> DecoderVocab | None:
+    """The run's MLM decoder rows: the token ids of its training texts plus the special tokens,
+    computed once and kept in ``<run_dir>/decoder_vocab.json`` (evaluation and a resumed run read
+    the same set); None with ``pretrain.decoder_vocab=full``."""
+    if cfg.pretrain.decoder_vocab == "full":
+        return None
+    path = run_dir / DECODER_VOCAB_FILE
+    special = sorted(set(tokenizer.all_special_ids))
+    if path.exists():
+        stored = DecoderVocab.load(path)
+        seen = train.input_ids[train.attention_mask.bool()].unique()
+        if stored.vocab_size == len(tokenizer) and bool(torch.isin(seen, stored.ids).all()):
+            return stored
+        log.warning("%s does not cover this run's training texts; computed again", path)
+    vocab = DecoderVocab.from_texts(train.input_ids, train.attention_mask, special, len(tokenizer))
+    vocab.save(path)
+    log.info("MLM decoder: %d of %d token ids (the training texts' and the special tokens)", len(vocab), len(tokenizer))
+    return vocab
 
 
 def prepare(cfg: TrainConfig, paths: Paths, run_dir: Path, stages: list[str]) -> RunContext:
@@ -154,11 +185,12 @@ def prepare(cfg: TrainConfig, paths: Paths, run_dir: Path, stages: list[str]) ->
     run_dir.mkdir(parents=True, exist_ok=True)
     encoder.save(run_dir / "encoder.json")
     write_json_atomic(run_dir / "config.json", cfg.model_dump(mode="json"))
+    vocab = run_decoder_vocab(cfg, tokenizer, splits["train"], run_dir) if tokenizer is not None else None
     return RunContext(cfg, paths, run_dir, pick_device(cfg.device), spec, encoder, splits,
-                      manifest.snapshot_hash, tokenizer, plm_source)
+                      manifest.snapshot_hash, tokenizer, plm_source, vocab)
 
 
-# --- scoring -------------------------------------------------------------------------------
+# --- scoring and losses ------------------------------------------------------------------
 
 
 def ctr_logit(model: nn.Module, batch: dict) -> torch.Tensor:
@@ -169,91 +201,45 @@ def fused_logit(model: ClickPrompt, batch: dict) -> torch.Tensor:
     return model.ctr(batch["x"], batch["input_ids"], batch["attention_mask"])
 
 
-def _scorer(ctx: RunContext, model: nn.Module, score_fn: Callable, split: str, batch_size: int, limit=None) -> Callable[[], dict]:
-    data = ctx.splits[split].head(limit, seed=ctx.cfg.seed)
-
-    def run() -> dict:
-        prob = predict(model, data, score_fn, batch_size, ctx.device, ctx.cfg.amp)
-        return evaluate(data.label.numpy(), prob)
-
-    return run
+def text_logit(model: TextCTR, batch: dict) -> torch.Tensor:
+    return model(batch["input_ids"], batch["attention_mask"])
 
 
-def _bce_step(score_fn: Callable) -> Callable:
+def joint_logit(model: JointCTR, batch: dict) -> torch.Tensor:
+    return model(batch["x"], batch["input_ids"], batch["attention_mask"])
+
+
+def fusion_parts(model: ClickPrompt | JointCTR, batch: dict) -> dict[str, torch.Tensor]:
+    """The fused click logit and its two branches (B,) each: ClickPrompt's ``a * lm + (1 - a) * ctr``
+    or the joint ``a * ctr + (1 - a) * text``."""
+    if isinstance(model, ClickPrompt):
+        p = model.ctr_parts(batch["x"], batch["input_ids"], batch["attention_mask"])
+        return {"fused": p.logit, "ctr_branch": p.ctr_logit, "lm_branch": p.lm_logit}
+    j = model.parts(batch["x"], batch["input_ids"], batch["attention_mask"])
+    return {"fused": j.logit, "ctr_branch": j.ctr_logit, "lm_branch": j.text_logit}
+
+
+def bce_step(score_fn: Callable) -> Callable:
     def step(model: nn.Module, batch: dict) -> torch.Tensor:
         return F.binary_cross_entropy_with_logits(score_fn(model, batch).float(), batch["label"])
 
     return step
 
 
-def _finish(ctx: RunContext, stage: str, model: nn.Module, score_fn: Callable, fit, stage_cfg, extra: dict | None = None) -> dict:
-    """Score the test split once with the best weights; write weights and metrics."""
-    out_dir = ctx.stage_dir(stage)
-    data = ctx.splits["test"]
-    prob = predict(model, data, score_fn, stage_cfg.eval_batch_size, ctx.device, ctx.cfg.amp)
-    test = evaluate(data.label.numpy(), prob)
-    # per-row test predictions: what the long-tail analysis groups by user / item frequency
-    data.meta.assign(label=data.label.numpy(), probability=prob).to_parquet(out_dir / "test_predictions.parquet", index=False)
-    metrics = {
-        "stage": stage,
-        "method": ctx.cfg.method,
-        "backbone": ctx.cfg.backbone,
-        "valid_auc": fit.best_metric,
-        "test": test,
-        "fit": result_dict(fit),
-        "params": count_params(model),
-        "config_hash": ctx.cfg.config_hash(),
-        "snapshot_hash": ctx.snapshot_hash,
-        **(extra or {}),
-    }
-    save_weights(model, out_dir / "model.safetensors")
-    write_json_atomic(out_dir / "metrics.json", metrics)
-    log.info("%s: test AUC %.4f, LogLoss %.4f (best valid AUC %.4f)", stage, test["auc"], test["logloss"], fit.best_metric)
-    ctx.results[stage] = metrics
-    return metrics
+def pa_mlm(model: ClickPrompt, batch: dict, zero_prompts: bool = False) -> MLMResult:
+    """PA-MLM on a batch from ``TokenMasker``: prompts from the complete IDs, masked text."""
+    return model.pa_mlm(batch["x"], batch["masked_ids"], batch["attention_mask"], batch["mlm_labels"], zero_prompts)
 
 
-# --- stages --------------------------------------------------------------------------------
+def _scorer(ctx: RunContext, model: nn.Module, score_fn: Callable, sc: StageConfig) -> Callable[[], dict]:
+    """Validation AUC / LogLoss of ``score_fn`` (early stopping)."""
+    data = ctx.splits["valid"].head(sc.max_eval_samples, seed=ctx.cfg.seed)
 
+    def run() -> dict:
+        prob = predict(model, data, score_fn, sc.eval_batch_size, ctx.device, ctx.cfg.amp)
+        return evaluate(data.label.numpy(), prob)
 
-def stage_baseline(ctx: RunContext) -> dict:
-    """The untouched backbone, trained from scratch on the click label."""
-    sc = ctx.cfg.baseline
-    model = ctx.new_backbone()
-    trainer = Trainer(model, sc, {"ctr": list(model.parameters())}, ctx.stage_dir("baseline"), ctx.device,
-                      ctx.cfg.amp, ctx.cfg.seed, desc="baseline", fingerprint=ctx.fingerprint)
-    fit = trainer.fit(ctx.splits["train"].head(sc.max_train_samples, ctx.cfg.seed), _bce_step(ctr_logit),
-                      _scorer(ctx, model, ctr_logit, "valid", sc.eval_batch_size, sc.max_eval_samples))
-    return _finish(ctx, "baseline", model, ctr_logit, fit, sc)
-
-
-def masked_lm_loss(
-    model: ClickPrompt, batch: dict, zero_prompts: bool = False
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """PA-MLM loss with the MLM head applied to masked positions only (the vocab projection is the
-    costly part of a small LM). Returns (loss, predicted ids (M,), true ids (M,), selected (B, T))."""
-    prompts, _ = model.prompts(batch["x"])
-    prompt_mask = None
-    if zero_prompts:
-        prompt_mask = batch["attention_mask"].new_zeros(prompts.batch_size, prompts.n_prompts)  # (B, K)
-    fused = prompt_mod.run_plm(model.plm, batch["masked_ids"], batch["attention_mask"], prompts, prompt_mask,
-                               with_logits=False)
-    out = mlm_at_labels(model.plm, fused.last_hidden_state, batch["mlm_labels"])
-    return out.loss, out.pred, out.true, out.selected
-
-
-class _Masker:
-    """Applies BERT masking to a batch (special and padding tokens never masked)."""
-
-    def __init__(self, tokenizer, prob: float, seed: int) -> None:
-        self.special = torch.tensor(sorted(set(tokenizer.all_special_ids)))
-        self.mask_id, self.vocab, self.prob = tokenizer.mask_token_id, len(tokenizer), prob
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def __call__(self, batch: dict) -> dict:
-        masked, labels = mask_tokens(batch["input_ids"], batch["attention_mask"], self.special, self.mask_id,
-                                     self.vocab, self.prob, self.generator)
-        return {**batch, "masked_ids": masked, "mlm_labels": labels}
+    return run
 
 
 @torch.no_grad()
@@ -264,16 +250,16 @@ def mlm_accuracy(ctx: RunContext, model: ClickPrompt, split: EncodedSplit, batch
     the template words ("is", ".") are recovered from context alone and dilute the overall figure.
     """
     model.eval()
-    masker = _Masker(ctx.tokenizer, ctx.cfg.pretrain.mask_prob, seed=12345)
+    masker = ctx.token_masker(seed=12345)
     # zero_prompts -> counts: correct, total, loss sum, value-token correct, value-token total
     stats = {zero: np.zeros(5) for zero in (False, True)}
-    for index in torch.arange(len(split)).split(batch_size):
+    for index in eval_batches(split, batch_size):
         batch = masker(batch_at(split, index, ctx.device))
         for zero in (False, True):
-            loss, pred, true, selected = masked_lm_loss(model, batch, zero_prompts=zero)
-            hit = pred == true
-            values = batch["field_ids"][selected] >= 0  # (M,)
-            stats[zero] += [int(hit.sum()), true.numel(), float(loss) * true.numel(),
+            out = pa_mlm(model, batch, zero_prompts=zero)
+            hit = out.pred == out.true
+            values = batch["field_ids"][out.selected] >= 0  # (M,)
+            stats[zero] += [int(hit.sum()), out.true.numel(), float(out.loss) * out.true.numel(),
                             int(hit[values].sum()), int(values.sum())]
     with_p, zeroed = stats[False], stats[True]
     return {
@@ -288,94 +274,37 @@ def mlm_accuracy(ctx: RunContext, model: ClickPrompt, split: EncodedSplit, batch
     }
 
 
-def stage_pretrain(ctx: RunContext, on_step: Callable[[int], None] | None = None) -> dict:
-    """The method's pretraining: ALT's losses (alt, ctrl) or PA-MLM (clickprompt, baseline)."""
-    if ctx.cfg.method in ALIGNMENT_METHODS:
-        return stage_pretrain_alt(ctx, on_step)
-    if ctx.cfg.method == "lm_only":
-        raise ValueError("method lm_only has no pretraining stage (it finetunes the plain LM)")
-    return stage_pretrain_pa_mlm(ctx, on_step)
-
-
-def stage_pretrain_pa_mlm(ctx: RunContext, on_step: Callable[[int], None] | None = None) -> dict:
-    """PA-MLM. Early stopping / best checkpoint on held-out masked-token loss."""
-    sc = ctx.cfg.pretrain
-    model = ctx.new_clickprompt()
-    log.info("prompt generator: %s parameters (K=%d, input_only=%s)", f"{model.prompt.param_count():,}",
-             ctx.cfg.prompt.n_prompts, ctx.cfg.prompt.input_only)
-    masker = _Masker(ctx.tokenizer, sc.mask_prob, seed=ctx.cfg.seed)
-    valid = ctx.splits["valid"].head(sc.max_eval_samples, ctx.cfg.seed)
-
-    def step(m: ClickPrompt, batch: dict) -> torch.Tensor:
-        return masked_lm_loss(m, masker(batch))[0]
-
-    out_dir = ctx.stage_dir("pretrain")
-    trainer = Trainer(model, sc, model.parameter_groups(), out_dir, ctx.device, ctx.cfg.amp, ctx.cfg.seed,
-                      desc="pretrain", fingerprint=ctx.fingerprint)
-    fit = trainer.fit(ctx.splits["train"].head(sc.max_train_samples, ctx.cfg.seed), step,
-                      lambda: mlm_accuracy(ctx, model, valid, sc.eval_batch_size), monitor="mlm_loss", mode="min",
-                      on_step=on_step)
-    final = mlm_accuracy(ctx, model, valid, sc.eval_batch_size)
-    save_weights(model, out_dir / "model.safetensors")
-    metrics = {"stage": "pretrain", "method": ctx.cfg.method, "valid": final, "fit": result_dict(fit),
-               "prompt_params": model.prompt.param_count(),
-               "config_hash": ctx.cfg.config_hash(), "snapshot_hash": ctx.snapshot_hash}
-    write_json_atomic(out_dir / "metrics.json", metrics)
-    log.info("pretrain: masked-token acc %.4f with prompts vs %.4f zeroed (value tokens: %.4f vs %.4f)",
-             final["mlm_acc"], final["mlm_acc_zero_prompts"], final["mlm_acc_values"],
-             final["mlm_acc_values_zero_prompts"])
-    ctx.results["pretrain"] = metrics
-    return metrics
-
-
 def alt_metrics(ctx: RunContext, model: AltModel, split: EncodedSplit, batch_size: int) -> dict:
     """Held-out ALT losses and alignment checks (``models.alt.alignment_counts``) on fixed masks
     and negatives (the masking seed is fixed), so successive evaluations are comparable."""
     model.eval()
-    masker = AltMasker(ctx.encoder.fields, ctx.tokenizer.mask_token_id, model.opts, seed=12345)
+    masker = AltMasker(ctx.encoder.fields, ctx.tokenizer.mask_token_id, model.opts, seed=12345, vocab=ctx.decoder_vocab)
     sums: dict[str, float] = {}
-    for index in torch.arange(len(split)).split(batch_size):
+    for index in eval_batches(split, batch_size):
         for key, value in alignment_counts(model, masker(batch_at(split, index, ctx.device))).items():
             sums[key] = sums.get(key, 0) + value
     return alignment_metrics(sums)
 
 
-def stage_pretrain_alt(ctx: RunContext, on_step: Callable[[int], None] | None = None) -> dict:
-    """ALT (or CTRL: contrastive only). Early stopping / best checkpoint on the held-out weighted loss."""
-    sc = ctx.cfg.pretrain
-    model = ctx.new_alt()
-    masker = AltMasker(ctx.encoder.fields, ctx.tokenizer.mask_token_id, model.opts, seed=ctx.cfg.seed)
-    valid = ctx.splits["valid"].head(sc.max_eval_samples, ctx.cfg.seed)
-    out_dir = ctx.stage_dir("pretrain")
-    trainer = Trainer(model, sc, model.parameter_groups(), out_dir, ctx.device, ctx.cfg.amp, ctx.cfg.seed,
-                      desc=f"pretrain-{ctx.cfg.method}", fingerprint=ctx.fingerprint)
-    fit = trainer.fit(ctx.splits["train"].head(sc.max_train_samples, ctx.cfg.seed), lambda m, b: m(masker(b)).loss,
-                      lambda: alt_metrics(ctx, model, valid, sc.eval_batch_size), monitor="loss", mode="min",
-                      on_step=on_step)
-    final = alt_metrics(ctx, model, valid, sc.eval_batch_size)
-    save_weights(model, out_dir / "model.safetensors")
-    metrics = {"stage": "pretrain", "method": ctx.cfg.method, "objective": model.opts.model_dump(), "valid": final,
-               "fit": result_dict(fit), "params": count_params(model),
-               "config_hash": ctx.cfg.config_hash(), "snapshot_hash": ctx.snapshot_hash}
-    write_json_atomic(out_dir / "metrics.json", metrics)
-    log.info("pretrain (%s): %s", ctx.cfg.method, pretrain_summary(metrics))
-    ctx.results["pretrain"] = metrics
-    return metrics
+# --- stages: what each trains, then one fit-and-finish ----------------------------------------
 
 
-def pretrain_summary(metrics: dict) -> str:
-    """One line of a pretraining stage's held-out alignment checks (for logs and the CLI)."""
-    v = metrics["valid"]
-    parts = []
-    if "retrieval_acc" in v:
-        parts.append(f"contrastive loss {v['contrastive_loss']:.3f}, text->ID retrieval {v['retrieval_acc']:.3f} "
-                     f"(chance {v['retrieval_chance']:.4f})")
-    if "mlm_acc_zero_prompts" in v:
-        parts.append(f"masked-token acc {v['mlm_acc']:.4f} with prompts, {v['mlm_acc_zero_prompts']:.4f} zeroed")
-    if "mtm_acc" in v:
-        parts.append(f"masked-feature acc {v['mtm_acc']:.3f} with text, {v['mtm_acc_text_zeroed']:.3f} zeroed, "
-                     f"{v['mtm_acc_text_shuffled']:.3f} another row's (chance {v['mtm_chance']:.3f})")
-    return "; ".join(parts)
+@dataclass
+class StageSetup:
+    """One stage's model, loss and validation: everything ``fit_stage`` needs (and the training-cost
+    benchmark times). ``score_fn`` is the click logit of a CTR stage; None for pretraining, whose
+    final validation metrics are its result."""
+
+    model: nn.Module
+    param_groups: dict[str, list[nn.Parameter]]
+    stage_cfg: StageConfig
+    step_fn: Callable[[nn.Module, dict], torch.Tensor]  # training loss of one batch
+    eval_fn: Callable[[], dict]  # validation metrics (early stopping / best checkpoint)
+    monitor: str = "auc"
+    mode: str = "max"
+    score_fn: Callable[[nn.Module, dict], torch.Tensor] | None = None
+    fused: bool = False  # a with-LM model: its branches are scored on the test rows too
+    extra: Callable[[], dict] = dict  # stage-specific metrics.json fields, read after fitting
 
 
 def _pretrained_state(ctx: RunContext) -> dict | None:
@@ -389,44 +318,12 @@ def _pretrained_state(ctx: RunContext) -> dict | None:
     return load_file(str(path))
 
 
-def stage_finetune_with_lm(ctx: RunContext) -> dict:
-    """ClickPrompt's prompted LM (clickprompt, baseline), else the backbone and LM jointly."""
-    if ctx.cfg.method in (*ALIGNMENT_METHODS, "lm_only"):
-        return stage_finetune_joint(ctx)
-    sc = ctx.cfg.finetune_lm
-    model = ctx.new_clickprompt()
-    if (ctx.run_dir / "pretrain" / "model.safetensors").exists():
-        load_weights(model, ctx.run_dir / "pretrain" / "model.safetensors")
-    else:
-        log.warning("no PA-MLM checkpoint: finetuning with the LM starts from the plain PLM (no-pretraining ablation)")
-    trainer = Trainer(model, sc, model.parameter_groups(), ctx.stage_dir("finetune-with-lm"), ctx.device,
-                      ctx.cfg.amp, ctx.cfg.seed, desc="finetune-with-lm", fingerprint=ctx.fingerprint)
-    fit = trainer.fit(ctx.splits["train"].head(sc.max_train_samples, ctx.cfg.seed), _bce_step(fused_logit),
-                      _scorer(ctx, model, fused_logit, "valid", sc.eval_batch_size, sc.max_eval_samples))
-    return _finish(ctx, "finetune-with-lm", model, fused_logit, fit, sc, {"a": float(model.a.detach())})
-
-
-def stage_finetune_ctr_only(ctx: RunContext) -> dict:
-    sc = ctx.cfg.finetune_ctr
-    state = _pretrained_state(ctx)
+def _ctr_from(ctx: RunContext, state: dict | None) -> CTRModel:
+    """The backbone: from the pretraining checkpoint (fresh head) when there is one, else fresh."""
     if state is None:
-        model = ctx.new_backbone()
-    else:
-        c = ctx.cfg
-        model = init_ctr_only(c.backbone, ctx.encoder.fields, c.backbone_config, state, c.backbone_preset)
-    trainer = Trainer(model, sc, {"ctr": list(model.parameters())}, ctx.stage_dir("finetune-ctr-only"), ctx.device,
-                      ctx.cfg.amp, ctx.cfg.seed, desc="finetune-ctr-only", fingerprint=ctx.fingerprint)
-    fit = trainer.fit(ctx.splits["train"].head(sc.max_train_samples, ctx.cfg.seed), _bce_step(ctr_logit),
-                      _scorer(ctx, model, ctr_logit, "valid", sc.eval_batch_size, sc.max_eval_samples))
-    return _finish(ctx, "finetune-ctr-only", model, ctr_logit, fit, sc, {"initialised_from_pretrain": state is not None})
-
-
-def text_logit(model: TextCTR, batch: dict) -> torch.Tensor:
-    return model(batch["input_ids"], batch["attention_mask"])
-
-
-def joint_logit(model: JointCTR, batch: dict) -> torch.Tensor:
-    return model(batch["x"], batch["input_ids"], batch["attention_mask"])
+        return ctx.new_backbone()
+    c = ctx.cfg
+    return init_ctr_only(c.backbone, ctx.encoder.fields, c.backbone_config, state, c.backbone_preset)
 
 
 def _text_model(ctx: RunContext, state: dict | None) -> TextCTR:
@@ -437,55 +334,143 @@ def _text_model(ctx: RunContext, state: dict | None) -> TextCTR:
     return TextCTR(plm, ctx.cfg.pooling)
 
 
-def stage_finetune_lm_only(ctx: RunContext) -> dict:
-    """The LM alone on the click label: pooled text -> linear head, BCE."""
+def _ctr_setup(ctx: RunContext, model: nn.Module, groups: dict, sc: StageConfig, score_fn: Callable,
+               fused: bool = False, extra: Callable[[], dict] = dict) -> StageSetup:
+    return StageSetup(model, groups, sc, bce_step(score_fn), _scorer(ctx, model, score_fn, sc), score_fn=score_fn,
+                      fused=fused, extra=extra)
+
+
+def setup_baseline(ctx: RunContext) -> StageSetup:
+    """The untouched backbone, trained from scratch on the click label."""
+    model = ctx.new_backbone()
+    return _ctr_setup(ctx, model, {"ctr": list(model.parameters())}, ctx.cfg.baseline, ctr_logit)
+
+
+def setup_pretrain(ctx: RunContext) -> StageSetup:
+    """The method's pretraining: ALT's losses (alt, ctrl) or PA-MLM (clickprompt, baseline). Best
+    checkpoint / early stopping on the held-out (masked-token or weighted ALT) loss."""
+    c, sc = ctx.cfg, ctx.cfg.pretrain
+    if c.method == "lm_only":
+        raise ValueError("method lm_only has no pretraining stage (it finetunes the plain LM)")
+    valid = ctx.splits["valid"].head(sc.max_eval_samples, c.seed)
+    if c.method in ALIGNMENT_METHODS:
+        alt = ctx.new_alt()
+        masker = AltMasker(ctx.encoder.fields, ctx.tokenizer.mask_token_id, alt.opts, seed=c.seed, vocab=ctx.decoder_vocab)
+        return StageSetup(alt, alt.parameter_groups(), sc, lambda m, b: m(masker(b)).loss,
+                          lambda: alt_metrics(ctx, alt, valid, sc.eval_batch_size), monitor="loss", mode="min",
+                          extra=lambda: {"objective": alt.opts.model_dump(), "params": count_params(alt)})
+    model = ctx.new_clickprompt()
+    log.info("prompt generator: %s parameters (K=%d, input_only=%s)", f"{model.prompt.param_count():,}",
+             c.prompt.n_prompts, c.prompt.input_only)
+    masker = ctx.token_masker(seed=c.seed)
+    return StageSetup(model, model.parameter_groups(), sc, lambda m, b: pa_mlm(m, masker(b)).loss,
+                      lambda: mlm_accuracy(ctx, model, valid, sc.eval_batch_size), monitor="mlm_loss", mode="min",
+                      extra=lambda: {"prompt_params": model.prompt.param_count()})
+
+
+def setup_finetune_with_lm(ctx: RunContext) -> StageSetup:
+    """ClickPrompt's prompted LM (clickprompt, baseline), else the backbone and LM jointly."""
     sc = ctx.cfg.finetune_lm
+    if ctx.cfg.method in (*ALIGNMENT_METHODS, "lm_only"):
+        state = _pretrained_state(ctx)
+        joint = JointCTR(_ctr_from(ctx, state), _text_model(ctx, state))
+        return _ctr_setup(ctx, joint, joint.parameter_groups(), sc, joint_logit, fused=True,
+                          extra=lambda: {"a": float(joint.a.detach()), "initialised_from_pretrain": state is not None})
+    model = ctx.new_clickprompt()
+    if (ctx.run_dir / "pretrain" / "model.safetensors").exists():
+        load_weights(model, ctx.run_dir / "pretrain" / "model.safetensors")
+    else:
+        log.warning("no PA-MLM checkpoint: finetuning with the LM starts from the plain PLM (no-pretraining ablation)")
+    return _ctr_setup(ctx, model, model.parameter_groups(), sc, fused_logit, fused=True,
+                      extra=lambda: {"a": float(model.a.detach())})
+
+
+def setup_finetune_ctr_only(ctx: RunContext) -> StageSetup:
+    state = _pretrained_state(ctx)
+    model = _ctr_from(ctx, state)
+    return _ctr_setup(ctx, model, {"ctr": list(model.parameters())}, ctx.cfg.finetune_ctr, ctr_logit,
+                      extra=lambda: {"initialised_from_pretrain": state is not None})
+
+
+def setup_finetune_lm_only(ctx: RunContext) -> StageSetup:
+    """The LM alone on the click label: pooled text -> linear head, BCE."""
     state = _pretrained_state(ctx)
     model = _text_model(ctx, state)
-    trainer = Trainer(model, sc, model.parameter_groups(), ctx.stage_dir("finetune-lm-only"), ctx.device,
-                      ctx.cfg.amp, ctx.cfg.seed, desc="finetune-lm-only", fingerprint=ctx.fingerprint)
-    fit = trainer.fit(ctx.splits["train"].head(sc.max_train_samples, ctx.cfg.seed), _bce_step(text_logit),
-                      _scorer(ctx, model, text_logit, "valid", sc.eval_batch_size, sc.max_eval_samples))
-    return _finish(ctx, "finetune-lm-only", model, text_logit, fit, sc, {"initialised_from_pretrain": state is not None})
+    return _ctr_setup(ctx, model, model.parameter_groups(), ctx.cfg.finetune_lm, text_logit,
+                      extra=lambda: {"initialised_from_pretrain": state is not None})
 
 
-def stage_finetune_joint(ctx: RunContext) -> dict:
-    """Backbone and LM jointly, a * ctr_logit + (1 - a) * text_logit, both from the pretraining checkpoint."""
-    sc, c = ctx.cfg.finetune_lm, ctx.cfg
-    state = _pretrained_state(ctx)
-    if state is None:
-        ctr = ctx.new_backbone()
-    else:
-        ctr = init_ctr_only(c.backbone, ctx.encoder.fields, c.backbone_config, state, c.backbone_preset)
-    model = JointCTR(ctr, _text_model(ctx, state))
-    trainer = Trainer(model, sc, model.parameter_groups(), ctx.stage_dir("finetune-with-lm"), ctx.device,
-                      ctx.cfg.amp, ctx.cfg.seed, desc="finetune-with-lm", fingerprint=ctx.fingerprint)
-    fit = trainer.fit(ctx.splits["train"].head(sc.max_train_samples, ctx.cfg.seed), _bce_step(joint_logit),
-                      _scorer(ctx, model, joint_logit, "valid", sc.eval_batch_size, sc.max_eval_samples))
-    return _finish(ctx, "finetune-with-lm", model, joint_logit, fit, sc,
-                   {"a": float(model.a.detach()), "initialised_from_pretrain": state is not None})
-
-
-STAGES: dict[str, Callable[[RunContext], dict]] = {
-    "baseline": stage_baseline,
-    "pretrain": stage_pretrain,
-    "finetune-with-lm": stage_finetune_with_lm,
-    "finetune-ctr-only": stage_finetune_ctr_only,
-    "finetune-lm-only": stage_finetune_lm_only,
+SETUPS: dict[str, Callable[[RunContext], StageSetup]] = {
+    "baseline": setup_baseline,
+    "pretrain": setup_pretrain,
+    "finetune-with-lm": setup_finetune_with_lm,
+    "finetune-ctr-only": setup_finetune_ctr_only,
+    "finetune-lm-only": setup_finetune_lm_only,
 }
+STAGES = tuple(SETUPS)
+
+
+def fit_stage(ctx: RunContext, stage: str) -> dict:
+    """Train ``stage`` (resumable), then score it once: a CTR stage on the whole test split with its
+    best weights (a with-LM model's branches on the same rows too), a pretraining stage on its
+    held-out checks. Writes ``<stage>/model.safetensors`` and ``<stage>/metrics.json``."""
+    setup = SETUPS[stage](ctx)
+    sc, out_dir = setup.stage_cfg, ctx.stage_dir(stage)
+    desc = f"{stage}-{ctx.cfg.method}" if stage == "pretrain" and ctx.cfg.method in ALIGNMENT_METHODS else stage
+    trainer = Trainer(setup.model, sc, setup.param_groups, out_dir, ctx.device, ctx.cfg.amp, ctx.cfg.seed,
+                      desc=desc, fingerprint=ctx.fingerprint)
+    fit = trainer.fit(ctx.splits["train"].head(sc.max_train_samples, ctx.cfg.seed), setup.step_fn, setup.eval_fn,
+                      monitor=setup.monitor, mode=setup.mode)
+    metrics: dict = {"stage": stage, "method": ctx.cfg.method, "backbone": ctx.cfg.backbone}
+    if setup.score_fn is None:
+        metrics["valid"] = setup.eval_fn()
+    else:
+        metrics.update(valid_auc=fit.best_metric, **_test_metrics(ctx, stage, setup))
+    metrics.update(trained_on={"rows": fit.train_rows, "epochs": round(fit.epochs_run, 3)}, fit=result_dict(fit),
+                   config_hash=ctx.cfg.config_hash(), snapshot_hash=ctx.snapshot_hash, **setup.extra())
+    metrics.setdefault("params", count_params(setup.model))
+    save_weights(setup.model, out_dir / "model.safetensors")
+    write_json_atomic(out_dir / "metrics.json", metrics)
+    if setup.score_fn is None:
+        log.info("%s (%s): %s", stage, ctx.cfg.method, pretrain_summary(metrics))
+    else:
+        log.info("%s: test AUC %.4f, LogLoss %.4f (best valid AUC %.4f)", stage, metrics["test"]["auc"],
+                 metrics["test"]["logloss"], fit.best_metric)
+    if "branches" in metrics:
+        b = metrics["branches"]
+        log.info("%s on the same test rows: fused AUC %.4f, CTR branch alone %.4f, LM branch alone %.4f, a=%.3f",
+                 stage, b["fused"]["auc"], b["ctr_branch"]["auc"], b["lm_branch"]["auc"], metrics["a"])
+    ctx.results[stage] = metrics
+    return metrics
+
+
+def _test_metrics(ctx: RunContext, stage: str, setup: StageSetup) -> dict:
+    """The test split scored once; per-row predictions kept for the long-tail analysis."""
+    data, sc = ctx.splits["test"], setup.stage_cfg
+    out: dict = {}
+    if setup.fused:
+        probs = predict_parts(setup.model, data, fusion_parts, sc.eval_batch_size, ctx.device, ctx.cfg.amp)
+        out["branches"] = {name: evaluate(data.label.numpy(), p) for name, p in probs.items()}
+        prob = probs["fused"]
+    else:
+        prob = predict(setup.model, data, setup.score_fn, sc.eval_batch_size, ctx.device, ctx.cfg.amp)
+    out["test"] = evaluate(data.label.numpy(), prob)
+    data.meta.assign(label=data.label.numpy(), probability=prob).to_parquet(
+        ctx.stage_dir(stage) / "test_predictions.parquet", index=False)
+    return out
 
 
 def run_training(cfg: TrainConfig, paths: Paths, stages: list[str], run_dir: Path) -> dict:
     """Run ``stages`` in order into ``run_dir``; return {stage: metrics} (also in metrics.json)."""
-    unknown = [s for s in stages if s not in STAGES]
+    unknown = [s for s in stages if s not in SETUPS]
     if unknown:
-        raise ValueError(f"unknown stage(s) {unknown}; known: {list(STAGES)}")
+        raise ValueError(f"unknown stage(s) {unknown}; known: {list(SETUPS)}")
     if cfg.method == "lm_only" and "pretrain" in stages:
         raise ValueError("method lm_only has no pretraining stage (it finetunes the plain LM)")
     ctx = prepare(cfg, paths, run_dir, stages)
     for stage in stages:
         t = time.perf_counter()
-        STAGES[stage](ctx)
+        fit_stage(ctx, stage)
         ctx.results[stage]["seconds"] = round(time.perf_counter() - t, 2)
     summary = {"config_hash": cfg.config_hash(), "profile": cfg.profile, "method": cfg.method,
                "snapshot_hash": ctx.snapshot_hash, "stages": ctx.results}

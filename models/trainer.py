@@ -97,6 +97,7 @@ def lr_lambda(schedule: str, total: int, warmup: int) -> Callable[[int], float]:
 
 @dataclass
 class FitResult:
+    train_rows: int  # rows of the training split this fit drew its batches from
     best_metric: float
     best_step: int
     steps: int
@@ -174,6 +175,19 @@ class Trainer:
 
     # --- loop --------------------------------------------------------------------------
 
+    def train_step(self, step_fn: Callable[[nn.Module, dict], torch.Tensor], batch: dict) -> torch.Tensor:
+        """One optimisation step on ``batch`` (autocast, backward, clipping, AdamW); the loss, detached."""
+        self.model.train()
+        with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            loss = step_fn(self.model, batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss.detach()
+
     def fit(
         self,
         train: EncodedSplit,
@@ -191,6 +205,7 @@ class Trainer:
             self.optimizer, lr_lambda(cfg.schedule, total, int(cfg.warmup_ratio * total))
         )
         eval_points = {round(n_batches * (i + 1) / cfg.evals_per_epoch) for i in range(cfg.evals_per_epoch)}
+        lengths = train.lengths() if cfg.group_by_length else None  # None without text
         sign = 1.0 if mode == "max" else -1.0
         state = {"step": 0, "epoch": 0, "batch": 0, "best": None, "best_step": -1, "bad_evals": 0,
                  "history": [], "stopped": False, "seconds": 0.0, "fingerprint": self.fingerprint,
@@ -204,18 +219,10 @@ class Trainer:
         bar = tqdm(total=total, initial=state["step"], desc=self.desc, unit="step", mininterval=2.0, dynamic_ncols=True)
         try:
             while state["epoch"] < cfg.epochs and not state["stopped"]:
-                batches = batch_order(len(train), cfg.batch_size, shuffle=True, seed=self.seed * 1000 + state["epoch"])
+                batches = batch_order(len(train), cfg.batch_size, shuffle=True, seed=self.seed * 1000 + state["epoch"],
+                                      lengths=lengths)
                 for b in range(state["batch"], n_batches):
-                    self.model.train()
-                    batch = batch_at(train, batches[b], self.device)
-                    with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                        loss = step_fn(self.model, batch)
-                    self.optimizer.zero_grad(set_to_none=True)
-                    self.scaler.scale(loss).backward()
-                    self.scaler.unscale_(self.optimizer)
-                    nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-                    self.scaler.step(self.optimizer)
-                    self.scaler.update()
+                    loss = self.train_step(step_fn, batch_at(train, batches[b], self.device))
                     scheduler.step()
                     state["step"] += 1
                     state["batch"] = b + 1
@@ -258,21 +265,22 @@ class Trainer:
         if eval_fn is None:
             save_weights(self.model, best_path)
         load_weights(self.model, best_path)
+        epochs_run = state["epoch"] + state["batch"] / n_batches
         return FitResult(
+            train_rows=len(train),
             best_metric=float("nan") if state["best"] is None else state["best"],
             best_step=state["best_step"],
             steps=state["step"],
-            epochs_run=state["epoch"] + state["batch"] / n_batches,
+            epochs_run=epochs_run,
             stopped_early=state["stopped"],
             seconds=round(state["seconds"], 2),
-            samples_per_s=round(state["step"] * cfg.batch_size / max(state["seconds"], 1e-9), 1),
+            samples_per_s=round(len(train) * epochs_run / max(state["seconds"], 1e-9), 1),  # validation included
             loss_first=float(np.mean(state["losses_first"])) if state["losses_first"] else float("nan"),
             loss_last=float(np.mean(state["losses_last"])) if state["losses_last"] else float("nan"),
             history=state["history"],
         )
 
 
-@torch.no_grad()
 def predict(
     model: nn.Module,
     split: EncodedSplit,
@@ -282,15 +290,38 @@ def predict(
     amp: bool = False,
 ) -> np.ndarray:
     """Probabilities (N,) of ``score_fn`` (returning logits) over a whole split, in order."""
+    probs = predict_parts(model, split, lambda m, b: {"p": score_fn(m, b)}, batch_size, device, amp)
+    return probs.get("p", np.zeros(0, dtype=np.float32))
+
+
+@torch.no_grad()
+def predict_parts(
+    model: nn.Module,
+    split: EncodedSplit,
+    parts_fn: Callable[[nn.Module, dict], dict[str, torch.Tensor]],
+    batch_size: int,
+    device: torch.device,
+    amp: bool = False,
+) -> dict[str, np.ndarray]:
+    """Probabilities (N,) of each logit ``parts_fn`` returns by name (one forward pass per batch)."""
     model.eval()
     model.to(device)
     dtype = amp_dtype(device, amp)
-    out = []
-    for index in torch.arange(len(split)).split(batch_size):
+    out: dict[str, torch.Tensor] = {}
+    for index in eval_batches(split, batch_size):
         batch = batch_at(split, index, device)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            out.append(torch.sigmoid(score_fn(model, batch).float()).cpu())
-    return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
+            for name, logit in parts_fn(model, batch).items():
+                out.setdefault(name, torch.zeros(len(split), dtype=torch.float32))[index] = torch.sigmoid(logit.float()).cpu()
+    return {name: p.numpy() for name, p in out.items()}
+
+
+def eval_batches(split: EncodedSplit, batch_size: int) -> list[torch.Tensor]:
+    """Index batches covering ``split`` once; with text, rows sorted by token length so each batch
+    is trimmed to little padding (scores are written back by index, so the order is unchanged)."""
+    lengths = split.lengths()
+    order = torch.arange(len(split)) if lengths is None else torch.argsort(lengths, stable=True)
+    return list(order.split(batch_size))
 
 
 def result_dict(result: FitResult) -> dict:

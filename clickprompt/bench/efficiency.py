@@ -9,11 +9,11 @@ from pathlib import Path
 import torch
 
 from clickprompt.settings import Paths
-from models.alt import mlm_at_labels
+from models.mlm import mlm_at_labels
 from models.config import TrainConfig
 from models.data import batch_at
 from models.prompt import run_plm
-from models.stages import STAGE_NAMES, _Masker, ctr_logit, fused_logit, masked_lm_loss, prepare
+from models.stages import STAGE_NAMES, ctr_logit, fused_logit, pa_mlm, prepare
 from models.trainer import amp_dtype, load_weights, predict
 
 
@@ -48,7 +48,7 @@ def measure(cfg: TrainConfig, run_dir: Path, paths: Paths, n: int = 5000, mlm_ba
 def pamlm_throughput(cfg: TrainConfig, ctx, n_batches: int) -> dict:
     """PA-MLM training samples/s with prompts vs the plain MLM: the same masked batches, each mode
     with a fresh model and optimizer and a warm-up step (optimizer state included) before the timer."""
-    masker = _Masker(ctx.tokenizer, cfg.pretrain.mask_prob, seed=0)
+    masker = ctx.token_masker(seed=0)
     train = ctx.splits["train"].head(cfg.pretrain.batch_size * n_batches, seed=0)
     # the training batch size; smaller on a training split too small for a warm-up and timed batches
     bs = max(1, min(cfg.pretrain.batch_size, len(train) // 3))
@@ -61,14 +61,14 @@ def pamlm_throughput(cfg: TrainConfig, ctx, n_batches: int) -> dict:
     def plain_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
         hidden = run_plm(model.plm, batch["masked_ids"], batch["attention_mask"], None,
                          with_logits=False).last_hidden_state
-        return mlm_at_labels(model.plm, hidden, batch["mlm_labels"]).loss  # the same head and loss as PA-MLM
+        return mlm_at_labels(model.plm, hidden, batch["mlm_labels"], model.decoder_vocab).loss  # PA-MLM's head and loss
 
     def sync() -> None:
         if ctx.device.type == "cuda":
             torch.cuda.synchronize(ctx.device)
 
     out: dict = {"pamlm_batch_size": bs}
-    for name, loss_fn in (("prompted", lambda m, b: masked_lm_loss(m, b)[0]), ("plain", plain_loss)):
+    for name, loss_fn in (("prompted", lambda m, b: pa_mlm(m, b).loss), ("plain", plain_loss)):
         model = ctx.new_clickprompt().to(ctx.device).train()
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 

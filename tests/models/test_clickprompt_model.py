@@ -10,7 +10,8 @@ from models.clickprompt import ClickPrompt, init_ctr_only
 from models.ctr import CTR_MODELS, build_ctr_model
 from models.encoding import FieldInfo
 from models.plm import tiny_bert, tiny_roberta
-from models.prompt import PromptConfig
+from models.mlm import DecoderVocab
+from models.prompt import PromptConfig, run_plm
 
 TEXTS = [
     "User ID is 3. Gender is F. Film genre is Drama.",
@@ -45,14 +46,17 @@ def _mask_some(ids: Tensor) -> tuple[Tensor, Tensor]:
 
 @pytest.mark.parametrize("backbone", sorted(CTR_MODELS))
 @pytest.mark.parametrize("family", ["bert", "roberta"])
-def test_mlm_loss_reaches_ctr_embeddings(ctr_fields, ctr_batch, backbone: str, family: str) -> None:
+def test_pa_mlm_loss_reaches_ctr_embeddings(ctr_fields, ctr_batch, backbone: str, family: str) -> None:
+    """The loss PA-MLM trains on (``ClickPrompt.pa_mlm``, what ``stage_pretrain`` runs)."""
     model = _clickprompt(ctr_fields, backbone, family).eval()
     ids, attn = _text(family)
     masked, labels = _mask_some(ids)
-    out = model.mlm(ctr_batch, masked, attn, labels)
-    assert out.logits.shape == (*ids.shape, model.plm.config.vocab_size)
-    expected = torch.nn.functional.cross_entropy(out.logits[:, [2, 4]].reshape(-1, out.logits.shape[-1]), labels[:, [2, 4]].reshape(-1))
+    out = model.pa_mlm(ctr_batch, masked, attn, labels)
+    prompts, _ = model.prompts(ctr_batch)
+    logits = run_plm(model.plm, masked, attn, prompts).logits  # (B, T, vocab) the whole MLM head
+    expected = torch.nn.functional.cross_entropy(logits[:, [2, 4]].reshape(-1, logits.shape[-1]), labels[:, [2, 4]].reshape(-1))
     torch.testing.assert_close(out.loss, expected)
+    assert torch.equal(out.true, labels[:, [2, 4]].reshape(-1))
     out.loss.backward()
     user_grad = model.ctr_model.embedding.tables["user_id"].weight.grad
     assert user_grad[ctr_batch["user_id"]].abs().sum() > 0  # the rows this batch used
@@ -62,24 +66,43 @@ def test_mlm_loss_reaches_ctr_embeddings(ctr_fields, ctr_batch, backbone: str, f
 
 
 @pytest.mark.parametrize("family", ["bert", "roberta"])
+def test_restricted_decoder_trains_on_the_same_logits(ctr_fields, ctr_batch, family: str) -> None:
+    model = _clickprompt(ctr_fields, family=family).eval()
+    ids, attn = _text(family)
+    masked, labels = _mask_some(ids)
+    _, tok = tiny_bert() if family == "bert" else tiny_roberta()
+    full = model.pa_mlm(ctr_batch, masked, attn, labels)
+    model.decoder_vocab = DecoderVocab.from_texts(ids, attn, tok.all_special_ids, len(tok))
+    restricted = model.pa_mlm(ctr_batch, masked, attn, labels)
+    assert torch.equal(restricted.true, full.true) and restricted.loss < full.loss
+    restricted.loss.backward()
+    assert model.ctr_model.embedding.tables["user_id"].weight.grad.abs().sum() > 0
+    word_grad = model.plm.base_model.embeddings.word_embeddings.weight.grad  # tied to the decoder
+    outside = ~torch.isin(torch.arange(len(tok)), model.decoder_vocab.ids)
+    assert outside.any() and word_grad[outside].abs().sum() == 0  # the decoder scored none of those rows
+    assert word_grad[model.decoder_vocab.ids].abs().sum() > 0
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta"])
 def test_zero_prompts_give_plain_lm_and_no_ctr_gradient(ctr_fields, ctr_batch, family: str) -> None:
     model = _clickprompt(ctr_fields, family=family).eval()
     ids, attn = _text(family)
     masked, labels = _mask_some(ids)
-    plain = model.plm(input_ids=masked, attention_mask=attn).logits
-    out = model.mlm(ctr_batch, masked, attn, labels, zero_prompts=True)
-    torch.testing.assert_close(out.logits, plain, atol=1e-6, rtol=0.0)
-    assert (model.mlm(ctr_batch, masked, attn).logits - plain).abs().max() > 1e-4
+    plain = model.plm(input_ids=masked, attention_mask=attn).logits[:, [2, 4]].reshape(-1, model.plm.config.vocab_size)
+    out = model.pa_mlm(ctr_batch, masked, attn, labels, zero_prompts=True)
+    torch.testing.assert_close(out.loss, torch.nn.functional.cross_entropy(plain, labels[:, [2, 4]].reshape(-1)),
+                               atol=1e-6, rtol=0.0)
+    assert torch.equal(out.pred, plain.argmax(-1))
+    assert abs(model.pa_mlm(ctr_batch, masked, attn, labels).loss.item() - out.loss.item()) > 1e-4
     out.loss.backward()
     grad = model.ctr_model.embedding.tables["user_id"].weight.grad
     assert grad is None or grad.abs().sum() == 0
 
 
-def test_mlm_without_labels_and_with_no_masked_tokens(ctr_fields, ctr_batch) -> None:
+def test_pa_mlm_with_no_masked_tokens(ctr_fields, ctr_batch) -> None:
     model = _clickprompt(ctr_fields).eval()
     ids, attn = _text()
-    assert model.mlm(ctr_batch, ids, attn).loss is None
-    loss = model.mlm(ctr_batch, ids, attn, torch.full_like(ids, -100)).loss
+    loss = model.pa_mlm(ctr_batch, ids, attn, torch.full_like(ids, -100)).loss
     assert loss.item() == 0.0 and loss.requires_grad
 
 
@@ -112,11 +135,12 @@ def test_input_only_clickprompt_runs_and_differs(ctr_fields, ctr_batch) -> None:
     ids, attn = _text()
     assert model.prompt.proj.out_features == 3 * 32  # K soft tokens of hidden size
     masked, labels = _mask_some(ids)
-    out = model.mlm(ctr_batch, masked, attn, labels)
+    out = model.pa_mlm(ctr_batch, masked, attn, labels)
     out.loss.backward()
     assert model.ctr_model.embedding.tables["gender"].weight.grad.abs().sum() > 0
     plain = model.plm(input_ids=masked, attention_mask=attn).logits
-    assert (out.logits - plain).abs().max() > 1e-4
+    prompts, _ = model.prompts(ctr_batch)
+    assert (run_plm(model.plm, masked, attn, prompts).logits - plain).abs().max() > 1e-4
 
 
 @pytest.mark.parametrize("backbone", ["dcnv2", "autoint", "dnn"])
@@ -125,7 +149,7 @@ def test_ctr_only_init_matches_backbone_and_takes_pretrained_weights(ctr_fields,
     ids, attn = _text()
     masked, labels = _mask_some(ids)
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
-    model.mlm(ctr_batch, masked, attn, labels).loss.backward()
+    model.pa_mlm(ctr_batch, masked, attn, labels).loss.backward()
     opt.step()
     state = model.state_dict()
 
