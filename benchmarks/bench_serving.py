@@ -16,7 +16,7 @@ What it does, once per model:
      no language model) and its ``finetune-with-lm`` stage (model ``clickprompt-lm``: IDs + text
      from ``clickprompt_v1``, the PLM in the loop) in a TEMPORARY registry - the project's registry
      is not touched - and promotes both;
-  2. starts ``clickprompt.serving.create_app`` for that model under uvicorn in a subprocess on
+  2. starts ``serving.server.create_app`` for that model under uvicorn in a subprocess on
      127.0.0.1 (so the load generator does not share the server's interpreter);
   3. sends 20 warm-up requests, then ``--clients`` concurrent clients (threads, one keep-alive HTTP
      connection each) send up to ``--requests`` POST /predict each, stopping at ``--max-seconds``;
@@ -46,7 +46,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from clickprompt.settings import Paths  # noqa: E402
+from core.names import CLICKPROMPT_SERVICE
+from core.settings import Paths  # noqa: E402
 
 MODELS = {  # registered name -> training stage
     "ctr": "finetune-ctr-only",
@@ -62,8 +63,8 @@ def serve_main(args) -> None:
     """``--serve``: the app for one model of the temporary registry, under uvicorn."""
     import uvicorn
 
-    from clickprompt.registry import Registry
-    from clickprompt.serving import create_app
+    from serving.registry import Registry
+    from serving.server import create_app
 
     paths = Paths.default()
     root = Path(args.registry_dir)
@@ -175,7 +176,7 @@ def sample_pairs(paths: Paths, n: int, seed: int = 0) -> list[tuple[int, int]]:
     """(user, item) pairs of the test split: ids the models know, features in the online store."""
     import pandas as pd
 
-    frame = pd.read_parquet(paths.training_sets / "clickprompt_v1" / "test.parquet", columns=["user_id", "item_id"])
+    frame = pd.read_parquet(paths.training_sets / CLICKPROMPT_SERVICE / "test.parquet", columns=["user_id", "item_id"])
     rows = frame.sample(n=min(n, len(frame)), random_state=seed)
     return [(int(u), int(i)) for u, i in zip(rows.user_id, rows.item_id, strict=True)]
 
@@ -199,7 +200,7 @@ def main() -> None:
     import logging
 
     logging.basicConfig(level=logging.WARNING)
-    from clickprompt.registry import Registry
+    from serving.registry import Registry
 
     paths = Paths.default()
     run_dir = (args.run or paths.runs / "demo").resolve()

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import torch
 
-from clickprompt.bench.cost import cost_table, measure_costs
-from clickprompt.settings import Paths
+from benchmarks.cost import cost_table, measure_costs
+from core.settings import Paths, apply_environment_defaults
+from feature_repo.training_sets import load_training_data
 from models.config import load_config, parse_set
 from models.stages import STAGE_NAMES, prepare
 
@@ -36,6 +37,7 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    apply_environment_defaults()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("clickprompt.plm", "clickprompt.train", "models.prompt", "clickprompt.trainer"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -44,7 +46,7 @@ def main() -> None:
     cfg = load_config(args.profile, parse_set(args.set))
     out = args.out or paths.artifacts / "bench" / f"cost-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
     out.mkdir(parents=True, exist_ok=True)
-    ctx = prepare(cfg, paths, out / "run", list(args.stages))
+    ctx = prepare(cfg, load_training_data(paths), out / "run", list(args.stages), paths.plm_source(cfg.plm))
     result = measure_costs(ctx, args.stages, args.batches, args.rounds, choices=not args.no_choices)
     result.update(profile=args.profile, machine=f"{platform.machine()}, {platform.processor() or 'cpu'}, "
                   f"torch {torch.__version__}, {torch.get_num_threads()} threads")

@@ -5,11 +5,11 @@ from pathlib import Path
 
 from feast import Entity, FeatureService, FeatureView
 
+from core.spec import DatasetSpec
 from feature_repo.data_sources import snapshot_source
 from feature_repo.entities import item, user
 from feature_repo.feature_services import clickprompt_service, ctr_service
 from feature_repo.feature_views import profile_view, text_view
-from clickprompt.data.spec import DatasetSpec
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,7 @@
 
 from feast import FeatureService, FeatureView
 
-CTR_SERVICE = "ctr_v1"
-CLICKPROMPT_SERVICE = "clickprompt_v1"
+from core.names import CLICKPROMPT_SERVICE, CTR_SERVICE
 
 
 def ctr_service(user_profile: FeatureView, item_profile: FeatureView) -> FeatureService:

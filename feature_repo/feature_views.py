@@ -5,7 +5,7 @@ from datetime import timedelta
 from feast import FeatureView, Field, FileSource
 from feast.types import Array, Float64, Int64, PrimitiveFeastType, String
 
-from clickprompt.data.spec import DatasetSpec, EntityName, FieldSpec, Kind
+from core.spec import DatasetSpec, EntityName, FieldSpec, Kind
 from feature_repo.entities import ENTITIES
 
 # Profiles are slowly changing snapshots: a version is valid until a newer version replaces it, never

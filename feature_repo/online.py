@@ -6,8 +6,8 @@ import logging
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from clickprompt.data.spec import DatasetSpec
-from clickprompt.settings import Paths
+from core.settings import Paths
+from core.spec import DatasetSpec
 from feature_repo.feature_services import CLICKPROMPT_SERVICE
 from feature_repo.store import open_store
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from clickprompt.data.spec import DatasetSpec
-from clickprompt.settings import Paths
+from core.settings import Paths
+from core.spec import DatasetSpec
 from feature_repo.definitions import Definitions, build
 
 REPO_DIR = Path(__file__).resolve().parent

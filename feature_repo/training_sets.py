@@ -15,19 +15,19 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pandas as pd
 
-from clickprompt.data.spec import DatasetSpec
-from clickprompt.data.warehouse import read_snapshot_manifest
-from clickprompt.settings import Paths
+from core.io import replace_dir
+from core.settings import Paths
+from core.snapshots import read_snapshot_manifest
+from core.spec import DatasetSpec, load_spec
+from core.training_data import SPLITS, TrainingData
 from feature_repo.feature_services import CLICKPROMPT_SERVICE
 from feature_repo.store import open_store
 
 log = logging.getLogger("clickprompt.features")
 
-SPLITS = ("train", "valid", "test")
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
 
 
@@ -99,15 +99,6 @@ def _stats(frame: pd.DataFrame) -> SplitStats:
     )
 
 
-def _replace_dir(tmp: Path, final: Path) -> None:
-    """Swap a fully written folder into place; the old one stays until the new one is there."""
-    old = final.with_name(f".{final.name}.old-{os.getpid()}")
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 def build_training_sets(
     spec: DatasetSpec,
     paths: Paths,
@@ -142,7 +133,7 @@ def build_training_sets(
         frame.to_parquet(tmp / f"{name}.parquet", index=False)
     manifest.seconds = round(time.perf_counter() - started, 3)
     (tmp / "manifest.json").write_text(json.dumps(manifest.to_dict(), indent=2), encoding="utf-8")
-    _replace_dir(tmp, final)
+    replace_dir(tmp, final)
     return manifest
 
 
@@ -152,3 +143,9 @@ def load_training_sets(paths: Paths, service: str = CLICKPROMPT_SERVICE) -> tupl
         raise FileNotFoundError(f"no training sets in {folder}: run `clickprompt features training-set` first")
     manifest = TrainingSetManifest.from_dict(json.loads((folder / "manifest.json").read_text(encoding="utf-8")))
     return {name: pd.read_parquet(folder / f"{name}.parquet") for name in SPLITS}, manifest
+
+
+def load_training_data(paths: Paths, service: str = CLICKPROMPT_SERVICE) -> TrainingData:
+    """The training sets of ``service`` with their data set's spec and snapshot hash: what training takes."""
+    frames, manifest = load_training_sets(paths, service)
+    return TrainingData(frames, load_spec(manifest.dataset), manifest.snapshot_hash)

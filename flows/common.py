@@ -12,17 +12,17 @@ second level: the trainer's own checkpoints resume an interrupted stage mid-way.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 from typing import Annotated, Any, ParamSpec, TypeVar
 
 from prefect import Task
 from pydantic import AfterValidator, Field
 
-from clickprompt.settings import Paths
+from core.io import digest, sha256_file
+from core.names import DEFAULT_DATASET  # noqa: F401 - the flows' default, re-exported
+from core.settings import Paths
+from core.snapshots import snapshot_hash as read_snapshot_hash
 
-DEFAULT_DATASET = "movielens-100k"
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -31,7 +31,7 @@ R = TypeVar("R")
 
 
 def _known_dataset(name: str) -> str:
-    from clickprompt.data.spec import known_datasets
+    from core.spec import known_datasets
 
     if name not in known_datasets():
         raise ValueError(f"unknown data set {name!r}; known: {known_datasets()}")
@@ -54,7 +54,7 @@ def _known_stage(name: str) -> str:
     return name
 
 
-Dataset = Annotated[str, AfterValidator(_known_dataset), Field(description="data set spec in clickprompt/specs/")]
+Dataset = Annotated[str, AfterValidator(_known_dataset), Field(description="data set spec in core/specs/")]
 Profile = Annotated[str, AfterValidator(_known_profile), Field(description="training profile (models/config.py)")]
 Stage = Annotated[str, AfterValidator(_known_stage), Field(description="a training stage (models/stages.py)")]
 RunId = Annotated[
@@ -77,21 +77,9 @@ def results_dir(paths: Paths) -> Path:
     return paths.home / ".prefect" / "results"
 
 
-def digest(*parts: Any) -> str:
-    """A short stable hash of JSON-able parts (paths and other objects by their str())."""
-    blob = json.dumps(parts, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:32]
-
-
 def file_digest(path: Path) -> str | None:
     """sha256 of one file's bytes, or None when it does not exist."""
-    if not path.is_file():
-        return None
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(path) if path.is_file() else None
 
 
 def folder_digest(folder: Path) -> str | None:
@@ -106,10 +94,7 @@ def folder_digest(folder: Path) -> str | None:
 
 def snapshot_hash(paths: Paths) -> str | None:
     """The hash of the warehouse snapshots the feature views read, or None before the first ingest."""
-    manifest = paths.snapshots / "manifest.json"
-    if not manifest.exists():
-        return None
-    return json.loads(manifest.read_text(encoding="utf-8"))["snapshot_hash"]
+    return read_snapshot_hash(paths.snapshots)
 
 
 # --- caching ---------------------------------------------------------------------------------
@@ -135,6 +120,6 @@ def cache_key(name: str, parameters: dict[str, Any], *inputs: Any) -> str:
 def retry_fetch(task: Task, task_run: Any, state: Any) -> bool:
     """Retry condition of the fetch tasks: a network hiccup is worth retrying, a checksum
     mismatch or an unknown name is not."""
-    from clickprompt.data.fetch import ChecksumError
+    from ingestion.fetch import ChecksumError
 
     return not isinstance(state.result(raise_on_failure=False), (ChecksumError, KeyError, ValueError))

@@ -8,9 +8,9 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from core.io import write_json_atomic
 from flows.common import RunId, project_paths
 from models.metrics import StageRow, markdown_table, stage_rows
-from models.trainer import write_json_atomic
 
 METRICS_KEY = "run-metrics"  # table: one row per trained stage
 SUMMARY_KEY = "run-summary"  # markdown: the table plus what it means

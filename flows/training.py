@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from prefect import task
 from prefect.context import TaskRunContext
 
-from clickprompt.settings import Paths
+from core.settings import Paths
 from flows.common import cache_key, cached, digest, file_digest, retry_fetch, snapshot_hash
 
 if TYPE_CHECKING:
@@ -26,13 +26,12 @@ PRETRAIN = "pretrain"
 FROM_SCRATCH = ("baseline", PRETRAIN)
 
 
-def train_config(
-    profile: str, method: str, dataset: str, backbone: str | None, overrides: dict[str, Any]
-) -> "TrainConfig":
-    """The profile with the flow's parameters and dotted ``overrides`` (``{"pretrain.epochs": 2}``) on top."""
+def train_config(profile: str, method: str, backbone: str | None, overrides: dict[str, Any]) -> "TrainConfig":
+    """The profile with the flow's parameters and dotted ``overrides`` (``{"pretrain.epochs": 2}``) on
+    top: resolved ONCE per pipeline, then passed down typed."""
     from models.config import load_config
 
-    merged = {**overrides, "method": method, "dataset": dataset}
+    merged = {**overrides, "method": method}
     if backbone:
         merged["backbone"] = backbone
     return load_config(profile, merged)
@@ -56,10 +55,13 @@ def _stage_key(context: TaskRunContext, p: dict[str, Any]) -> str:
 
 @task(cache_key_fn=_stage_key, persist_result=True, result_serializer="json", task_run_name="train-{stage}")
 def train_stage(cfg: "TrainConfig", paths: Paths, run_dir: Path, stage: str) -> dict:
-    """Train one stage into ``run_dir/<stage>/``; its metrics (also in ``<stage>/metrics.json``)."""
+    """Train one stage into ``run_dir/<stage>/`` on the point-in-time training sets; its metrics
+    (also in ``<stage>/metrics.json``)."""
+    from feature_repo.training_sets import load_training_data
     from models.stages import run_training
 
-    return run_training(cfg, paths, [stage], run_dir)["stages"][stage]
+    data = load_training_data(paths)
+    return run_training(cfg, data, [stage], run_dir, paths.plm_source(cfg.plm))["stages"][stage]
 
 
 def run_stage(cfg: "TrainConfig", paths: Paths, run_dir: Path, stage: str, refresh: bool = False) -> dict:
@@ -71,7 +73,8 @@ def run_stage(cfg: "TrainConfig", paths: Paths, run_dir: Path, stage: str, refre
 def fetch_plm(name: str, paths: Paths) -> str:
     """Extract an offline PLM into ``data/plms/<name>`` (no-op when intact); other names (a folder,
     a hub model) are left to the loader."""
-    from clickprompt.data.fetch import PLMS, fetch_plm as fetch
+    from ingestion.fetch import PLMS
+    from ingestion.fetch import fetch_plm as fetch
 
     if name not in PLMS:
         return name
@@ -83,13 +86,3 @@ def default_stages(method: str) -> list[str]:
     from models.stages import default_stages as method_stages
 
     return method_stages(method)
-
-
-def prepare_run(
-    dataset: str, profile: str, method: str, backbone: str | None, run_id: str | None, overrides: dict[str, Any],
-    paths: Paths,
-) -> tuple["TrainConfig", str, Path]:
-    """(config, run id, run folder) as every training flow resolves them."""
-    cfg = train_config(profile, method, dataset, backbone, overrides)
-    run_id = run_id or default_run_id(cfg, paths)
-    return cfg, run_id, paths.runs / run_id

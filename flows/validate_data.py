@@ -9,8 +9,8 @@ import json
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from clickprompt.settings import Paths
-from flows.common import Dataset, project_paths
+from core.settings import Paths
+from flows.common import DEFAULT_DATASET, Dataset, project_paths
 
 REPORT_KEY = "data-quality-report"  # markdown: per-suite verdicts and every failure
 FAILURES_KEY = "data-quality-failures"  # table: one row per failed expectation
@@ -50,23 +50,27 @@ def failure_rows(report: dict) -> list[dict]:
     ]
 
 
+def publish_report(summary: dict, dataset: str) -> None:
+    """The report (``ValidationReport.to_dict()``) as Prefect artifacts: markdown, and the failures
+    as a table when there are any (the validate flow and a gate failing inside ingest both publish)."""
+    create_markdown_artifact(report_markdown(summary, dataset), key=REPORT_KEY,
+                             description=f"Great Expectations suites on {dataset}")
+    if not summary["success"]:
+        create_table_artifact(failure_rows(summary), key=FAILURES_KEY, description=f"failed expectations on {dataset}")
+
+
 @task
 def run_validation(dataset: str | None, paths: Paths) -> dict:
     """Run the suites, publish the report as artifacts, raise ``ValidationError`` on any failure."""
-    from clickprompt.data.spec import load_spec
-    from clickprompt.data.warehouse import validation_frames, warehouse_dataset
+    from core.spec import load_spec
+    from ingestion.warehouse import validation_frames, warehouse_dataset
     from validation.runner import run_suites
 
-    spec = load_spec(dataset or warehouse_dataset(paths.warehouse) or "movielens-100k")
+    spec = load_spec(dataset or warehouse_dataset(paths.warehouse) or DEFAULT_DATASET)
     report = run_suites(spec, validation_frames(spec, paths.warehouse, paths.snapshots))
-    summary = report.to_dict()
-    create_markdown_artifact(report_markdown(summary, spec.name), key=REPORT_KEY,
-                             description=f"Great Expectations suites on {spec.name}")
-    if not report.success:
-        create_table_artifact(failure_rows(summary), key=FAILURES_KEY,
-                              description=f"failed expectations on {spec.name}")
+    publish_report(report.to_dict(), spec.name)
     report.raise_if_failed()
-    return summary
+    return report.to_dict()
 
 
 @flow(name="validate-data")

@@ -8,15 +8,14 @@ slices, so there is no DataLoader worker overhead on 2 cores. Token tensors are 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
 
-from clickprompt.data.spec import DatasetSpec
-from clickprompt.data.text import field_spans, render_python, sample_texts
+from core.spec import DatasetSpec
+from core.template import field_spans, render_python
 from models.encoding import FeatureEncoder
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clickprompt.data.spec import DatasetSpec, Kind
+from core.spec import DatasetSpec, Kind
 
 PAD, OOV, MASK = 0, 1, 2
 NUM_RESERVED = 3
@@ -28,7 +28,7 @@ class FieldInfo:
     """What a CTR model needs to know about one input field."""
 
     name: str
-    kind: str  # one of clickprompt.data.spec.Kind values
+    kind: str  # one of core.spec.Kind values
     vocab_size: int  # number of rows of the field's embedding table (reserved slots included)
     max_len: int = 1  # values per row: 1, or MAX_MULTI for multi-valued fields
 

@@ -70,7 +70,7 @@ class DecoderVocab:
         return hashlib.sha256(self.ids.numpy().tobytes()).hexdigest()[:16]
 
     def save(self, path: Path) -> None:
-        from models.trainer import write_json_atomic
+        from core.io import write_json_atomic
 
         write_json_atomic(path, {"vocab_size": self.vocab_size, "full": self.full, "size": len(self),
                                  "digest": self.digest, "ids": self.ids.tolist()}, indent=None)

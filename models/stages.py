@@ -11,8 +11,10 @@
                        LM when there is one (method lm_only: the plain LM, CTR-BERT / PTab style)
 
 ``method`` (TrainConfig) picks the pretraining objective and the default stage list
-(``METHOD_STAGES``). All read the training sets built through Feast (``feature_repo.training_sets``); each writes
-``<run_dir>/<stage>/{model.safetensors, metrics.json}`` and the run keeps config + encoder.
+(``METHOD_STAGES``). A run trains on ``core.training_data.TrainingData`` (the point-in-time
+training sets as frames, with their spec and snapshot hash; the flows load them through Feast);
+each stage writes ``<run_dir>/<stage>/{model.safetensors, metrics.json}`` and the run keeps
+config, encoder and the MLM decoder's vocabulary.
 Early stopping uses the validation split; the test split is scored once, at the end.
 """
 
@@ -29,21 +31,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from clickprompt.data.spec import DatasetSpec, load_spec
-from clickprompt.settings import Paths
-from feature_repo.feature_services import CLICKPROMPT_SERVICE
-from feature_repo.training_sets import load_training_sets
-from models import prompt as prompt_mod
-from models.alt import AltMasker, AltModel, JointCTR, TextCTR, alignment_counts, alignment_metrics, load_prefixed
+from core.io import write_json_atomic
+from core.spec import DatasetSpec
+from core.training_data import TrainingData
+from models import builder
+from models.alt import AltMasker, AltModel, alignment_counts, alignment_metrics
+from models.builder import ctr_logit, fused_logit, joint_logit, text_logit
 from models.clickprompt import ClickPrompt, init_ctr_only
-from models.config import AltOptions, StageConfig, TrainConfig
-from models.ctr import CTRModel, build_ctr_model, count_params
+from models.config import StageConfig, TrainConfig
+from models.ctr import CTRModel, count_params
 from models.data import EncodedSplit, batch_at, encode_split
 from models.encoding import FeatureEncoder
 from models.evaluate import evaluate
 from models.metrics import pretrain_summary
 from models.mlm import DecoderVocab, MLMResult, TokenMasker
 from models.plm import load_plm
+from models.text_ctr import JointCTR, TextCTR, load_prefixed
 from models.trainer import (
     Trainer,
     eval_batches,
@@ -54,7 +57,6 @@ from models.trainer import (
     result_dict,
     save_weights,
     seed_everything,
-    write_json_atomic,
 )
 
 log = logging.getLogger("clickprompt.train")
@@ -79,27 +81,9 @@ def default_stages(method: str) -> list[str]:
     return list(METHOD_STAGES[method])
 
 
-def alt_objective(cfg: TrainConfig) -> AltOptions:
-    """The ALT options a method trains with: ``cfg.alt`` for alt; ctrl keeps the contrastive loss only."""
-    if cfg.method == "ctrl":
-        return cfg.alt.model_copy(update={"mlm_weight": 0.0, "mtm_weight": 0.0, "contrastive_weight": 1.0})
-    return cfg.alt
-
-
-def resolve_plm(name: str, paths: Paths) -> Path | str:
-    """A fetched offline PLM (data/plms/<name>), a local folder, or else a hub name."""
-    local = paths.plms / name
-    if local.is_dir():
-        return local
-    if Path(name).expanduser().is_dir():
-        return Path(name).expanduser()
-    return name
-
-
 @dataclass
 class RunContext:
     cfg: TrainConfig
-    paths: Paths
     run_dir: Path
     device: torch.device
     spec: DatasetSpec
@@ -122,23 +106,13 @@ class RunContext:
         return path
 
     def new_backbone(self) -> CTRModel:
-        c = self.cfg
-        return build_ctr_model(c.backbone, self.encoder.fields, c.backbone_config, c.backbone_preset)
-
-    def prompt_config(self) -> prompt_mod.PromptConfig:
-        c = self.cfg.prompt
-        return prompt_mod.PromptConfig(n_prompts=c.n_prompts, hidden=c.hidden, input_only=c.input_only,
-                                       pooling=self.cfg.pooling)
+        return builder.new_backbone(self.cfg, self.encoder.fields)
 
     def new_clickprompt(self) -> ClickPrompt:
-        plm, _ = load_plm(self.plm_source)
-        model = ClickPrompt(self.new_backbone(), plm, self.prompt_config(), self.decoder_vocab)
-        model.use_prompts = not self.cfg.prompt.disabled
-        return model
+        return builder.new_clickprompt(self.cfg, self.encoder.fields, self.plm_source, self.decoder_vocab)
 
     def new_alt(self) -> AltModel:
-        plm, _ = load_plm(self.plm_source)
-        return AltModel(self.new_backbone(), plm, self.prompt_config(), alt_objective(self.cfg), self.decoder_vocab)
+        return builder.new_alt(self.cfg, self.encoder.fields, self.plm_source, self.decoder_vocab)
 
     def token_masker(self, seed: int) -> TokenMasker:
         return TokenMasker(self.tokenizer, self.cfg.pretrain.mask_prob, seed, self.decoder_vocab)
@@ -167,17 +141,18 @@ def run_decoder_vocab(cfg: TrainConfig, tokenizer, train: EncodedSplit, run_dir:
     return vocab
 
 
-def prepare(cfg: TrainConfig, paths: Paths, run_dir: Path, stages: list[str]) -> RunContext:
-    """Load the Feast training sets, fit vocabularies on train, tokenize when a stage needs text."""
+def prepare(cfg: TrainConfig, data: TrainingData, run_dir: Path, stages: list[str],
+            plm_source: Path | str | None = None) -> RunContext:
+    """Fit vocabularies on the training split, tokenize when a stage needs text (with the PLM at
+    ``plm_source``, default ``cfg.plm`` as a folder or hub name), keep config and encoder with the run."""
     seed_everything(cfg.seed)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
-    frames, manifest = load_training_sets(paths, CLICKPROMPT_SERVICE)
-    spec = load_spec(manifest.dataset)
+    spec, frames = data.spec, data.frames
     encoder = FeatureEncoder.fit(spec, frames["train"])
-    tokenizer = plm_source = None
+    tokenizer = None
     if TEXT_STAGES & set(stages):
-        plm_source = resolve_plm(cfg.plm, paths)
+        plm_source = plm_source or cfg.plm
         _, tokenizer = load_plm(plm_source)
     t = time.perf_counter()
     splits = {name: encode_split(f, spec, encoder, tokenizer, cfg.max_len) for name, f in frames.items()}
@@ -186,27 +161,11 @@ def prepare(cfg: TrainConfig, paths: Paths, run_dir: Path, stages: list[str]) ->
     encoder.save(run_dir / "encoder.json")
     write_json_atomic(run_dir / "config.json", cfg.model_dump(mode="json"))
     vocab = run_decoder_vocab(cfg, tokenizer, splits["train"], run_dir) if tokenizer is not None else None
-    return RunContext(cfg, paths, run_dir, pick_device(cfg.device), spec, encoder, splits,
-                      manifest.snapshot_hash, tokenizer, plm_source, vocab)
+    return RunContext(cfg, run_dir, pick_device(cfg.device), spec, encoder, splits, data.snapshot_hash, tokenizer,
+                      plm_source, vocab)
 
 
 # --- scoring and losses ------------------------------------------------------------------
-
-
-def ctr_logit(model: nn.Module, batch: dict) -> torch.Tensor:
-    return model(batch["x"]).logit
-
-
-def fused_logit(model: ClickPrompt, batch: dict) -> torch.Tensor:
-    return model.ctr(batch["x"], batch["input_ids"], batch["attention_mask"])
-
-
-def text_logit(model: TextCTR, batch: dict) -> torch.Tensor:
-    return model(batch["input_ids"], batch["attention_mask"])
-
-
-def joint_logit(model: JointCTR, batch: dict) -> torch.Tensor:
-    return model(batch["x"], batch["input_ids"], batch["attention_mask"])
 
 
 def fusion_parts(model: ClickPrompt | JointCTR, batch: dict) -> dict[str, torch.Tensor]:
@@ -460,14 +419,15 @@ def _test_metrics(ctx: RunContext, stage: str, setup: StageSetup) -> dict:
     return out
 
 
-def run_training(cfg: TrainConfig, paths: Paths, stages: list[str], run_dir: Path) -> dict:
-    """Run ``stages`` in order into ``run_dir``; return {stage: metrics} (also in metrics.json)."""
+def run_training(cfg: TrainConfig, data: TrainingData, stages: list[str], run_dir: Path,
+                 plm_source: Path | str | None = None) -> dict:
+    """Run ``stages`` in order into ``run_dir`` on ``data``; return {stage: metrics} (also in metrics.json)."""
     unknown = [s for s in stages if s not in SETUPS]
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; known: {list(SETUPS)}")
     if cfg.method == "lm_only" and "pretrain" in stages:
         raise ValueError("method lm_only has no pretraining stage (it finetunes the plain LM)")
-    ctx = prepare(cfg, paths, run_dir, stages)
+    ctx = prepare(cfg, data, run_dir, stages, plm_source)
     for stage in stages:
         t = time.perf_counter()
         fit_stage(ctx, stage)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,6 +25,7 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 from tqdm.auto import tqdm
 
+from core.io import atomic_write, write_json_atomic
 from models.config import StageConfig
 from models.data import EncodedSplit, batch_at, batch_order
 
@@ -58,23 +58,11 @@ def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
 
 
 def save_weights(model: nn.Module, path: Path) -> None:
-    """safetensors, written to a temp file then renamed (a crash never leaves half a file).
+    """safetensors, written atomically (a crash never leaves half a file).
 
     ``save_model`` stores tied tensors (an LM's word embeddings and MLM decoder) once.
     """
-    tmp = path.with_name(path.name + ".tmp")
-    save_model(model, str(tmp))
-    os.replace(tmp, path)
-
-
-def write_json_atomic(path: Path, obj, indent: int | None = 2) -> None:
-    """JSON written to a temp file then renamed: a reader (a resumed run) never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(obj, indent=indent, default=float), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda tmp: save_model(model, str(tmp)))
 
 
 def load_weights(model: nn.Module, path: Path, strict: bool = True) -> None:
@@ -151,9 +139,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "torch_rng": torch.get_rng_state(),
         }
-        tmp = self._state_path.with_suffix(".tmp")
-        torch.save(blob, tmp)
-        os.replace(tmp, self._state_path)
+        atomic_write(self._state_path, lambda tmp: torch.save(blob, tmp))
         write_json_atomic(self.run_dir / "trainer_state.json", state, indent=1)
 
     def _load_checkpoint(self, scheduler) -> dict | None:

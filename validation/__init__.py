@@ -1,6 +1,6 @@
 """Great Expectations gates on the warehouse tables and Feast views, derived from the data set spec."""
 
-from validation.runner import Failure, SuiteResult, ValidationError, ValidationReport, run_suites, validate_frame
+from validation.runner import Failure, SuiteResult, ValidationError, ValidationReport, gate, run_suites, validate_frame
 from validation.suites import build_suites, suite_names, text_regex
 
 __all__ = [
@@ -9,6 +9,7 @@ __all__ = [
     "ValidationError",
     "ValidationReport",
     "build_suites",
+    "gate",
     "run_suites",
     "suite_names",
     "text_regex",

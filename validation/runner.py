@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from functools import lru_cache
@@ -25,7 +26,7 @@ from great_expectations.data_context.types.base import (
     ProgressBarsConfig,
 )
 
-from clickprompt.data.spec import DatasetSpec
+from core.spec import DatasetSpec
 from validation.suites import build_suites, is_element_check
 
 MAX_EXAMPLES = 5  # unexpected values kept per failure
@@ -124,6 +125,12 @@ def run_suites(
             missing = Failure("missing table", None, None, [], f"no frame named {name!r} was given")
             results.append(SuiteResult(name, success=False, evaluated=0, failures=[missing]))
     return ValidationReport(results)
+
+
+def gate(spec: DatasetSpec, frames: Mapping[str, pd.DataFrame], now: datetime | None = None) -> ValidationReport:
+    """The data path's quality gate (``ingestion.warehouse.Gate``): every given frame against its
+    suite; raises ValidationError naming the column, expectation and examples on any failure."""
+    return run_suites(spec, dict(frames), now=now).raise_if_failed()
 
 
 def validate_frame(suite: ExpectationSuite, frame: pd.DataFrame) -> SuiteResult:

@@ -21,7 +21,7 @@ from great_expectations import ExpectationSuite
 from great_expectations.expectations.expectation import Expectation
 from great_expectations.expectations.row_conditions import Column
 
-from clickprompt.data.spec import DatasetSpec, EntityName, FieldSpec, Kind
+from core.spec import DatasetSpec, EntityName, FieldSpec, Kind
 
 TIME_COLUMN = "event_timestamp"  # event time (interactions) or valid-from time (profiles, texts)
 LABEL_COLUMN = "label"  # 0/1 click label in the interactions table

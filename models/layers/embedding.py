@@ -9,8 +9,8 @@ from torch import Tensor, nn
 
 from models.encoding import PAD, FieldInfo
 
-MULTI = "multi"  # clickprompt.data.spec.Kind.MULTI.value
-NUMERIC = "numeric"  # clickprompt.data.spec.Kind.NUMERIC.value
+MULTI = "multi"  # core.spec.Kind.MULTI.value
+NUMERIC = "numeric"  # core.spec.Kind.NUMERIC.value
 
 
 class FeatureEmbedding(nn.Module):

@@ -4,25 +4,25 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-import duckdb
 import pandas as pd
 import pytest
 from feast.types import Array, Int64, String
 
-from clickprompt.data.spec import load_spec
-from clickprompt.data.text import text_sql
-from clickprompt.data.warehouse import connect, export_snapshots, ingest
+from core.spec import load_spec
 from feature_repo.online import materialize, online_features
 from feature_repo.store import apply, open_store
 from feature_repo.training_sets import build_training_sets, historical_features, load_training_sets
+from ingestion.text_sql import text_sql
+from ingestion.warehouse import connect, export_snapshots, ingest
 from tests.conftest import DAY, DAY0
+from validation import gate
 
 SPEC = load_spec("movielens-100k")
 
 
 @pytest.fixture
 def small_home(paths, small_raw):
-    ingest(SPEC, small_raw, paths.warehouse, paths.snapshots)
+    ingest(SPEC, small_raw, paths.warehouse, paths.snapshots, gate)
     apply(SPEC, paths)
     return paths
 

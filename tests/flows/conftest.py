@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from clickprompt.settings import Paths
+from core.settings import Paths
 
 DATASET = "movielens-100k"
 TINY_PLM = "tiny-bert"
@@ -36,7 +36,7 @@ def prefect_harness(tmp_path_factory):
 @pytest.fixture
 def flow_home(paths: Paths, prefect_harness) -> Paths:
     """A fresh project home (CLICKPROMPT_HOME) with a tiny language model in data/plms/."""
-    from models.plm import tiny_bert
+    from tests.tiny_plm import tiny_bert
 
     model, tokenizer = tiny_bert()
     model.save_pretrained(paths.plms / TINY_PLM)

@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from clickprompt.bench.suite import suite
-from clickprompt.data.spec import load_spec
-from clickprompt.settings import Paths
+from benchmarks.suite import suite
+from core.settings import Paths
+from core.spec import load_spec
 from flows.run_benchmark import run_benchmark
 from tests.conftest import DAY, DAY0, write_small_raw
 from tests.flows.conftest import DATASET, SMOKE_OVERRIDES
+from validation import gate
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -31,13 +32,13 @@ def _ratings_both_labels_in_test() -> list[str]:
 
 def _home_with_training_sets(paths: Paths, raw: Path) -> Paths:
     """``paths`` holding ``raw`` as its raw files, ingested, applied, with training sets built."""
-    from clickprompt.data.warehouse import ingest
     from feature_repo.store import apply
     from feature_repo.training_sets import build_training_sets
+    from ingestion.warehouse import ingest
 
     spec = load_spec(DATASET)
     shutil.copytree(raw, paths.raw(DATASET))
-    ingest(spec, paths.raw(DATASET), paths.warehouse, paths.snapshots)
+    ingest(spec, paths.raw(DATASET), paths.warehouse, paths.snapshots, gate)
     apply(spec, paths)
     build_training_sets(spec, paths)
     return paths
@@ -129,7 +130,7 @@ def test_benchmark_flow_rejects_bad_names_before_training(flow_home, tmp_path):
 @pytest.mark.benchmark
 def test_smoke_benchmark_runs_every_model_on_real_movielens(real_ml100k_raw, paths, prefect_harness, tmp_path):
     """The whole suite, smoke profile, 3 seeds: every model has finite metrics; the report and plots exist."""
-    from clickprompt.data.fetch import fetch_plm
+    from ingestion.fetch import fetch_plm
 
     _home_with_training_sets(paths, real_ml100k_raw)
     fetch_plm("bert-2l-128", paths)

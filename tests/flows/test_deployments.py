@@ -16,7 +16,7 @@ import pytest
 import yaml
 from prefect.flows import load_flow_from_entrypoint
 
-from clickprompt.settings import REPO_ROOT
+from core.settings import REPO_ROOT
 
 PREFECT_YAML = REPO_ROOT / "prefect.yaml"
 EXPECTED = {  # deployment -> (flow name, cron or None)

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from prefect.exceptions import ParameterTypeError
 
-from clickprompt.data.spec import load_spec
-from clickprompt.settings import Paths
+from core.settings import Paths
+from core.spec import load_spec
 from flows.build_features import _training_sets_key
 from flows.common import folder_digest, snapshot_hash
 from flows.evaluate_model import read_run, stage_rows
@@ -27,22 +27,25 @@ from validation.runner import run_suites
 DATASET = "movielens-100k"
 
 
+SPEC = load_spec(DATASET)
+
+
 def _ingest(paths: Paths) -> dict:
     write_small_raw(paths.raw(DATASET))
-    return ingest_raw.fn(DATASET, paths)
+    return ingest_raw.fn(SPEC, paths)
 
 
 def test_ingest_and_render_tasks_call_the_library(paths):
     report = _ingest(paths)
     assert report["rows_after"]["interactions"] == 20 and report["rejected"] == 0
     assert report["snapshot_hash"] == snapshot_hash(paths)
-    rendered = render.fn(DATASET, paths)
+    rendered = render.fn(SPEC, paths)
     assert rendered == {"rows": {"user_text": 4, "item_text": 4}, "snapshot_hash": report["snapshot_hash"]}
 
 
 def test_ingest_key_follows_the_raw_files_and_the_home(paths, tmp_path_factory):
     raw = write_small_raw(paths.raw(DATASET))
-    params = {"dataset": DATASET, "paths": paths, "quarantine": False}
+    params = {"spec": SPEC, "paths": paths, "quarantine": False}
     key = _ingest_key(None, params)
     assert key == _ingest_key(None, dict(params)) and key.startswith("ingest-")
     assert _ingest_key(None, {**params, "quarantine": True}) != key
@@ -54,36 +57,36 @@ def test_ingest_key_follows_the_raw_files_and_the_home(paths, tmp_path_factory):
 
 def test_feature_and_stage_keys_follow_the_snapshot_and_upstream_weights(paths):
     _ingest(paths)
-    cfg = train_config("smoke", "clickprompt", DATASET, None, {})
+    cfg = train_config("smoke", "clickprompt", None, {})
     run_dir = paths.runs / "r1"
     keys = {s: _stage_key(None, {"cfg": cfg, "paths": paths, "run_dir": run_dir, "stage": s})
             for s in ("baseline", "finetune-ctr-only")}
-    features = _training_sets_key(None, {"dataset": DATASET, "paths": paths, "service": "clickprompt_v1",
+    features = _training_sets_key(None, {"spec": SPEC, "paths": paths, "service": "clickprompt_v1",
                                          "fractions": (0.8, 0.1, 0.1)})
     (run_dir / "pretrain").mkdir(parents=True)
     (run_dir / "pretrain" / "metrics.json").write_text("{}")  # a (re)trained PA-MLM checkpoint
     assert _stage_key(None, {"cfg": cfg, "paths": paths, "run_dir": run_dir, "stage": "baseline"}) == keys["baseline"]
     assert _stage_key(None, {"cfg": cfg, "paths": paths, "run_dir": run_dir,
                              "stage": "finetune-ctr-only"}) != keys["finetune-ctr-only"]
-    other = train_config("smoke", "clickprompt", DATASET, None, {"baseline.epochs": 1})
+    other = train_config("smoke", "clickprompt", None, {"baseline.epochs": 1})
     assert _stage_key(None, {"cfg": other, "paths": paths, "run_dir": run_dir, "stage": "baseline"}) != keys["baseline"]
 
     with duckdb.connect(str(paths.warehouse)) as con:  # new data -> new snapshot hash
         con.execute("UPDATE interactions SET rating = 1 WHERE user_id = 2")
-    render.fn(DATASET, paths)
-    assert _training_sets_key(None, {"dataset": DATASET, "paths": paths, "service": "clickprompt_v1",
+    render.fn(SPEC, paths)
+    assert _training_sets_key(None, {"spec": SPEC, "paths": paths, "service": "clickprompt_v1",
                                      "fractions": (0.8, 0.1, 0.1)}) != features
 
 
 def test_run_id_is_derived_from_config_and_data(paths):
     _ingest(paths)
-    cfg = train_config("smoke", "clickprompt", DATASET, "dnn", {"pretrain.epochs": 1})
+    cfg = train_config("smoke", "clickprompt", "dnn", {"pretrain.epochs": 1})
     assert (cfg.backbone, cfg.method, cfg.pretrain.epochs, cfg.profile) == ("dnn", "clickprompt", 1, "smoke")
     run_id = default_run_id(cfg, paths)
     assert run_id.startswith("smoke-clickprompt-dnn-") and run_id == default_run_id(cfg, paths)
-    assert default_run_id(train_config("smoke", "clickprompt", DATASET, "dnn", {}), paths) != run_id
+    assert default_run_id(train_config("smoke", "clickprompt", "dnn", {}), paths) != run_id
     with pytest.raises(ValueError):
-        train_config("smoke", "clickprompt", DATASET, None, {"pretrain.epoch": 1})  # typo: rejected
+        train_config("smoke", "clickprompt", None, {"pretrain.epoch": 1})  # typo: rejected
     assert default_stages("baseline") == ["baseline"] and default_stages("lm_only") == ["finetune-lm-only"]
     assert not stage_done(paths.runs / run_id, "baseline")
 
@@ -137,7 +140,7 @@ def test_run_metrics_are_merged_and_tabulated(tmp_path):
         {**common, "test": {"auc": 0.6, "logloss": 0.65, "n": 10}, "valid_auc": 0.61}))
     run = read_run(run_dir)
     assert list(run["stages"]) == ["baseline", "pretrain", "finetune-lm-only"] and run["backbone"] == "dcnv2"
-    rows = {r["stage"]: r for r in stage_rows(run["stages"])}
+    rows = {r.stage: r.to_dict() for r in stage_rows(run["stages"])}
     assert rows["baseline"]["test_auc"] == 0.75 and rows["baseline"]["valid_auc"] is None  # NaN -> None
     assert rows["pretrain"]["mlm_acc"] == 0.5 and rows["pretrain"]["test_auc"] is None
     assert rows["pretrain"]["alignment"] == "masked-token acc 0.5000 with prompts, 0.4000 zeroed"
@@ -151,7 +154,7 @@ def test_run_metrics_are_merged_and_tabulated(tmp_path):
 
 
 def test_cli_pipeline_rejects_bad_parameters_before_starting_prefect(paths, capsys):
-    from clickprompt.cli import main
+    from cli import main
 
     assert main(["pipeline", "--profile", "huge", "--stages", "pretrain,nope"]) == 2
     err = capsys.readouterr().err
@@ -160,12 +163,13 @@ def test_cli_pipeline_rejects_bad_parameters_before_starting_prefect(paths, caps
 
 
 def test_cli_pipeline_show_records_the_online_prediction(paths, capsys):
-    from clickprompt.cli import main
-    from flows.train_pipeline import _write_json, latest_summary_path
+    from cli import main
+    from core.io import write_json_atomic
+    from flows.train_pipeline import latest_summary_path
 
     rows = {"finetune-ctr-only": {"stage": "finetune-ctr-only", "test_auc": 0.71, "test_logloss": 0.62,
                                   "mlm_acc": None, "mlm_acc_zero_prompts": None, "seconds": 4.0}}
-    _write_json(latest_summary_path(paths), {
+    write_json_atomic(latest_summary_path(paths), {
         "run_id": "r", "method": "clickprompt", "backbone": "dcnv2", "profile": "demo", "dataset": DATASET,
         "training_set": {"train": 8, "valid": 1, "test": 1}, "variants": rows,
         "registered": {"stage": "finetune-ctr-only", "version": 1, "promoted": True, "reason": "first"}})

@@ -7,7 +7,6 @@ import json
 from collections import Counter
 from datetime import datetime, timezone
 
-import duckdb
 import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey, TaskRunFilter, TaskRunFilterStartTime
@@ -42,8 +41,8 @@ def _latest_artifact(key: str):
 @pytest.fixture
 def counted(monkeypatch):
     """Count the library calls behind the stages; ``fail`` names a training stage that crashes."""
-    import clickprompt.data.warehouse as warehouse
     import feature_repo.training_sets as training_sets
+    import ingestion.warehouse as warehouse
     import models.stages as stages
 
     calls: Counter = Counter()
@@ -63,7 +62,7 @@ def counted(monkeypatch):
 
     wrap(warehouse, "ingest")
     wrap(training_sets, "build_training_sets")
-    wrap(stages, "run_training", label=lambda cfg, paths, names, run_dir: names[0])
+    wrap(stages, "run_training", label=lambda cfg, data, names, run_dir, plm=None: names[0])
     return calls, fail
 
 
@@ -86,11 +85,12 @@ def test_rerun_after_a_late_failure_resumes_at_the_failed_stage(flow_home, small
                              "finetune-ctr-only": 2})
     assert (run_dirs[0] / "pretrain" / "model.safetensors").stat().st_mtime_ns == pretrain_weights
     states = _task_states_since(started)
-    for name in ("ingest_raw", "render", "apply_definitions", "training_sets", "materialize_online",
+    for name in ("ingest_raw", "apply_definitions", "training_sets", "materialize_online",
                  "train-baseline", "train-pretrain", "train-finetune-with-lm"):
         assert states[name] == ["Cached"], name
     assert states["train-finetune-ctr-only"] == ["Completed"] and states["register_and_promote"] == ["Completed"]
-    assert states["run_validation"] == ["Completed"]  # the gate is never cached
+    # the text is rendered and gated once per data change, inside ingest: no second render or gate
+    assert "render" not in states and "run_validation" not in states
 
     assert summary["run_id"] == run_dirs[0].name
     assert list(summary["variants"]) == STAGES
@@ -114,29 +114,28 @@ def test_rerun_after_a_late_failure_resumes_at_the_failed_stage(flow_home, small
     assert register_model(summary["run_id"], metric="logloss") == by_logloss  # cached: not registered again
 
 
-def test_failed_gate_stops_the_pipeline_before_features_and_models(flow_home, small_pipeline):
-    from flows.ingest_data import ingest_data
+def test_failed_gate_stops_the_pipeline_before_features_and_models(flow_home, small_pipeline, tmp_path):
+    """A row the parser accepts but the gate rejects (an event after the data set's range): ingest
+    rolls back, the report is published, nothing downstream runs."""
+    from tests.conftest import small_ratings, write_small_raw
 
-    ingest_data(small_pipeline["dataset"], source=small_pipeline["source"])
-    with duckdb.connect(str(flow_home.warehouse)) as con:  # a bad row that got past ingest somehow
-        con.execute("UPDATE interactions SET rating = 9 WHERE user_id = 1")
+    source = write_small_raw(tmp_path / "future", ratings=small_ratings() + ["1\t2\t5\t1900000000"])
     started = datetime.now(timezone.utc)
-
-    state = train_pipeline(**small_pipeline, return_state=True)
+    state = train_pipeline(**{**small_pipeline, "source": str(source)}, return_state=True)
     assert state.is_failed()
-    assert "rating" in state.message or "validation" in state.message.lower()
+    assert "event_timestamp" in state.message or "validation" in state.message.lower()
     for untouched in (flow_home.feast, flow_home.training_sets, flow_home.runs, latest_summary_path(flow_home)):
         assert not untouched.exists(), untouched
 
     report = _latest_artifact(REPORT_KEY)
-    assert report.created >= started and "FAILED" in report.data and "rating" in report.data
-    failures = _latest_artifact(FAILURES_KEY)
-    rating = [r for r in json.loads(failures.data) if (r["suite"], r["column"]) == ("interactions", "rating")]
-    assert rating and rating[0]["unexpected_count"] == 5 and "9" in rating[0]["examples"]
+    assert report.created >= started and "FAILED" in report.data and "interactions" in report.data
+    failures = json.loads(_latest_artifact(FAILURES_KEY).data)
+    late = [r for r in failures if (r["suite"], r["column"]) == ("interactions", "event_timestamp")]
+    assert late and late[0]["unexpected_count"] == 1
 
 
 def test_fetch_retries_a_network_error_but_not_a_bad_checksum(flow_home, monkeypatch):
-    import clickprompt.data.fetch as fetch
+    import ingestion.fetch as fetch
     from flows.ingest_data import fetch_raw
 
     calls: list[str] = []

@@ -9,23 +9,22 @@ from pydantic import ValidationError
 from models.alt import (
     AltMasker,
     AltModel,
-    JointCTR,
-    TextCTR,
     alignment_counts,
     alignment_metrics,
-    load_prefixed,
     mask_features,
     mask_text_fields,
     mtm_fields,
     sample_candidates,
 )
+from models.builder import alt_objective
 from models.clickprompt import init_ctr_only
 from models.config import AltOptions, load_config
 from models.ctr import build_ctr_model
 from models.encoding import MASK, FieldInfo
-from models.plm import tiny_bert
 from models.prompt import PromptConfig
-from models.stages import METHOD_STAGES, STAGE_NAMES, alt_objective, default_stages
+from models.stages import METHOD_STAGES, STAGE_NAMES, default_stages
+from models.text_ctr import JointCTR, TextCTR, load_prefixed
+from tests.tiny_plm import tiny_bert
 
 FIELDS = [
     FieldInfo("user_id", "id", vocab_size=19),
@@ -293,20 +292,32 @@ def test_method_selects_objective_and_default_stages() -> None:
     assert alt.mtm_weight == 0.5 and alt.mlm_weight == 1.0
 
 
-def test_cli_train_defaults_to_the_methods_stages(paths, monkeypatch, capsys) -> None:
-    import models.stages
-    from clickprompt import cli
+def test_cli_train_runs_the_pipeline_flow_with_the_methods_stages(paths, monkeypatch, capsys) -> None:
+    """``clickprompt train`` is the pipeline flow without registering: the same gates, cache and run
+    ids; the stages default to the method's inside the flow."""
+    import cli
+    import flows.train_pipeline as pipeline
 
-    calls: list[tuple[str, list[str]]] = []
+    calls: list[dict] = []
+    real = pipeline.train_pipeline
 
-    def fake_run(cfg, paths_, stages, run_dir):
-        calls.append((cfg.method, stages))
-        return {"stages": {}}
+    class FakeFlow:
+        def validate_parameters(self, params: dict) -> dict:
+            return real.validate_parameters(params)
 
-    monkeypatch.setattr(models.stages, "run_training", fake_run)
+        def __call__(self, **params) -> dict:
+            calls.append(params)
+            stages = params["stages"] or default_stages(params["method"])
+            return {"run_id": params["run_id"], "method": params["method"], "backbone": "dcnv2", "profile": "smoke",
+                    "dataset": params["dataset"], "training_set": {}, "variants": {s: {"stage": s} for s in stages}}
+
+    monkeypatch.setattr(pipeline, "train_pipeline", FakeFlow())
     assert cli.main(["train", "--profile", "smoke", "--method", "alt", "--run-id", "r1"]) == 0
     assert cli.main(["train", "--profile", "smoke", "--method", "ctrl", "--stages", "all", "--run-id", "r2"]) == 0
-    assert cli.main(["train", "--profile", "smoke", "--method", "alt", "--stages", "pretrain", "--run-id", "r3"]) == 0
-    assert cli.main(["train", "--profile", "smoke", "--run-id", "r4"]) == 0
-    assert calls == [("alt", default_stages("alt")), ("ctrl", default_stages("ctrl")), ("alt", ["pretrain"]),
-                     ("clickprompt", list(STAGE_NAMES))]
+    assert cli.main(["train", "--profile", "smoke", "--method", "alt", "--stages", "pretrain", "--run-id", "r3",
+                     "--plm", "minilm-l6"]) == 0
+    assert [(c["method"], c["stages"], c["to_registry"]) for c in calls] == [
+        ("alt", None, False), ("ctrl", None, False), ("alt", ["pretrain"], False)]
+    assert calls[2]["overrides"] == {"plm": "minilm-l6"} and calls[0]["run_id"] == "r1"
+    out = capsys.readouterr().out
+    assert "finetune-lm-only" in out and "run r1: alt on dcnv2" in out

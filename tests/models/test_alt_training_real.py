@@ -23,16 +23,14 @@ EXTRA = {"alt": {}, "ctrl": {"pretrain.epochs": 1, "pretrain.max_train_samples":
 
 
 @pytest.fixture(scope="module")
-def runs(real_ml100k_home, tmp_path_factory) -> dict[str, tuple[dict, Path]]:
+def runs(real_ml100k_home, real_ml100k_data, tmp_path_factory) -> dict[str, tuple[dict, Path]]:
     """One run per method, each with its default stages: {method: (summary, run_dir)}."""
-    from clickprompt.data.fetch import fetch_plm
-
-    fetch_plm("bert-2l-128", real_ml100k_home)
     out = {}
     for method, extra in EXTRA.items():
         run_dir = tmp_path_factory.mktemp(method)
         cfg = load_config("smoke", {"method": method, **FAST, **extra})
-        out[method] = run_training(cfg, real_ml100k_home, default_stages(method), run_dir), run_dir
+        summary = run_training(cfg, real_ml100k_data, default_stages(method), run_dir, real_ml100k_home.plm_source(cfg.plm))
+        out[method] = summary, run_dir
     return out
 
 

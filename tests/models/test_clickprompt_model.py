@@ -9,9 +9,9 @@ from torch import Tensor
 from models.clickprompt import ClickPrompt, init_ctr_only
 from models.ctr import CTR_MODELS, build_ctr_model
 from models.encoding import FieldInfo
-from models.plm import tiny_bert, tiny_roberta
 from models.mlm import DecoderVocab
 from models.prompt import PromptConfig, run_plm
+from tests.tiny_plm import tiny_bert, tiny_roberta
 
 TEXTS = [
     "User ID is 3. Gender is F. Film genre is Drama.",

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import Tensor
 
-from models.ctr import CTR_MODELS, DCNv2, DCNv2Config, FM, build_ctr_model, ctr_config
+from models.ctr import CTR_MODELS, FM, DCNv2, DCNv2Config, build_ctr_model, ctr_config
 from models.encoding import FieldInfo
 from models.layers import CIN, CrossNet, CrossNetV2, FeatureEmbedding, FMInteraction, InnerProduct, InteractingLayer
 

@@ -29,8 +29,8 @@ def test_length_grouped_batches_cover_every_row_once_with_less_padding():
 def _frame():
     import pandas as pd
 
-    from clickprompt.data.spec import load_spec
-    from clickprompt.data.text import render_python
+    from core.spec import load_spec
+    from core.template import render_python
 
     spec = load_spec("movielens-100k")
     users = [{"user_id": 196, "gender": "M", "age": 49, "occupation": "writer", "zip_code": "55105"},
@@ -43,9 +43,9 @@ def _frame():
 
 
 def test_assembled_tokens_equal_tokenizing_each_sample_text():
-    from clickprompt.data.text import sample_texts
+    from core.template import sample_texts
     from models.data import tokenize_samples
-    from models.plm import tiny_bert, tiny_roberta
+    from tests.tiny_plm import tiny_bert, tiny_roberta
 
     spec, frame = _frame()
     for _, tok in (tiny_bert(), tiny_roberta()):
@@ -55,8 +55,8 @@ def test_assembled_tokens_equal_tokenizing_each_sample_text():
 
 
 def test_token_fields_mark_each_value_and_not_the_template():
-    from models.data import tokenize_samples, token_fields
-    from models.plm import tiny_bert
+    from models.data import token_fields, tokenize_samples
+    from tests.tiny_plm import tiny_bert
 
     spec, frame = _frame()
     _, tok = tiny_bert()

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from models.mlm import IGNORE_INDEX, DecoderVocab, TokenMasker, mask_tokens, mlm_at_labels, mlm_logits
-from models.plm import mlm_head_parts, mlm_parts, tiny_bert, tiny_roberta
+from models.plm import mlm_head_parts, mlm_parts
+from tests.tiny_plm import tiny_bert, tiny_roberta
 
 TEXTS = ["User ID is 3. Gender is F. Film genre is Drama.", "User ID is 14. Gender is M. Film genre is comedy."]
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from models.plm import load_plm, mlm_parts, plm_info, text_position_ids, tiny_bert, tiny_roberta
+from models.plm import load_plm, mlm_parts, plm_info, text_position_ids
+from tests.tiny_plm import tiny_bert, tiny_roberta
 
 REPO = Path(__file__).resolve().parents[2]
 REAL_PLMS = sorted(p.parent for p in (REPO / "data" / "plms").glob("*/config.json"))

@@ -7,8 +7,9 @@ import torch
 from torch import Tensor
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerFast
 
-from models.plm import plm_info, tiny_bert, tiny_roberta
+from models.plm import plm_info
 from models.prompt import InputPrompts, LayerPrompts, PromptConfig, PromptGenerator, pool, run_plm
+from tests.tiny_plm import tiny_bert, tiny_roberta
 
 TEXTS = ["User ID is 1. Gender is F. Film genre is Drama.", "User ID is 7. Gender is M."]  # 2nd is padded
 H_DIM, K, D = 12, 3, 24

@@ -1,6 +1,5 @@
 """The trainer: resumable checkpoints give the same result as an uninterrupted run; early stopping."""
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F

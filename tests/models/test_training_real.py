@@ -3,23 +3,21 @@
 import json
 
 import pytest
+from safetensors.torch import load_file
 
 from models.config import load_config
 from models.ctr import build_ctr_model
 from models.stages import run_training
-from safetensors.torch import load_file
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def smoke_run(real_ml100k_home, tmp_path_factory):
-    from clickprompt.data.fetch import fetch_plm
-
-    fetch_plm("bert-2l-128", real_ml100k_home)
+def smoke_run(real_ml100k_home, real_ml100k_data, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run")
     stages = ["baseline", "pretrain", "finetune-with-lm", "finetune-ctr-only"]
-    summary = run_training(load_config("smoke"), real_ml100k_home, stages, run_dir)
+    cfg = load_config("smoke")
+    summary = run_training(cfg, real_ml100k_data, stages, run_dir, real_ml100k_home.plm_source(cfg.plm))
     return summary["stages"], run_dir
 
 

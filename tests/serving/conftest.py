@@ -23,9 +23,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from clickprompt.registry import Registry
-from clickprompt.settings import Paths
-from tests.conftest import DAY, DAY0, GENRES, item_line
+from core.settings import Paths
+from serving.registry import Registry
+from tests.conftest import DAY0, GENRES, item_line
+from validation import gate
 
 OCCUPATIONS = ["administrator", "artist", "doctor", "educator", "engineer", "other", "programmer", "student",
                "technician", "writer"]
@@ -71,8 +72,8 @@ def write_synthetic_raw(folder: Path) -> Path:
 
 def add_profile_version(paths: Paths, spec, user_id: int, occupation: str, valid_from: datetime) -> None:
     """A later version of one user's profile, as a changed upstream profile would arrive."""
-    from clickprompt.data.text import text_sql
-    from clickprompt.data.warehouse import connect, export_snapshots
+    from ingestion.text_sql import text_sql
+    from ingestion.warehouse import connect, export_snapshots
 
     with connect(paths.warehouse) as con:
         con.execute("INSERT INTO users SELECT user_id, gender, age, ?, zip_code, ? FROM users WHERE user_id = ?",
@@ -96,27 +97,28 @@ class TrainedHome:
 def trained_home(tmp_path_factory) -> TrainedHome:
     """Data -> Feast (offline + online) -> smoke training; the registry holds ctr v1 (the CTR-only
     model, production) and v2 (the baseline, candidate)."""
-    from clickprompt.data.fetch import fetch_plm
-    from clickprompt.data.spec import load_spec
-    from clickprompt.data.warehouse import ingest
+    from core.spec import load_spec
     from feature_repo.online import materialize
     from feature_repo.store import apply
-    from feature_repo.training_sets import build_training_sets
+    from feature_repo.training_sets import build_training_sets, load_training_data
+    from ingestion.fetch import fetch_plm
+    from ingestion.warehouse import ingest
     from models.config import load_config
     from models.stages import run_training
 
     root = tmp_path_factory.mktemp("serving")
     paths = Paths(root / "home")
     spec = load_spec("movielens-100k")
-    ingest(spec, write_synthetic_raw(root / "raw"), paths.warehouse, paths.snapshots)
+    ingest(spec, write_synthetic_raw(root / "raw"), paths.warehouse, paths.snapshots, gate)
     add_profile_version(paths, spec, 2, "writer", PROFILE_CHANGE)
     apply(spec, paths)
     build_training_sets(spec, paths)
     materialize(spec, paths)
     fetch_plm("bert-2l-128", paths)
     run_dir = paths.runs / "smoke"
-    summary = run_training(load_config("smoke", SMOKE_OVERRIDES), paths,
-                           ["baseline", "pretrain", "finetune-ctr-only"], run_dir)
+    cfg = load_config("smoke", SMOKE_OVERRIDES)
+    summary = run_training(cfg, load_training_data(paths), ["baseline", "pretrain", "finetune-ctr-only"], run_dir,
+                           paths.plm_source(cfg.plm))
     registry = Registry(paths)
     registry.register(run_dir, stage="finetune-ctr-only")
     registry.register(run_dir, stage="baseline")
@@ -140,7 +142,7 @@ def server(trained_home: TrainedHome):
     """
     import uvicorn
 
-    from clickprompt.serving import create_app
+    from serving.server import create_app
 
     app = create_app(trained_home.paths, poll_seconds=300)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

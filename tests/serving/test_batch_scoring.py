@@ -9,11 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clickprompt import cli
-from clickprompt.scoring import load_production, score_file, score_frame
+import cli
 from feature_repo.training_sets import load_training_sets
 from models.evaluate import evaluate
-
+from serving.scoring import load_production, score_file, score_frame
 from tests.serving.conftest import PROFILE_CHANGE
 
 AFTER_ALL_VERSIONS = datetime(1998, 3, 1, tzinfo=timezone.utc)  # after user 2's second profile version

@@ -8,9 +8,8 @@ import os
 
 import pytest
 
-from clickprompt import cli
+import cli
 from models.ctr import CTRModel
-
 from tests.serving.conftest import PROFILE_CHANGE
 
 PROFILE_START = "1997-09-01T00:00:00+00:00"  # MovieLens profiles are valid from the spec's time.min

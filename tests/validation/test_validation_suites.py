@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from clickprompt.data.spec import SPEC_DIR, DatasetSpec, load_spec
+from core.spec import SPEC_DIR, DatasetSpec, load_spec
+
 # Import the modules, not the package: under pytest, tests/validation shadows validation/ as a
 # namespace package (tests/ is on sys.path), so validation/__init__.py does not run here.
 from validation.runner import Failure, ValidationError, ValidationReport, run_suites

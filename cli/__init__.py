@@ -1,0 +1,69 @@
+"""``clickprompt``: one console script, subcommands per platform stage, one module per group.
+
+    cli/data.py    data fetch | ingest, validate, text render, features ..., plm fetch
+    cli/train.py   train, pipeline, bench (Prefect flows)
+    cli/serve.py   registry ..., serve, predict, score
+
+Every command calls the same flows and library functions as everything else. Heavy libraries
+(Feast, GX, torch) are imported inside the handlers so ``--help`` is instant.
+Exit codes: 0 ok, 1 a gate failed (validation, promotion), 2 bad input or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+from typing import Callable
+
+from cli import data, serve, train
+from core.settings import Paths, apply_environment_defaults
+
+log = logging.getLogger("clickprompt")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="clickprompt", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(group, name: str, func: Callable, help: str) -> argparse.ArgumentParser:
+        p = group.add_parser(name, help=help, description=help)
+        p.set_defaults(func=func)
+        return p
+
+    for group in (data, train, serve):
+        group.add_commands(sub, add)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    apply_environment_defaults()  # before any Prefect / Feast / GX / transformers import
+    args = build_parser().parse_args(argv)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)  # third-party (ibis, feast) noise
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    for noisy in ("feast", "great_expectations", "httpx", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from ingestion.loaders import RawDataError
+    from ingestion.warehouse import WarehouseError
+
+    try:
+        return args.func(args, Paths.default())
+    except (RawDataError, WarehouseError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # validation gate failures carry their report
+        if type(exc).__name__ == "ValidationError":
+            print(f"validation failed:\n{exc}", file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

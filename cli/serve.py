@@ -1,0 +1,150 @@
+"""``clickprompt registry | serve | predict | score``: the model registry and serving."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Callable
+
+from cli.common import print_json
+from core.settings import Paths
+
+# --- model registry, serving, scoring ---------------------------------------------------
+
+
+def _version_line(v: dict) -> str:
+    m = v["metrics"]
+    auc = "n/a" if m.get("auc") is None else f"{m['auc']:.4f}"
+    ll = "n/a" if m.get("logloss") is None else f"{m['logloss']:.4f}"
+    return (f"{v['name']:<8} v{v['version']:<4} {v['stage']:<10} {v['training_stage']:<18} {v['method'] or '-':<11} "
+            f"{v['backbone'] or '-':<8} AUC {auc}  LogLoss {ll}  {v['created_at']}")
+
+
+def cmd_registry_register(args, paths: Paths) -> int:
+    from serving.registry import Registry
+
+    mv = Registry(paths).register(Path(args.run), stage=args.stage, name=args.name).to_dict()
+    if args.json:
+        print_json(mv)
+    else:
+        print(f"registered {mv['name']} v{mv['version']} as candidate: {mv['artifact_dir']}")
+        print(_version_line(mv))
+    return 0
+
+
+def cmd_registry_list(args, paths: Paths) -> int:
+    from serving.registry import Registry
+
+    versions = [v.to_dict() for v in Registry(paths).list(args.name)]
+    if args.json:
+        print_json(versions)
+    elif not versions:
+        print(f"no registered models in {paths.registry}")
+    else:
+        for v in versions:
+            print(_version_line(v))
+    return 0
+
+
+def cmd_registry_show(args, paths: Paths) -> int:
+    from serving.registry import Registry
+
+    mv = Registry(paths).get(args.version, args.name).to_dict()
+    if args.json:
+        print_json(mv)
+    else:
+        for key, value in mv.items():
+            print(f"{key:<17} {json.dumps(value) if isinstance(value, dict) else value}")
+    return 0
+
+
+def cmd_registry_promote(args, paths: Paths) -> int:
+    from serving.registry import Registry
+
+    result = Registry(paths).promote(args.version, name=args.name, metric=args.metric, force=args.force)
+    if args.json:
+        print_json(result.to_dict())
+    if not result.promoted:
+        print(f"promotion refused: {result.reason}", file=sys.stderr)
+        return 1
+    if not args.json:
+        print(f"promoted: {result.reason}")
+    return 0
+
+
+def cmd_serve(args, paths: Paths) -> int:
+    from serving.server import serve
+
+    serve(paths, host=args.host, port=args.port, name=args.name, poll_seconds=args.poll_seconds,
+          access_log=args.access_log)
+    return 0
+
+
+def cmd_predict(args, paths: Paths) -> int:
+    from serving.server import Predictor
+
+    _, rows = Predictor(paths, args.name, poll_seconds=float("inf")).predict([(args.user_id, args.item_id)])
+    row = rows[0]
+    if args.json:
+        print_json(row)
+    else:
+        unknown = [k for k, v in row["unknown"].items() if v] or ["none"]
+        stamps = ", ".join(f"{k} {v or 'missing'}" for k, v in row["feature_timestamps"].items())
+        print(f"user {row['user_id']}, item {row['item_id']}: click probability {row['click_probability']:.6f} "
+              f"({row['model_name']} v{row['model_version']}; features {stamps}; unknown: {', '.join(unknown)})")
+    return 0
+
+
+def cmd_score(args, paths: Paths) -> int:
+    from serving.scoring import score_file
+
+    summary = score_file(paths, Path(args.input), Path(args.output), name=args.name)
+    if args.json:
+        print_json(summary)
+    else:
+        print(f"scored {summary['rows']} rows with {summary['model']} v{summary['model_version']} "
+              f"(as of each row's event_timestamp) -> {summary['output']} in {summary['seconds']:.1f}s")
+    return 0
+
+
+def add_commands(sub, add: Callable) -> None:
+    reg = sub.add_parser("registry", help="the model registry").add_subparsers(dest="registry_cmd", required=True)
+    p = add(reg, "register", cmd_registry_register, "freeze a run's stage as the next candidate version")
+    p.add_argument("--run", required=True, help="run folder, e.g. artifacts/runs/<run-id>")
+    p.add_argument("--stage", default="finetune-ctr-only", help="training stage to register (default finetune-ctr-only)")
+    p.add_argument("--name", default="ctr", help="model name (default ctr)")
+    p.add_argument("--json", action="store_true")
+    p = add(reg, "list", cmd_registry_list, "list registered versions")
+    p.add_argument("--name", help="only this model name")
+    p.add_argument("--json", action="store_true")
+    p = add(reg, "show", cmd_registry_show, "show one version's record")
+    p.add_argument("version", type=int)
+    p.add_argument("--name", default="ctr")
+    p.add_argument("--json", action="store_true")
+    p = add(reg, "promote", cmd_registry_promote,
+            "make a version production if it beats the current one (exit 1 when refused)")
+    p.add_argument("version", type=int)
+    p.add_argument("--name", default="ctr")
+    p.add_argument("--metric", default="auc", choices=["auc", "logloss"], help="auc: higher wins; logloss: lower wins")
+    p.add_argument("--force", action="store_true", help="promote even if it does not beat production")
+    p.add_argument("--json", action="store_true")
+
+    p = add(sub, "serve", cmd_serve, "serve the production model over HTTP (POST /predict, /predict/batch; GET /health)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--name", default="ctr", help="registered model name (default ctr)")
+    p.add_argument("--poll-seconds", type=float, default=5.0, help="re-read the production version at least this often")
+    p.add_argument("--access-log", action="store_true", help="log every request")
+    p = add(sub, "predict", cmd_predict, "score one user/item pair in-process (online features, production model)")
+    p.add_argument("--user-id", type=int, required=True)
+    p.add_argument("--item-id", type=int, required=True)
+    p.add_argument("--name", default="ctr")
+    p.add_argument("--json", action="store_true")
+    p = add(sub, "score", cmd_score, "as-of batch scoring: point-in-time features per row, production model")
+    p.add_argument("--input", required=True, help="parquet with user_id, item_id, event_timestamp")
+    p.add_argument("--output", required=True, help="parquet to write: the input rows + click_probability, model_version")
+    p.add_argument("--name", default="ctr")
+    p.add_argument("--json", action="store_true")
+
+

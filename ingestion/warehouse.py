@@ -1,0 +1,325 @@
+"""The DuckDB warehouse: typed tables users / items / interactions (+ rendered text), loaded atomically.
+
+Ingest = parse raw files -> stage typed rows -> quality gate -> upsert -> render text -> gate on
+the text -> COMMIT, all in ONE transaction: any failure rolls back and leaves the
+previous contents exactly as they were. Upserts are keyed by each table's primary key, so
+re-running on the same input changes nothing. Parquet snapshots of the committed tables (the
+Feast file sources) are then written atomically (write a temp file, then rename).
+
+The gate is passed in (``Gate``): the flows and the CLI pass ``validation.gate``, the Great
+Expectations suites derived from the spec; this module never imports them.
+
+Profiles (users, items) are versioned: one row per (key, event_timestamp), the time from which
+that version is valid. MovieLens profiles carry no time, so they are valid from the data set's
+earliest plausible time (spec.time.min); a later version of a profile is a row with a later
+event_timestamp, and Feast's point-in-time join picks the version valid at each event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterator, Mapping
+
+import duckdb
+import pandas as pd
+
+from core.io import atomic_write, write_json_atomic
+from core.snapshots import MANIFEST
+from core.spec import DatasetSpec, EntityName, FieldSpec, Kind
+from ingestion.text_sql import render_tables
+
+if TYPE_CHECKING:
+    from ingestion.loaders import RawTables
+
+log = logging.getLogger("clickprompt.warehouse")
+
+SNAPSHOT_TABLES = ("users", "items", "interactions", "user_text", "item_text")
+
+
+# Checks frames named by table / view (users, interactions, user_text, ...) and raises on failure.
+Gate = Callable[[DatasetSpec, Mapping[str, pd.DataFrame]], object]
+
+
+class WarehouseError(RuntimeError):
+    """The warehouse cannot be used as asked (wrong data set, missing tables)."""
+
+
+# --- schema ----------------------------------------------------------------------------
+
+
+def _sql_type(f: FieldSpec) -> str:
+    if f.kind == Kind.MULTI:
+        return "VARCHAR[]"
+    if f.kind == Kind.NUMERIC:
+        return "DOUBLE"
+    return "BIGINT" if f.dtype == "int64" else "VARCHAR"
+
+
+def _profile_ddl(spec: DatasetSpec, entity: EntityName) -> str:
+    ent = spec.entities[entity]
+    cols = [f'"{f.name}" {_sql_type(f)}' + (" NOT NULL" if f.name == ent.key else "") for f in spec.fields_of(entity)]
+    cols.append("event_timestamp TIMESTAMPTZ NOT NULL")
+    return f'CREATE TABLE IF NOT EXISTS {ent.table} ({", ".join(cols)}, PRIMARY KEY ("{ent.key}", event_timestamp))'
+
+
+def schema_ddl(spec: DatasetSpec) -> list[str]:
+    user_key, item_key = spec.entities["user"].key, spec.entities["item"].key
+    return [
+        "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)",
+        _profile_ddl(spec, "user"),
+        _profile_ddl(spec, "item"),
+        f"""CREATE TABLE IF NOT EXISTS interactions (
+            "{user_key}" BIGINT NOT NULL, "{item_key}" BIGINT NOT NULL, rating INTEGER NOT NULL,
+            label INTEGER NOT NULL, event_timestamp TIMESTAMPTZ NOT NULL,
+            PRIMARY KEY ("{user_key}", "{item_key}", event_timestamp))""",
+        """CREATE TABLE IF NOT EXISTS quarantine (
+            table_name VARCHAR NOT NULL, file VARCHAR NOT NULL, line BIGINT NOT NULL, field VARCHAR,
+            reason VARCHAR NOT NULL, raw VARCHAR, ingest_id VARCHAR NOT NULL,
+            PRIMARY KEY (file, line))""",
+        """CREATE TABLE IF NOT EXISTS ingest_log (
+            ingest_id VARCHAR PRIMARY KEY, dataset VARCHAR, source VARCHAR, files VARCHAR,
+            rows_in VARCHAR, rejected BIGINT, started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ)""",
+    ]
+
+
+@contextmanager
+def connect(path: Path, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    if read_only and not path.exists():
+        raise WarehouseError(f"no warehouse at {path}: run `clickprompt data ingest` first")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(path), read_only=read_only)
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        yield con
+    finally:
+        con.close()
+
+
+def warehouse_dataset(path: Path) -> str | None:
+    """The data set a warehouse holds, or None when it is empty / absent."""
+    if not path.exists():
+        return None
+    with connect(path, read_only=True) as con:
+        has_meta = con.execute(
+            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'"
+        ).fetchone()[0]
+        if not has_meta:
+            return None
+        row = con.execute("SELECT value FROM meta WHERE key = 'dataset'").fetchone()
+    return row[0] if row else None
+
+
+# --- staging ---------------------------------------------------------------------------
+
+
+def _select_typed(spec: DatasetSpec, entity: EntityName, src: str) -> str:
+    cols = [f'CAST("{f.name}" AS {_sql_type(f)}) AS "{f.name}"' for f in spec.fields_of(entity)]
+    valid_from = spec.time.min.isoformat()
+    return f"SELECT {', '.join(cols)}, CAST('{valid_from}' AS TIMESTAMPTZ) AS event_timestamp FROM {src}"
+
+
+def _stage(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, raw: RawTables) -> dict[str, pd.DataFrame]:
+    """Typed staging tables from the parsed raw frames; returns them as the GX gates will see them."""
+    user_key, item_key = spec.entities["user"].key, spec.entities["item"].key
+    con.register("raw_users", raw.users)
+    con.register("raw_items", raw.items)
+    con.register("raw_interactions", raw.interactions)
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP TABLE stage_users AS {_select_typed(spec, 'user', 'raw_users')}")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE stage_items AS {_select_typed(spec, 'item', 'raw_items')}")
+        threshold = spec.label.threshold
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE stage_interactions AS SELECT
+                CAST("{user_key}" AS BIGINT) AS "{user_key}", CAST("{item_key}" AS BIGINT) AS "{item_key}",
+                CAST(rating AS INTEGER) AS rating, CAST(rating >= {threshold} AS INTEGER) AS label,
+                to_timestamp(CAST("timestamp" AS BIGINT)) AS event_timestamp
+              FROM raw_interactions"""
+        )
+    finally:
+        for name in ("raw_users", "raw_items", "raw_interactions"):
+            con.unregister(name)
+    return {t: con.execute(f"SELECT * FROM stage_{t}").df() for t in ("users", "items", "interactions")}
+
+
+# --- ingest ----------------------------------------------------------------------------
+
+
+@dataclass
+class IngestReport:
+    dataset: str
+    warehouse: str
+    ingest_id: str
+    rows_in: dict[str, int]  # rows parsed per table (after quarantine)
+    rows_after: dict[str, int]  # rows in each table after commit
+    rejected: int
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    snapshot_hash: str = ""
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def ingest(
+    spec: DatasetSpec,
+    source: Path,
+    warehouse: Path,
+    snapshot_dir: Path,
+    gate: Gate,
+    quarantine: bool = False,
+) -> IngestReport:
+    """Load raw files of ``spec``'s data set from ``source`` into the warehouse, all or nothing:
+    ``gate`` checks the staged rows and the rendered text before the commit."""
+    from ingestion.loaders import load_raw
+
+    started = time.perf_counter()
+    held = warehouse_dataset(warehouse)
+    if held is not None and held != spec.name:
+        raise WarehouseError(
+            f"{warehouse} holds data set {held!r}, not {spec.name!r}: pass --warehouse to use another file"
+        )
+    raw = load_raw(spec, Path(source), quarantine=quarantine)  # raises RawDataError before any write
+    ingest_id = uuid.uuid4().hex[:12]
+    with connect(warehouse) as con:
+        con.begin()
+        try:
+            for ddl in schema_ddl(spec):
+                con.execute(ddl)
+            gate(spec, _stage(con, spec, raw))
+            for table in ("users", "items", "interactions"):
+                con.execute(f"INSERT OR REPLACE INTO {table} SELECT * FROM stage_{table}")
+            render_tables(con, spec)
+            gate(spec, {t: con.execute(f"SELECT * FROM {t}").df() for t in ("user_text", "item_text")})
+            _record(con, spec, raw, ingest_id, source)
+            rows_after = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in SNAPSHOT_TABLES}
+            con.commit()
+        except BaseException:
+            con.rollback()
+            raise
+        snapshot_hash = export_snapshots(con, spec, snapshot_dir)
+    reasons: dict[str, int] = {}
+    for r in raw.rejected:
+        reasons[r.reason.split(":")[0]] = reasons.get(r.reason.split(":")[0], 0) + 1
+    return IngestReport(
+        dataset=spec.name,
+        warehouse=str(warehouse),
+        ingest_id=ingest_id,
+        rows_in={"users": len(raw.users), "items": len(raw.items), "interactions": len(raw.interactions)},
+        rows_after=rows_after,
+        rejected=len(raw.rejected),
+        rejected_by_reason=reasons,
+        snapshot_hash=snapshot_hash,
+        seconds=round(time.perf_counter() - started, 3),
+    )
+
+
+def _record(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, raw: RawTables, ingest_id: str, source: Path) -> None:
+    con.execute("INSERT OR REPLACE INTO meta VALUES ('dataset', ?)", [spec.name])
+    if raw.rejected:
+        rows = pd.DataFrame(
+            [(r.table, r.file, r.line if r.line is not None else 0, r.field, r.reason, r.raw, ingest_id) for r in raw.rejected],
+            columns=["table_name", "file", "line", "field", "reason", "raw", "ingest_id"],
+        ).drop_duplicates(["file", "line"])
+        con.register("rejected_rows", rows)
+        con.execute("INSERT OR REPLACE INTO quarantine SELECT * FROM rejected_rows")
+        con.unregister("rejected_rows")
+    con.execute(
+        "INSERT INTO ingest_log VALUES (?, ?, ?, ?, ?, ?, now(), now())",
+        [
+            ingest_id,
+            spec.name,
+            str(source),
+            json.dumps(raw.files, sort_keys=True),
+            json.dumps({"users": len(raw.users), "items": len(raw.items), "interactions": len(raw.interactions)}),
+            len(raw.rejected),
+        ],
+    )
+
+
+def rerender_text(spec: DatasetSpec, warehouse: Path, snapshot_dir: Path, gate: Gate) -> dict[str, int]:
+    """Re-render the text tables from the committed profiles (after a template or spec change;
+    ingest renders them itself), gated before the commit."""
+    with connect(warehouse) as con:
+        con.begin()
+        try:
+            counts = render_tables(con, spec)
+            gate(spec, {t: con.execute(f"SELECT * FROM {t}").df() for t in counts})
+            con.commit()
+        except BaseException:
+            con.rollback()
+            raise
+        export_snapshots(con, spec, snapshot_dir)
+    return counts
+
+
+# --- snapshots -------------------------------------------------------------------------
+
+
+def _order_by(spec: DatasetSpec, table: str) -> str:
+    user_key, item_key = spec.entities["user"].key, spec.entities["item"].key
+    keys = {
+        "users": [user_key],
+        "user_text": [user_key],
+        "items": [item_key],
+        "item_text": [item_key],
+        "interactions": [user_key, item_key],
+    }[table]
+    return ", ".join(f'"{k}"' for k in keys) + ", event_timestamp"
+
+
+def export_snapshots(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, snapshot_dir: Path) -> str:
+    """Write one parquet file per table (temp file + rename) and a manifest; return the snapshot hash.
+
+    The hash covers the table contents (sorted), so the same warehouse gives the same hash.
+    """
+    snapshot_dir.mkdir(parents=True, exist_ok=True)
+    files: dict[str, dict] = {}
+    for table in SNAPSHOT_TABLES:
+        final = snapshot_dir / f"{table}.parquet"
+        order = _order_by(spec, table)
+        atomic_write(final, lambda tmp: con.execute(f"COPY (SELECT * FROM {table} ORDER BY {order}) TO '{tmp}' (FORMAT parquet)"))
+        content = con.execute(
+            f"SELECT md5(string_agg(CAST(t AS VARCHAR), '\n' ORDER BY {order})) FROM {table} AS t"
+        ).fetchone()[0]
+        rows = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        files[table] = {"file": final.name, "rows": rows, "content_md5": content}
+    digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+    manifest = {
+        "dataset": spec.name,
+        "snapshot_hash": digest,
+        "tables": files,
+        "written_at": datetime.now(timezone.utc).isoformat(),
+    }
+    write_json_atomic(snapshot_dir / MANIFEST, manifest)
+    log.info("snapshots written to %s (hash %s)", snapshot_dir, digest[:12])
+    return digest
+
+
+def read_tables(warehouse: Path, tables: tuple[str, ...] = ("users", "items", "interactions", "user_text", "item_text")) -> dict[str, pd.DataFrame]:
+    with connect(warehouse, read_only=True) as con:
+        return {t: con.execute(f"SELECT * FROM {t}").df() for t in tables}
+
+
+def validation_frames(spec: DatasetSpec, warehouse: Path, snapshot_dir: Path) -> dict[str, pd.DataFrame]:
+    """What the GX suites check: the warehouse tables, and the snapshots the feature views read."""
+    frames = read_tables(warehouse, ("users", "items", "interactions"))
+    views = {
+        "user_profile": spec.entities["user"].table,
+        "item_profile": spec.entities["item"].table,
+        "user_text": "user_text",
+        "item_text": "item_text",
+    }
+    for view, table in views.items():
+        path = snapshot_dir / f"{table}.parquet"
+        if not path.exists():
+            raise WarehouseError(f"snapshot {path} is missing: run `clickprompt data ingest` first")
+        frames[view] = pd.read_parquet(path)
+    return frames

@@ -1,0 +1,84 @@
+"""The promotion policy: which metric decides, which direction wins, and the decision's words.
+
+``Registry.promote`` applies it inside one transaction and logs every decision, refusals included.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+# metric -> which direction is better
+METRICS: dict[str, str] = {"auc": "higher", "logloss": "lower"}
+
+
+@dataclass(frozen=True)
+class PromotionResult:
+    name: str
+    version: int
+    promoted: bool
+    reason: str
+    metric: str
+    candidate_value: float | None
+    production_value: float | None  # the previous production's value (None when there was none)
+    previous_version: int | None
+    forced: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _metric(metrics: dict, metric: str) -> float | None:
+    value = metrics.get(metric)
+    if value is None:
+        return None
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def _beats(candidate: float | None, production: float | None, metric: str) -> bool:
+    if candidate is None:
+        return False
+    if production is None:
+        return True
+    return candidate > production if METRICS[metric] == "higher" else candidate < production
+
+
+def metric_value(metrics: dict, metric: str) -> float | None:
+    """A metric as a float, None when missing or NaN (e.g. AUC on a one-class split)."""
+    value = metrics.get(metric)
+    if value is None:
+        return None
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def beats(candidate: float | None, production: float | None, metric: str) -> bool:
+    if candidate is None:
+        return False
+    if production is None:
+        return True
+    return candidate > production if METRICS[metric] == "higher" else candidate < production
+
+
+def decide(name: str, version: int, cand_value: float | None, current: int | None, prod_value: float | None,
+           metric: str, force: bool) -> tuple[bool, str]:
+    """(promoted, reason) for candidate ``version`` against production ``current`` (None: none yet)."""
+    if current is not None and current == version:
+        return False, f"{name} v{version} is already production"
+    if force or beats(cand_value, prod_value, metric):
+        if current is None:
+            return True, f"{name} v{version} is the first production version"
+        if force and not beats(cand_value, prod_value, metric):
+            return True, (f"forced: {name} v{version} {metric} {_fmt(cand_value)} replaces "
+                          f"v{current} {metric} {_fmt(prod_value)}")
+        return True, (f"{name} v{version} {metric} {_fmt(cand_value)} beats production "
+                      f"v{current} {_fmt(prod_value)} ({METRICS[metric]} is better)")
+    if cand_value is None or current is None:
+        return False, f"{name} v{version} has no {metric} to compare; use --force to promote anyway"
+    return False, (f"{name} v{version} {metric} {_fmt(cand_value)} does not beat production "
+                   f"v{current} {metric} {_fmt(prod_value)} ({METRICS[metric]} is better); use --force to promote anyway")
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"

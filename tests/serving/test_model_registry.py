@@ -1,0 +1,277 @@
+"""The model registry on a real DuckDB file: provenance, promotion rules, crash safety, immutable artifacts, CLI.
+
+Run folders here are written by hand (the registry copies files and reads metrics; it never runs
+the model), so these tests take about a second; tests/serving/ registers really trained runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import cli
+from core.settings import REPO_ROOT
+from serving.registry import (
+    ARCHIVED,
+    CANDIDATE,
+    PRODUCTION,
+    ArtifactIntegrityError,
+    Registry,
+    RegistryError,
+    code_version,
+)
+
+SNAPSHOT = "ab" * 32
+TRAIN_START, TRAIN_END = "1997-09-20T03:05:10+00:00", "1998-03-07T02:20:47+00:00"
+
+
+def write_run(folder: Path, auc: float | None, logloss: float, stage: str = "finetune-ctr-only",
+              snapshot: str = SNAPSHOT, method: str = "clickprompt") -> Path:
+    """A run folder as models/stages.py writes it (only what the registry reads)."""
+    (folder / stage).mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"method": method, "backbone": "dcnv2", "seed": 42}))
+    (folder / "encoder.json").write_text(json.dumps({"spec_name": "movielens-100k", "vocabs": {}, "kinds": {}}))
+    (folder / stage / "model.safetensors").write_bytes(f"weights of {folder.name}".encode() * 100)
+    test = {"auc": float("nan") if auc is None else auc, "logloss": logloss, "n": 100}
+    (folder / stage / "metrics.json").write_text(json.dumps(
+        {"stage": stage, "method": method, "backbone": "dcnv2", "test": test, "config_hash": f"cfg-{folder.name}",
+         "snapshot_hash": snapshot}))
+    return folder
+
+
+@pytest.fixture
+def home(paths):
+    """A project home with the training-set manifest the runs were trained on."""
+    manifest = paths.training_sets / "clickprompt_v1" / "manifest.json"
+    manifest.parent.mkdir(parents=True)
+    manifest.write_text(json.dumps({
+        "dataset": "movielens-100k", "feature_service": "clickprompt_v1", "snapshot_hash": SNAPSHOT,
+        "splits": {"train": {"rows": 80, "label_rate": 0.5, "start": TRAIN_START, "end": TRAIN_END},
+                   "valid": {"rows": 10, "label_rate": 0.5, "start": TRAIN_END, "end": TRAIN_END},
+                   "test": {"rows": 10, "label_rate": 0.5, "start": TRAIN_END, "end": TRAIN_END}}}))
+    return paths
+
+
+@pytest.fixture
+def runs(home, tmp_path):
+    """Three finished runs: weak (AUC 0.70), strong (0.75, lower LogLoss), mid (0.72)."""
+    return {
+        "weak": write_run(tmp_path / "runs" / "weak", 0.70, 0.62),
+        "strong": write_run(tmp_path / "runs" / "strong", 0.75, 0.58),
+        "mid": write_run(tmp_path / "runs" / "mid", 0.72, 0.57),
+    }
+
+
+def stages(registry: Registry, name: str = "ctr") -> dict[int, str]:
+    return {v.version: v.stage for v in registry.list(name)}
+
+
+def test_register_records_provenance_and_freezes_the_artifact(home, runs):
+    registry = Registry(home)
+    mv = registry.register(runs["weak"])
+    assert (mv.name, mv.version, mv.stage) == ("ctr", 1, CANDIDATE)
+    assert (mv.method, mv.backbone, mv.training_stage) == ("clickprompt", "dcnv2", "finetune-ctr-only")
+    assert mv.metrics["auc"] == 0.70 and mv.metrics["logloss"] == 0.62
+    assert mv.snapshot_hash == SNAPSHOT and mv.config_hash == "cfg-weak"
+    assert mv.feature_service == "ctr_v1"
+    assert (mv.train_start, mv.train_end) == (TRAIN_START, TRAIN_END)
+    assert mv.code_version == code_version() and mv.code_version  # git HEAD short sha in a checkout
+    assert mv.created_at.endswith("+00:00") and mv.source_run == str(runs["weak"])
+    assert mv.path == home.artifacts / "registry" / "ctr" / "v1"
+    assert sorted(p.name for p in mv.path.iterdir()) == [
+        "MANIFEST.json", "config.json", "encoder.json", "metrics.json", "model.safetensors"]
+    assert (mv.path / "model.safetensors").read_bytes() == (runs["weak"] / "finetune-ctr-only" / "model.safetensors").read_bytes()
+    for p in mv.path.iterdir():  # read-only for everyone
+        assert stat.S_IMODE(p.stat().st_mode) & 0o222 == 0
+    assert json.loads((mv.path / "MANIFEST.json").read_text())["files"] == mv.files
+    mv.verify()
+    assert registry.get(1) == mv and registry.list() == [mv]
+    assert not [p for p in (home.artifacts / "registry" / "ctr").iterdir() if p.name.startswith(".tmp")]
+
+
+def test_versions_count_per_name_and_the_window_needs_the_runs_snapshot(home, runs, tmp_path):
+    registry = Registry(home)
+    assert [registry.register(runs[r]).version for r in ("weak", "strong")] == [1, 2]
+    other = registry.register(runs["mid"], name="ctr-autoint")
+    assert (other.name, other.version) == ("ctr-autoint", 1)
+    # a run trained on another snapshot than the current training sets: no window is claimed
+    stale = registry.register(write_run(tmp_path / "runs" / "stale", 0.7, 0.6, snapshot="cd" * 32))
+    assert stale.version == 3 and stale.train_start is None and stale.train_end is None
+    assert {v.name for v in registry.list()} == {"ctr", "ctr-autoint"}
+    assert [v.version for v in registry.list("ctr")] == [1, 2, 3]
+
+
+def test_promotion_rules_better_wins_worse_refused_force_overrides(home, runs):
+    registry = Registry(home)
+    weak, strong, mid = (registry.register(runs[r]).version for r in ("weak", "strong", "mid"))
+    assert registry.production() is None
+
+    first = registry.promote(weak)
+    assert first.promoted and first.previous_version is None and "first production" in first.reason
+
+    better = registry.promote(strong)
+    assert better.promoted and better.previous_version == weak
+    assert (better.candidate_value, better.production_value) == (0.75, 0.70)
+    assert stages(registry) == {weak: ARCHIVED, strong: PRODUCTION, mid: CANDIDATE}
+
+    worse = registry.promote(mid)  # AUC 0.72 < 0.75
+    assert not worse.promoted and "does not beat production v2" in worse.reason and "--force" in worse.reason
+    assert stages(registry) == {weak: ARCHIVED, strong: PRODUCTION, mid: CANDIDATE}
+    assert not registry.promote(strong).promoted  # already production
+
+    forced = registry.promote(weak, force=True)  # a rollback to an archived version
+    assert forced.promoted and forced.forced and forced.reason.startswith("forced")
+    assert stages(registry) == {weak: PRODUCTION, strong: ARCHIVED, mid: CANDIDATE}
+    assert registry.production().version == weak == registry.production_version()
+    log = registry.promotions()
+    assert [(e["version"], e["promoted"]) for e in log] == [(1, True), (2, True), (3, False), (2, False), (1, True)]
+
+
+def test_logloss_promotes_the_lower_value(home, runs):
+    registry = Registry(home)
+    strong, mid = registry.register(runs["strong"]).version, registry.register(runs["mid"]).version
+    registry.promote(strong)
+    assert not registry.promote(mid, metric="auc").promoted  # 0.72 < 0.75
+    assert registry.promote(mid, metric="logloss").promoted  # 0.57 < 0.58
+    assert registry.production().version == mid
+    with pytest.raises(RegistryError, match="unknown metric"):
+        registry.promote(strong, metric="accuracy")
+
+
+def test_a_candidate_without_auc_is_never_promoted_unforced(home, tmp_path):
+    registry = Registry(home)
+    v = registry.register(write_run(tmp_path / "runs" / "one-class", None, 0.6)).version
+    result = registry.promote(v)
+    assert not result.promoted and "has no auc" in result.reason and registry.production() is None
+    assert registry.promote(v, force=True).promoted
+
+
+def test_crash_between_the_two_updates_keeps_the_previous_production(home, runs, monkeypatch):
+    registry = Registry(home)
+    weak, strong = registry.register(runs["weak"]).version, registry.register(runs["strong"]).version
+    registry.promote(weak)
+
+    def crash(con, name, version):
+        # the old production IS archived inside the transaction at this point ...
+        assert con.execute("SELECT count(*) FROM model_versions WHERE stage = 'production'").fetchone()[0] == 0
+        raise RuntimeError("power cut")
+
+    monkeypatch.setattr(registry, "_between_updates", crash)
+    with pytest.raises(RuntimeError, match="power cut"):
+        registry.promote(strong)
+    # ... but nothing of it was committed: a fresh registry sees the old state, and the decision is not logged
+    fresh = Registry(home)
+    assert stages(fresh) == {weak: PRODUCTION, strong: CANDIDATE}
+    assert [e["version"] for e in fresh.promotions()] == [weak]
+    monkeypatch.undo()
+    assert fresh.promote(strong).promoted  # and the registry still works
+
+
+def test_process_killed_mid_promotion_keeps_the_previous_production(home, runs):
+    registry = Registry(home)
+    weak, strong = registry.register(runs["weak"]).version, registry.register(runs["strong"]).version
+    registry.promote(weak)
+    script = textwrap.dedent(f"""
+        import os
+        from pathlib import Path
+        from serving.registry import Registry
+        from core.settings import Paths
+        registry = Registry(Paths(Path({str(home.home)!r})))
+        registry._between_updates = lambda con, name, version: os._exit(17)  # the process dies mid-transaction
+        registry.promote({strong})
+    """)
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 17, done.stderr
+    assert stages(Registry(home)) == {weak: PRODUCTION, strong: CANDIDATE}
+
+
+def test_artifacts_are_immutable(home, runs):
+    registry = Registry(home)
+    v1 = registry.register(runs["weak"])
+    weights = v1.path / "model.safetensors"
+    before = weights.read_bytes()
+    # retraining into the same run folder does not touch the registered copy
+    (runs["weak"] / "finetune-ctr-only" / "model.safetensors").write_bytes(b"retrained")
+    assert weights.read_bytes() == before
+    v2 = registry.register(runs["weak"])
+    assert v2.version == 2 and v2.files["model.safetensors"] != v1.files["model.safetensors"]
+    assert weights.read_bytes() == before
+    # a leftover folder without a row (a crash after the rename) is never reused or overwritten
+    orphan = home.artifacts / "registry" / "ctr" / "v3"
+    orphan.mkdir()
+    (orphan / "note").write_text("left by a crash")
+    assert registry.register(runs["strong"]).version == 4 and (orphan / "note").read_text() == "left by a crash"
+    # files cannot be written in place; a changed artifact is caught before it is served
+    assert stat.S_IMODE(weights.stat().st_mode) & 0o222 == 0
+    if os.geteuid() != 0:  # root ignores permission bits; the hash check below holds for everyone
+        with pytest.raises(PermissionError):
+            weights.open("ab")
+    os.chmod(weights, 0o644)
+    weights.write_bytes(before + b"tampered")
+    with pytest.raises(ArtifactIntegrityError, match="changed since registration"):
+        registry.get(1).verify()
+
+
+def test_incomplete_runs_are_rejected_and_leave_nothing(home, runs, tmp_path):
+    registry = Registry(home)
+    with pytest.raises(RegistryError, match="missing"):
+        registry.register(runs["weak"], stage="baseline")
+    pretrain = tmp_path / "runs" / "pretrain-only"
+    write_run(pretrain, 0.7, 0.6, stage="pretrain")
+    with pytest.raises(RegistryError, match="cannot be served"):
+        registry.register(pretrain, stage="pretrain")
+    no_test = write_run(tmp_path / "runs" / "no-test", 0.7, 0.6)
+    metrics = json.loads((no_test / "finetune-ctr-only" / "metrics.json").read_text())
+    del metrics["test"]
+    (no_test / "finetune-ctr-only" / "metrics.json").write_text(json.dumps(metrics))
+    with pytest.raises(RegistryError, match="no test metrics"):
+        registry.register(no_test)
+    with pytest.raises(RegistryError, match="model name"):
+        registry.register(runs["weak"], name="../escape")
+    assert registry.list() == []
+    root = home.artifacts / "registry"
+    assert not root.exists() or not any(p.name.startswith("v") or p.name.startswith(".tmp") for p in root.rglob("*"))
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_register_list_show_promote(home, runs, capsys):
+    code, out, _ = run_cli(capsys, "registry", "register", "--run", str(runs["strong"]), "--json")
+    assert code == 0 and json.loads(out)["version"] == 1
+    run_cli(capsys, "registry", "register", "--run", str(runs["weak"]))
+
+    code, out, _ = run_cli(capsys, "registry", "list", "--json")
+    listed = json.loads(out)
+    assert code == 0 and [(v["version"], v["stage"]) for v in listed] == [(1, CANDIDATE), (2, CANDIDATE)]
+    code, out, _ = run_cli(capsys, "registry", "show", "2", "--json")
+    shown = json.loads(out)
+    assert code == 0 and shown["metrics"]["auc"] == 0.70 and shown["train_end"] == TRAIN_END
+    assert shown["artifact_dir"].endswith("ctr/v2")
+
+    code, out, _ = run_cli(capsys, "registry", "promote", "1", "--json")
+    assert code == 0 and json.loads(out)["promoted"] is True
+    code, out, err = run_cli(capsys, "registry", "promote", "2")  # AUC 0.70 < 0.75: refused, exit 1, says why
+    assert code == 1 and "promotion refused" in err and "does not beat production v1" in err
+    code, out, err = run_cli(capsys, "registry", "promote", "2", "--metric", "logloss", "--json")
+    assert code == 1 and json.loads(out)["promoted"] is False  # 0.62 > 0.58
+    code, out, _ = run_cli(capsys, "registry", "promote", "2", "--force")
+    assert code == 0 and out.startswith("promoted: forced")
+
+    code, out, _ = run_cli(capsys, "registry", "list")
+    lines = out.splitlines()
+    assert code == 0 and "archived" in lines[0] and "production" in lines[1]
+    code, _, err = run_cli(capsys, "registry", "show", "9")
+    assert code == 2 and "no version 9" in err
+    code, _, err = run_cli(capsys, "registry", "register", "--run", str(home.home / "nowhere"))
+    assert code == 2 and "missing" in err
