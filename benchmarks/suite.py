@@ -1,0 +1,145 @@
+"""What the benchmark trains and reports: baselines, ClickPrompt and its ablations, ALT and CTRL.
+
+Each ``RunSpec`` is one training run (one method, backbone and stage list) per seed; each
+``Variant`` is a row of the report: one stage's test metrics of one run, compared per seed with
+its reference (its untouched backbone). ``plan_suite`` fixes profile, seeds, runs and output
+folder; benchmarks/results.py trains the runs and aggregates them, and
+flows/run_benchmark.py drives both (``make bench`` / ``clickprompt bench`` run that flow).
+Kept free of torch imports: the CLI builds its ``--only`` choices from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from models.config import TrainConfig, load_config
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    name: str
+    method: str
+    backbone: str
+    stages: tuple[str, ...]
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Variant:
+    label: str
+    run: str  # RunSpec name
+    stage: str  # whose test metrics this row reports
+    reference: str | None = None  # label of the backbone it is compared with, per seed
+
+
+HEADLINE_RUNS = ("base-dcnv2", "cp-dcnv2")  # DCNv2, ClickPrompt CTR-only and with LM
+
+
+@dataclass(frozen=True)
+class BenchProfile:
+    train_profile: str  # the training profile every run starts from (models/config.py)
+    overrides: dict[str, Any]  # applied to every run
+    runs: tuple[str, ...] | None = None  # the runs it trains (None: the whole suite); --only narrows further
+
+
+BENCH_PROFILES: dict[str, BenchProfile] = {
+    # minutes on 2 cores: the LM stages on explicit 800-row sub-samples; CI runs it to keep the suite
+    # working, not for its numbers (every report row states the rows and epochs it trained on)
+    "smoke": BenchProfile("smoke", {"pretrain.epochs": 1, "pretrain.max_train_samples": 800,
+                                    "pretrain.max_eval_samples": 300, "finetune_lm.max_train_samples": 800,
+                                    "finetune_lm.max_eval_samples": 300, "baseline.epochs": 2,
+                                    "finetune_ctr.epochs": 2}),
+    # the headline on 2 CPU cores within an hour (3 seeds): DCNv2 and ClickPrompt (CTR-only and with
+    # the LM), every stage on every training row, the demo profile's epochs
+    "cpu": BenchProfile("demo", {}, HEADLINE_RUNS),
+    # the whole suite (four backbones, ablations, ALT, CTRL, LM-only) the same way: ~5 h on 2 cores
+    "cpu-full": BenchProfile("demo", {}),
+    # paper scale on a GPU: RoBERTa-base (or --plm), full data; MovieLens-1M when its files were ingested
+    "gpu": BenchProfile("paper", {}),
+}
+
+BACKBONES = {"dcnv2": "DCNv2", "dnn": "DNN", "autoint": "AutoInt", "deepfm": "DeepFM"}
+CP_BACKBONES = tuple(BACKBONES)  # each gets a ClickPrompt CTR-only model (long-tail comparison)
+
+
+def suite() -> tuple[list[RunSpec], list[Variant]]:
+    runs = [RunSpec(f"base-{b}", "baseline", b, ("baseline",)) for b in BACKBONES]
+    runs += [RunSpec("lm-only", "lm_only", "dcnv2", ("finetune-lm-only",))]
+    runs += [RunSpec("cp-dcnv2", "clickprompt", "dcnv2", ("pretrain", "finetune-with-lm", "finetune-ctr-only"))]
+    runs += [RunSpec(f"cp-{b}", "clickprompt", b, ("pretrain", "finetune-ctr-only")) for b in CP_BACKBONES if b != "dcnv2"]
+    runs += [
+        RunSpec("cp-input-only", "clickprompt", "dcnv2", ("pretrain", "finetune-with-lm", "finetune-ctr-only"),
+                {"prompt.input_only": True}),
+        RunSpec("cp-no-pretrain", "clickprompt", "dcnv2", ("finetune-with-lm",)),
+        RunSpec("cp-no-prompts", "clickprompt", "dcnv2", ("finetune-with-lm",), {"prompt.disabled": True}),
+        RunSpec("alt", "alt", "dcnv2", ("pretrain", "finetune-ctr-only", "finetune-lm-only", "finetune-with-lm")),
+        RunSpec("ctrl", "ctrl", "dcnv2", ("pretrain", "finetune-ctr-only")),
+    ]
+    variants = [Variant(label, f"base-{b}", "baseline") for b, label in BACKBONES.items()]
+    variants += [Variant("LM-only (text classifier)", "lm-only", "finetune-lm-only")]
+    variants += [Variant(f"ClickPrompt CTR-only ({BACKBONES[b]})", f"cp-{b}", "finetune-ctr-only", BACKBONES[b])
+                 for b in CP_BACKBONES]
+    variants += [
+        Variant("ClickPrompt with LM", "cp-dcnv2", "finetune-with-lm", "DCNv2"),
+        Variant("ablation: input-layer prompts, CTR-only", "cp-input-only", "finetune-ctr-only", "DCNv2"),
+        Variant("ablation: input-layer prompts, with LM", "cp-input-only", "finetune-with-lm", "DCNv2"),
+        Variant("ablation: no PA-MLM, with LM", "cp-no-pretrain", "finetune-with-lm", "DCNv2"),
+        Variant("ablation: no prompts, with LM", "cp-no-prompts", "finetune-with-lm", "DCNv2"),
+        Variant("ALT CTR-only", "alt", "finetune-ctr-only", "DCNv2"),
+        Variant("ALT LM-only", "alt", "finetune-lm-only", "DCNv2"),
+        Variant("ALT joint", "alt", "finetune-with-lm", "DCNv2"),
+        Variant("CTRL CTR-only", "ctrl", "finetune-ctr-only", "DCNv2"),
+    ]
+    return runs, variants
+
+
+@dataclass
+class SuitePlan:
+    """What one benchmark trains and reports: the training profile, the overrides every run gets,
+    the runs and the report rows, the seeds, and the output folder."""
+
+    profile: str
+    train_profile: str
+    overrides: dict[str, Any]
+    runs: list[RunSpec]
+    variants: list[Variant]
+    seeds: list[int]
+    out: Path
+
+    def config(self, run: RunSpec, seed: int) -> TrainConfig:
+        return load_config(self.train_profile, {**self.overrides, "seed": seed, "method": run.method,
+                                                "backbone": run.backbone, **run.overrides})
+
+    def run_dir(self, run: RunSpec, seed: int) -> Path:
+        return self.out / "runs" / f"{run.name}-seed{seed}"
+
+
+def plan_suite(
+    profile: str, seeds: list[int], out: Path, only: list[str] | None = None, overrides: dict[str, Any] | None = None,
+) -> SuitePlan:
+    if profile not in BENCH_PROFILES:
+        raise ValueError(f"unknown benchmark profile {profile!r}; known: {sorted(BENCH_PROFILES)}")
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct and at least one, got {seeds}")
+    chosen = BENCH_PROFILES[profile]
+    train_profile, base = chosen.train_profile, chosen.overrides
+    runs, variants = suite()
+    only = only or (list(chosen.runs) if chosen.runs else None)
+    if only:
+        unknown = sorted(set(only) - {r.name for r in runs})
+        if unknown:
+            raise ValueError(f"unknown run(s) {unknown}; known: {[r.name for r in runs]}")
+        runs = [r for r in runs if r.name in only]
+        kept = {v.label for v in variants if v.run in only}
+        # a row whose backbone run was left out keeps its own figures, without the paired difference
+        variants = [replace(v, reference=v.reference if v.reference in kept else None)
+                    for v in variants if v.run in only]
+    plan = SuitePlan(profile, train_profile, {**base, **(overrides or {})}, runs, variants, list(seeds), out)
+    from models.ctr import ctr_config
+
+    for r in runs:  # a bad --set or backbone setting fails here, before hours of training
+        cfg = plan.config(r, seeds[0])
+        ctr_config(cfg.backbone, cfg.backbone_config, cfg.backbone_preset)
+    return plan
