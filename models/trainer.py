@@ -121,7 +121,9 @@ class Trainer:
             for name, params in param_groups.items()
         ]
         groups = [g for g in groups if g["params"]]
-        self.optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+        # the fused kernel (CPU and CUDA): one pass over every parameter instead of a loop per tensor
+        # (11% of a PA-MLM step on 2 CPU cores: benchmarks/bench_training_cost.py)
+        self.optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay, fused=device.type in ("cpu", "cuda"))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         run_dir.mkdir(parents=True, exist_ok=True)
 
