@@ -12,6 +12,14 @@ def print_json(obj) -> None:
     print(json.dumps(obj, indent=2, default=str))
 
 
+def prefect_home_ready() -> None:
+    """Create the project's Prefect home before a flow starts its temporary server (Prefect creates
+    only the last level of the folder)."""
+    from prefect.settings import PREFECT_HOME
+
+    PREFECT_HOME.value().mkdir(parents=True, exist_ok=True)
+
+
 def spec_of(paths: Paths, name: str | None):
     """The spec named, or the one of the data set the warehouse holds (default: the embedded one)."""
     from core.spec import load_spec

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Callable
 
-from cli.common import print_json, spec_of
+from cli.common import prefect_home_ready, print_json, spec_of
 from core.names import CLICKPROMPT_SERVICE, CTR_SERVICE, DEFAULT_DATASET
 from core.settings import Paths
 
@@ -23,10 +23,13 @@ def cmd_data_fetch(args, paths: Paths) -> int:
 
 def cmd_data_ingest(args, paths: Paths) -> int:
     from core.spec import load_spec
+    from ingestion.increments import batch_folders
     from ingestion.warehouse import ingest
     from validation import gate
 
     spec = load_spec(args.dataset)
+    if not args.source and batch_folders(paths.inbox(spec.name)):
+        return _ingest_batches(args, paths, spec, gate)
     source = Path(args.source) if args.source else paths.raw(spec.name)
     warehouse = Path(args.warehouse) if args.warehouse else paths.warehouse
     report = ingest(spec, source, warehouse, paths.snapshots, gate, quarantine=args.quarantine)
@@ -39,6 +42,58 @@ def cmd_data_ingest(args, paths: Paths) -> int:
             reasons = ", ".join(f"{k}: {v}" for k, v in report.rejected_by_reason.items())
             print(f"quarantined {report.rejected} rows ({reasons}); see table `quarantine`")
         print(f"snapshot hash {report.snapshot_hash[:16]}")
+    return 0
+
+
+def _ingest_batches(args, paths: Paths, spec, gate) -> int:
+    """The landing area's new batches, each gated and committed (or rejected) on its own."""
+    from ingestion.increments import ingest_inbox
+
+    warehouse = Path(args.warehouse) if args.warehouse else paths.warehouse
+    reports = ingest_inbox(spec, paths.inbox(spec.name), warehouse, paths.snapshots, gate, "cli", args.max_batches)
+    if args.json:
+        print_json([r.to_dict() for r in reports])
+    elif not reports:
+        print(f"no new batches in {paths.inbox(spec.name)}")
+    for r in reports if not args.json else []:
+        if r.status == "accepted":
+            print(f"batch {r.batch_id}: {r.events:,} events, {r.user_versions} user / {r.item_versions} item "
+                  f"versions (valid from {r.valid_from}), label rate {r.label_rate or 0:.3f} ({r.seconds:.1f}s)")
+        else:
+            print(f"batch {r.batch_id}: REJECTED, the warehouse is unchanged: {r.reason}")
+    return 1 if any(r.status != "accepted" for r in reports) else 0
+
+
+def cmd_data_replay(args, paths: Paths) -> int:
+    from core.spec import load_spec
+    from ingestion.replay import parse_period, replay
+
+    spec = load_spec(args.dataset)
+    batches = replay(spec, paths.raw(spec.name), paths.inbox(spec.name), parse_period(args.every), args.batches)
+    for b in batches:
+        since = "the start" if b.start is None else f"{b.start:%Y-%m-%d %H:%M}"
+        print(f"{b.folder}: events from {since} until {b.end:%Y-%m-%d %H:%M}: {b.events:,} events, "
+              f"{b.users} new users, {b.items} new items")
+    return 0
+
+
+def cmd_data_update(args, paths: Paths) -> int:
+    """The nightly flow: new batches, online store, trend report."""
+    from flows.update_data import RejectedBatches, update_data
+
+    prefect_home_ready()
+    try:
+        summary = update_data(dataset=args.dataset, max_batches=args.max_batches)
+    except RejectedBatches as exc:
+        print(f"rejected: {exc}")
+        return 1
+    if args.json:
+        print_json(summary)
+    else:
+        for r in summary["batches"]:
+            print(f"batch {r['batch_id']}: {r['status']}, {r['events']:,} events")
+        print(f"online store: {summary['online']}")
+        print(f"trend report: {summary['trend']['report']} (flagged: {summary['trend']['flagged'] or 'none'})")
     return 0
 
 
@@ -127,6 +182,17 @@ def add_commands(sub, add: Callable) -> None:
     p.add_argument("--source", help="folder of raw files (default data/raw/<dataset>)")
     p.add_argument("--warehouse", help="DuckDB file (default data/warehouse.duckdb)")
     p.add_argument("--quarantine", action="store_true", help="commit good rows; keep bad ones in table quarantine")
+    p.add_argument("--max-batches", type=int, help="with a landing area: take at most so many new batches")
+    p.add_argument("--json", action="store_true")
+    p = add(data, "replay", cmd_data_replay, "cut the fetched data set by event time into an initial load and "
+                                              "period batches in the landing area data/inbox/<dataset>/")
+    p.add_argument("--dataset", default=DEFAULT_DATASET)
+    p.add_argument("--every", default="7d", help="period of a batch: 7d, 12h, ...")
+    p.add_argument("--batches", type=int, default=4, help="how many periods at the end become batches")
+    p = add(data, "update", cmd_data_update, "the nightly flow: new batches (gated), online store (incremental), "
+                                              "data-quality trend report")
+    p.add_argument("--dataset", default=DEFAULT_DATASET)
+    p.add_argument("--max-batches", type=int, help="take at most so many new batches (oldest first)")
     p.add_argument("--json", action="store_true")
 
     p = add(sub, "validate", cmd_validate, "run every Great Expectations suite on the warehouse and snapshots")

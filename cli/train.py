@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from cli.common import print_json
+from cli.common import prefect_home_ready, print_json
 from core.names import DEFAULT_DATASET
 from core.settings import Paths
 
@@ -49,9 +49,7 @@ def cmd_pipeline(args, paths: Paths) -> int:
             train_pipeline.validate_parameters(params)
         except ParameterTypeError as exc:  # a bad --profile / --method / --stages value
             raise ValueError(str(exc)) from exc
-        from prefect.settings import PREFECT_HOME
-
-        PREFECT_HOME.value().mkdir(parents=True, exist_ok=True)  # Prefect creates only the last level
+        prefect_home_ready()
         summary = train_pipeline(**params)
     if args.json:
         print_json(summary)
@@ -62,7 +60,6 @@ def cmd_pipeline(args, paths: Paths) -> int:
 
 def cmd_bench(args, paths: Paths) -> int:
     from prefect.exceptions import ParameterTypeError
-    from prefect.settings import PREFECT_HOME
 
     from flows.run_benchmark import run_benchmark
     from models.config import parse_set
@@ -73,10 +70,29 @@ def cmd_bench(args, paths: Paths) -> int:
         run_benchmark.validate_parameters(params)
     except ParameterTypeError as exc:
         raise ValueError(str(exc)) from exc
-    PREFECT_HOME.value().mkdir(parents=True, exist_ok=True)
+    prefect_home_ready()
     results = Path(run_benchmark(**params))
     print((results.parent / "report.md").read_text(encoding="utf-8"))
     print(f"written to {results.parent}")
+    return 0
+
+
+def cmd_retrain(args, paths: Paths) -> int:
+    """The weekly flow: challengers trained on a window, judged with the champion on the holdout."""
+    from flows.retrain_model import retrain_model
+    from models.config import parse_set
+
+    prefect_home_ready()
+    out = retrain_model(dataset=args.dataset, profile=args.profile, backbone=args.backbone,
+                        stages=args.stages.split(",") if args.stages else None, window=args.window,
+                        window_days=args.window_days, holdout_days=args.holdout_days, metric=args.metric,
+                        margin=args.margin, overrides=parse_set(args.set or []))
+    if args.json:
+        print_json(out)
+    else:
+        from flows.retrain_model import judgement_markdown
+
+        print(judgement_markdown(out["judgement"], out["run_id"]))
     return 0
 
 
@@ -107,6 +123,19 @@ def add_commands(sub, add: Callable) -> None:
     p.add_argument("--no-register", action="store_true", help="do not register / promote the CTR-only model")
     p.add_argument("--show", action="store_true", help="print the last run's summary (artifacts/latest) and exit")
     p.add_argument("--prediction", metavar="FILE", help="with --show: record this /predict response in the summary")
+    p = add(sub, "retrain", cmd_retrain, "retrain on a window and judge the challengers against production on "
+                                        "the most recent held-out window (promotes on a margin)")
+    p.add_argument("--dataset", default=DEFAULT_DATASET)
+    p.add_argument("--profile", default="demo")
+    p.add_argument("--backbone")
+    p.add_argument("--stages", help="comma list (default baseline,pretrain,finetune-ctr-only)")
+    p.add_argument("--window", default="growing", choices=["growing", "sliding"])
+    p.add_argument("--window-days", type=int, default=90, help="length of a sliding window")
+    p.add_argument("--holdout-days", type=int, default=7, help="the most recent days: the judging window")
+    p.add_argument("--metric", default="auc", choices=["auc", "logloss"])
+    p.add_argument("--margin", type=float, default=0.001, help="how much better than production to be promoted")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE")
+    p.add_argument("--json", action="store_true")
     _add_bench_command(sub, add)
 
 

@@ -54,6 +54,10 @@ class Paths:
         """Untouched raw files of one data set, exactly as fetched."""
         return self.data / "raw" / dataset
 
+    def inbox(self, dataset: str) -> Path:
+        """Landing area of a data set's arriving batches, one folder each (``ingestion.increments``)."""
+        return self.data / "inbox" / dataset
+
     @property
     def warehouse(self) -> Path:
         return self.data / "warehouse.duckdb"

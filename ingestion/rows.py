@@ -75,6 +75,8 @@ class RawTables:
     rejected: list[Rejected]
     files: dict[str, str]  # raw file name -> sha256 of its bytes
     layout: str = ""  # which raw layout was read
+    # table -> (file name, 1-based line of each row): what later checks (the warehouse's) name
+    lines: dict[str, tuple[str, np.ndarray]] = field(default_factory=dict)
 
 
 # --- file formats and layouts ------------------------------------------------------
@@ -422,6 +424,11 @@ def require_columns(p: Parsed, names: list[str]) -> None:
 
 
 # --- building the canonical tables -------------------------------------------------------
+
+
+def empty_table(fields: list[FieldSpec]) -> pd.DataFrame:
+    """A canonical table without rows (a batch that brings no file for it)."""
+    return pd.DataFrame({f.name: pd.Series(dtype="int64" if f.dtype == "int64" else object) for f in fields})
 
 
 def typed_table(p: Parsed, fields: list[FieldSpec], ready: Collection[str] = ()) -> pd.DataFrame:

@@ -120,21 +120,25 @@ def warehouse_dataset(path: Path) -> str | None:
 # --- staging ---------------------------------------------------------------------------
 
 
-def _select_typed(spec: DatasetSpec, entity: EntityName, src: str) -> str:
+def _select_typed(spec: DatasetSpec, entity: EntityName, src: str, valid_from: datetime | None = None) -> str:
     cols = [f'CAST("{f.name}" AS {_sql_type(f)}) AS "{f.name}"' for f in spec.fields_of(entity)]
-    valid_from = spec.time.min.isoformat()
-    return f"SELECT {', '.join(cols)}, CAST('{valid_from}' AS TIMESTAMPTZ) AS event_timestamp FROM {src}"
+    since = (valid_from or spec.time.min).isoformat()
+    return f"SELECT {', '.join(cols)}, CAST('{since}' AS TIMESTAMPTZ) AS event_timestamp FROM {src}"
 
 
-def _stage(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, raw: RawTables) -> dict[str, pd.DataFrame]:
-    """Typed staging tables from the parsed raw frames; returns them as the GX gates will see them."""
+def stage(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, raw: RawTables,
+          valid_from: datetime | None = None) -> dict[str, pd.DataFrame]:
+    """Typed staging tables from the parsed raw frames; returns them as the GX gates will see them.
+
+    Profile rows become versions valid from ``valid_from`` (default: the data set's earliest time,
+    MovieLens profiles carry none)."""
     user_key, item_key = spec.entities["user"].key, spec.entities["item"].key
     con.register("raw_users", raw.users)
     con.register("raw_items", raw.items)
     con.register("raw_interactions", raw.interactions)
     try:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE stage_users AS {_select_typed(spec, 'user', 'raw_users')}")
-        con.execute(f"CREATE OR REPLACE TEMP TABLE stage_items AS {_select_typed(spec, 'item', 'raw_items')}")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE stage_users AS {_select_typed(spec, 'user', 'raw_users', valid_from)}")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE stage_items AS {_select_typed(spec, 'item', 'raw_items', valid_from)}")
         threshold = spec.label.threshold
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE stage_interactions AS SELECT
@@ -193,7 +197,7 @@ def ingest(
         try:
             for ddl in schema_ddl(spec):
                 con.execute(ddl)
-            gate(spec, _stage(con, spec, raw))
+            gate(spec, stage(con, spec, raw))
             for table in ("users", "items", "interactions"):
                 con.execute(f"INSERT OR REPLACE INTO {table} SELECT * FROM stage_{table}")
             render_tables(con, spec)

@@ -23,6 +23,8 @@ class PromotionResult:
     production_value: float | None  # the previous production's value (None when there was none)
     previous_version: int | None
     forced: bool
+    basis: str = ""  # what both figures were measured on
+    margin: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -53,31 +55,51 @@ def metric_value(metrics: dict, metric: str) -> float | None:
     return None if math.isnan(value) else value
 
 
-def beats(candidate: float | None, production: float | None, metric: str) -> bool:
+@dataclass(frozen=True)
+class WindowEvaluation:
+    """Versions scored on one shared window: what a promotion may compare instead of each run's own
+    test split."""
+
+    metric: str
+    values: dict[int, float]  # version -> its figure on the window
+    start: str  # window [start, end], ISO times of the events
+    end: str
+    rows: int
+
+    @property
+    def basis(self) -> str:
+        return f"one shared window, events {self.start[:10]} .. {self.end[:10]} ({self.rows:,} rows)"
+
+
+def beats(candidate: float | None, production: float | None, metric: str, margin: float = 0.0) -> bool:
+    """The candidate is better by more than ``margin`` (at least it, for a positive margin)."""
     if candidate is None:
         return False
     if production is None:
         return True
-    return candidate > production if METRICS[metric] == "higher" else candidate < production
+    gain = candidate - production if METRICS[metric] == "higher" else production - candidate
+    return gain > 0 if margin <= 0 else gain >= margin
 
 
 def decide(name: str, version: int, cand_value: float | None, current: int | None, prod_value: float | None,
-           metric: str, force: bool) -> tuple[bool, str]:
+           metric: str, force: bool, margin: float = 0.0) -> tuple[bool, str]:
     """(promoted, reason) for candidate ``version`` against production ``current`` (None: none yet)."""
     if current is not None and current == version:
         return False, f"{name} v{version} is already production"
-    if force or beats(cand_value, prod_value, metric):
+    need = f" by the margin {margin:g}" if margin > 0 else ""
+    if force or beats(cand_value, prod_value, metric, margin):
         if current is None:
             return True, f"{name} v{version} is the first production version"
-        if force and not beats(cand_value, prod_value, metric):
+        if force and not beats(cand_value, prod_value, metric, margin):
             return True, (f"forced: {name} v{version} {metric} {_fmt(cand_value)} replaces "
                           f"v{current} {metric} {_fmt(prod_value)}")
         return True, (f"{name} v{version} {metric} {_fmt(cand_value)} beats production "
-                      f"v{current} {_fmt(prod_value)} ({METRICS[metric]} is better)")
+                      f"v{current} {_fmt(prod_value)}{need} ({METRICS[metric]} is better)")
     if cand_value is None or current is None:
         return False, f"{name} v{version} has no {metric} to compare; use --force to promote anyway"
     return False, (f"{name} v{version} {metric} {_fmt(cand_value)} does not beat production "
-                   f"v{current} {metric} {_fmt(prod_value)} ({METRICS[metric]} is better); use --force to promote anyway")
+                   f"v{current} {metric} {_fmt(prod_value)}{need} ({METRICS[metric]} is better); "
+                   "use --force to promote anyway")
 
 
 def _fmt(value: float | None) -> str:

@@ -43,7 +43,7 @@ from core.io import sha256_file
 from core.names import CLICKPROMPT_SERVICE, CTR_SERVICE
 from core.settings import Paths
 from serving.artifacts import code_version, make_read_only, remove_tree
-from serving.promotion import METRICS, PromotionResult, decide, metric_value
+from serving.promotion import METRICS, PromotionResult, WindowEvaluation, decide, metric_value
 
 log = logging.getLogger("clickprompt.registry")
 
@@ -94,6 +94,9 @@ SCHEMA = [
         promoted BOOLEAN,
         reason VARCHAR,
         decided_at VARCHAR NOT NULL)""",
+    # what the figures were measured on ("own test split" or a shared window), and the margin asked for
+    "ALTER TABLE promotions ADD COLUMN IF NOT EXISTS basis VARCHAR",
+    "ALTER TABLE promotions ADD COLUMN IF NOT EXISTS margin DOUBLE",
 ]
 _COLUMNS = ("name", "version", "stage", "training_stage", "method", "backbone", "auc", "logloss", "metrics",
             "snapshot_hash", "feature_service", "train_start", "train_end", "code_version", "config_hash",
@@ -381,14 +384,21 @@ class Registry:
         """Runs inside the promotion transaction after the old production is archived and before the
         candidate is promoted. A no-op; tests replace it to crash there."""
 
-    def promote(self, version: int, name: str = DEFAULT_NAME, metric: str = "auc", force: bool = False) -> PromotionResult:
-        """Make ``version`` production if it beats the current production on ``metric`` (or ``force``).
+    def promote(self, version: int, name: str = DEFAULT_NAME, metric: str = "auc", force: bool = False,
+                margin: float = 0.0, evaluation: WindowEvaluation | None = None) -> PromotionResult:
+        """Make ``version`` production if it beats the current production on ``metric`` by at least
+        ``margin`` (or ``force``).
 
-        The old production becomes ``archived``. All of it is one transaction; the decision (also a
-        refusal) is logged in table ``promotions``.
+        Without ``evaluation`` each side's figure is the test metric its own run recorded. With it,
+        both figures come from ``evaluation``: the candidate and the production model scored on one
+        shared window (``serving.challenge``); the production model must be the one it scored. The
+        old production becomes ``archived``. All of it is one transaction; the decision (also a
+        refusal), both figures, what they were measured on and the margin are logged in ``promotions``.
         """
         if metric not in METRICS:
             raise RegistryError(f"unknown metric {metric!r}; known: {sorted(METRICS)}")
+        if evaluation is not None and evaluation.metric != metric:
+            raise RegistryError(f"the evaluation compares {evaluation.metric}, not {metric}")
         version = int(version)
         with self._connect() as con:
             con.execute("BEGIN TRANSACTION")
@@ -400,10 +410,22 @@ class Registry:
                     raise RegistryError(f"no version {version} of model {name!r} in {self.db_path}")
                 candidate = found[version]
                 current = next((mv for mv in found.values() if mv.stage == PRODUCTION), None)
-                cand_value = metric_value(candidate.metrics, metric)
-                prod_value = metric_value(current.metrics, metric) if current else None
                 previous = current.version if current else None
-                promoted, reason = decide(name, version, cand_value, previous, prod_value, metric, force)
+                if evaluation is None:
+                    basis = "each version's own test split"
+                    cand_value = metric_value(candidate.metrics, metric)
+                    prod_value = metric_value(current.metrics, metric) if current else None
+                else:
+                    basis = evaluation.basis
+                    if version not in evaluation.values:
+                        raise RegistryError(f"{name} v{version} was not scored on {basis}")
+                    if previous is not None and previous not in evaluation.values:
+                        raise RegistryError(f"production is {name} v{previous}, which was not scored on {basis} "
+                                            f"(scored: {sorted(evaluation.values)}): judge again")
+                    cand_value = evaluation.values[version]
+                    prod_value = evaluation.values.get(previous) if previous is not None else None
+                promoted, reason = decide(name, version, cand_value, previous, prod_value, metric, force, margin)
+                reason = f"{reason} [{basis}]"
                 now = _now()
                 if promoted:
                     if current is not None:
@@ -412,9 +434,11 @@ class Registry:
                     self._between_updates(con, name, version)
                     con.execute("UPDATE model_versions SET stage = ?, stage_changed_at = ? WHERE name = ? "
                                 "AND version = ?", [PRODUCTION, now, name, version])
-                con.execute("INSERT INTO promotions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                con.execute("INSERT INTO promotions (name, version, previous_version, metric, candidate_value, "
+                            "production_value, forced, promoted, reason, decided_at, basis, margin) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                             [name, version, previous, metric, cand_value, prod_value, force,
-                             promoted, reason, now])
+                             promoted, reason, now, basis, margin])
                 con.execute("COMMIT")
             except BaseException:
                 _rollback(con)
@@ -424,7 +448,7 @@ class Registry:
         log.info("promotion of %s v%d: %s", name, version, reason)
         return PromotionResult(name=name, version=version, promoted=promoted, reason=reason, metric=metric,
                                candidate_value=cand_value, production_value=prod_value, previous_version=previous,
-                               forced=force)
+                               forced=force, basis=basis, margin=margin)
 
 
 def _rollback(con: duckdb.DuckDBPyConnection) -> None:

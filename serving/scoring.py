@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from core.io import atomic_write
 from core.settings import Paths
 from core.spec import DatasetSpec, Kind, load_spec
 from models.builder import serving_score_fn
@@ -305,13 +305,7 @@ def score_entities(paths: Paths, frame: pd.DataFrame, lm: LoadedModel, store=Non
 
 
 def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
 
 
 def score_file(paths: Paths, input_path: Path, output_path: Path, name: str = DEFAULT_NAME,

@@ -61,6 +61,16 @@ class ValidationReport:
     def success(self) -> bool:
         return all(s.success for s in self.suites)
 
+    @property
+    def evaluated(self) -> int:
+        """Expectations run, over every suite."""
+        return sum(s.evaluated for s in self.suites)
+
+    @property
+    def failed(self) -> int:
+        """Expectations that failed, over every suite."""
+        return sum(len(s.failures) for s in self.suites)
+
     def suite(self, name: str) -> SuiteResult:
         for s in self.suites:
             if s.name == name:

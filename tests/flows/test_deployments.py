@@ -20,8 +20,9 @@ from core.settings import REPO_ROOT
 
 PREFECT_YAML = REPO_ROOT / "prefect.yaml"
 EXPECTED = {  # deployment -> (flow name, cron or None)
-    "nightly-data-quality": ("validate-data", "0 2 * * *"),
-    "weekly-retrain": ("train-pipeline", "0 3 * * 1"),
+    "nightly-data": ("update-data", "0 2 * * *"),
+    "nightly-data-quality": ("validate-data", "30 2 * * *"),
+    "weekly-retrain": ("retrain-model", "0 3 * * 1"),
     "full-pipeline": ("train-pipeline", None),
     "benchmark": ("run-benchmark", None),
 }
@@ -110,4 +111,6 @@ def test_deploy_all_registers_the_deployments_and_cron_schedules(project, prefec
         schedules = [(s["schedule"]["cron"], s["schedule"]["timezone"], s["active"]) for s in d["schedules"]]
         assert schedules == ([(cron, "UTC", True)] if cron else [])
     assert by_name["weekly-retrain"]["parameters"] == {"dataset": "movielens-100k", "profile": "demo",
-                                                       "method": "clickprompt"}
+                                                       "window": "growing", "holdout_days": 7, "margin": 0.001}
+    assert by_name["full-pipeline"]["parameters"] == {"dataset": "movielens-100k", "profile": "demo",
+                                                      "method": "clickprompt"}

@@ -1,0 +1,88 @@
+"""The nightly data flow: the new batches of the landing area into the warehouse and the online store.
+
+    ingest new batches (each gated, committed or rejected whole; text of new versions rendered)
+      -> snapshots -> Feast apply -> materialize incremental -> data-quality trend (markdown + PNG)
+
+A rejected batch leaves the warehouse as it was and fails the run after the good batches are in
+and the report is written, so the schedule shows it. The trend report flags batches whose label
+rate or share of new users / items drifts beyond the thresholds.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+
+from core.settings import Paths
+from core.spec import DatasetSpec, load_spec
+from flows.common import DEFAULT_DATASET, Dataset, project_paths
+from flows.ingest_data import _run_id, ingest_batches
+
+TREND_KEY = "data-quality-trend"
+
+
+class RejectedBatches(RuntimeError):
+    """Some batches were rejected (the others are in); their reasons name file, line and field."""
+
+
+@task
+def follow_online_store(spec: DatasetSpec, paths: Paths, since: str | None) -> dict:
+    """Feast apply (the views over the rewritten snapshots), then materialize what arrived."""
+    from datetime import datetime
+
+    from feature_repo.online import materialize_incremental
+    from feature_repo.store import apply
+
+    apply(spec, paths)
+    return materialize_incremental(spec, paths, since=datetime.fromisoformat(since) if since else None)
+
+
+@task
+def trend_report(spec: DatasetSpec, paths: Paths, label_rate: float, new_user_share: float,
+                 new_item_share: float) -> dict:
+    """``artifacts/data_quality/<dataset>/{trend.md, data_quality.png}`` and a Prefect artifact."""
+    from core.io import write_text_atomic
+    from ingestion.increments import quality_history
+    from validation.trends import DriftThresholds, drift_flags, plot_trend, trend_markdown
+
+    thresholds = DriftThresholds(label_rate, new_user_share, new_item_share)
+    flagged = drift_flags(quality_history(paths.warehouse), thresholds)
+    folder = paths.artifacts / "data_quality" / spec.name
+    text = trend_markdown(flagged, spec.name, thresholds)
+    write_text_atomic(folder / "trend.md", text)
+    if not flagged.empty:
+        plot_trend(flagged, folder / "data_quality.png", spec.name)
+    create_markdown_artifact(text, key=TREND_KEY, description=f"data-quality trend of {spec.name}'s batches")
+    return {"report": str(folder / "trend.md"), "batches": len(flagged),
+            "flagged": flagged.loc[flagged["flags"] != "", "batch_id"].tolist() if not flagged.empty else []}
+
+
+@flow(name="update-data")
+def update_data(
+    dataset: Dataset = DEFAULT_DATASET,
+    max_batches: int | None = None,
+    label_rate_drift: float = 0.05,
+    new_user_share_drift: float = 0.25,
+    new_item_share_drift: float = 0.10,
+) -> dict:
+    """Take the new batches (at most ``max_batches``, oldest first), follow with the online store,
+    write the trend report; raise ``RejectedBatches`` at the end if any batch was rejected."""
+    paths = project_paths()
+    spec = load_spec(dataset)
+    reports = ingest_batches(spec, paths, run_id=_run_id(), limit=max_batches)
+    accepted = [r for r in reports if r["status"] == "accepted"]
+    online = None
+    if accepted or not (paths.feast / "online_store.db").exists():
+        since = min((r["valid_from"] for r in accepted if r["user_versions"] or r["item_versions"]), default=None)
+        online = follow_online_store(spec, paths, since) if (paths.snapshots / "manifest.json").exists() else None
+    trend = trend_report(spec, paths, label_rate_drift, new_user_share_drift, new_item_share_drift)
+    summary = {"dataset": spec.name, "batches": reports, "online": online, "trend": trend}
+    rejected = [r for r in reports if r["status"] != "accepted"]
+    if rejected:
+        raise RejectedBatches("; ".join(f"batch {r['batch_id']} rejected: {r['reason']}" for r in rejected))
+    return summary
+
+
+if __name__ == "__main__":
+    update_data()
+

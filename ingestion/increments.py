@@ -1,0 +1,308 @@
+"""Data that keeps arriving: batches in a landing area, each gated and committed on its own.
+
+Landing area (``Paths.inbox(dataset)``, ``data/inbox/<dataset>/``): one folder per batch, named so
+that name order is arrival order (``ingestion.replay`` writes ``0000-initial``, ``0001-...``), in
+the data set's raw layout. A batch may bring new events, new profile versions, or both (a file it
+lacks is simply absent) and an optional ``batch.json``::
+
+    {"valid_from": "1998-03-01T00:00:00+00:00"}   # when its profile versions become valid
+
+(default: its earliest event, or the arrival time for a profile-only batch). Raw files are never
+moved or changed: what was taken is recorded in the warehouse table ``batch_log`` with the batch's
+content hash, so a batch is taken once (re-running it changes nothing), a rejected one is not
+retried until its files change, and an accepted one that changes afterwards is an error.
+
+Each batch is one DuckDB transaction: parse (row errors name file, line and field) -> stage ->
+gate the staged rows -> append the events (upsert by key, so idempotent) -> add the profile
+versions that differ from the version valid before them -> every event must have a profile
+version valid at its time -> render the text of the NEW versions only -> gate that text ->
+record -> COMMIT, then the snapshots are rewritten atomically. Any failure rolls the batch back
+whole (the warehouse keeps its previous good state) and records it as rejected with the reason.
+A data-quality row per batch and run (rows, label rate, share of events from new users / items,
+expectations evaluated / failed) goes to table ``data_quality``: the trend the nightly flow reports.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from core.io import digest, sha256_file
+from core.spec import DatasetSpec, EntityName
+from ingestion.rows import RawDataError
+from ingestion.text_sql import text_sql
+from ingestion.warehouse import Gate, WarehouseError, connect, export_snapshots, schema_ddl, stage
+
+log = logging.getLogger("clickprompt.warehouse")
+
+BATCH_FILE = "batch.json"
+ACCEPTED, REJECTED = "accepted", "rejected"
+LOG_DDL = [
+    """CREATE TABLE IF NOT EXISTS batch_log (
+        batch_id VARCHAR NOT NULL, digest VARCHAR NOT NULL, status VARCHAR NOT NULL, reason VARCHAR,
+        files VARCHAR, valid_from TIMESTAMPTZ, events_start TIMESTAMPTZ, events_end TIMESTAMPTZ,
+        new_events BIGINT, new_user_versions BIGINT, new_item_versions BIGINT, ingested_at TIMESTAMPTZ,
+        PRIMARY KEY (batch_id, digest))""",
+    """CREATE TABLE IF NOT EXISTS data_quality (
+        run_id VARCHAR NOT NULL, batch_id VARCHAR NOT NULL, status VARCHAR NOT NULL, recorded_at TIMESTAMPTZ,
+        events BIGINT, user_versions BIGINT, item_versions BIGINT, label_rate DOUBLE,
+        new_user_share DOUBLE, new_item_share DOUBLE, expectations BIGINT, failed_expectations BIGINT,
+        events_start TIMESTAMPTZ, events_end TIMESTAMPTZ, PRIMARY KEY (run_id, batch_id))""",
+]
+
+
+@dataclass
+class BatchReport:
+    batch_id: str
+    digest: str
+    status: str  # accepted | rejected
+    reason: str = ""
+    valid_from: str | None = None
+    events: int = 0  # events in the batch (all new to the warehouse when accepted)
+    user_versions: int = 0  # profile versions it added
+    item_versions: int = 0
+    label_rate: float | None = None
+    new_user_share: float | None = None  # share of its events whose user has no earlier profile
+    new_item_share: float | None = None
+    expectations: int = 0
+    failed_expectations: int = 0
+    events_start: str | None = None
+    events_end: str | None = None
+    snapshot_hash: str | None = None
+    seconds: float = 0.0
+    files: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def batch_digest(folder: Path) -> tuple[str, dict[str, str]]:
+    """(hash over the batch's file names and contents, {file: sha256})."""
+    files = {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")}
+    return digest(sorted(files.items())), files
+
+
+def batch_folders(inbox: Path) -> list[Path]:
+    """Batch folders of a landing area, in arrival (name) order; hidden ones are ignored."""
+    if not inbox.is_dir():
+        return []
+    return sorted(p for p in inbox.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _log(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    for ddl in LOG_DDL:
+        con.execute(ddl)
+    return con.execute("SELECT batch_id, digest, status, ingested_at FROM batch_log").df()
+
+
+def pending_batches(inbox: Path, warehouse: Path) -> list[tuple[Path, str, dict[str, str]]]:
+    """(folder, digest, files) of every batch not taken yet. A batch taken before whose files have
+    changed since raises: accepted data is never silently replaced."""
+    seen = pd.DataFrame(columns=["batch_id", "digest", "status", "ingested_at"])
+    if warehouse.exists():
+        with connect(warehouse) as con:
+            seen = _log(con)
+    out = []
+    for folder in batch_folders(inbox):
+        h, files = batch_digest(folder)
+        mine = seen[seen.batch_id == folder.name]
+        if (mine.digest == h).any():
+            continue  # taken (accepted or rejected) with exactly these files
+        accepted = mine[mine.status == ACCEPTED]
+        if len(accepted):
+            raise WarehouseError(f"batch {folder} changed after it was ingested on {accepted.ingested_at.iloc[0]}: "
+                                 "an accepted batch is never replaced; send the correction as a new batch")
+        out.append((folder, h, files))
+    return out
+
+
+def _valid_from(folder: Path, raw) -> datetime:
+    meta = folder / BATCH_FILE
+    if meta.is_file():
+        try:
+            value = json.loads(meta.read_text(encoding="utf-8"))["valid_from"]
+            ts = pd.Timestamp(value)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise RawDataError(BATCH_FILE, None, "valid_from", f"needs an ISO time, e.g. 1998-03-01T00:00:00+00:00 "
+                               f"({type(exc).__name__}: {exc})", path=meta) from None
+        return (ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")).to_pydatetime()
+    if len(raw.interactions):
+        return datetime.fromtimestamp(int(raw.interactions["timestamp"].min()), tz=timezone.utc)
+    return datetime.now(timezone.utc)
+
+
+def _add_versions(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, entity: EntityName) -> int:
+    """Insert the staged profile rows that differ from the version valid just before them (an
+    unchanged profile sent again adds nothing); returns the versions added (left in new_<table>)."""
+    ent = spec.entities[entity]
+    cols = [f.name for f in spec.fields_of(entity)]
+    same = " AND ".join(f'p."{c}" IS NOT DISTINCT FROM s."{c}"' for c in cols)
+    con.execute(f"""CREATE OR REPLACE TEMP TABLE new_{ent.table} AS
+        SELECT s.* FROM stage_{ent.table} s ASOF LEFT JOIN {ent.table} p
+          ON s."{ent.key}" = p."{ent.key}" AND s.event_timestamp >= p.event_timestamp
+        WHERE p."{ent.key}" IS NULL OR NOT ({same})""")
+    con.execute(f"INSERT OR REPLACE INTO {ent.table} SELECT * FROM new_{ent.table}")
+    return con.execute(f"SELECT count(*) FROM new_{ent.table}").fetchone()[0]
+
+
+def _check_profiles_valid(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, raw) -> None:
+    """Every event needs a profile version of its user and its item valid at the event's time."""
+    if not len(raw.interactions):
+        return
+    file, lines = raw.lines["interactions"]
+    events = raw.interactions.assign(_ts=pd.to_datetime(raw.interactions["timestamp"], unit="s", utc=True))
+    for entity in spec.entity_order:
+        ent = spec.entities[entity]
+        first = con.execute(f'SELECT "{ent.key}", min(event_timestamp) AS since FROM {ent.table} GROUP BY 1').df()
+        since = events[ent.key].map(first.set_index(ent.key)["since"])
+        bad = np.flatnonzero((since.isna() | (since > events["_ts"])).to_numpy())
+        if len(bad):
+            row = bad[0]
+            key, ts = int(events[ent.key].iloc[row]), events["_ts"].iloc[row]
+            what = "has no profile" if pd.isna(since.iloc[row]) else f"has no profile valid before {since.iloc[row]}"
+            raise RawDataError(file, int(lines[row]), ent.key,
+                               f"{entity} {key} {what} at the event's time {ts.isoformat()} ({len(bad)} such events): "
+                               "send its profile in this batch or an earlier one")
+
+
+def _render_new_texts(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> dict[str, pd.DataFrame]:
+    """Text rows of the new profile versions only, appended to the text tables; returns them."""
+    out = {}
+    for entity in spec.entity_order:
+        ent, name = spec.entities[entity], spec.text_column(entity)
+        con.execute(f"CREATE TABLE IF NOT EXISTS {name} AS {text_sql(spec, entity)} LIMIT 0")
+        rows = con.execute(text_sql(spec, entity, table=f"new_{ent.table}")).df()
+        con.register("new_text_rows", rows)
+        con.execute(f"INSERT INTO {name} SELECT * FROM new_text_rows")
+        con.unregister("new_text_rows")
+        out[name] = rows
+    return out
+
+
+def _share_new(events: pd.DataFrame, key: str, before: pd.Series) -> float | None:
+    if not len(events):
+        return None
+    return float((~events[key].isin(before)).mean())
+
+
+def ingest_batch(spec: DatasetSpec, folder: Path, warehouse: Path, snapshot_dir: Path, gate: Gate,
+                 run_id: str = "", batch: tuple[str, dict[str, str]] | None = None) -> BatchReport:
+    """Take one batch (see the module doc): accepted and committed, or rejected whole and recorded."""
+    from ingestion.loaders import load_raw
+
+    started = time.perf_counter()
+    h, files = batch or batch_digest(folder)
+    report = BatchReport(folder.name, h, REJECTED, files=files)
+    checks: list[object] = []
+
+    def gated(frames: dict[str, pd.DataFrame]) -> None:
+        present = {name: frame for name, frame in frames.items() if len(frame)}  # a batch may lack a table
+        if present:
+            checks.append(gate(spec, present))
+
+    try:
+        raw = load_raw(spec, folder, partial=True)  # a row problem raises here, before any write
+        valid_from = _valid_from(folder, raw)
+        report.valid_from = valid_from.isoformat()
+        with connect(warehouse) as con:
+            con.begin()
+            try:
+                for ddl in [*schema_ddl(spec), *LOG_DDL]:
+                    con.execute(ddl)
+                held = con.execute("SELECT value FROM meta WHERE key = 'dataset'").fetchone()
+                if held and held[0] != spec.name:
+                    raise WarehouseError(f"{warehouse} holds data set {held[0]!r}, not {spec.name!r}")
+                keys = {e: spec.entities[e].key for e in spec.entity_order}
+                known = {e: con.execute(f'SELECT DISTINCT "{keys[e]}" FROM {spec.entities[e].table}').df()[keys[e]]
+                         for e in spec.entity_order}
+                staged = stage(con, spec, raw, valid_from)
+                gated(staged)
+                report.user_versions = _add_versions(con, spec, "user")
+                report.item_versions = _add_versions(con, spec, "item")
+                before = con.execute("SELECT count(*) FROM interactions").fetchone()[0]
+                con.execute("INSERT OR REPLACE INTO interactions SELECT * FROM stage_interactions")
+                report.events = con.execute("SELECT count(*) FROM interactions").fetchone()[0] - before
+                _check_profiles_valid(con, spec, raw)
+                gated(_render_new_texts(con, spec))
+                events = staged["interactions"]
+                if len(events):
+                    report.label_rate = float(events["label"].mean())
+                    report.events_start = events["event_timestamp"].min().isoformat()
+                    report.events_end = events["event_timestamp"].max().isoformat()
+                    report.new_user_share = _share_new(events, keys["user"], known["user"])
+                    report.new_item_share = _share_new(events, keys["item"], known["item"])
+                con.execute("INSERT OR REPLACE INTO meta VALUES ('dataset', ?)", [spec.name])
+                report.status = ACCEPTED
+                _record(con, report)
+                con.commit()
+            except BaseException:
+                con.rollback()
+                report.status = REJECTED
+                raise
+            report.snapshot_hash = export_snapshots(con, spec, snapshot_dir)
+    except Exception as exc:  # a row error, a failed gate (it carries its report), a conflict: rejected
+        failed = getattr(exc, "report", None)
+        if not isinstance(exc, (RawDataError, WarehouseError, duckdb.ConstraintException)) and failed is None:
+            raise  # not a property of the batch: a bug or a broken environment
+        report.reason = _reason(exc)
+        if failed is not None:
+            checks.append(failed)
+        log.warning("batch %s rejected: %s", folder.name, report.reason)
+    report.expectations = sum(int(getattr(c, "evaluated", 0)) for c in checks)
+    report.failed_expectations = sum(int(getattr(c, "failed", 0)) for c in checks)
+    report.seconds = round(time.perf_counter() - started, 3)
+    with connect(warehouse) as con:
+        for ddl in LOG_DDL:
+            con.execute(ddl)
+        if report.status == REJECTED:
+            _record(con, report)
+        _record_quality(con, report, run_id)
+    if report.status == ACCEPTED:
+        log.info("batch %s: %d events, %d user / %d item versions (%.1fs)", folder.name, report.events,
+                 report.user_versions, report.item_versions, report.seconds)
+    return report
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text if len(text) < 2000 else text[:2000] + " ..."
+
+
+def _record(con: duckdb.DuckDBPyConnection, r: BatchReport) -> None:
+    con.execute("INSERT OR REPLACE INTO batch_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
+                [r.batch_id, r.digest, r.status, r.reason, json.dumps(r.files, sort_keys=True), r.valid_from,
+                 r.events_start, r.events_end, r.events, r.user_versions, r.item_versions])
+
+
+def _record_quality(con: duckdb.DuckDBPyConnection, r: BatchReport, run_id: str) -> None:
+    con.execute("INSERT OR REPLACE INTO data_quality VALUES (?, ?, ?, now(), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [run_id or "manual", r.batch_id, r.status, r.events, r.user_versions, r.item_versions, r.label_rate,
+                 r.new_user_share, r.new_item_share, r.expectations, r.failed_expectations, r.events_start,
+                 r.events_end])
+
+
+def ingest_inbox(spec: DatasetSpec, inbox: Path, warehouse: Path, snapshot_dir: Path, gate: Gate,
+                 run_id: str = "", limit: int | None = None) -> list[BatchReport]:
+    """Take the new batches of ``inbox`` in arrival order, each on its own (a rejected batch does not
+    stop the later ones; their events must still find their profiles). ``limit``: at most so many."""
+    pending = pending_batches(inbox, warehouse)[:limit]
+    return [ingest_batch(spec, folder, warehouse, snapshot_dir, gate, run_id, (h, files))
+            for folder, h, files in pending]
+
+
+def quality_history(warehouse: Path) -> pd.DataFrame:
+    """Every data-quality row, oldest first (empty before the first batch)."""
+    if not warehouse.exists():
+        return pd.DataFrame()
+    with connect(warehouse) as con:
+        for ddl in LOG_DDL:
+            con.execute(ddl)
+        return con.execute("SELECT * FROM data_quality ORDER BY recorded_at, batch_id").df()
