@@ -45,6 +45,7 @@ class FieldSpec(_Strict):
     values: list[str] | dict[str, str] | None = None
     range: tuple[float, float] | None = None  # allowed numeric range (inclusive) for int64 fields
     pattern: str | None = None  # regex a string value must match (GX gate)
+    separator: str | None = None  # multi-valued fields: what separates the values in a raw cell ("|")
 
     @property
     def value_map(self) -> dict[str, str]:
@@ -55,6 +56,37 @@ class FieldSpec(_Strict):
         if self.values is None:
             return None
         return list(self.values.keys()) if isinstance(self.values, dict) else list(self.values)
+
+
+class TableSource(_Strict):
+    """One raw table of the generic tabular loader (``loader: tabular``)."""
+
+    path: str  # file (or a glob matching one file) relative to the raw data folder
+    format: Literal["csv", "tsv", "parquet"] = "csv"
+    separator: str | None = None  # default "," for csv, tab for tsv
+    header: bool = True  # the first line names the columns (without one, columns are column0, column1, ...)
+    encoding: str = "utf-8"  # utf-8, latin-1, ...
+    columns: dict[str, str] = Field(default_factory=dict)  # spec field name -> the file's column (default: same)
+
+    @property
+    def delimiter(self) -> str:
+        return self.separator or ("\t" if self.format == "tsv" else ",")
+
+
+class EventsSource(TableSource):
+    """The events table: both entity keys, a rating (or a 0/1 click column read as the rating, with
+    ``rating: {min: 0, max: 1}`` and ``label: {threshold: 1}``), the event time; and the fields of
+    an entity that has no table of its own."""
+
+    time_column: str = "timestamp"
+    # unix_s | unix_ms | iso8601 | date (YYYY-MM-DD) | a strftime pattern such as "%d/%m/%Y %H:%M"
+    time_format: str = "unix_s"
+
+
+class SourceSpec(_Strict):
+    events: EventsSource
+    users: TableSource | None = None  # None: the user's fields come from the events table (or only its id)
+    items: TableSource | None = None
 
 
 class EntitySpec(_Strict):
@@ -95,6 +127,7 @@ class DatasetSpec(_Strict):
     label: LabelSpec = LabelSpec()
     rating: RatingSpec = RatingSpec()
     time: TimeSpec
+    source: SourceSpec | None = None  # where the raw tables are and how they read (loader: tabular)
 
     @model_validator(mode="after")
     def _check(self) -> "DatasetSpec":
@@ -105,6 +138,11 @@ class DatasetSpec(_Strict):
             keys = [f for f in self.fields if f.name == ent.key]
             if not keys or keys[0].entity != entity or keys[0].kind != Kind.ID:
                 raise ValueError(f"spec {self.name}: entity {entity} needs an id field named {ent.key}")
+            if keys[0].dtype != "int64":
+                raise ValueError(f"spec {self.name}: the key {ent.key} of entity {entity} must be dtype int64 "
+                                 "(the warehouse, Feast and the server join on integer ids)")
+        if self.loader == "tabular" and self.source is None:
+            raise ValueError(f"spec {self.name}: loader tabular needs a source block (the events table at least)")
         return self
 
     # --- derived views -------------------------------------------------------------
@@ -137,14 +175,23 @@ class DatasetSpec(_Strict):
         return f"{entity}_text"
 
 
+def spec_dirs() -> list[Path]:
+    """Where specs are found by name: the project home's ``specs/`` (a user's own data sets), then
+    the built-in ones."""
+    from core.settings import project_home
+
+    return [project_home() / "specs", SPEC_DIR]
+
+
 def load_spec(name_or_path: str | Path) -> DatasetSpec:
-    """Load a spec by data set name (``movielens-100k``) or from a YAML path."""
+    """Load a spec by data set name (``movielens-100k``, looked up in ``spec_dirs()``) or from a YAML path."""
     path = Path(name_or_path)
     if not path.suffix:
-        path = SPEC_DIR / f"{name_or_path}.yaml"
+        path = next((d / f"{name_or_path}.yaml" for d in spec_dirs() if (d / f"{name_or_path}.yaml").exists()),
+                    SPEC_DIR / f"{name_or_path}.yaml")
     if not path.exists():
-        known = ", ".join(sorted(p.stem for p in SPEC_DIR.glob("*.yaml")))
-        raise FileNotFoundError(f"no data set spec {name_or_path!r} (known: {known})")
+        raise FileNotFoundError(f"no data set spec {name_or_path!r} (known: {', '.join(known_datasets())}; "
+                                f"a spec of your own goes in {spec_dirs()[0]}/<name>.yaml)")
     with path.open(encoding="utf-8") as fh:
         raw = yaml.safe_load(fh)
     try:
@@ -154,4 +201,4 @@ def load_spec(name_or_path: str | Path) -> DatasetSpec:
 
 
 def known_datasets() -> list[str]:
-    return sorted(p.stem for p in SPEC_DIR.glob("*.yaml"))
+    return sorted({p.stem for d in spec_dirs() for p in d.glob("*.yaml")})

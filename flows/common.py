@@ -120,6 +120,6 @@ def cache_key(name: str, parameters: dict[str, Any], *inputs: Any) -> str:
 def retry_fetch(task: Task, task_run: Any, state: Any) -> bool:
     """Retry condition of the fetch tasks: a network hiccup is worth retrying, a checksum
     mismatch or an unknown name is not."""
-    from ingestion.fetch import ChecksumError
+    from ingestion.fetch import ChecksumError, NoRawFiles
 
-    return not isinstance(state.result(raise_on_failure=False), (ChecksumError, KeyError, ValueError))
+    return not isinstance(state.result(raise_on_failure=False), (ChecksumError, NoRawFiles, KeyError, ValueError))

@@ -499,6 +499,32 @@ def _kept_from_source(name: str, paths: Paths) -> str | None:
     return source
 
 
+class NoRawFiles(FetchError):
+    """A user's own data set whose raw files are neither in place nor given."""
+
+
+def _own_files(name: str, paths: Paths, source: str | os.PathLike | None) -> Path:
+    """A data set this module has no source for: ``source`` (a folder) copied into
+    ``data/raw/<name>/`` with its hashes checked, or the files already there."""
+    dest = paths.raw(name)
+    if source is None:
+        if dest.is_dir() and any(p.is_file() for p in dest.iterdir()):
+            return dest
+        raise NoRawFiles(f"{name}: no raw files in {dest}; put the files your spec's source block names there, "
+                         f"or pass their folder with --from FOLDER (offline sources exist for: {', '.join(sorted(DATASETS))})")
+    folder = Path(source).expanduser()
+    if not folder.is_dir():
+        raise NoRawFiles(f"{name}: {folder} is not a folder of raw files")
+    files = {p.name: p for p in sorted(folder.iterdir()) if p.is_file() and not _is_junk(p.name)}
+    if not files:
+        raise NoRawFiles(f"{name}: {folder} holds no files")
+    expected = {n: sha256_file(p) for n, p in files.items()}
+    if not _dir_matches(dest, expected):
+        sizes = _install(dest, {n: _file_opener(p) for n, p in files.items()}, expected, str(folder))
+        _write_manifest(name, paths, str(folder), "own files", expected, sizes)
+    return dest
+
+
 def fetch_dataset(name: str, paths: Paths, source: str | os.PathLike | None = None) -> Path:
     """Put a data set's untouched raw files into ``paths.raw(name)`` and return that folder.
 
@@ -507,8 +533,8 @@ def fetch_dataset(name: str, paths: Paths, source: str | os.PathLike | None = No
     of a GroupLens archive (ml-100k.zip, ml-1m.zip), or a folder holding the raw files. A
     manifest (source, file names, sizes, sha256) is written to ``paths.data/raw/<name>.fetch.json``.
     """
-    if name not in DATASETS:
-        raise KeyError(f"unknown data set {name!r}; known: {', '.join(sorted(DATASETS))}")
+    if name not in DATASETS:  # a user's own data set: its files are brought, not downloaded
+        return _own_files(name, paths, source)
     ds = DATASETS[name]
     if source is not None:
         return _fetch_from_source(name, ds, paths, os.fspath(source))

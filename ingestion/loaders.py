@@ -298,7 +298,14 @@ def load_movielens(spec: DatasetSpec, source: Path, quarantine: bool = False, pa
     return RawTables(users, items, interactions, rejected, files, layout.name, lines)
 
 
-LOADERS: dict[str, Callable[..., RawTables]] = {"movielens": load_movielens}
+def _tabular(spec: DatasetSpec, source: Path, quarantine: bool = False, partial: bool = False) -> RawTables:
+    from ingestion.tabular import load_tabular
+
+    return load_tabular(spec, source, quarantine, partial)
+
+
+# spec.loader -> loader. "tabular" reads any CSV / TSV / parquet export as the spec's source block says.
+LOADERS: dict[str, Callable[..., RawTables]] = {"movielens": load_movielens, "tabular": _tabular}
 
 
 def load_raw(spec: DatasetSpec, source: Path, quarantine: bool = False, partial: bool = False) -> RawTables:

@@ -120,10 +120,15 @@ def warehouse_dataset(path: Path) -> str | None:
 # --- staging ---------------------------------------------------------------------------
 
 
-def _select_typed(spec: DatasetSpec, entity: EntityName, src: str, valid_from: datetime | None = None) -> str:
+def _select_typed(spec: DatasetSpec, entity: EntityName, src: str, valid_from: datetime | None = None,
+                  per_row: bool = False) -> str:
+    """Typed profile rows; ``per_row``: the frame carries each version's ``valid_from`` (unix seconds,
+    profiles a loader derived from the events), else every row is valid from ``valid_from``."""
     cols = [f'CAST("{f.name}" AS {_sql_type(f)}) AS "{f.name}"' for f in spec.fields_of(entity)]
-    since = (valid_from or spec.time.min).isoformat()
-    return f"SELECT {', '.join(cols)}, CAST('{since}' AS TIMESTAMPTZ) AS event_timestamp FROM {src}"
+    since = f"CAST('{(valid_from or spec.time.min).isoformat()}' AS TIMESTAMPTZ)"
+    if per_row:
+        since = f"COALESCE(to_timestamp(CAST(valid_from AS BIGINT)), {since})"
+    return f"SELECT {', '.join(cols)}, {since} AS event_timestamp FROM {src}"
 
 
 def stage(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, raw: RawTables,
@@ -137,8 +142,9 @@ def stage(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, raw: RawTables,
     con.register("raw_items", raw.items)
     con.register("raw_interactions", raw.interactions)
     try:
-        con.execute(f"CREATE OR REPLACE TEMP TABLE stage_users AS {_select_typed(spec, 'user', 'raw_users', valid_from)}")
-        con.execute(f"CREATE OR REPLACE TEMP TABLE stage_items AS {_select_typed(spec, 'item', 'raw_items', valid_from)}")
+        for entity, frame in (("user", raw.users), ("item", raw.items)):
+            select = _select_typed(spec, entity, f"raw_{entity}s", valid_from, "valid_from" in frame.columns)
+            con.execute(f"CREATE OR REPLACE TEMP TABLE stage_{entity}s AS {select}")
         threshold = spec.label.threshold
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE stage_interactions AS SELECT

