@@ -64,6 +64,25 @@ def _ingest_batches(args, paths: Paths, spec, gate) -> int:
     return 1 if any(r.status != "accepted" for r in reports) else 0
 
 
+def cmd_data_init_spec(args, paths: Paths) -> int:
+    """Draft a spec from the user's files into <home>/specs/<name>.yaml (never over an existing one)."""
+    from core.io import write_text_atomic
+    from ingestion.draft_spec import draft_spec, spec_yaml
+
+    events = Path(args.events)
+    spec, notes = draft_spec(args.name, events, Path(args.users) if args.users else None,
+                             Path(args.items) if args.items else None)
+    text = spec_yaml(spec, notes)
+    target = Path(args.out) if args.out else paths.home / "specs" / f"{args.name}.yaml"
+    if target.exists() and not args.force:
+        raise ValueError(f"{target} exists: pass --force to replace it, or --out elsewhere")
+    write_text_atomic(target, text)
+    print(text)
+    print(f"# written to {target}; put the files in {paths.raw(args.name)}/ (or `clickprompt data fetch "
+          f"{args.name} --from {events.parent}`), then `clickprompt data ingest --dataset {args.name}`")
+    return 0
+
+
 def cmd_data_replay(args, paths: Paths) -> int:
     from core.spec import load_spec
     from ingestion.replay import parse_period, replay
@@ -184,6 +203,14 @@ def add_commands(sub, add: Callable) -> None:
     p.add_argument("--quarantine", action="store_true", help="commit good rows; keep bad ones in table quarantine")
     p.add_argument("--max-batches", type=int, help="with a landing area: take at most so many new batches")
     p.add_argument("--json", action="store_true")
+    p = add(data, "init-spec", cmd_data_init_spec, "draft a data set spec from your files' columns and types "
+                                                    "(loader tabular), for you to edit")
+    p.add_argument("--name", required=True, help="the data set's name (the spec goes to <home>/specs/<name>.yaml)")
+    p.add_argument("--events", required=True, help="events file: CSV, TSV or parquet")
+    p.add_argument("--users", help="users file (optional)")
+    p.add_argument("--items", help="items file (optional)")
+    p.add_argument("--out", help="write the draft here instead")
+    p.add_argument("--force", action="store_true", help="replace an existing spec")
     p = add(data, "replay", cmd_data_replay, "cut the fetched data set by event time into an initial load and "
                                               "period batches in the landing area data/inbox/<dataset>/")
     p.add_argument("--dataset", default=DEFAULT_DATASET)

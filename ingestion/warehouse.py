@@ -173,6 +173,7 @@ class IngestReport:
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     snapshot_hash: str = ""
     seconds: float = 0.0
+    steps: dict[str, float] = field(default_factory=dict)  # seconds per step (parse, stage, gate rows, ...)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -196,25 +197,30 @@ def ingest(
         raise WarehouseError(
             f"{warehouse} holds data set {held!r}, not {spec.name!r}: pass --warehouse to use another file"
         )
-    raw = load_raw(spec, Path(source), quarantine=quarantine)  # raises RawDataError before any write
+    steps: dict[str, float] = {}
+    step = _stepper(steps)
+    raw = step("parse", lambda: load_raw(spec, Path(source), quarantine=quarantine))  # RawDataError before any write
     ingest_id = uuid.uuid4().hex[:12]
     with connect(warehouse) as con:
         con.begin()
         try:
             for ddl in schema_ddl(spec):
                 con.execute(ddl)
-            gate(spec, stage(con, spec, raw))
-            for table in ("users", "items", "interactions"):
-                con.execute(f"INSERT OR REPLACE INTO {table} SELECT * FROM stage_{table}")
-            render_tables(con, spec)
-            gate(spec, {t: con.execute(f"SELECT * FROM {t}").df() for t in ("user_text", "item_text")})
+            staged = step("stage", lambda: stage(con, spec, raw))
+            step("gate rows", lambda: gate(spec, staged))
+            staged = None  # the frames the gate saw: released before the upsert
+            step("upsert", lambda: [con.execute(f"INSERT OR REPLACE INTO {table} SELECT * FROM stage_{table}")
+                                    for table in ("users", "items", "interactions")])
+            step("render text", lambda: render_tables(con, spec))
+            step("gate text", lambda: gate(spec, {t: con.execute(f"SELECT * FROM {t}").df()
+                                                  for t in ("user_text", "item_text")}))
             _record(con, spec, raw, ingest_id, source)
             rows_after = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in SNAPSHOT_TABLES}
-            con.commit()
+            step("commit", con.commit)
         except BaseException:
             con.rollback()
             raise
-        snapshot_hash = export_snapshots(con, spec, snapshot_dir)
+        snapshot_hash = step("snapshots", lambda: export_snapshots(con, spec, snapshot_dir))
     reasons: dict[str, int] = {}
     for r in raw.rejected:
         reasons[r.reason.split(":")[0]] = reasons.get(r.reason.split(":")[0], 0) + 1
@@ -228,7 +234,19 @@ def ingest(
         rejected_by_reason=reasons,
         snapshot_hash=snapshot_hash,
         seconds=round(time.perf_counter() - started, 3),
+        steps=steps,
     )
+
+
+def _stepper(steps: dict[str, float]):
+    """``step(name, fn)``: run ``fn``, add its seconds to ``steps[name]`` (the report's breakdown)."""
+    def step(name: str, fn):
+        t = time.perf_counter()
+        try:
+            return fn()
+        finally:
+            steps[name] = round(steps.get(name, 0.0) + time.perf_counter() - t, 4)
+    return step
 
 
 def _record(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, raw: RawTables, ingest_id: str, source: Path) -> None:

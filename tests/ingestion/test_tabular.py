@@ -11,7 +11,6 @@ import pandas as pd
 import pytest
 import yaml
 
-from core.settings import Paths
 from core.spec import load_spec
 from ingestion.rows import RawDataError
 from ingestion.warehouse import ingest, validation_frames
@@ -152,5 +151,22 @@ def test_a_spec_without_its_source_block_is_refused(tmp_path):
         load_spec(tmp_path / "str.yaml")
 
 
-def test_paths_fixture_is_a_fresh_home(paths):
-    assert isinstance(paths, Paths) and not paths.warehouse.exists()
+def test_init_spec_drafts_a_spec_that_ingests(paths, capsys):
+    import cli
+
+    folder = paths.home / "export"
+    write_export(folder)
+    assert cli.main(["data", "init-spec", "--name", "my-shop", "--events", str(folder / "clicks.csv"),
+                     "--users", str(folder / "people.csv")]) == 0
+    out = capsys.readouterr().out
+    assert "label: 'clicked' read as the rating 0..1; click = rating >= 1 (a 0/1 click column)" in out
+    assert "events column 'cat': several values per cell separated by '|': multi" in out
+    spec = load_spec("my-shop")
+    assert spec.source.events.columns == {"user_id": "customer", "item_id": "product", "rating": "clicked"}
+    assert spec.source.events.time_column == "when" and spec.source.events.time_format == "iso8601"
+    assert spec.field("cat").kind.value == "multi" and spec.field("sex").values == ["F", "M"]
+    assert cli.main(["data", "fetch", "my-shop", "--from", str(folder)]) == 0  # a folder of one's own files
+    assert cli.main(["data", "ingest", "--dataset", "my-shop"]) == 0
+    assert "ingested my-shop" in capsys.readouterr().out
+    assert cli.main(["data", "init-spec", "--name", "my-shop", "--events", str(folder / "clicks.csv")]) == 2
+    assert "exists: pass --force" in capsys.readouterr().err

@@ -1,0 +1,167 @@
+"""Draft a data set spec from a user's files (``clickprompt data init-spec``): columns, types and
+value sets read by DuckDB, guesses for the keys, the time column and format, the label rule, the
+kind of every other field. The draft is meant to be read and edited (every guess is commented),
+then checked by loading it (``core.spec.load_spec``) before the first ingest.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pandas as pd
+import yaml
+
+USER_KEYS = ("user_id", "userid", "user", "customer_id", "customer", "cust_id", "uid", "member_id", "account_id")
+ITEM_KEYS = ("item_id", "itemid", "item", "product_id", "product", "sku", "movie_id", "movieid", "iid", "article_id")
+TIME_HINTS = ("timestamp", "time", "ts", "date", "datetime", "event_time", "when", "created_at")
+LABEL_HINTS = ("click", "clicked", "is_click", "label", "rating", "score", "converted", "purchase")
+MULTI_SEPARATORS = ("|", ";")
+MAX_CATEGORIES = 50
+
+
+def _read(path: Path, sample: int = 100_000) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """A sample of the file (typed by DuckDB's sniffer) and how it reads (format, separator, header)."""
+    with duckdb.connect() as con:
+        if path.suffix.lower() == ".parquet":
+            frame = con.execute(f"SELECT * FROM read_parquet(?) LIMIT {sample}", [str(path)]).df()
+            return frame, {"format": "parquet"}
+        sniff = con.execute("SELECT Delimiter, HasHeader FROM sniff_csv(?)", [str(path)]).fetchone()
+        frame = con.execute(f"SELECT * FROM read_csv(?, delim = ?, header = ?) LIMIT {sample}",
+                            [str(path), sniff[0], bool(sniff[1])]).df()
+    fmt = "tsv" if sniff[0] == "\t" else "csv"
+    source: dict[str, Any] = {"format": fmt}
+    if sniff[0] not in (",", "\t"):
+        source["separator"] = sniff[0]
+    if not sniff[1]:
+        source["header"] = False
+    return frame, source
+
+
+def _pick(columns: list[str], hints: tuple[str, ...]) -> str | None:
+    lower = {c.lower(): c for c in columns}
+    for h in hints:
+        if h in lower:
+            return lower[h]
+    for h in hints:  # a column containing the hint: "purchase_ts", "customer_no"
+        for low, c in lower.items():
+            if h in low:
+                return c
+    return None
+
+
+def _time_format(col: pd.Series) -> str:
+    if pd.api.types.is_datetime64_any_dtype(col):
+        return "iso8601"
+    if pd.api.types.is_integer_dtype(col) or pd.api.types.is_float_dtype(col):
+        return "unix_ms" if col.dropna().abs().median() > 1e11 else "unix_s"
+    text = col.dropna().astype(str)
+    return "date" if text.str.fullmatch(r"\d{4}-\d{2}-\d{2}").all() else "iso8601"
+
+
+def _field(name: str, entity: str, col: pd.Series) -> tuple[dict, str]:
+    """(field entry, the guess in words) for one column."""
+    display = re.sub(r"[_\s]+", " ", name).strip().capitalize()
+    values = col.dropna()
+    if pd.api.types.is_integer_dtype(col) or (pd.api.types.is_float_dtype(col) and (values == values.round()).all()):
+        entry = {"name": name, "entity": entity, "kind": "categorical", "display": display, "dtype": "int64"}
+        if len(values):
+            entry["range"] = [int(values.min()), int(values.max())]
+        return entry, "integers: categorical int64 with the range seen"
+    text = values.astype(str)
+    for sep in MULTI_SEPARATORS:
+        if len(text) and text.str.contains(sep, regex=False).mean() > 0.2:
+            distinct = sorted({v.strip() for cell in text for v in cell.split(sep) if v.strip()})
+            entry = {"name": name, "entity": entity, "kind": "multi", "display": display, "separator": sep}
+            if len(distinct) <= MAX_CATEGORIES:
+                entry["values"] = distinct
+            return entry, f"several values per cell separated by {sep!r}: multi"
+    distinct = sorted(text.unique())
+    if len(distinct) <= MAX_CATEGORIES:
+        return ({"name": name, "entity": entity, "kind": "categorical", "display": display, "values": distinct},
+                f"{len(distinct)} distinct values: categorical")
+    if text.str.len().mean() > 20:
+        return {"name": name, "entity": entity, "kind": "text", "display": display}, "long strings: text"
+    return {"name": name, "entity": entity, "kind": "id", "display": display}, "many short distinct strings: id"
+
+
+def draft_spec(name: str, events: Path, users: Path | None = None, items: Path | None = None,
+               raw_folder: Path | None = None) -> tuple[dict, list[str]]:
+    """(spec as a dict, notes on every guess). Paths in the source block are relative to
+    ``raw_folder`` (default: the events file's folder)."""
+    raw_folder = raw_folder or events.parent
+    ev, ev_source = _read(events)
+    notes: list[str] = []
+    user_key = _pick(list(ev.columns), USER_KEYS)
+    item_key = _pick(list(ev.columns), ITEM_KEYS)
+    time_col = _pick(list(ev.columns), TIME_HINTS)
+    label_col = _pick([c for c in ev.columns if c not in (user_key, item_key, time_col)], LABEL_HINTS)
+    missing = [what for what, c in (("user key", user_key), ("item key", item_key), ("time", time_col),
+                                     ("rating or click", label_col)) if c is None]
+    if missing:
+        raise ValueError(f"{events}: no column looks like the {', '.join(missing)} (columns: {list(ev.columns)}); "
+                         "rename it or write the spec by hand (README: bring your own data)")
+    fields = [{"name": "user_id", "entity": "user", "kind": "id", "display": "User ID", "dtype": "int64"}]
+    item_fields = [{"name": "item_id", "entity": "item", "kind": "id", "display": "Item ID", "dtype": "int64"}]
+    label = ev[label_col].dropna()
+    is_click = set(pd.unique(label)) <= {0, 1, True, False}
+    lo, hi = (0, 1) if is_click else (int(label.min()), int(label.max()))
+    threshold = 1 if is_click else int(round(lo + 0.75 * (hi - lo)))
+    notes.append(f"label: {label_col!r} read as the rating {lo}..{hi}; click = rating >= {threshold}"
+                 + (" (a 0/1 click column)" if is_click else " (check the threshold)"))
+    ts = ev[time_col]
+    time_format = _time_format(ts)
+    notes.append(f"time: {time_col!r}, format {time_format}")
+    source: dict[str, Any] = {"events": {"path": str(events.relative_to(raw_folder)) if events.is_relative_to(raw_folder)
+                                         else events.name, **ev_source, "time_column": time_col,
+                                         "time_format": time_format,
+                                         "columns": {"user_id": user_key, "item_id": item_key, "rating": label_col}}}
+    tables = {"user": (users, user_key, fields), "item": (items, item_key, item_fields)}
+    for entity, (path, key, target) in tables.items():
+        if path is None:
+            continue
+        frame, src = _read(path)
+        file_key = _pick(list(frame.columns), (key, *(USER_KEYS if entity == "user" else ITEM_KEYS)))
+        if file_key is None:
+            raise ValueError(f"{path}: no column looks like the {entity} key {key!r} (columns: {list(frame.columns)})")
+        mapping = {f"{entity}_id": file_key}
+        for col in frame.columns:
+            if col == file_key:
+                continue
+            entry, why = _field(col.lower(), entity, frame[col])
+            if entry["name"] != col:
+                mapping[entry["name"]] = col
+            target.append(entry)
+            notes.append(f"{entity} field {col!r}: {why}")
+        source[f"{entity}s"] = {"path": path.name, **src, "columns": mapping}
+    rest = [c for c in ev.columns if c not in (user_key, item_key, time_col, label_col)]
+    for col in rest:  # fields carried by the events: the item's by default (check which entity they describe)
+        entity = "user" if users is None and items is not None else "item"
+        entry, why = _field(col.lower(), entity, ev[col])
+        (fields if entity == "user" else item_fields).append(entry)
+        if entry["name"] != col:
+            source["events"]["columns"][entry["name"]] = col
+        notes.append(f"events column {col!r}: {why}, a field of the {entity} (check the entity)")
+    start = pd.Timestamp(ts.min(), unit="s" if time_format == "unix_s" else ("ms" if time_format == "unix_ms" else None),
+                         tz="UTC") if time_format.startswith("unix") else pd.to_datetime(ts.min(), utc=True)
+    end = pd.Timestamp(ts.max(), unit="s" if time_format == "unix_s" else ("ms" if time_format == "unix_ms" else None),
+                       tz="UTC") if time_format.startswith("unix") else pd.to_datetime(ts.max(), utc=True)
+    spec = {
+        "name": name, "description": f"drafted from {events.name} by clickprompt data init-spec: edit it",
+        "loader": "tabular",
+        "entities": {"user": {"key": "user_id", "table": "users"}, "item": {"key": "item_id", "table": "items"}},
+        "fields": fields + item_fields,
+        "label": {"source": "rating", "threshold": threshold},
+        "rating": {"min": lo, "max": hi},
+        "time": {"min": (start - pd.Timedelta(days=1)).floor("D").isoformat(),
+                 "max": (end + pd.Timedelta(days=365)).ceil("D").isoformat()},
+        "source": source,
+    }
+    return spec, notes
+
+
+def spec_yaml(spec: dict, notes: list[str]) -> str:
+    head = "".join(f"# {n}\n" for n in ["Drafted spec: read every guess below, then edit.", *notes])
+    return head + yaml.safe_dump(spec, sort_keys=False, allow_unicode=True, width=110)
