@@ -15,8 +15,12 @@ import shutil
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 
+import duckdb
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from core.io import replace_dir
 from core.settings import Paths
@@ -29,6 +33,7 @@ from feature_repo.store import open_store
 log = logging.getLogger("clickprompt.features")
 
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
+CHUNK_EVENTS = 500_000  # events per Feast point-in-time join (~0.6 GB of join memory)
 
 
 @dataclass
@@ -77,36 +82,64 @@ def entity_frame(spec: DatasetSpec, paths: Paths, start: datetime | None = None,
     return frame[keep].reset_index(drop=True)
 
 
+def _retrieval(store, entity_df: pd.DataFrame, service: str):
+    return store.get_historical_features(entity_df=entity_df, features=store.get_feature_service(service))
+
+
 def historical_features(store, entity_df: pd.DataFrame, service: str) -> pd.DataFrame:
     """Feast's point-in-time join of ``service``'s features onto ``entity_df`` rows."""
-    fs = store.get_feature_service(service)
-    return store.get_historical_features(entity_df=entity_df, features=fs).to_df()
+    return _retrieval(store, entity_df, service).to_df()
 
 
-def time_split(frame: pd.DataFrame, fractions: tuple[float, float, float], keys: list[str]) -> dict[str, pd.DataFrame]:
-    """Split by event time; all rows of one timestamp fall in the same split (ties ordered by ``keys``)."""
+def historical_table(store, entity_df: pd.DataFrame, service: str) -> pa.Table:
+    """The same join as an Arrow table (strings in buffers, not Python objects): for large sets."""
+    return _retrieval(store, entity_df, service).to_arrow()
+
+
+def _split_bounds(con: duckdb.DuckDBPyConnection, n: int, fractions: tuple[float, float, float]) -> tuple:
+    """The event times where valid and test begin: the times at the 80% and 90% positions (default)
+    of the time-ordered events, so all events of one timestamp land on the same side."""
     if len(fractions) != 3 or abs(sum(fractions) - 1.0) > 1e-9 or min(fractions) <= 0:
         raise ValueError(f"split fractions must be three positive numbers summing to 1, got {fractions}")
-    ordered = frame.sort_values(["event_timestamp", *keys], kind="stable").reset_index(drop=True)
-    ts = ordered["event_timestamp"]
-    n = len(ordered)
-    cut_train = ts.iloc[min(int(n * fractions[0]), n - 1)]
-    cut_valid = ts.iloc[min(int(n * (fractions[0] + fractions[1])), n - 1)]
-    return {
-        "train": ordered[ts < cut_train].reset_index(drop=True),
-        "valid": ordered[(ts >= cut_train) & (ts < cut_valid)].reset_index(drop=True),
-        "test": ordered[ts >= cut_valid].reset_index(drop=True),
-    }
+    at = [min(int(n * fractions[0]), n - 1), min(int(n * (fractions[0] + fractions[1])), n - 1)]
+    return tuple(con.execute(f"SELECT event_timestamp FROM joined ORDER BY event_timestamp LIMIT 1 OFFSET {k}")
+                 .fetchone()[0] for k in at)
 
 
-def _stats(frame: pd.DataFrame) -> SplitStats:
-    ts = frame["event_timestamp"]
-    return SplitStats(
-        rows=len(frame),
-        label_rate=round(float(frame["label"].mean()), 6) if len(frame) else 0.0,
-        start=ts.min().isoformat() if len(frame) else "",
-        end=ts.max().isoformat() if len(frame) else "",
-    )
+def _literal(path: Path) -> str:
+    return "'" + str(path).replace("'", "''") + "'"
+
+
+def write_time_splits(parts: Path, fractions: tuple[float, float, float], keys: list[str],
+                      folder: Path, memory_limit: str = "2GB") -> dict[str, SplitStats]:
+    """``folder/{train,valid,test}.parquet`` from the joined parts (``parts/*.parquet``), split by
+    event time, each ordered by (time, *keys).
+
+    DuckDB streams each split, sorted, from the parts into parquet under ``memory_limit`` (its
+    sort spills to disk beyond it): no pandas frame, whose Python string objects for the two text
+    columns took ~1.5 KB a row, and no whole table in memory."""
+    with duckdb.connect() as con:
+        con.execute("SET TimeZone = 'UTC'")
+        con.execute(f"SET memory_limit = '{memory_limit}'")
+        con.execute(f"SET temp_directory = {_literal(folder / '.spill')}")
+        con.execute(f"CREATE VIEW joined AS SELECT * FROM read_parquet({_literal(parts / '*.parquet')})")
+        n = con.execute("SELECT count(*) FROM joined").fetchone()[0]
+        cut_train, cut_valid = _split_bounds(con, n, fractions)
+        where = {"train": ("event_timestamp < ?", [cut_train]),
+                 "valid": ("event_timestamp >= ? AND event_timestamp < ?", [cut_train, cut_valid]),
+                 "test": ("event_timestamp >= ?", [cut_valid])}
+        order = ", ".join(["event_timestamp", *keys])
+        stats = {}
+        for name, (cond, args) in where.items():
+            con.execute(f"COPY (SELECT * FROM joined WHERE {cond} ORDER BY {order}) TO {_literal(folder / (name + '.parquet'))} "
+                        "(FORMAT parquet, COMPRESSION zstd)", args)
+            rows, rate, start, end = con.execute(
+                f"SELECT count(*), avg(label), min(event_timestamp), max(event_timestamp) FROM joined WHERE {cond}",
+                args).fetchone()
+            stats[name] = SplitStats(rows=rows, label_rate=round(float(rate), 6) if rows else 0.0,
+                                     start=start.isoformat() if rows else "", end=end.isoformat() if rows else "")
+    shutil.rmtree(folder / ".spill", ignore_errors=True)
+    return stats
 
 
 def build_training_sets(
@@ -117,9 +150,11 @@ def build_training_sets(
     store=None,
     start: datetime | None = None,
     end: datetime | None = None,
+    chunk_events: int = CHUNK_EVENTS,
 ) -> TrainingSetManifest:
     """Build and write ``paths.training_sets/<service>/{train,valid,test}.parquet`` + manifest.json,
-    from the events with time in [start, end) (default: all; a retrain's window)."""
+    from the events with time in [start, end) (default: all; a retrain's window), joined by Feast
+    ``chunk_events`` events at a time."""
     started = time.perf_counter()
     snapshot = read_snapshot_manifest(paths.snapshots)
     store = store or open_store(paths)
@@ -127,27 +162,34 @@ def build_training_sets(
     if len(entity_df) < 3:
         raise ValueError(f"{len(entity_df)} events in the window [{start}, {end}): too few for train / valid / test")
     log.info("point-in-time join of %s onto %d events", service, len(entity_df))
-    joined = historical_features(store, entity_df, service)
-    splits = time_split(joined, fractions, keys=[spec.entities["user"].key, spec.entities["item"].key])
-    features = [c for c in joined.columns if c not in entity_df.columns]
+    final = paths.training_sets / service
+    tmp = final.with_name(f".{service}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    parts = tmp / ".parts"
+    parts.mkdir(parents=True)
+    # the join is row-wise (each event gets the versions valid at its own time), so chunks of
+    # events give the same rows as one join, with memory bounded by the chunk instead of the data
+    features: list[str] = []
+    for k, lo in enumerate(range(0, len(entity_df), chunk_events)):
+        joined = historical_table(store, entity_df.iloc[lo:lo + chunk_events].reset_index(drop=True), service)
+        features = [c for c in joined.column_names if c not in entity_df.columns]
+        pq.write_table(joined, parts / f"part-{k:05d}.parquet")
+        del joined
+    keys = [spec.entities["user"].key, spec.entities["item"].key]
+    splits = write_time_splits(parts, fractions, keys, tmp)
+    shutil.rmtree(parts)
     manifest = TrainingSetManifest(
         dataset=spec.name,
         feature_service=service,
         features=features,
         snapshot_hash=snapshot["snapshot_hash"],
         fractions=tuple(fractions),
-        splits={name: _stats(frame) for name, frame in splits.items()},
+        splits=splits,
         created_at=datetime.now(timezone.utc).isoformat(),
         seconds=0.0,
         window=[None if start is None else pd.Timestamp(start).isoformat(),
                 None if end is None else pd.Timestamp(end).isoformat()],
     )
-    final = paths.training_sets / service
-    tmp = final.with_name(f".{service}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for name, frame in splits.items():
-        frame.to_parquet(tmp / f"{name}.parquet", index=False)
     manifest.seconds = round(time.perf_counter() - started, 3)
     (tmp / "manifest.json").write_text(json.dumps(manifest.to_dict(), indent=2), encoding="utf-8")
     replace_dir(tmp, final)
