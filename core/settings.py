@@ -73,6 +73,15 @@ class Paths:
         return self.data / "feast"
 
     @property
+    def feast_registry(self) -> Path:
+        return self.feast / "registry.db"
+
+    @property
+    def online_store(self) -> Path:
+        """The SQLite online store (the embedded default)."""
+        return self.feast / "online_store.db"
+
+    @property
     def training_sets(self) -> Path:
         return self.data / "training_sets"
 

@@ -21,8 +21,8 @@ def repo_config(paths: Paths):
 
     raw = yaml.safe_load((REPO_DIR / "feature_store.yaml").read_text(encoding="utf-8"))
     paths.feast.mkdir(parents=True, exist_ok=True)
-    raw["registry"]["path"] = str(paths.feast / "registry.db")
-    raw["online_store"]["path"] = str(paths.feast / "online_store.db")
+    raw["registry"]["path"] = str(paths.feast_registry)
+    raw["online_store"]["path"] = str(paths.online_store)
     config = RepoConfig(**raw)
     config.repo_path = REPO_DIR
     return config
@@ -39,5 +39,5 @@ def apply(spec: DatasetSpec, paths: Paths, store=None) -> Definitions:
     store = store or open_store(paths)
     defs = build(spec, paths.snapshots)
     store.apply(defs.objects)
-    log.info("applied %d Feast objects to %s", len(defs.objects), paths.feast / "registry.db")
+    log.info("applied %d Feast objects to %s", len(defs.objects), paths.feast_registry)
     return defs

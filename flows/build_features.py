@@ -72,8 +72,8 @@ def build_features(
     paths = project_paths()
     spec = spec or load_spec(dataset)
     manifest = paths.training_sets / service / "manifest.json"
-    applied = cached(apply_definitions, paths, refresh or not (paths.feast / "registry.db").exists())(spec, paths)
+    applied = cached(apply_definitions, paths, refresh or not paths.feast_registry.exists())(spec, paths)
     sets = cached(training_sets, paths, refresh or not manifest.exists())(spec, paths, service, fractions)
-    online_store = paths.feast / "online_store.db"
+    online_store = paths.online_store
     online = cached(materialize_online, paths, refresh or not online_store.exists())(spec, paths)
     return {"applied": applied, "training_sets": sets, "online": online}

@@ -32,6 +32,7 @@ from models.builder import serving_score_fn
 from models.data import EncodedSplit
 from models.encoding import OOV, FeatureEncoder
 from serving.registry import DEFAULT_NAME, ModelVersion, Registry, RegistryError
+from serving.timing import NO_LAPS
 
 log = logging.getLogger("clickprompt.scoring")
 
@@ -162,11 +163,12 @@ def _normalized(frame: pd.DataFrame, lm: LoadedModel) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def score_frame(lm: LoadedModel, frame: pd.DataFrame, batch_size: int = 4096) -> Scores:
+def score_frame(lm: LoadedModel, frame: pd.DataFrame, batch_size: int = 4096, laps=NO_LAPS) -> Scores:
     """Click probabilities of feature rows (one per user-item pair; columns: ``lm.input_columns``).
 
     Encoded by the run's encoder (unknown values -> the out-of-vocabulary slot) and scored by
-    the trainer's ``predict``, exactly as the test split was scored at training time.
+    the trainer's ``predict``, exactly as the test split was scored at training time. ``laps``
+    marks ``encode`` and ``forward`` (the server's latency budget).
     """
     from models.trainer import predict
 
@@ -183,7 +185,9 @@ def score_frame(lm: LoadedModel, frame: pd.DataFrame, batch_size: int = 4096) ->
 
         ids, mask, _ = tokenize_samples(lm.spec, rows, lm.tokenizer, lm.max_len)
         split.input_ids, split.attention_mask = torch.from_numpy(ids), torch.from_numpy(mask)
+    laps.lap("encode")
     prob = predict(lm.model, split, serving_score_fn(lm.training_stage), batch_size, lm.device)
+    laps.lap("forward")
     return Scores(
         probability=prob.astype(np.float64),
         unknown_user=x[user_key].numpy() == OOV,

@@ -23,23 +23,27 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import threading
 import time
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
 import pandas as pd
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.settings import Paths
 from serving.registry import DEFAULT_NAME, Registry
 from serving.scoring import LoadedModel, NoProductionModelError, load_model, score_frame
+from serving.timing import NO_LAPS, ServerTiming
 
 log = logging.getLogger("clickprompt.serving")
 
-MAX_BATCH = 1000
+MAX_BATCH = 1000  # pairs per /predict/batch (more: 422 naming the limit)
+MAX_BODY_BYTES = 256 * 1024  # a full batch is ~40 KB (more: 413 naming the limit)
+RETRY_SECONDS = 1.0  # without a model, how often a request may try to load one
 EntityId = Annotated[int, Field(strict=True, ge=-(2**63), le=2**63 - 1)]
 
 
@@ -83,40 +87,116 @@ class BatchPrediction(BaseModel):
 # --- online features ------------------------------------------------------------------------------
 
 
+class FeaturesUnavailable(RuntimeError):
+    """The online store or Feast's registry cannot answer now; the message says which and why."""
+
+
 class OnlineFeatures:
-    """Feast online lookups (SQLite); one lookup at a time, as Feast shares one SQLite connection."""
+    """Feast online lookups (SQLite); one lookup at a time, as Feast shares one SQLite connection.
 
-    def __init__(self, paths: Paths, store=None) -> None:
-        from feature_repo.store import open_store
+    A failed lookup (the store file missing, corrupt or locked past ``busy_ms``; Feast's registry
+    unreadable) raises ``FeaturesUnavailable`` naming the file, and the next attempt, at most every
+    ``retry_seconds``, opens the store afresh: the server mends itself when the file is mended.
+    """
 
-        self.store = store or open_store(paths)
+    def __init__(self, paths: Paths, store=None, retry_seconds: float = 1.0, busy_ms: int = 250) -> None:
+        self.paths, self.retry_seconds, self.busy_ms = paths, retry_seconds, busy_ms
         self._lock = threading.Lock()
         self._services: dict[str, tuple[Any, dict[str, str]]] = {}
+        self.last_error: str | None = None
+        self._retry_at = 0.0
+        self._online_file = self._file_id()
+        self.store = store
+        if store is None:
+            with self._lock:
+                try:
+                    self._open()
+                except FeaturesUnavailable:
+                    pass  # the app starts anyway: /health and /predict say why until the store is mended
 
-    def _service(self, name: str) -> tuple[Any, dict[str, str]]:
+    def _open(self) -> None:
+        from feature_repo.store import open_store
+
+        self.store, self._services = None, {}
+        try:
+            self.store = open_store(self.paths)
+        except Exception as exc:
+            self._failed(f"Feast feature store of {self.paths.feast} cannot be opened", exc)
+
+    def _failed(self, what: str, exc: Exception):
+        self.last_error = f"{what}: {type(exc).__name__}: {exc}"
+        self._retry_at = time.monotonic() + self.retry_seconds
+        raise FeaturesUnavailable(self.last_error) from exc
+
+    def _file_id(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.paths.online_store)
+        except FileNotFoundError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def _call(self, what: str, fn, online: bool = False):
+        """``fn(store)`` under the lock; a failure reopens the store on the next try. ``online``:
+        first check the SQLite file is there (an open connection would go on reading a deleted
+        file, and reopening would create an empty one) and reopen if it was replaced."""
+        with self._lock:
+            if online:
+                file_id = self._file_id()
+                if file_id is None:
+                    self.last_error = f"online store {self.paths.online_store}: the file is missing"
+                    raise FeaturesUnavailable(self.last_error)
+                if file_id != self._online_file:
+                    self.store, self._online_file = None, file_id
+            if self.store is None or self.last_error is not None:
+                if time.monotonic() < self._retry_at:
+                    raise FeaturesUnavailable(self.last_error or "the online store is not open")
+                self._open()
+            try:
+                out = fn(self.store)
+            except Exception as exc:
+                self.store = None  # its SQLite connection may point at a replaced or broken file
+                self._failed(what, exc)
+            self.last_error = None
+            return out
+
+    def _service(self, store, name: str) -> tuple[Any, dict[str, str]]:
         if name not in self._services:
-            fs = self.store.get_feature_service(name)
+            fs = store.get_feature_service(name)
             # the first feature of each view stands for the view's event timestamp
             views = {p.name_to_use(): p.features[0].name for p in fs.feature_view_projections if p.features}
             self._services[name] = (fs, views)
         return self._services[name]
 
     def feature_names(self, service: str) -> set[str]:
-        fs, _ = self._service(service)
-        return {f.name for p in fs.feature_view_projections for f in p.features}
+        def names(store):
+            fs, _ = self._service(store, service)
+            return {f.name for p in fs.feature_view_projections for f in p.features}
+        return self._call(f"feature service {service!r} of Feast's registry {self.paths.feast}", names)
 
     def rows(self, service: str, pairs: list[tuple[int, int]], keys: tuple[str, str]) -> tuple[pd.DataFrame, list[dict]]:
         """Feature rows (entity keys + the service's features) and, per row, {view: ISO event time}."""
-        fs, views = self._service(service)
         entity_rows = [{keys[0]: u, keys[1]: i} for u, i in pairs]
-        with self._lock:
-            raw = self.store.get_online_features(features=fs, entity_rows=entity_rows).to_dict(
+
+        def lookup(store):
+            fs, views = self._service(store, service)
+            raw = store.get_online_features(features=fs, entity_rows=entity_rows).to_dict(
                 include_event_timestamps=True)
+            self._short_busy_timeout(store)
+            return raw, views
+
+        raw, views = self._call(f"online store {self.paths.online_store}", lookup, online=True)
         stamps = [
             {view: _iso(raw[f"{feature}__ts"][r]) for view, feature in views.items()} for r in range(len(pairs))
         ]
         frame = pd.DataFrame({k: pd.Series(v, dtype=object) for k, v in raw.items() if not k.endswith("__ts")})
         return frame, stamps
+
+    def _short_busy_timeout(self, store) -> None:
+        """A lookup waits at most ``busy_ms`` for a writer's lock (Python's sqlite3 waits 5 s)."""
+        conn = getattr(getattr(store._get_provider(), "online_store", None), "_conn", None)
+        if conn is not None and getattr(self, "_timed_conn", None) is not conn:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_ms)}")
+            self._timed_conn = conn
 
 
 def _iso(seconds) -> str | None:
@@ -154,7 +234,11 @@ class Predictor:
     def refresh(self, force: bool = False) -> LoadedModel | None:
         """The current model, after loading a newly promoted version if the registry changed."""
         now = time.monotonic()
-        if not force and now - self._checked < self.poll_seconds and self.registry.change_token() == self._token:
+        # with a model: look again when the registry file changed or a poll is due; without one
+        # (none promoted yet, or the last load failed): at most once per RETRY_SECONDS
+        wait = self.poll_seconds if self._model is not None else RETRY_SECONDS
+        if not force and now - self._checked < wait and (
+                self._model is None or self.registry.change_token() == self._token):
             return self._model
         # one request checks; the others go on with the model they have (none waits unless none is loaded)
         if not self._lock.acquire(blocking=force or self._model is None):
@@ -192,23 +276,37 @@ class Predictor:
             raise ValueError(f"feature service {lm.feature_service} lacks {missing} that {lm.name} v{lm.version} needs")
 
     def health(self) -> dict:
+        """``status``: ``ok``; ``degraded`` (the last good model serves, the registry or a new
+        version failed: ``last_error``); ``unavailable`` (no model, or the online store fails:
+        ``online_store``). The online store is probed with one lookup."""
         lm = self.refresh()
+        online = "no model to probe it for"
+        if lm is not None:
+            try:
+                self.features.rows(lm.feature_service, [(0, 0)], lm.keys)
+                online = "ok"
+            except FeaturesUnavailable as exc:
+                online = str(exc)
+        status = "unavailable" if lm is None or online != "ok" else "degraded" if self.last_error else "ok"
         return {
-            "status": "ok" if lm else "no model",
+            "status": status,
             "model_name": self.name,
             "model_version": lm.version if lm else None,
             "training_stage": lm.training_stage if lm else None,
             "feature_service": lm.feature_service if lm else None,
             "loaded_at": self._loaded_at,
             "last_error": self.last_error,
+            "online_store": online,
         }
 
-    def predict(self, pairs: list[tuple[int, int]]) -> tuple[LoadedModel, list[dict]]:
+    def predict(self, pairs: list[tuple[int, int]], laps=NO_LAPS) -> tuple[LoadedModel, list[dict]]:
         lm = self.refresh()
+        laps.lap("registry")
         if lm is None:
             raise NoProductionModelError(self.last_error or f"no production version of model {self.name!r}")
         frame, stamps = self.features.rows(lm.feature_service, pairs, lm.keys)
-        scores = score_frame(lm, frame)
+        laps.lap("online")
+        scores = score_frame(lm, frame, laps=laps)
         out = [
             {
                 "user_id": int(u),
@@ -221,7 +319,41 @@ class Predictor:
             }
             for r, (u, i) in enumerate(pairs)
         ]
+        laps.lap("response")
         return lm, out
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``max_bytes`` gets 413 naming the limit, by its
+    Content-Length or, for a chunked body, as soon as the chunks pass it."""
+
+    def __init__(self, app, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    def _too_large(self, size: str) -> JSONResponse:
+        return JSONResponse(status_code=413, content={
+            "detail": f"request body of {size} bytes exceeds the limit of {self.max_bytes} bytes"})
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_bytes:
+            await self._too_large(length.decode())(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted_receive():
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:  # FastAPI passes an HTTPException raised while reading on
+                raise HTTPException(413, f"request body of more than {self.max_bytes} bytes exceeds the limit "
+                                         f"of {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, counted_receive, send)
 
 
 # --- the app --------------------------------------------------------------------------------------
@@ -236,28 +368,36 @@ def create_app(paths: Paths | None = None, name: str = DEFAULT_NAME, registry: R
     app.state.predictor = predictor
 
     def unavailable(exc: Exception) -> JSONResponse:
-        return JSONResponse(status_code=503, content={"detail": str(exc)})
+        reason = "online_store" if isinstance(exc, FeaturesUnavailable) else "model"
+        return JSONResponse(status_code=503, content={"detail": str(exc), "reason": reason})
 
     @app.get("/health")
     def health():
         body = predictor.health()
-        return JSONResponse(status_code=200 if body["model_version"] is not None else 503, content=body)
+        return JSONResponse(status_code=503 if body["status"] == "unavailable" else 200, content=body)
 
     @app.post("/predict", response_model=Prediction)
-    def predict(request: PredictRequest):
+    def predict(request: PredictRequest, http: Request):
+        laps = http.state.laps
+        laps.lap("parse")
         try:
-            _, rows = predictor.predict([(request.user_id, request.item_id)])
-        except NoProductionModelError as exc:
+            _, rows = predictor.predict([(request.user_id, request.item_id)], laps)
+        except (NoProductionModelError, FeaturesUnavailable) as exc:
             return unavailable(exc)
         return rows[0]
 
     @app.post("/predict/batch", response_model=BatchPrediction)
-    def predict_batch(request: BatchRequest):
+    def predict_batch(request: BatchRequest, http: Request):
+        laps = http.state.laps
+        laps.lap("parse")
         try:
-            lm, rows = predictor.predict([(r.user_id, r.item_id) for r in request.requests])
-        except NoProductionModelError as exc:
+            lm, rows = predictor.predict([(r.user_id, r.item_id) for r in request.requests], laps)
+        except (NoProductionModelError, FeaturesUnavailable) as exc:
             return unavailable(exc)
         return {"model_name": lm.name, "model_version": lm.version, "predictions": rows}
+
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
+    app.add_middleware(ServerTiming)
 
     return app
 

@@ -100,7 +100,7 @@ def test_rerun_after_a_late_failure_resumes_at_the_failed_stage(flow_home, small
     merged = json.loads((run_dirs[0] / "metrics.json").read_text())
     assert list(merged["stages"]) == STAGES and merged["profile"] == "smoke"
     assert "finetune-ctr-only" in summary_table(summary)
-    assert (flow_home.feast / "online_store.db").exists()
+    assert flow_home.online_store.exists()
     metrics_table = json.loads(_latest_artifact(METRICS_KEY).data)
     assert [r["stage"] for r in metrics_table] == STAGES
 

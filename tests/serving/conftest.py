@@ -16,6 +16,7 @@ import random
 import socket
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -133,18 +134,11 @@ class RunningServer:
     app: object
 
 
-@pytest.fixture(scope="session")
-def server(trained_home: TrainedHome):
-    """``create_app`` under a real uvicorn server on 127.0.0.1 (a free port), shut down at the end.
-
-    ``poll_seconds`` is long on purpose: a promotion must be seen through the registry's change
-    marker, on the next request, not by waiting for a poll.
-    """
+@contextmanager
+def running(app):
+    """``app`` under a real uvicorn server on 127.0.0.1 (a free port) while in the block."""
     import uvicorn
 
-    from serving.server import create_app
-
-    app = create_app(trained_home.paths, poll_seconds=300)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))  # the OS picks a free port; uvicorn serves on this very socket
@@ -158,11 +152,26 @@ def server(trained_home: TrainedHome):
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.02)
     base_url = f"http://127.0.0.1:{port}"
-    with httpx.Client(base_url=base_url, timeout=30) as client:
-        yield RunningServer(base_url, client, app)
-    uv.should_exit = True
-    thread.join(timeout=10)
-    sock.close()
+    try:
+        with httpx.Client(base_url=base_url, timeout=30) as client:
+            yield RunningServer(base_url, client, app)
+    finally:
+        uv.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@pytest.fixture(scope="session")
+def server(trained_home: TrainedHome):
+    """The serving app of the trained home under uvicorn on loopback, for the whole session.
+
+    ``poll_seconds`` is long on purpose: a promotion must be seen through the registry's change
+    marker, on the next request, not by waiting for a poll.
+    """
+    from serving.server import create_app
+
+    with running(create_app(trained_home.paths, poll_seconds=300)) as srv:
+        yield srv
 
 
 def dump(obj) -> str:
