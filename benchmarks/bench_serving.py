@@ -1,35 +1,43 @@
-"""Online serving latency and throughput: POST /predict on loopback, CTR-only vs the same path with the LM.
+"""Online serving: the latency budget per stage, batch requests, load at 1/8/32 clients, a promotion
+under load, and the CTR-only model next to the same path with the LM.
 
-    .venv/bin/python benchmarks/bench_serving.py [--run artifacts/runs/demo] [--clients 4] \
-        [--requests 200] [--max-seconds 60] [--json-out FILE]
+    .venv/bin/python benchmarks/bench_serving.py [--run artifacts/runs/demo] [--requests 300] \
+        [--clients 1 8 32] [--load-seconds 8] [--workers 1 2] [--json-out FILE]
 
-Needs a training run with both finetuning stages, and the Feast online store:
+Needs a training run with the finetuning stages and the baseline, and the Feast online store:
 
-    make demo            # fetch, ingest, validate, features apply / materialize / training-set,
-                         # plm fetch bert-2l-128, clickprompt train --profile demo --run-id demo
-    # or, quicker and smaller (any profile works; the run must contain both stages):
-    clickprompt train --profile smoke --stages baseline,pretrain,finetune-with-lm,finetune-ctr-only --run-id smoke
+    make demo                       # or, quicker:
+    make data && clickprompt train --profile smoke --run-id smoke \
+        --stages baseline,pretrain,finetune-with-lm,finetune-ctr-only
     .venv/bin/python benchmarks/bench_serving.py --run artifacts/runs/smoke
 
-What it does, once per model:
-  1. registers the run's ``finetune-ctr-only`` stage (model ``ctr``: ID features from ``ctr_v1``,
-     no language model) and its ``finetune-with-lm`` stage (model ``clickprompt-lm``: IDs + text
-     from ``clickprompt_v1``, the PLM in the loop) in a TEMPORARY registry - the project's registry
-     is not touched - and promotes both;
-  2. starts ``serving.server.create_app`` for that model under uvicorn in a subprocess on
-     127.0.0.1 (so the load generator does not share the server's interpreter);
-  3. sends 20 warm-up requests, then ``--clients`` concurrent clients (threads, one keep-alive HTTP
-     connection each) send up to ``--requests`` POST /predict each, stopping at ``--max-seconds``;
-     (user, item) pairs are drawn from the test split, the same sequence for both models;
-  4. reports p50 / p99 / mean latency per request (client side, end to end) and throughput
-     (successful requests / wall time of the load phase), then the LM / CTR-only ratios.
+Everything runs on loopback with a fixed request count and a time limit, and stops by itself:
 
-Figures depend on the machine and on what else runs on it; there are no assertions. One run.
+1. A TEMPORARY registry (the project's is not touched) gets model ``ctr`` v1 (the run's
+   ``finetune-ctr-only`` stage: ID features from ``ctr_v1``, no language model, production), v2
+   (its ``baseline`` stage: the plain backbone, the same inference graph; promoted under load in
+   step 5), and model ``clickprompt-lm`` (``finetune-with-lm``: the PLM in the loop).
+2. ``clickprompt serve`` (uvicorn) in a subprocess per server configuration; clients are threads
+   with one keep-alive ``http.client`` connection each (the lightest client the standard library
+   has, so the client's own cost stays small on the shared 2 cores).
+3. **Sequential** ``POST /predict``: client-side p50 / p99, and the server's ``Server-Timing``
+   laps per stage (parse, registry, online lookup, encode, forward, response, serialize) - where
+   the time goes. Then ``POST /predict/batch`` with 100 pairs.
+4. **Load** at each ``--clients`` count, per ``--workers`` setting: throughput, p50 / p99, errors.
+5. **Promotion under load** (8 clients): ``ctr`` v2 is promoted mid-run; every response must name
+   one version and carry that version's score for its pair (computed in this process beforehand
+   from the same online features), with 0 errors; the switch time is the time from the
+   promotion's commit to the last response from v1.
+6. The with-LM model, sequential, for the CTR-only / with-LM ratio.
+
+Figures depend on the machine and on what else runs on it; there are no assertions (the tests
+check behaviour). One run; the client shares the cores with the server.
 """
 
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import platform
@@ -46,31 +54,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from core.names import CLICKPROMPT_SERVICE
+from core.names import CLICKPROMPT_SERVICE  # noqa: E402
 from core.settings import Paths  # noqa: E402
+from serving.timing import parse_server_timing  # noqa: E402
 
-MODELS = {  # registered name -> training stage
-    "ctr": "finetune-ctr-only",
-    "clickprompt-lm": "finetune-with-lm",
-}
-WARMUP = 20
+CTR, LM = "ctr", "clickprompt-lm"
+STAGES = ("parse", "registry", "online", "encode", "forward", "response", "serialize", "total")
+WARMUP = 30
 
 
 # --- server subprocess ----------------------------------------------------------------------------
-
-
-def serve_main(args) -> None:
-    """``--serve``: the app for one model of the temporary registry, under uvicorn."""
-    import uvicorn
-
-    from serving.registry import Registry
-    from serving.server import create_app
-
-    paths = Paths.default()
-    root = Path(args.registry_dir)
-    registry = Registry(paths, db_path=root / "registry.duckdb", artifacts_root=root / "artifacts")
-    app = create_app(paths, args.name, registry=registry, poll_seconds=3600)
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
 
 
 def free_port() -> int:
@@ -79,37 +72,64 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(name: str, registry_dir: Path, timeout: float = 300.0) -> tuple[subprocess.Popen, str]:
-    import httpx
+class Server:
+    """``clickprompt serve`` on a free loopback port, for one model of the temporary registry."""
 
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, __file__, "--serve", "--name", name, "--registry-dir", str(registry_dir),
-                             "--port", str(port)], cwd=REPO)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server for {name} exited with {proc.returncode}")
+    def __init__(self, name: str, registry_dir: Path, workers: int = 1, timeout: float = 300.0) -> None:
+        self.port = free_port()
+        code = ("import sys; from pathlib import Path; from core.settings import Paths, apply_environment_defaults; "
+                "apply_environment_defaults(); from serving.server import serve; "
+                f"serve(Paths.default(), port={self.port}, name={name!r}, poll_seconds=3600, workers={workers}, "
+                f"registry_dir=Path({str(registry_dir)!r}), log_level='warning')")
+        started = time.perf_counter()
+        self.proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server for {name} exited with {self.proc.returncode}")
+            try:
+                status, _, _ = request(self.port, "GET", "/health")
+                if status == 200:
+                    self.startup_s = round(time.perf_counter() - started, 1)
+                    return
+            except OSError:
+                pass
+            time.sleep(0.25)
+        self.stop()
+        raise RuntimeError(f"server for {name} did not become healthy in {timeout:.0f}s")
+
+    def stop(self) -> None:
+        self.proc.terminate()
         try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.25)
-    proc.terminate()
-    raise RuntimeError(f"server for {name} did not become healthy in {timeout:.0f}s")
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self) -> "Server":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
 
-def stop_server(proc: subprocess.Popen) -> None:
-    proc.terminate()
+def request(port: int, method: str, path: str, body: dict | None = None,
+            conn: http.client.HTTPConnection | None = None) -> tuple[int, dict, dict]:
+    """(status, JSON body, headers) of one request (on ``conn`` if given: keep-alive)."""
+    own = conn is None
+    conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        data = None if body is None else json.dumps(body).encode()
+        conn.request(method, path, body=data, headers={"content-type": "application/json"} if data else {})
+        r = conn.getresponse()
+        payload = r.read()
+        return r.status, json.loads(payload) if payload else {}, dict(r.getheaders())
+    finally:
+        if own:
+            conn.close()
 
 
-# --- load ------------------------------------------------------------------------------------------
+# --- measurements ----------------------------------------------------------------------------------
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -121,55 +141,120 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
-def load(url: str, pairs: list[tuple[int, int]], clients: int, requests: int, max_seconds: float) -> dict:
-    import httpx
+def summary(ms: list[float]) -> dict:
+    return {"n": len(ms), "p50_ms": round(percentile(ms, 0.5), 3), "p99_ms": round(percentile(ms, 0.99), 3),
+            "mean_ms": round(statistics.mean(ms), 3) if ms else float("nan")}
 
-    with httpx.Client(base_url=url, timeout=60) as c:  # warm-up: first-call costs off the books
-        for u, i in pairs[:WARMUP]:
-            c.post("/predict", json={"user_id": u, "item_id": i}).raise_for_status()
-    latencies: list[list[float]] = [[] for _ in range(clients)]
-    errors = [0] * clients
-    versions: set[int] = set()
-    start_gate = threading.Barrier(clients + 1)
-    deadline_box: list[float] = []
+
+def sequential(port: int, pairs: list[tuple[int, int]], n: int, batch: int = 1) -> dict:
+    """``n`` requests one after the other on one connection: client latency and server laps."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    path = "/predict" if batch == 1 else "/predict/batch"
+
+    def body(k: int) -> dict:
+        if batch == 1:
+            u, i = pairs[k % len(pairs)]
+            return {"user_id": u, "item_id": i}
+        return {"requests": [{"user_id": u, "item_id": i} for u, i in
+                             (pairs[(k * batch + j) % len(pairs)] for j in range(batch))]}
+
+    for k in range(WARMUP):
+        request(port, "POST", path, body(k), conn)
+    latencies, laps, errors = [], {s: [] for s in STAGES}, 0
+    for k in range(n):
+        t = time.perf_counter()
+        status, _, headers = request(port, "POST", path, body(k), conn)
+        elapsed = (time.perf_counter() - t) * 1000
+        if status != 200:
+            errors += 1
+            continue
+        latencies.append(elapsed)
+        for stage, ms in parse_server_timing(headers.get("server-timing", "")).items():
+            laps.setdefault(stage, []).append(ms)
+    conn.close()
+    return {**summary(latencies), "errors": errors, "batch": batch,
+            "server_laps_p50_ms": {s: round(statistics.median(v), 3) for s, v in laps.items() if v}}
+
+
+def load(port: int, pairs: list[tuple[int, int]], clients: int, requests_per_client: int, seconds: float,
+         during=None) -> dict:
+    """``clients`` threads, each up to ``requests_per_client`` requests or ``seconds``; ``during``
+    (optional) runs in this thread once the clients are going. Returns figures and the log."""
+    log: list[list[tuple]] = [[] for _ in range(clients)]
+    gate = threading.Barrier(clients + 1)
+    stop_at: list[float] = []
 
     def client(k: int) -> None:
-        with httpx.Client(base_url=url, timeout=60) as c:
-            start_gate.wait()
-            for n in range(requests):
-                if time.perf_counter() > deadline_box[0]:
-                    break
-                u, i = pairs[(k * requests + n) % len(pairs)]
-                t = time.perf_counter()
-                r = c.post("/predict", json={"user_id": u, "item_id": i})
-                elapsed = time.perf_counter() - t
-                if r.status_code == 200:
-                    latencies[k].append(elapsed)
-                    versions.add(r.json()["model_version"])
-                else:
-                    errors[k] += 1
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        gate.wait()
+        for n in range(requests_per_client):
+            if time.perf_counter() > stop_at[0]:
+                break
+            u, i = pairs[(k * 7919 + n) % len(pairs)]
+            t = time.perf_counter()
+            try:
+                status, body, _ = request(port, "POST", "/predict", {"user_id": u, "item_id": i}, conn)
+            except OSError as exc:  # a dropped connection counts as an error, and a new one is opened
+                status, body = f"{type(exc).__name__}", {}
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            log[k].append((t, time.perf_counter(), status, body.get("model_version"), (u, i),
+                           body.get("click_probability")))
+        conn.close()
 
     threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
     for th in threads:
         th.start()
-    deadline_box.append(time.perf_counter() + max_seconds)
+    stop_at.append(time.perf_counter() + seconds)
     t0 = time.perf_counter()
-    start_gate.wait()
+    gate.wait()
+    extra = during() if during else None
     for th in threads:
         th.join()
     wall = time.perf_counter() - t0
-    flat = [x * 1000 for xs in latencies for x in xs]
-    return {
-        "requests_ok": len(flat),
-        "errors": sum(errors),
-        "wall_s": round(wall, 3),
-        "p50_ms": round(percentile(flat, 0.50), 3),
-        "p99_ms": round(percentile(flat, 0.99), 3),
-        "mean_ms": round(statistics.mean(flat), 3) if flat else float("nan"),
-        "throughput_rps": round(len(flat) / wall, 1) if wall else float("nan"),
-        "stopped_by_time": len(flat) + sum(errors) < clients * requests,
-        "model_versions": sorted(versions),
-    }
+    flat = [e for entries in log for e in entries]
+    ok = [(end - start) * 1000 for start, end, status, *_ in flat if status == 200]
+    return {"clients": clients, **summary(ok), "errors": len(flat) - len(ok), "wall_s": round(wall, 2),
+            "throughput_rps": round(len(ok) / wall, 1), "during": extra, "log": flat}
+
+
+def expected_scores(paths: Paths, registry, name: str, versions: list[int],
+                    pairs: list[tuple[int, int]]) -> dict[int, dict[tuple[int, int], float]]:
+    """Each version's score of each pair, in this process, from the same online features."""
+    from serving.scoring import load_model, score_frame
+    from serving.server import OnlineFeatures
+
+    features = OnlineFeatures(paths)
+    out = {}
+    for v in versions:
+        lm = load_model(registry.get(v, name), paths)
+        rows, _ = features.rows(lm.feature_service, pairs, lm.keys)
+        out[v] = dict(zip(pairs, score_frame(lm, rows).probability.tolist(), strict=True))
+    return out
+
+
+def promotion_under_load(paths: Paths, registry, port: int, pairs: list[tuple[int, int]], seconds: float) -> dict:
+    expected = expected_scores(paths, registry, CTR, [1, 2], pairs)
+    box: dict = {}
+
+    def promote() -> None:
+        time.sleep(seconds / 3)
+        registry.promote(2, name=CTR, force=True)
+        box["promoted_at"] = time.perf_counter()
+
+    run = load(port, pairs, 8, 10**9, seconds, during=promote)
+    promoted_at = box["promoted_at"]
+    log = run.pop("log")
+    ok = [e for e in log if e[2] == 200]
+    mixed = [e for e in ok if e[3] not in expected or abs(expected[e[3]][e[4]] - e[5]) > 1e-6]
+    last_v1 = max((end for _, end, _, v, _, _ in ok if v == 1), default=promoted_at)
+    first_v2 = min((end for _, end, _, v, _, _ in ok if v == 2), default=float("nan"))
+    registry.promote(1, name=CTR, force=True)
+    return {"requests": len(log), "errors": run["errors"], "mixed_or_wrong_score": len(mixed),
+            "versions": sorted({e[3] for e in ok}), "throughput_rps": run["throughput_rps"],
+            "p50_ms": run["p50_ms"], "p99_ms": run["p99_ms"],
+            "first_v2_after_promotion_ms": round((first_v2 - promoted_at) * 1000, 1),
+            "last_v1_after_promotion_ms": round(max(0.0, last_v1 - promoted_at) * 1000, 1)}
 
 
 def sample_pairs(paths: Paths, n: int, seed: int = 0) -> list[tuple[int, int]]:
@@ -181,75 +266,96 @@ def sample_pairs(paths: Paths, n: int, seed: int = 0) -> list[tuple[int, int]]:
     return [(int(u), int(i)) for u, i in zip(rows.user_id, rows.item_id, strict=True)]
 
 
+# --- report ------------------------------------------------------------------------------------------
+
+
+def print_report(results: dict) -> None:
+    seq = results["sequential"]
+    print(f"\nsequential POST /predict ({seq['n']} requests, 1 client, loopback): "
+          f"p50 {seq['p50_ms']:.2f} ms, p99 {seq['p99_ms']:.2f} ms")
+    laps = seq["server_laps_p50_ms"]
+    print("  server-side budget, p50 per stage (ms): " + ", ".join(f"{s} {laps[s]:.3f}" for s in STAGES if s in laps))
+    print(f"  client + HTTP outside the server's laps: {seq['p50_ms'] - laps.get('total', 0):.2f} ms at p50")
+    b = results["batch"]
+    print(f"POST /predict/batch of {b['batch']} pairs ({b['n']} requests): p50 {b['p50_ms']:.2f} ms, "
+          f"p99 {b['p99_ms']:.2f} ms; server laps p50: "
+          + ", ".join(f"{s} {b['server_laps_p50_ms'][s]:.2f}" for s in STAGES if s in b["server_laps_p50_ms"]))
+    print("\n| workers | clients | requests | errors | req/s | p50 ms | p99 ms |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
+    for row in results["load"]:
+        print(f"| {row['workers']} | {row['clients']} | {row['n']} | {row['errors']} | {row['throughput_rps']:.0f} | "
+              f"{row['p50_ms']:.2f} | {row['p99_ms']:.2f} |")
+    p = results["promotion_under_load"]
+    print(f"\npromotion under load (8 clients, {p['requests']} requests): {p['errors']} errors, "
+          f"{p['mixed_or_wrong_score']} responses with a mixed version or another version's score; versions "
+          f"served {p['versions']}; first v2 answer {p['first_v2_after_promotion_ms']} ms after the promotion "
+          f"committed, last v1 answer {p['last_v1_after_promotion_ms']} ms after")
+    if "with_lm" in results:
+        lm, r = results["with_lm"], results["ratios"]
+        print(f"with the LM ({LM}, {lm['n']} sequential requests): p50 {lm['p50_ms']:.1f} ms, p99 {lm['p99_ms']:.1f} ms "
+              f"- x{r['p50_lm_over_ctr']} the CTR-only p50")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--run", type=Path, help="run folder with both finetuning stages (default artifacts/runs/demo)")
-    ap.add_argument("--clients", type=int, default=4, help="concurrent clients (default 4)")
-    ap.add_argument("--requests", type=int, default=200, help="requests per client, at most (default 200)")
-    ap.add_argument("--max-seconds", type=float, default=60.0, help="load phase time limit per model (default 60)")
+    ap.add_argument("--run", type=Path, help="run folder with baseline and both finetuning stages "
+                                             "(default artifacts/runs/demo)")
+    ap.add_argument("--requests", type=int, default=300, help="sequential requests (default 300)")
+    ap.add_argument("--clients", type=int, nargs="+", default=[1, 8, 32], help="load levels (default 1 8 32)")
+    ap.add_argument("--load-seconds", type=float, default=8.0, help="time limit per load level (default 8)")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="uvicorn workers to compare (default 1 2)")
+    ap.add_argument("--lm-requests", type=int, default=50, help="sequential requests to the with-LM model (0: skip)")
     ap.add_argument("--json-out", type=Path, help="also write the results here")
-    ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
-    ap.add_argument("--name", help=argparse.SUPPRESS)
-    ap.add_argument("--registry-dir", help=argparse.SUPPRESS)
-    ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.serve:
-        serve_main(args)
-        return
 
     import logging
 
     logging.basicConfig(level=logging.WARNING)
+    from core.settings import apply_environment_defaults
+
+    apply_environment_defaults()
     from serving.registry import Registry
 
     paths = Paths.default()
     run_dir = (args.run or paths.runs / "demo").resolve()
-    missing = [s for s in MODELS.values() if not (run_dir / s / "model.safetensors").exists()]
+    stages = {"finetune-ctr-only": CTR, "baseline": CTR, "finetune-with-lm": LM}
+    missing = [s for s in stages if not (run_dir / s / "model.safetensors").exists()]
     if missing:
         sys.exit(f"{run_dir} lacks stage(s) {missing}: see the commands in this file's docstring")
     tmp = Path(tempfile.mkdtemp(prefix="bench-serving-"))
-    results: dict = {"run": str(run_dir), "clients": args.clients, "requests_per_client": args.requests,
-                     "max_seconds": args.max_seconds, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-                     "models": {}}
+    results: dict = {"run": str(run_dir), "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, "
+                                                     f"{os.cpu_count()} CPUs, Python {platform.python_version()}"}
     try:
         registry = Registry(paths, db_path=tmp / "registry.duckdb", artifacts_root=tmp / "artifacts")
-        for name, stage in MODELS.items():
-            mv = registry.register(run_dir, stage=stage, name=name)
-            registry.promote(mv.version, name=name, force=True)
+        for stage, name in stages.items():
+            registry.register(run_dir, stage=stage, name=name)
+        registry.promote(1, name=CTR, force=True)
+        registry.promote(1, name=LM, force=True)
         pairs = sample_pairs(paths, 1000)
-        for name, stage in MODELS.items():
-            t = time.perf_counter()
-            proc, url = start_server(name, tmp)
-            startup = time.perf_counter() - t
-            try:
-                figures = load(url, pairs, args.clients, args.requests, args.max_seconds)
-            finally:
-                stop_server(proc)
-            production = registry.production(name)
-            assert production is not None
-            figures.update(stage=stage, feature_service=production.feature_service,
-                           startup_s=round(startup, 1))
-            results["models"][name] = figures
-            print(f"{name:<15} ({stage}): {figures['requests_ok']} ok, {figures['errors']} errors in "
-                  f"{figures['wall_s']:.1f}s; p50 {figures['p50_ms']:.1f} ms, p99 {figures['p99_ms']:.1f} ms, "
-                  f"{figures['throughput_rps']:.1f} req/s (server up in {figures['startup_s']:.1f}s)", flush=True)
+        with Server(CTR, tmp) as srv:
+            results["startup_s"] = srv.startup_s
+            results["sequential"] = sequential(srv.port, pairs, args.requests)
+            results["batch"] = sequential(srv.port, pairs, max(20, args.requests // 6), batch=100)
+        results["load"] = []
+        for workers in args.workers:
+            with Server(CTR, tmp, workers=workers) as srv:
+                for clients in args.clients:
+                    row = load(srv.port, pairs, clients, 10**9, args.load_seconds)
+                    row.pop("log")
+                    results["load"].append({"workers": workers, **row})
+                    print(f"workers {workers}, {clients} clients: {row['throughput_rps']:.0f} req/s, "
+                          f"p50 {row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms, {row['errors']} errors", flush=True)
+                if workers == min(args.workers):
+                    results["promotion_under_load"] = promotion_under_load(paths, registry, srv.port, pairs,
+                                                                           args.load_seconds)
+        if args.lm_requests:
+            with Server(LM, tmp) as srv:
+                results["with_lm"] = sequential(srv.port, pairs, args.lm_requests)
+            results["ratios"] = {"p50_lm_over_ctr": round(results["with_lm"]["p50_ms"]
+                                                          / results["sequential"]["p50_ms"], 1)}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-    ctr, lm = results["models"]["ctr"], results["models"]["clickprompt-lm"]
-    results["ratios"] = {
-        "p50_lm_over_ctr": round(lm["p50_ms"] / ctr["p50_ms"], 2),
-        "p99_lm_over_ctr": round(lm["p99_ms"] / ctr["p99_ms"], 2),
-        "throughput_ctr_over_lm": round(ctr["throughput_rps"] / lm["throughput_rps"], 2),
-    }
-    print()
-    print(f"| model ({args.clients} clients, loopback) | p50 ms | p99 ms | req/s |")
-    print("|---|---:|---:|---:|")
-    for name, f in results["models"].items():
-        print(f"| {name} ({f['feature_service']}) | {f['p50_ms']:.1f} | {f['p99_ms']:.1f} | {f['throughput_rps']:.1f} |")
-    r = results["ratios"]
-    print(f"\nwith the LM: p50 x{r['p50_lm_over_ctr']}, p99 x{r['p99_lm_over_ctr']}; "
-          f"CTR-only serves x{r['throughput_ctr_over_lm']} the requests per second")
+    print_report(results)
     if args.json_out:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
         args.json_out.write_text(json.dumps(results, indent=2))

@@ -19,6 +19,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -136,17 +137,22 @@ def _is_null(v) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA or v is pd.NaT
 
 
-def _normalized(frame: pd.DataFrame, lm: LoadedModel) -> pd.DataFrame:
-    """Feature values in the types the encoder was fitted on, whichever store they came from.
+Columns = Mapping[str, Sequence]  # a DataFrame, or {column: list} as Feast's online store answers
+
+
+def _normalized(frame: Columns, lm: LoadedModel) -> dict[str, list]:
+    """Feature values (as lists) in the types the encoder was fitted on, whichever store they came from.
 
     The offline store returns an integer feature of a row without a match as float (49 -> 49.0,
     which the vocabulary would not know); the online store returns Python ints and lists.
     """
-    out: dict[str, pd.Series] = {}
+    out: dict[str, list] = {}
+    columns = frame.columns if isinstance(frame, pd.DataFrame) else frame.keys()
     for name, kind in lm.encoder.kinds.items():
-        if name not in frame.columns:
-            raise KeyError(f"feature {name!r} missing from the feature rows (columns: {list(frame.columns)})")
-        values = frame[name].tolist()
+        if name not in columns:
+            raise KeyError(f"feature {name!r} missing from the feature rows (columns: {list(columns)})")
+        values = frame[name]
+        values = values.tolist() if isinstance(values, pd.Series) else values
         if kind == Kind.MULTI.value:
             values = [None if _is_null(v) else [str(x) for x in v] for v in values]
         elif kind == Kind.NUMERIC.value:
@@ -155,38 +161,48 @@ def _normalized(frame: pd.DataFrame, lm: LoadedModel) -> pd.DataFrame:
             values = [None if _is_null(v) else int(v) for v in values]
         else:
             values = [None if _is_null(v) else str(v) for v in values]
-        out[name] = pd.Series(values, dtype=object)
+        out[name] = values
     if lm.uses_text:
         for entity in lm.spec.entity_order:
             col = lm.spec.text_column(entity)
-            out[col] = pd.Series(["" if _is_null(v) else str(v) for v in frame[col].tolist()], dtype=object)
-    return pd.DataFrame(out)
+            values = frame[col]
+            values = values.tolist() if isinstance(values, pd.Series) else values
+            out[col] = ["" if _is_null(v) else str(v) for v in values]
+    return out
 
 
-def score_frame(lm: LoadedModel, frame: pd.DataFrame, batch_size: int = 4096, laps=NO_LAPS) -> Scores:
-    """Click probabilities of feature rows (one per user-item pair; columns: ``lm.input_columns``).
+def score_frame(lm: LoadedModel, frame: Columns, batch_size: int = 4096, laps=NO_LAPS) -> Scores:
+    """Click probabilities of feature rows (one per user-item pair; columns: ``lm.input_columns``),
+    given as a DataFrame (batch scoring) or as {column: list} (the online store's answer).
 
     Encoded by the run's encoder (unknown values -> the out-of-vocabulary slot) and scored by
-    the trainer's ``predict``, exactly as the test split was scored at training time. ``laps``
-    marks ``encode`` and ``forward`` (the server's latency budget).
+    the trainer's ``predict``, exactly as the test split was scored at training time; a request's
+    few rows without text go through the same model and score function in one direct forward
+    pass (no batching to do). ``laps`` marks ``encode`` and ``forward`` (the server's budget).
     """
     from models.trainer import predict
 
     rows = _normalized(frame, lm)
-    n = len(rows)
+    n = len(next(iter(rows.values()))) if rows else 0
     user_key, item_key = lm.keys
     if n == 0:
         empty = np.zeros(0, dtype=bool)
         return Scores(np.zeros(0, dtype=np.float64), empty, empty)
     x = {k: torch.from_numpy(v) for k, v in lm.encoder.transform(rows).items()}
-    split = EncodedSplit(x=x, label=torch.zeros(n, dtype=torch.float32))
-    if lm.uses_text:
-        from models.data import tokenize_samples
-
-        ids, mask, _ = tokenize_samples(lm.spec, rows, lm.tokenizer, lm.max_len)
-        split.input_ids, split.attention_mask = torch.from_numpy(ids), torch.from_numpy(mask)
+    score_fn = serving_score_fn(lm.training_stage)
     laps.lap("encode")
-    prob = predict(lm.model, split, serving_score_fn(lm.training_stage), batch_size, lm.device)
+    if not lm.uses_text and n <= batch_size:
+        with torch.inference_mode():
+            logit = score_fn(lm.model, {"x": {k: v.to(lm.device) for k, v in x.items()}})
+            prob = torch.sigmoid(logit.float()).cpu().numpy()
+    else:
+        split = EncodedSplit(x=x, label=torch.zeros(n, dtype=torch.float32))
+        if lm.uses_text:
+            from models.data import tokenize_samples
+
+            ids, mask, _ = tokenize_samples(lm.spec, pd.DataFrame(rows), lm.tokenizer, lm.max_len)
+            split.input_ids, split.attention_mask = torch.from_numpy(ids), torch.from_numpy(mask)
+        prob = predict(lm.model, split, score_fn, batch_size, lm.device)
     laps.lap("forward")
     return Scores(
         probability=prob.astype(np.float64),

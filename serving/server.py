@@ -27,10 +27,11 @@ import os
 import threading
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Annotated, Any
 
-import pandas as pd
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -173,8 +174,9 @@ class OnlineFeatures:
             return {f.name for p in fs.feature_view_projections for f in p.features}
         return self._call(f"feature service {service!r} of Feast's registry {self.paths.feast}", names)
 
-    def rows(self, service: str, pairs: list[tuple[int, int]], keys: tuple[str, str]) -> tuple[pd.DataFrame, list[dict]]:
-        """Feature rows (entity keys + the service's features) and, per row, {view: ISO event time}."""
+    def rows(self, service: str, pairs: list[tuple[int, int]], keys: tuple[str, str]) -> tuple[dict[str, list], list[dict]]:
+        """Feature rows as {column: list} (entity keys + the service's features) and, per row,
+        {view: ISO event time}."""
         entity_rows = [{keys[0]: u, keys[1]: i} for u, i in pairs]
 
         def lookup(store):
@@ -188,8 +190,7 @@ class OnlineFeatures:
         stamps = [
             {view: _iso(raw[f"{feature}__ts"][r]) for view, feature in views.items()} for r in range(len(pairs))
         ]
-        frame = pd.DataFrame({k: pd.Series(v, dtype=object) for k, v in raw.items() if not k.endswith("__ts")})
-        return frame, stamps
+        return {k: v for k, v in raw.items() if not k.endswith("__ts")}, stamps
 
     def _short_busy_timeout(self, store) -> None:
         """A lookup waits at most ``busy_ms`` for a writer's lock (Python's sqlite3 waits 5 s)."""
@@ -231,14 +232,17 @@ class Predictor:
     def model(self) -> LoadedModel | None:
         return self._model
 
+    def refresh_due(self) -> bool:
+        """With a model: the registry file changed, or a poll is due; without one (none promoted
+        yet, or the last load failed): at most once per RETRY_SECONDS. A few stat calls."""
+        wait = self.poll_seconds if self._model is not None else RETRY_SECONDS
+        if time.monotonic() - self._checked >= wait:
+            return True
+        return self._model is not None and self.registry.change_token() != self._token
+
     def refresh(self, force: bool = False) -> LoadedModel | None:
         """The current model, after loading a newly promoted version if the registry changed."""
-        now = time.monotonic()
-        # with a model: look again when the registry file changed or a poll is due; without one
-        # (none promoted yet, or the last load failed): at most once per RETRY_SECONDS
-        wait = self.poll_seconds if self._model is not None else RETRY_SECONDS
-        if not force and now - self._checked < wait and (
-                self._model is None or self.registry.change_token() == self._token):
+        if not force and not self.refresh_due():
             return self._model
         # one request checks; the others go on with the model they have (none waits unless none is loaded)
         if not self._lock.acquire(blocking=force or self._model is None):
@@ -376,25 +380,35 @@ def create_app(paths: Paths | None = None, name: str = DEFAULT_NAME, registry: R
         body = predictor.health()
         return JSONResponse(status_code=503 if body["status"] == "unavailable" else 200, content=body)
 
+    # The predict handlers are coroutines: a request's work is ~1 ms of CPU with nothing to wait
+    # for, so it runs on the event loop (no thread hop per request; measured in the serving
+    # benchmark). Loading a new version is the one slow step: it runs in a worker thread, and the
+    # requests that arrive meanwhile go on with the version they have.
+    async def refreshed() -> None:
+        if predictor.refresh_due():
+            await run_in_threadpool(predictor.refresh)
+
     @app.post("/predict", response_model=Prediction)
-    def predict(request: PredictRequest, http: Request):
+    async def predict(request: PredictRequest, http: Request):
         laps = http.state.laps
         laps.lap("parse")
+        await refreshed()
         try:
             _, rows = predictor.predict([(request.user_id, request.item_id)], laps)
         except (NoProductionModelError, FeaturesUnavailable) as exc:
             return unavailable(exc)
-        return rows[0]
+        return JSONResponse(rows[0])  # built to the schema here: no second validation pass
 
     @app.post("/predict/batch", response_model=BatchPrediction)
-    def predict_batch(request: BatchRequest, http: Request):
+    async def predict_batch(request: BatchRequest, http: Request):
         laps = http.state.laps
         laps.lap("parse")
+        await refreshed()
         try:
             lm, rows = predictor.predict([(r.user_id, r.item_id) for r in request.requests], laps)
         except (NoProductionModelError, FeaturesUnavailable) as exc:
             return unavailable(exc)
-        return {"model_name": lm.name, "model_version": lm.version, "predictions": rows}
+        return JSONResponse({"model_name": lm.name, "model_version": lm.version, "predictions": rows})
 
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY_BYTES)
     app.add_middleware(ServerTiming)
@@ -402,10 +416,27 @@ def create_app(paths: Paths | None = None, name: str = DEFAULT_NAME, registry: R
     return app
 
 
+def app_from_env() -> FastAPI:
+    """The app each uvicorn worker builds (``serve``): home, model name, poll interval and an
+    optional registry folder from the environment ``serve`` sets before it starts them."""
+    paths = Paths.default()
+    registry = None
+    if root := os.environ.get("CLICKPROMPT_SERVE_REGISTRY"):
+        registry = Registry(paths, db_path=Path(root) / "registry.duckdb", artifacts_root=Path(root) / "artifacts")
+    return create_app(paths, os.environ.get("CLICKPROMPT_SERVE_MODEL", DEFAULT_NAME), registry,
+                      poll_seconds=float(os.environ.get("CLICKPROMPT_SERVE_POLL", "5")))
+
+
 def serve(paths: Paths, host: str = "127.0.0.1", port: int = 8000, name: str = DEFAULT_NAME,
-          poll_seconds: float = 5.0, access_log: bool = False) -> None:
-    """Run the app under uvicorn (one process; blocking)."""
+          poll_seconds: float = 5.0, access_log: bool = False, workers: int = 2,
+          registry_dir: Path | None = None, log_level: str = "info") -> None:
+    """Run the app under uvicorn (blocking): ``workers`` processes share the port, each with its
+    own model and online-store connection; a promotion reaches each on its next request."""
     import uvicorn
 
-    app = create_app(paths, name, poll_seconds=poll_seconds)
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=access_log)
+    os.environ.update(CLICKPROMPT_HOME=str(paths.home), CLICKPROMPT_SERVE_MODEL=name,
+                      CLICKPROMPT_SERVE_POLL=str(poll_seconds))
+    if registry_dir is not None:
+        os.environ["CLICKPROMPT_SERVE_REGISTRY"] = str(registry_dir)
+    uvicorn.run("serving.server:app_from_env", factory=True, host=host, port=port, workers=workers,
+                log_level=log_level, access_log=access_log)
