@@ -26,3 +26,10 @@ def spec_of(paths: Paths, name: str | None):
     from ingestion.warehouse import warehouse_dataset
 
     return load_spec(name or warehouse_dataset(paths.warehouse) or DEFAULT_DATASET)
+
+
+def dataset_of(paths: Paths, name: str | None) -> str:
+    """The data set named, or the one the warehouse holds (default: the embedded one)."""
+    from ingestion.warehouse import warehouse_dataset
+
+    return name or warehouse_dataset(paths.warehouse) or DEFAULT_DATASET

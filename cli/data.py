@@ -71,7 +71,9 @@ def cmd_data_init_spec(args, paths: Paths) -> int:
 
     events = Path(args.events)
     spec, notes = draft_spec(args.name, events, Path(args.users) if args.users else None,
-                             Path(args.items) if args.items else None)
+                             Path(args.items) if args.items else None,
+                             columns={"user": args.user_key, "item": args.item_key, "time": args.time,
+                                      "label": args.label})
     text = spec_yaml(spec, notes)
     target = Path(args.out) if args.out else paths.home / "specs" / f"{args.name}.yaml"
     if target.exists() and not args.force:
@@ -209,6 +211,10 @@ def add_commands(sub, add: Callable) -> None:
     p.add_argument("--events", required=True, help="events file: CSV, TSV or parquet")
     p.add_argument("--users", help="users file (optional)")
     p.add_argument("--items", help="items file (optional)")
+    p.add_argument("--user-key", help="events column of the user id (default: guessed from names, then values)")
+    p.add_argument("--item-key", help="events column of the item id")
+    p.add_argument("--time", help="events column of the event time")
+    p.add_argument("--label", help="events column of the rating or 0/1 click")
     p.add_argument("--out", help="write the draft here instead")
     p.add_argument("--force", action="store_true", help="replace an existing spec")
     p = add(data, "replay", cmd_data_replay, "cut the fetched data set by event time into an initial load and "

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from cli.common import prefect_home_ready, print_json
+from cli.common import dataset_of, prefect_home_ready, print_json
 from core.names import DEFAULT_DATASET
 from core.settings import Paths
 
@@ -41,7 +41,7 @@ def cmd_pipeline(args, paths: Paths) -> int:
         if args.plm:
             overrides["plm"] = args.plm
         params = dict(
-            dataset=args.dataset, profile=args.profile, method=args.method, backbone=args.backbone,
+            dataset=dataset_of(paths, args.dataset), profile=args.profile, method=args.method, backbone=args.backbone,
             run_id=args.run_id, stages=None if args.stages in (None, "all") else args.stages.split(","),
             source=args.source, overrides=overrides, to_registry=not args.no_register, refresh=args.refresh,
         )
@@ -83,7 +83,7 @@ def cmd_retrain(args, paths: Paths) -> int:
     from models.config import parse_set
 
     prefect_home_ready()
-    out = retrain_model(dataset=args.dataset, profile=args.profile, backbone=args.backbone,
+    out = retrain_model(dataset=dataset_of(paths, args.dataset), profile=args.profile, backbone=args.backbone,
                         stages=args.stages.split(",") if args.stages else None, window=args.window,
                         window_days=args.window_days, holdout_days=args.holdout_days, metric=args.metric,
                         margin=args.margin, overrides=parse_set(args.set or []))
@@ -96,8 +96,11 @@ def cmd_retrain(args, paths: Paths) -> int:
     return 0
 
 
+DATASET_HELP = f"data set spec name (default: the one in the warehouse, else {DEFAULT_DATASET})"
+
+
 def _training_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default=DEFAULT_DATASET)
+    p.add_argument("--dataset", help=DATASET_HELP)
     p.add_argument("--profile", default="demo", help="smoke | demo | default | paper")
     p.add_argument("--method", default="clickprompt", help="clickprompt | alt | ctrl | lm_only | baseline: the "
                    "pretraining objective and the default stages")
@@ -125,7 +128,7 @@ def add_commands(sub, add: Callable) -> None:
     p.add_argument("--prediction", metavar="FILE", help="with --show: record this /predict response in the summary")
     p = add(sub, "retrain", cmd_retrain, "retrain on a window and judge the challengers against production on "
                                         "the most recent held-out window (promotes on a margin)")
-    p.add_argument("--dataset", default=DEFAULT_DATASET)
+    p.add_argument("--dataset", help=DATASET_HELP)
     p.add_argument("--profile", default="demo")
     p.add_argument("--backbone")
     p.add_argument("--stages", help="comma list (default baseline,pretrain,finetune-ctr-only)")

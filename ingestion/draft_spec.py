@@ -18,7 +18,7 @@ USER_KEYS = ("user_id", "userid", "user", "customer_id", "customer", "cust_id", 
 ITEM_KEYS = ("item_id", "itemid", "item", "product_id", "product", "sku", "movie_id", "movieid", "iid", "article_id")
 TIME_HINTS = ("timestamp", "time", "ts", "date", "datetime", "event_time", "when", "created_at")
 LABEL_HINTS = ("click", "clicked", "is_click", "label", "rating", "score", "converted", "purchase")
-MULTI_SEPARATORS = ("|", ";")
+MULTI_SEPARATORS = ("|", ";", ",")
 MAX_CATEGORIES = 50
 
 
@@ -74,6 +74,8 @@ def _field(name: str, entity: str, col: pd.Series) -> tuple[dict, str]:
     for sep in MULTI_SEPARATORS:
         if len(text) and text.str.contains(sep, regex=False).mean() > 0.2:
             distinct = sorted({v.strip() for cell in text for v in cell.split(sep) if v.strip()})
+            if len(distinct) > max(MAX_CATEGORIES, 0.1 * len(text)):
+                continue  # parts as varied as the cells ("Birdcage, The"): not a list of values
             entry = {"name": name, "entity": entity, "kind": "multi", "display": display, "separator": sep}
             if len(distinct) <= MAX_CATEGORIES:
                 entry["values"] = distinct
@@ -82,27 +84,62 @@ def _field(name: str, entity: str, col: pd.Series) -> tuple[dict, str]:
     if len(distinct) <= MAX_CATEGORIES:
         return ({"name": name, "entity": entity, "kind": "categorical", "display": display, "values": distinct},
                 f"{len(distinct)} distinct values: categorical")
-    if text.str.len().mean() > 20:
-        return {"name": name, "entity": entity, "kind": "text", "display": display}, "long strings: text"
+    if text.str.len().mean() > 20 or text.str.contains(" ", regex=False).mean() > 0.5:
+        return {"name": name, "entity": entity, "kind": "text", "display": display}, "words or long strings: text"
     return {"name": name, "entity": entity, "kind": "id", "display": display}, "many short distinct strings: id"
 
 
+def _by_type(ev: pd.DataFrame, taken: set[str]) -> dict[str, str]:
+    """Guesses from the values when no column name says: the time is a timestamp column or
+    integers in the epoch range; the keys are the first integer columns with many distinct
+    values; the label is a small-integer column with at most 11 distinct values."""
+    out: dict[str, str] = {}
+    free = [c for c in ev.columns if c not in taken]
+    ints = [c for c in free if pd.api.types.is_integer_dtype(ev[c])]
+    for c in free:
+        col = ev[c]
+        if pd.api.types.is_datetime64_any_dtype(col) or (c in ints and col.dropna().abs().median() > 1e8):
+            out["time"] = c
+            break
+    rest = [c for c in ints if c != out.get("time")]
+    labels = [c for c in rest if ev[c].nunique() <= 11]
+    keys = [c for c in rest if c not in labels]
+    out.update(zip(("user", "item"), keys))
+    if labels:
+        out["label"] = labels[0]
+    return out
+
+
 def draft_spec(name: str, events: Path, users: Path | None = None, items: Path | None = None,
-               raw_folder: Path | None = None) -> tuple[dict, list[str]]:
+               raw_folder: Path | None = None, columns: dict[str, str] | None = None) -> tuple[dict, list[str]]:
     """(spec as a dict, notes on every guess). Paths in the source block are relative to
-    ``raw_folder`` (default: the events file's folder)."""
+    ``raw_folder`` (default: the events file's folder). ``columns``: the user's own answers,
+    {"user" | "item" | "time" | "label": column of the events file}, taken before any guess."""
     raw_folder = raw_folder or events.parent
     ev, ev_source = _read(events)
     notes: list[str] = []
-    user_key = _pick(list(ev.columns), USER_KEYS)
-    item_key = _pick(list(ev.columns), ITEM_KEYS)
-    time_col = _pick(list(ev.columns), TIME_HINTS)
-    label_col = _pick([c for c in ev.columns if c not in (user_key, item_key, time_col)], LABEL_HINTS)
-    missing = [what for what, c in (("user key", user_key), ("item key", item_key), ("time", time_col),
-                                     ("rating or click", label_col)) if c is None]
+    given = {k: v for k, v in (columns or {}).items() if v}
+    unknown = sorted(set(given.values()) - set(ev.columns))
+    if unknown:
+        raise ValueError(f"{events}: no column {unknown[0]!r} (columns: {list(ev.columns)})")
+    user_key = given.get("user") or _pick(list(ev.columns), USER_KEYS)
+    item_key = given.get("item") or _pick(list(ev.columns), ITEM_KEYS)
+    time_col = given.get("time") or _pick(list(ev.columns), TIME_HINTS)
+    label_col = given.get("label") or _pick([c for c in ev.columns if c not in (user_key, item_key, time_col)],
+                                            LABEL_HINTS)
+    guessed = _by_type(ev, {c for c in (user_key, item_key, time_col, label_col) if c})
+    for what, current in (("user", user_key), ("item", item_key), ("time", time_col), ("label", label_col)):
+        if current is None and what in guessed:
+            notes.append(f"{what}: {guessed[what]!r} guessed from its values (no column name says; check it, "
+                         f"or pass --{what if what in ('time', 'label') else what + '-key'})")
+    user_key, item_key = user_key or guessed.get("user"), item_key or guessed.get("item")
+    time_col, label_col = time_col or guessed.get("time"), label_col or guessed.get("label")
+    missing = [what for what, c in (("user key (--user-key)", user_key), ("item key (--item-key)", item_key),
+                                     ("time (--time)", time_col), ("rating or click (--label)", label_col))
+               if c is None]
     if missing:
         raise ValueError(f"{events}: no column looks like the {', '.join(missing)} (columns: {list(ev.columns)}); "
-                         "rename it or write the spec by hand (README: bring your own data)")
+                         "name them with the options shown, or write the spec by hand (README: bring your own data)")
     fields = [{"name": "user_id", "entity": "user", "kind": "id", "display": "User ID", "dtype": "int64"}]
     item_fields = [{"name": "item_id", "entity": "item", "kind": "id", "display": "Item ID", "dtype": "int64"}]
     label = ev[label_col].dropna()

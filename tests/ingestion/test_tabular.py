@@ -170,3 +170,29 @@ def test_init_spec_drafts_a_spec_that_ingests(paths, capsys):
     assert "ingested my-shop" in capsys.readouterr().out
     assert cli.main(["data", "init-spec", "--name", "my-shop", "--events", str(folder / "clicks.csv")]) == 2
     assert "exists: pass --force" in capsys.readouterr().err
+
+
+def test_init_spec_guesses_columns_whose_names_say_nothing_from_their_values(paths, capsys):
+    import cli
+
+    folder = paths.home / "films"
+    folder.mkdir(parents=True)
+    rng = random.Random(5)
+    pd.DataFrame({"member": [rng.randint(1, 500) for _ in range(400)],
+                  "film": [rng.randint(1, 900) for _ in range(400)],
+                  "stars": [rng.randint(1, 5) for _ in range(400)],
+                  "watched_ms": [1_700_000_000_000 + k * 60_000 for k in range(400)]}).to_parquet(folder / "events.parquet")
+    pd.DataFrame({"film": range(1, 901), "name": [f"Film number {k}, The" for k in range(1, 901)],
+                  "genres": [rng.choice(["Drama", "Comedy,Drama", "Action,War"]) for _ in range(900)]}
+                 ).to_csv(folder / "films.tsv", sep="\t", index=False)
+    assert cli.main(["data", "init-spec", "--name", "films", "--events", str(folder / "events.parquet"),
+                     "--items", str(folder / "films.tsv")]) == 0
+    out = capsys.readouterr().out
+    assert "user: 'member' guessed from its values" in out and "time: 'watched_ms', format unix_ms" in out
+    spec = load_spec("films")
+    assert spec.source.events.columns == {"user_id": "member", "item_id": "film", "rating": "stars"}
+    assert spec.field("genres").kind.value == "multi" and spec.field("genres").values == ["Action", "Comedy", "Drama", "War"]
+    assert spec.field("name").kind.value == "text"  # "Film number 7, The": commas, but not a list of values
+    assert cli.main(["data", "init-spec", "--name", "films2", "--events", str(folder / "events.parquet"),
+                     "--time", "when"]) == 2
+    assert "no column 'when'" in capsys.readouterr().err
