@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 import pandas as pd
@@ -21,6 +22,15 @@ from core.spec import DatasetSpec, Kind
 PAD, OOV, MASK = 0, 1, 2
 NUM_RESERVED = 3
 MAX_MULTI = 6  # multi-valued fields keep at most this many values per row (MovieLens max is 6)
+
+
+def value_key(v) -> str:
+    """A value's vocabulary key: integral floats as integers, so 1997, 1997.0 and np.int64(1997)
+    are one value (a nullable integer column reads as float in a split that holds a null, and as
+    int in one that does not; the online store answers with Python ints)."""
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
 
 
 @dataclass(frozen=True)
@@ -50,9 +60,9 @@ class FeatureEncoder:
                 continue
             col = train[f.name]
             if f.kind == Kind.MULTI:
-                values = {str(v) for row in col.dropna() for v in row}
+                values = {value_key(v) for row in col.dropna() for v in row}
             else:
-                values = {str(v) for v in col.dropna().unique()}
+                values = {value_key(v) for v in col.dropna().unique()}
             vocabs[f.name] = {v: i + NUM_RESERVED for i, v in enumerate(sorted(values))}
         return cls(spec.name, vocabs, {f.name: f.kind.value for f in spec.fields})
 
@@ -68,14 +78,19 @@ class FeatureEncoder:
             for (name, vocab), kind in zip(self.vocabs.items(), self.kinds.values())
         ]
 
-    def transform(self, frame: pd.DataFrame, fields: list[str] | None = None) -> dict[str, np.ndarray]:
-        """Rows -> {field: int64 (N,) or (N, MAX_MULTI); numeric: float32 (N,)}."""
+    def transform(self, frame: pd.DataFrame | Mapping[str, list], fields: list[str] | None = None) -> dict[str, np.ndarray]:
+        """Rows -> {field: int64 (N,) or (N, MAX_MULTI); numeric: float32 (N,)}.
+
+        ``frame``: a DataFrame, or {field: list} with None for a missing value (what serving
+        builds for a request's few rows, without pandas' per-column overhead)."""
         out: dict[str, np.ndarray] = {}
         for name in fields or list(self.vocabs):
             vocab = self.vocabs[name]
             kind = self.kinds[name]
             col = frame[name]
-            if kind == Kind.NUMERIC.value:
+            if not isinstance(col, pd.Series):
+                out[name] = self._transform_list(col, vocab, kind)
+            elif kind == Kind.NUMERIC.value:
                 out[name] = col.astype("float32").fillna(0.0).to_numpy()
             elif kind == Kind.MULTI.value:
                 arr = np.full((len(frame), MAX_MULTI), PAD, dtype=np.int64)
@@ -83,17 +98,29 @@ class FeatureEncoder:
                     if row is None or (isinstance(row, float) and np.isnan(row)):
                         arr[r, 0] = OOV
                         continue
-                    ids = [vocab.get(str(v), OOV) for v in row][:MAX_MULTI] or [OOV]
+                    ids = [vocab.get(value_key(v), OOV) for v in row][:MAX_MULTI] or [OOV]
                     arr[r, : len(ids)] = ids
                 out[name] = arr
             else:
                 keys = col.astype(object).where(col.notna(), None)
                 out[name] = np.fromiter(
-                    (vocab.get(str(v), OOV) if v is not None else OOV for v in keys),
+                    (vocab.get(value_key(v), OOV) if v is not None else OOV for v in keys),
                     dtype=np.int64,
                     count=len(frame),
                 )
         return out
+
+    @staticmethod
+    def _transform_list(col: list, vocab: dict[str, int], kind: str) -> np.ndarray:
+        if kind == Kind.NUMERIC.value:
+            return np.array([0.0 if v is None else v for v in col], dtype=np.float32)
+        if kind == Kind.MULTI.value:
+            arr = np.full((len(col), MAX_MULTI), PAD, dtype=np.int64)
+            for r, row in enumerate(col):
+                ids = [OOV] if row is None else [vocab.get(value_key(v), OOV) for v in row][:MAX_MULTI] or [OOV]
+                arr[r, : len(ids)] = ids
+            return arr
+        return np.array([OOV if v is None else vocab.get(value_key(v), OOV) for v in col], dtype=np.int64)
 
     def oov_mask(self, frame: pd.DataFrame, fields: list[str]) -> np.ndarray:
         """True where any of ``fields`` (e.g. the id fields) is out of vocabulary: (N,) bool."""

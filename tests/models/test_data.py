@@ -71,3 +71,26 @@ def test_token_fields_mark_each_value_and_not_the_template():
     assert "".join(words["item_id"]).replace("#", "") == "242"
     assert set(words) == set(names)
     assert "is" not in sum(words.values(), [])
+
+
+def test_an_integer_field_read_as_float_in_one_split_keeps_its_vocabulary():
+    """A nullable integer column reads as float64 in a split that holds a null (1997.0) and as
+    int64 in one that does not (1997); the online store answers with Python ints. All three must
+    meet the same vocabulary entry, or valid, test and serving see only out-of-vocabulary values."""
+    import numpy as np
+    import pandas as pd
+
+    from core.spec import load_spec
+    from models.encoding import OOV, FeatureEncoder
+
+    spec = load_spec("movielens-100k")
+    train = pd.DataFrame({f.name: [None, None, None] for f in spec.fields})
+    train["release_year"] = [1997.0, np.nan, 1995.0]  # float64: a null in this split
+    train["genres"] = [["Drama"], ["Comedy"], None]
+    encoder = FeatureEncoder.fit(spec, train)
+    assert set(encoder.vocabs["release_year"]) == {"1995", "1997"}
+    test = pd.DataFrame({"release_year": pd.Series([1997, 1995, 1980], dtype="int64")})
+    ids = encoder.transform(test, ["release_year"])["release_year"]
+    online = encoder.transform({"release_year": [1997, None]}, ["release_year"])["release_year"]
+    assert ids[0] == encoder.vocabs["release_year"]["1997"] and ids[1] == encoder.vocabs["release_year"]["1995"]
+    assert ids[2] == OOV and online.tolist() == [ids[0], OOV]
