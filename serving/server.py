@@ -227,6 +227,11 @@ class Predictor:
         self._lock = threading.Lock()
         self.last_error: str | None = None
         self.refresh(force=True)
+        if self._model is not None:  # Feast's first lookup initialises its provider (~0.25 s): pay it now
+            try:
+                self.features.rows(self._model.feature_service, [(0, 0)], self._model.keys)
+            except FeaturesUnavailable:
+                pass  # /health and /predict report it
 
     @property
     def model(self) -> LoadedModel | None:
