@@ -165,34 +165,38 @@ def build_training_sets(
     final = paths.training_sets / service
     tmp = final.with_name(f".{service}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    parts = tmp / ".parts"
-    parts.mkdir(parents=True)
-    # the join is row-wise (each event gets the versions valid at its own time), so chunks of
-    # events give the same rows as one join, with memory bounded by the chunk instead of the data
-    features: list[str] = []
-    for k, lo in enumerate(range(0, len(entity_df), chunk_events)):
-        joined = historical_table(store, entity_df.iloc[lo:lo + chunk_events].reset_index(drop=True), service)
-        features = [c for c in joined.column_names if c not in entity_df.columns]
-        pq.write_table(joined, parts / f"part-{k:05d}.parquet")
-        del joined
-    keys = [spec.entities["user"].key, spec.entities["item"].key]
-    splits = write_time_splits(parts, fractions, keys, tmp)
-    shutil.rmtree(parts)
-    manifest = TrainingSetManifest(
-        dataset=spec.name,
-        feature_service=service,
-        features=features,
-        snapshot_hash=snapshot["snapshot_hash"],
-        fractions=tuple(fractions),
-        splits=splits,
-        created_at=datetime.now(timezone.utc).isoformat(),
-        seconds=0.0,
-        window=[None if start is None else pd.Timestamp(start).isoformat(),
-                None if end is None else pd.Timestamp(end).isoformat()],
-    )
-    manifest.seconds = round(time.perf_counter() - started, 3)
-    (tmp / "manifest.json").write_text(json.dumps(manifest.to_dict(), indent=2), encoding="utf-8")
-    replace_dir(tmp, final)
+    try:
+        parts = tmp / ".parts"
+        parts.mkdir(parents=True)
+        # the join is row-wise (each event gets the versions valid at its own time), so chunks of
+        # events give the same rows as one join, with memory bounded by the chunk instead of the data
+        features: list[str] = []
+        for k, lo in enumerate(range(0, len(entity_df), chunk_events)):
+            joined = historical_table(store, entity_df.iloc[lo:lo + chunk_events].reset_index(drop=True), service)
+            features = [c for c in joined.column_names if c not in entity_df.columns]
+            pq.write_table(joined, parts / f"part-{k:05d}.parquet")
+            del joined
+        keys = [spec.entities["user"].key, spec.entities["item"].key]
+        splits = write_time_splits(parts, fractions, keys, tmp)
+        shutil.rmtree(parts)
+        manifest = TrainingSetManifest(
+            dataset=spec.name,
+            feature_service=service,
+            features=features,
+            snapshot_hash=snapshot["snapshot_hash"],
+            fractions=tuple(fractions),
+            splits=splits,
+            created_at=datetime.now(timezone.utc).isoformat(),
+            seconds=0.0,
+            window=[None if start is None else pd.Timestamp(start).isoformat(),
+                    None if end is None else pd.Timestamp(end).isoformat()],
+        )
+        manifest.seconds = round(time.perf_counter() - started, 3)
+        (tmp / "manifest.json").write_text(json.dumps(manifest.to_dict(), indent=2), encoding="utf-8")
+        replace_dir(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # no half-built sets (nor gigabytes of parts) left behind
+        raise
     return manifest
 
 

@@ -98,7 +98,8 @@ def _by_type(ev: pd.DataFrame, taken: set[str]) -> dict[str, str]:
     ints = [c for c in free if pd.api.types.is_integer_dtype(ev[c])]
     for c in free:
         col = ev[c]
-        if pd.api.types.is_datetime64_any_dtype(col) or (c in ints and col.dropna().abs().median() > 1e8):
+        median = col.dropna().abs().median() if c in ints else None
+        if pd.api.types.is_datetime64_any_dtype(col) or (pd.notna(median) and 1e8 < median < 1e14):
             out["time"] = c
             break
     rest = [c for c in ints if c != out.get("time")]
@@ -122,10 +123,11 @@ def draft_spec(name: str, events: Path, users: Path | None = None, items: Path |
     unknown = sorted(set(given.values()) - set(ev.columns))
     if unknown:
         raise ValueError(f"{events}: no column {unknown[0]!r} (columns: {list(ev.columns)})")
-    user_key = given.get("user") or _pick(list(ev.columns), USER_KEYS)
-    item_key = given.get("item") or _pick(list(ev.columns), ITEM_KEYS)
-    time_col = given.get("time") or _pick(list(ev.columns), TIME_HINTS)
-    label_col = given.get("label") or _pick([c for c in ev.columns if c not in (user_key, item_key, time_col)],
+    free = [c for c in ev.columns if c not in given.values()]  # a column the user named is taken
+    user_key = given.get("user") or _pick(free, USER_KEYS)
+    item_key = given.get("item") or _pick([c for c in free if c != user_key], ITEM_KEYS)
+    time_col = given.get("time") or _pick([c for c in free if c not in (user_key, item_key)], TIME_HINTS)
+    label_col = given.get("label") or _pick([c for c in free if c not in (user_key, item_key, time_col)],
                                             LABEL_HINTS)
     guessed = _by_type(ev, {c for c in (user_key, item_key, time_col, label_col) if c})
     for what, current in (("user", user_key), ("item", item_key), ("time", time_col), ("label", label_col)):
@@ -143,6 +145,10 @@ def draft_spec(name: str, events: Path, users: Path | None = None, items: Path |
     fields = [{"name": "user_id", "entity": "user", "kind": "id", "display": "User ID", "dtype": "int64"}]
     item_fields = [{"name": "item_id", "entity": "item", "kind": "id", "display": "Item ID", "dtype": "int64"}]
     label = ev[label_col].dropna()
+    if not (pd.api.types.is_numeric_dtype(label) or pd.api.types.is_bool_dtype(label)) or label.empty:
+        raise ValueError(f"{events}: label column {label_col!r} is not numbers (a rating) or 0/1 clicks "
+                         f"(values like {label.astype(str).unique()[:3].tolist()}): map it in your export, or "
+                         "write the spec's label rule by hand")
     is_click = set(pd.unique(label)) <= {0, 1, True, False}
     lo, hi = (0, 1) if is_click else (int(label.min()), int(label.max()))
     threshold = 1 if is_click else int(round(lo + 0.75 * (hi - lo)))

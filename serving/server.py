@@ -118,7 +118,7 @@ class OnlineFeatures:
     def _open(self) -> None:
         from feature_repo.store import open_store
 
-        self.store, self._services = None, {}
+        self._drop()
         try:
             self.store = open_store(self.paths)
         except Exception as exc:
@@ -147,7 +147,8 @@ class OnlineFeatures:
                     self.last_error = f"online store {self.paths.online_store}: the file is missing"
                     raise FeaturesUnavailable(self.last_error)
                 if file_id != self._online_file:
-                    self.store, self._online_file = None, file_id
+                    self._drop()
+                    self._online_file = file_id
             if self.store is None or self.last_error is not None:
                 if time.monotonic() < self._retry_at:
                     raise FeaturesUnavailable(self.last_error or "the online store is not open")
@@ -155,7 +156,7 @@ class OnlineFeatures:
             try:
                 out = fn(self.store)
             except Exception as exc:
-                self.store = None  # its SQLite connection may point at a replaced or broken file
+                self._drop()  # its SQLite connection may point at a replaced or broken file
                 self._failed(what, exc)
             self.last_error = None
             return out
@@ -181,9 +182,9 @@ class OnlineFeatures:
 
         def lookup(store):
             fs, views = self._service(store, service)
+            self._short_busy_timeout(store)
             raw = store.get_online_features(features=fs, entity_rows=entity_rows).to_dict(
                 include_event_timestamps=True)
-            self._short_busy_timeout(store)
             return raw, views
 
         raw, views = self._call(f"online store {self.paths.online_store}", lookup, online=True)
@@ -192,12 +193,37 @@ class OnlineFeatures:
         ]
         return {k: v for k, v in raw.items() if not k.endswith("__ts")}, stamps
 
+    @staticmethod
+    def _sqlite_conn(store, open_it: bool = False):
+        """The SQLite connection of Feast's online store (None for another store type)."""
+        online = getattr(store._get_provider(), "online_store", None)
+        if open_it and hasattr(online, "_get_conn"):
+            return online._get_conn(store.config)  # Feast opens it lazily
+        return getattr(online, "_conn", None)
+
     def _short_busy_timeout(self, store) -> None:
-        """A lookup waits at most ``busy_ms`` for a writer's lock (Python's sqlite3 waits 5 s)."""
-        conn = getattr(getattr(store._get_provider(), "online_store", None), "_conn", None)
+        """Every lookup, the first on a new connection too, waits at most ``busy_ms`` for a
+        writer's lock (Python's sqlite3 waits 5 s)."""
+        conn = self._sqlite_conn(store, open_it=True)
         if conn is not None and getattr(self, "_timed_conn", None) is not conn:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_ms)}")
             self._timed_conn = conn
+
+    def _drop(self) -> None:
+        """Forget the store (and close its connection: it may hold a deleted or broken file)."""
+        if self.store is not None:
+            try:
+                conn = self._sqlite_conn(self.store)
+                if conn is not None:
+                    conn.close()
+            except Exception:  # closing a broken connection may fail too; it is dropped either way
+                pass
+        self.store, self._services = None, {}
+
+    def forget_services(self) -> None:
+        """Read feature services from Feast's registry again (after ``feast apply`` changed one)."""
+        with self._lock:
+            self._services = {}
 
 
 def _iso(seconds) -> str | None:
@@ -252,8 +278,8 @@ class Predictor:
         # one request checks; the others go on with the model they have (none waits unless none is loaded)
         if not self._lock.acquire(blocking=force or self._model is None):
             return self._model
+        token = self.registry.change_token()  # before reading: a change after this is seen next time
         try:
-            token = self.registry.change_token()  # before reading: a change after this is seen next time
             version = self.registry.production_version(self.name)
             self._token, self._checked = token, time.monotonic()
             current = self._model
@@ -269,9 +295,9 @@ class Predictor:
                          loaded.feature_service, f", replacing v{current.version}" if current else "")
             else:
                 self.last_error = None  # production is what we serve (e.g. after a failed version was rolled back)
-        except Exception as exc:  # keep serving what we have; try again at the next poll
+        except Exception as exc:  # keep serving what we have; try again at the next change or poll
             self.last_error = f"{type(exc).__name__}: {exc}"
-            self._checked = time.monotonic()
+            self._token, self._checked = token, time.monotonic()
             log.error("registry refresh for %s failed (still serving %s): %s", self.name,
                       f"v{self._model.version}" if self._model else "nothing", self.last_error)
         finally:
@@ -282,6 +308,7 @@ class Predictor:
         have = self.features.feature_names(lm.feature_service) | set(lm.keys)
         missing = sorted(set(lm.input_columns) - have)
         if missing:
+            self.features.forget_services()  # the next try reads the service again (after a `feast apply`)
             raise ValueError(f"feature service {lm.feature_service} lacks {missing} that {lm.name} v{lm.version} needs")
 
     def health(self) -> dict:
@@ -308,8 +335,10 @@ class Predictor:
             "online_store": online,
         }
 
-    def predict(self, pairs: list[tuple[int, int]], laps=NO_LAPS) -> tuple[LoadedModel, list[dict]]:
-        lm = self.refresh()
+    def predict(self, pairs: list[tuple[int, int]], laps=NO_LAPS, refresh: bool = True) -> tuple[LoadedModel, list[dict]]:
+        """Scores of ``pairs`` by one model version (``refresh=False``: the one held now; the
+        coroutine handlers refresh in a thread first, so nothing slow runs on the event loop)."""
+        lm = self.refresh() if refresh else self._model
         laps.lap("registry")
         if lm is None:
             raise NoProductionModelError(self.last_error or f"no production version of model {self.name!r}")
@@ -399,7 +428,7 @@ def create_app(paths: Paths | None = None, name: str = DEFAULT_NAME, registry: R
         laps.lap("parse")
         await refreshed()
         try:
-            _, rows = predictor.predict([(request.user_id, request.item_id)], laps)
+            _, rows = predictor.predict([(request.user_id, request.item_id)], laps, refresh=False)
         except (NoProductionModelError, FeaturesUnavailable) as exc:
             return unavailable(exc)
         return JSONResponse(rows[0])  # built to the schema here: no second validation pass
@@ -410,7 +439,7 @@ def create_app(paths: Paths | None = None, name: str = DEFAULT_NAME, registry: R
         laps.lap("parse")
         await refreshed()
         try:
-            lm, rows = predictor.predict([(r.user_id, r.item_id) for r in request.requests], laps)
+            lm, rows = predictor.predict([(r.user_id, r.item_id) for r in request.requests], laps, refresh=False)
         except (NoProductionModelError, FeaturesUnavailable) as exc:
             return unavailable(exc)
         return JSONResponse({"model_name": lm.name, "model_version": lm.version, "predictions": rows})
