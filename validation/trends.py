@@ -3,8 +3,9 @@ in the warehouse table ``data_quality``), drift flags against the batches before
 report and a plot.
 
 A batch drifts when its label rate, or its share of events from users / items never seen before,
-moves further than the configured threshold from the mean of the accepted batches before it (the
-initial load included); a rejected batch is always flagged.
+moves further than the configured threshold from the mean of the accepted batches before it; the
+first accepted batch (the initial load, where every user and item is new by construction) counts
+for the label rate only. A rejected batch is always flagged.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ def drift_flags(history: pd.DataFrame, thresholds: DriftThresholds = DriftThresh
         elif accepted:
             before = pd.DataFrame(accepted)
             for col in CHECKED:
-                value, mean = row[col], before[col].dropna().mean()
+                base = before[col] if col == "label_rate" else before[col].iloc[1:]
+                value, mean = row[col], base.dropna().mean()
                 if pd.notna(value) and pd.notna(mean) and abs(value - mean) > thresholds.of(col):
                     found.append(f"{col} {value:.3f} vs {mean:.3f} before (threshold {thresholds.of(col):g})")
         if row["status"] == "accepted":
