@@ -137,7 +137,7 @@ def add_commands(sub, add: Callable) -> None:
     p.add_argument("--poll-seconds", type=float, default=5.0, help="re-read the production version at least this often")
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.add_argument("--workers", type=int, default=2, help="uvicorn worker processes (default 2, one per core of the "
-                   "reference machine: 2.2x the requests/s of 1 at 8 clients, see the serving benchmark)")
+                   "reference machine: 1.6-2.2x the requests/s of 1 at 8 clients, see the serving benchmark)")
     p = add(sub, "predict", cmd_predict, "score one user/item pair in-process (online features, production model)")
     p.add_argument("--user-id", type=int, required=True)
     p.add_argument("--item-id", type=int, required=True)
