@@ -96,14 +96,18 @@ def historical_table(store, entity_df: pd.DataFrame, service: str) -> pa.Table:
     return _retrieval(store, entity_df, service).to_arrow()
 
 
-def _split_bounds(con: duckdb.DuckDBPyConnection, n: int, fractions: tuple[float, float, float]) -> tuple:
+def _split_bounds(con: duckdb.DuckDBPyConnection, fractions: tuple[float, float, float]) -> tuple:
     """The event times where valid and test begin: the times at the 80% and 90% positions (default)
-    of the time-ordered events, so all events of one timestamp land on the same side."""
+    of the time-ordered events, so all events of one timestamp land on the same side. One scan."""
     if len(fractions) != 3 or abs(sum(fractions) - 1.0) > 1e-9 or min(fractions) <= 0:
         raise ValueError(f"split fractions must be three positive numbers summing to 1, got {fractions}")
-    at = [min(int(n * fractions[0]), n - 1), min(int(n * (fractions[0] + fractions[1])), n - 1)]
-    return tuple(con.execute(f"SELECT event_timestamp FROM joined ORDER BY event_timestamp LIMIT 1 OFFSET {k}")
-                 .fetchone()[0] for k in at)
+    f_valid, f_test = float(fractions[0]), float(fractions[0] + fractions[1])
+    rows = con.execute(
+        "SELECT k, event_timestamp FROM (SELECT event_timestamp, row_number() OVER (ORDER BY event_timestamp) - 1 AS k, "
+        "count(*) OVER () AS n FROM joined) "
+        "WHERE k = least(floor(n * ?), n - 1) OR k = least(floor(n * ?), n - 1)", [f_valid, f_test]).fetchall()
+    at = dict(rows)  # one row when both positions fall on the same event
+    return at[min(at)], at[max(at)]
 
 
 def _literal(path: Path) -> str:
@@ -123,19 +127,21 @@ def write_time_splits(parts: Path, fractions: tuple[float, float, float], keys: 
         con.execute(f"SET memory_limit = '{memory_limit}'")
         con.execute(f"SET temp_directory = {_literal(folder / '.spill')}")
         con.execute(f"CREATE VIEW joined AS SELECT * FROM read_parquet({_literal(parts / '*.parquet')})")
-        n = con.execute("SELECT count(*) FROM joined").fetchone()[0]
-        cut_train, cut_valid = _split_bounds(con, n, fractions)
+        cut_train, cut_valid = _split_bounds(con, fractions)
         where = {"train": ("event_timestamp < ?", [cut_train]),
                  "valid": ("event_timestamp >= ? AND event_timestamp < ?", [cut_train, cut_valid]),
                  "test": ("event_timestamp >= ?", [cut_valid])}
         order = ", ".join(["event_timestamp", *keys])
-        stats = {}
         for name, (cond, args) in where.items():
             con.execute(f"COPY (SELECT * FROM joined WHERE {cond} ORDER BY {order}) TO {_literal(folder / (name + '.parquet'))} "
                         "(FORMAT parquet, COMPRESSION zstd)", args)
-            rows, rate, start, end = con.execute(
-                f"SELECT count(*), avg(label), min(event_timestamp), max(event_timestamp) FROM joined WHERE {cond}",
-                args).fetchone()
+        found = {row[0]: row[1:] for row in con.execute(  # every split's figures in one scan
+            "SELECT CASE WHEN event_timestamp < ? THEN 'train' WHEN event_timestamp < ? THEN 'valid' ELSE 'test' END, "
+            "count(*), avg(label), min(event_timestamp), max(event_timestamp) FROM joined GROUP BY 1",
+            [cut_train, cut_valid]).fetchall()}
+        stats = {}
+        for name in where:
+            rows, rate, start, end = found.get(name, (0, None, None, None))
             stats[name] = SplitStats(rows=rows, label_rate=round(float(rate), 6) if rows else 0.0,
                                      start=start.isoformat() if rows else "", end=end.isoformat() if rows else "")
     shutil.rmtree(folder / ".spill", ignore_errors=True)
