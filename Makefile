@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.install-stamp
 export CLICKPROMPT_HOME ?= $(CURDIR)
 
-.PHONY: install demo data test test-bench bench bench-cost lint clean
+.PHONY: install engines demo data test test-bench test-engines bench bench-cost lint clean
 
 install: $(STAMP)
 
@@ -15,6 +15,24 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[dev]'
 	@touch $(STAMP)
+
+# The scale-out engines (optional; README "Engines past one machine"): the Python extras (Feast's
+# Spark and Redis stores, pyspark, prefect-dask) and, from Debian's packages, Java (pyspark's JVM)
+# and redis-server, when they are missing (needs root or sudo; skipped where already present).
+ENGINES_STAMP := $(VENV)/.engines-stamp
+
+engines: $(ENGINES_STAMP)
+
+$(ENGINES_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --disable-pip-version-check -q -e '.[dev,engines]'
+	@missing=""; command -v java > /dev/null || missing="$$missing default-jre-headless"; \
+	command -v redis-server > /dev/null || missing="$$missing redis-server"; \
+	if [ -n "$$missing" ]; then \
+	  sudo=""; [ "$$(id -u)" = 0 ] || sudo="sudo"; \
+	  echo "installing from Debian's packages:$$missing"; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@touch $(ENGINES_STAMP)
 
 # The main job on the embedded default (real MovieLens-100K, the small offline PLM): the whole
 # pipeline as Prefect flows (fetch, ingest, text, validate, Feast features, PA-MLM, both
@@ -59,6 +77,11 @@ test: install
 # MovieLens-100K in a temporary home (9-20 min on 2 cores, host-dependent); CI runs it after `make test`.
 test-bench: install
 	$(BIN)/python -m pytest -q -m benchmark
+
+# The engine tests: Spark (local mode), Redis (a redis-server the tests start on loopback) and Dask
+# (a local cluster) against the embedded default, every engine required (none may skip); ~5 min.
+test-engines: engines
+	CLICKPROMPT_REQUIRE_ENGINES=1 $(BIN)/python -m pytest -q -m engines -p no:cacheprovider
 
 # The benchmark suite (a Prefect flow) on real MovieLens-100K: data-path timings, the profile's
 # models, 3 seeds, long tail, efficiency; report + plots under artifacts/bench/<UTC time>-<profile>/.

@@ -55,7 +55,7 @@ def train_run(plan: SuitePlan, run: RunSpec, seed: int, data: TrainingData, path
     t = time.perf_counter()
     summary = run_training(cfg, data, list(run.stages), run_dir, paths.plm_source(cfg.plm))
     # the process's peak memory so far (it only grows): kept with the run, so a resumed suite still reports it
-    memory = {"peak_rss_mb_after": peak_rss_mb()}
+    memory = {"peak_rss_mb_after": peak_rss_mb(), "pid": os.getpid()}  # the process it ran in (a Dask worker's, say)
     if torch.cuda.is_available():
         memory["peak_cuda_mb_after"] = torch.cuda.max_memory_allocated() / 2**20
     write_json_atomic(run_dir / MEMORY_FILE, memory)

@@ -132,11 +132,12 @@ def cmd_validate(args, paths: Paths) -> int:
 
 
 def cmd_text_render(args, paths: Paths) -> int:
+    from core.backends import offline_spark
     from ingestion.warehouse import rerender_text
     from validation import gate
 
     spec = spec_of(paths, args.dataset)
-    counts = rerender_text(spec, paths.warehouse, paths.snapshots, gate)
+    counts = rerender_text(spec, paths.warehouse, paths.snapshots, gate, spark=offline_spark())
     print("rendered " + ", ".join(f"{k}={v}" for k, v in counts.items()))
     return 0
 
@@ -166,6 +167,18 @@ def cmd_features_training_set(args, paths: Paths) -> int:
     fractions = tuple(float(x) for x in args.fractions.split(","))
     manifest = build_training_sets(spec_of(paths, args.dataset), paths, service=args.service, fractions=fractions)
     print_json(manifest.to_dict())
+    return 0
+
+
+def cmd_features_engines(args, paths: Paths) -> int:
+    from core.backends import Backends
+    from feature_repo.store import raw_config
+
+    backends = Backends.from_env()
+    config = raw_config(paths, backends)
+    if backends.online_store == "redis":  # its options may hold a password
+        config["online_store"]["connection_string"] = backends.online_label.removeprefix("redis://")
+    print_json({"engines": {**backends.to_dict(), "redis": backends.online_label}, "feature_store": config})
     return 0
 
 
@@ -233,15 +246,17 @@ def add_commands(sub, add: Callable) -> None:
     p.add_argument("--json", action="store_true")
 
     text = sub.add_parser("text", help="the text view").add_subparsers(dest="text_cmd", required=True)
-    dataset_opt(add(text, "render", cmd_text_render, "re-render user_text / item_text in DuckDB SQL"))
+    dataset_opt(add(text, "render", cmd_text_render, "re-render user_text / item_text (DuckDB SQL; Spark SQL when the offline store is Spark)"))
 
     feats = sub.add_parser("features", help="the Feast feature store").add_subparsers(dest="features_cmd", required=True)
     dataset_opt(add(feats, "apply", cmd_features_apply, "register entities, feature views and services"))
-    dataset_opt(add(feats, "materialize", cmd_features_materialize, "load the SQLite online store"))
+    dataset_opt(add(feats, "materialize", cmd_features_materialize, "load the online store (SQLite; Redis when configured)"))
     p = add(feats, "training-set", cmd_features_training_set, "point-in-time train/valid/test sets via Feast")
     dataset_opt(p)
     p.add_argument("--service", default=CLICKPROMPT_SERVICE, help=f"feature service ({CTR_SERVICE} or {CLICKPROMPT_SERVICE})")
     p.add_argument("--fractions", default="0.8,0.1,0.1", help="train,valid,test fractions by event time")
+    add(feats, "engines", cmd_features_engines, "the configured engines (offline / online store, task runner) "
+        "and the Feast store config they give")
     p = add(feats, "online", cmd_features_online, "look up one user/item pair in the online store")
     dataset_opt(p)
     p.add_argument("--user-id", type=int, required=True)

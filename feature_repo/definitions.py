@@ -23,12 +23,16 @@ class Definitions:
         return [*self.entities, *self.views.values(), *self.services.values()]
 
 
-def build(spec: DatasetSpec, snapshot_dir: Path) -> Definitions:
+def build(spec: DatasetSpec, snapshot_dir: Path, offline_store: str = "duckdb") -> Definitions:
+    """``offline_store``: which engine's sources the views read the snapshots through (core.backends)."""
+    def source(table: str):
+        return snapshot_source(table, snapshot_dir, offline_store)
+
     views = {
-        "user_profile": profile_view(spec, "user", snapshot_source(spec.entities["user"].table, snapshot_dir)),
-        "item_profile": profile_view(spec, "item", snapshot_source(spec.entities["item"].table, snapshot_dir)),
-        "user_text": text_view(spec, "user", snapshot_source("user_text", snapshot_dir)),
-        "item_text": text_view(spec, "item", snapshot_source("item_text", snapshot_dir)),
+        "user_profile": profile_view(spec, "user", source(spec.entities["user"].table)),
+        "item_profile": profile_view(spec, "item", source(spec.entities["item"].table)),
+        "user_text": text_view(spec, "user", source("user_text")),
+        "item_text": text_view(spec, "item", source("item_text")),
     }
     services = {
         s.name: s

@@ -1,4 +1,5 @@
-"""The online store: materialize the latest feature versions into SQLite, and read them back."""
+"""The online store: materialize the latest feature versions into it (SQLite by default, Redis when
+configured: ``core.backends``), and read them back."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import logging
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from core.backends import Backends
 from core.settings import Paths
 from core.spec import DatasetSpec
 from feature_repo.feature_services import CLICKPROMPT_SERVICE
@@ -33,6 +35,7 @@ def materialize(spec: DatasetSpec, paths: Paths, end: datetime | None = None, st
     start = spec.time.min - timedelta(days=1)
     end = end or data_end(paths)
     store.materialize(start_date=start, end_date=end)
+    _mark_loaded(store, paths, end)
     views = [fv.name for fv in store.list_feature_views()]
     log.info("materialized %s for [%s, %s]", views, start.isoformat(), end.isoformat())
     return {"views": views, "start": start.isoformat(), "end": end.isoformat(), "mode": "full"}
@@ -57,14 +60,46 @@ def materialize_incremental(spec: DatasetSpec, paths: Paths, since: datetime | N
     else:
         store.materialize_incremental(end_date=end)
         mode = "incremental"
+    _mark_loaded(store, paths, end)
     log.info("materialized %s from %s to %s (%s)", [fv.name for fv in views], start.isoformat(), end.isoformat(), mode)
     return {"views": [fv.name for fv in views], "start": start.isoformat(), "end": end.isoformat(), "mode": mode}
+
+
+def _redis(store):
+    """The Redis client of ``store``'s online store, or None for another store type."""
+    online = store._get_provider().online_store
+    return online._get_client(store.config.online_store) if store.config.online_store.type == "redis" else None
+
+
+def _marker(paths: Paths) -> str:
+    # one Redis may hold several project homes' features (Feast keys them by project); the marker
+    # is per home, so a flushed or different Redis reads as "not loaded yet"
+    return f"clickprompt:materialized:{paths.feast_registry}"
+
+
+def _mark_loaded(store, paths: Paths, end: datetime) -> None:
+    client = _redis(store)
+    if client is not None:
+        client.set(_marker(paths), end.isoformat())
+
+
+def online_store_ready(paths: Paths, backends: Backends | None = None, store=None) -> bool:
+    """Whether the online store holds this home's materialized features: the SQLite file exists,
+    or Redis has the marker the last materialization set (False when Redis is not reachable)."""
+    backends = backends or Backends.from_env()
+    if backends.online_store == "sqlite":
+        return paths.online_store.exists()
+    try:
+        return bool(_redis(store or open_store(paths, backends)).exists(_marker(paths)))
+    except Exception as exc:  # a Redis that does not answer: materialize (which will say why) rather than skip
+        log.warning("online store %s does not answer (%s): treating it as empty", backends.online_label, exc)
+        return False
 
 
 def online_features(
     paths: Paths, entity_rows: list[dict[str, Any]], service: str = CLICKPROMPT_SERVICE, store=None
 ) -> dict[str, list]:
-    """Feature values for ``entity_rows`` (e.g. ``[{"user_id": 1, "item_id": 1}]``) from SQLite."""
+    """Feature values for ``entity_rows`` (e.g. ``[{"user_id": 1, "item_id": 1}]``) from the online store."""
     store = store or open_store(paths)
     fs = store.get_feature_service(service)
     return store.get_online_features(features=fs, entity_rows=entity_rows).to_dict()

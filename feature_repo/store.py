@@ -1,4 +1,8 @@
-"""Open the Feast store with absolute paths, and apply the definitions of a data set."""
+"""Open the Feast store with absolute paths and the configured engines, and apply a data set's definitions.
+
+``feature_store.yaml`` is the embedded default (DuckDB offline, SQLite online); ``core.backends``
+switches its offline store to Spark and / or its online store to Redis by configuration.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from core.backends import Backends, spark_conf
 from core.settings import Paths
 from core.spec import DatasetSpec
 from feature_repo.definitions import Definitions, build
@@ -15,29 +20,42 @@ REPO_DIR = Path(__file__).resolve().parent
 log = logging.getLogger("clickprompt.features")
 
 
-def repo_config(paths: Paths):
-    """feature_store.yaml with the registry and online store moved under ``paths.feast``."""
+def raw_config(paths: Paths, backends: Backends | None = None) -> dict:
+    """feature_store.yaml as a dict, paths made absolute under ``paths.feast``, engines per ``backends``."""
+    backends = backends or Backends.from_env()
+    raw = yaml.safe_load((REPO_DIR / "feature_store.yaml").read_text(encoding="utf-8"))
+    raw["registry"]["path"] = str(paths.feast_registry)
+    if backends.online_store == "redis":
+        raw["online_store"] = {"type": "redis", "connection_string": backends.redis}
+    else:
+        raw["online_store"]["path"] = str(paths.online_store)
+    if backends.offline_store == "spark":
+        raw["offline_store"] = {"type": "spark", "spark_conf": spark_conf(backends)}
+    return raw
+
+
+def repo_config(paths: Paths, backends: Backends | None = None):
+    """The RepoConfig Feast opens: ``raw_config`` with the repo path set."""
     from feast.repo_config import RepoConfig
 
-    raw = yaml.safe_load((REPO_DIR / "feature_store.yaml").read_text(encoding="utf-8"))
     paths.feast.mkdir(parents=True, exist_ok=True)
-    raw["registry"]["path"] = str(paths.feast_registry)
-    raw["online_store"]["path"] = str(paths.online_store)
-    config = RepoConfig(**raw)
+    config = RepoConfig(**raw_config(paths, backends))
     config.repo_path = REPO_DIR
     return config
 
 
-def open_store(paths: Paths):
+def open_store(paths: Paths, backends: Backends | None = None):
     from feast import FeatureStore
 
-    return FeatureStore(config=repo_config(paths))
+    return FeatureStore(config=repo_config(paths, backends))
 
 
-def apply(spec: DatasetSpec, paths: Paths, store=None) -> Definitions:
-    """Register entities, views and services of ``spec`` over the snapshots in ``paths.snapshots``."""
-    store = store or open_store(paths)
-    defs = build(spec, paths.snapshots)
+def apply(spec: DatasetSpec, paths: Paths, store=None, backends: Backends | None = None) -> Definitions:
+    """Register entities, views and services of ``spec`` over the snapshots in ``paths.snapshots``
+    (as Spark sources when the offline store is Spark)."""
+    backends = backends or Backends.from_env()
+    store = store or open_store(paths, backends)
+    defs = build(spec, paths.snapshots, offline_store=backends.offline_store)
     store.apply(defs.objects)
     log.info("applied %d Feast objects to %s", len(defs.objects), paths.feast_registry)
     return defs

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from core.io import replace_dir
 from core.settings import Paths
 from core.snapshots import read_snapshot_manifest
-from core.spec import DatasetSpec, load_spec
+from core.spec import DatasetSpec, Kind, load_spec
 from core.training_data import SPLITS, TrainingData
 from feature_repo.feature_services import CLICKPROMPT_SERVICE
 from feature_repo.store import open_store
@@ -55,6 +55,7 @@ class TrainingSetManifest:
     created_at: str
     seconds: float
     window: list[str | None] | None = None  # [start, end) of the events it was built from (None: all)
+    offline_store: str = "duckdb"  # the engine that ran the point-in-time join (core.backends)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -92,8 +93,33 @@ def historical_features(store, entity_df: pd.DataFrame, service: str) -> pd.Data
 
 
 def historical_table(store, entity_df: pd.DataFrame, service: str) -> pa.Table:
-    """The same join as an Arrow table (strings in buffers, not Python objects): for large sets."""
-    return _retrieval(store, entity_df, service).to_arrow()
+    """The same join as an Arrow table (strings in buffers, not Python objects): for large sets.
+    Timestamps come back as UTC microseconds whatever the engine (Spark returns them zone-less,
+    in its session time zone, which ``feature_repo.store`` sets to UTC)."""
+    return utc_timestamps(_retrieval(store, entity_df, service).to_arrow())
+
+
+def utc_timestamps(table: pa.Table) -> pa.Table:
+    """``table`` with every timestamp column as ``timestamp[us, tz=UTC]`` (zone-less ones read as UTC)."""
+    for i, field in enumerate(table.schema):
+        if pa.types.is_timestamp(field.type) and (field.type.tz != "UTC" or field.type.unit != "us"):
+            column = table.column(i)
+            if field.type.tz is None:
+                column = column.cast(pa.timestamp(field.type.unit, tz="UTC"))
+            table = table.set_column(i, field.name, column.cast(pa.timestamp("us", tz="UTC")))
+    return table
+
+
+def spec_types(table: pa.Table, spec: DatasetSpec) -> pa.Table:
+    """``table`` with the spec's integer fields as int64 where an engine returned them as floats
+    (Spark's result goes through pandas, where a chunk with a null turns a nullable integer column
+    into float64): every part of every engine then has the same schema."""
+    ints = {f.name for e in spec.entity_order for f in spec.fields_of(e) if f.dtype == "int64"
+            and f.kind not in (Kind.MULTI, Kind.NUMERIC)}
+    for i, field in enumerate(table.schema):
+        if field.name in ints and pa.types.is_floating(field.type):
+            table = table.set_column(i, field.name, table.column(i).cast(pa.int64()))  # safe: fails on 1.5
+    return table
 
 
 def _split_bounds(con: duckdb.DuckDBPyConnection, fractions: tuple[float, float, float]) -> tuple:
@@ -164,10 +190,11 @@ def build_training_sets(
     started = time.perf_counter()
     snapshot = read_snapshot_manifest(paths.snapshots)
     store = store or open_store(paths)
+    engine = store.config.offline_store.type
     entity_df = entity_frame(spec, paths, start, end)
     if len(entity_df) < 3:
         raise ValueError(f"{len(entity_df)} events in the window [{start}, {end}): too few for train / valid / test")
-    log.info("point-in-time join of %s onto %d events", service, len(entity_df))
+    log.info("point-in-time join of %s onto %d events (%s)", service, len(entity_df), engine)
     final = paths.training_sets / service
     tmp = final.with_name(f".{service}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -178,7 +205,8 @@ def build_training_sets(
         # events give the same rows as one join, with memory bounded by the chunk instead of the data
         features: list[str] = []
         for k, lo in enumerate(range(0, len(entity_df), chunk_events)):
-            joined = historical_table(store, entity_df.iloc[lo:lo + chunk_events].reset_index(drop=True), service)
+            joined = spec_types(historical_table(store, entity_df.iloc[lo:lo + chunk_events].reset_index(drop=True),
+                                                 service), spec)
             features = [c for c in joined.column_names if c not in entity_df.columns]
             pq.write_table(joined, parts / f"part-{k:05d}.parquet")
             del joined
@@ -196,6 +224,7 @@ def build_training_sets(
             seconds=0.0,
             window=[None if start is None else pd.Timestamp(start).isoformat(),
                     None if end is None else pd.Timestamp(end).isoformat()],
+            offline_store=engine,
         )
         manifest.seconds = round(time.perf_counter() - started, 3)
         (tmp / "manifest.json").write_text(json.dumps(manifest.to_dict(), indent=2), encoding="utf-8")

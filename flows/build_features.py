@@ -7,6 +7,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.context import TaskRunContext
 
+from core.backends import Backends
 from core.names import CLICKPROMPT_SERVICE
 from core.settings import Paths
 from core.spec import DatasetSpec, load_spec
@@ -20,16 +21,22 @@ def _spec_key(p: dict[str, Any]) -> dict:
     return p["spec"].model_dump(mode="json")
 
 
+def _engines() -> dict:
+    """The configured Feast engines: switching one (Spark, Redis) redoes the Feast steps."""
+    return Backends.from_env().feature_store
+
+
 def _apply_key(context: TaskRunContext, p: dict[str, Any]) -> str:
-    return cache_key("feast-apply", p, _spec_key(p), snapshot_hash(p["paths"]))
+    return cache_key("feast-apply", p, _spec_key(p), snapshot_hash(p["paths"]), _engines())
 
 
 def _training_sets_key(context: TaskRunContext, p: dict[str, Any]) -> str:
-    return cache_key("training-sets", p, _spec_key(p), p["service"], list(p["fractions"]), snapshot_hash(p["paths"]))
+    return cache_key("training-sets", p, _spec_key(p), p["service"], list(p["fractions"]), snapshot_hash(p["paths"]),
+                     _engines())
 
 
 def _materialize_key(context: TaskRunContext, p: dict[str, Any]) -> str:
-    return cache_key("materialize", p, _spec_key(p), snapshot_hash(p["paths"]))
+    return cache_key("materialize", p, _spec_key(p), snapshot_hash(p["paths"]), _engines())
 
 
 @task(cache_key_fn=_apply_key, persist_result=True, result_serializer="json")
@@ -49,11 +56,12 @@ def training_sets(spec: DatasetSpec, paths: Paths, service: str, fractions: tupl
     return build_training_sets(spec, paths, service=service, fractions=fractions).to_dict()
 
 
-# Feast materialize writes SQLite under a lock another reader may briefly hold: worth retrying.
+# Feast materialize writes SQLite under a lock another reader may briefly hold (or a Redis that
+# is restarting): worth retrying.
 @task(cache_key_fn=_materialize_key, persist_result=True, result_serializer="json", retries=2,
       retry_delay_seconds=5)
 def materialize_online(spec: DatasetSpec, paths: Paths) -> dict:
-    """Load each view's latest feature values into the SQLite online store."""
+    """Load each view's latest feature values into the online store (SQLite, or Redis)."""
     from feature_repo.online import materialize
 
     return materialize(spec, paths)
@@ -74,6 +82,7 @@ def build_features(
     manifest = paths.training_sets / service / "manifest.json"
     applied = cached(apply_definitions, paths, refresh or not paths.feast_registry.exists())(spec, paths)
     sets = cached(training_sets, paths, refresh or not manifest.exists())(spec, paths, service, fractions)
-    online_store = paths.online_store
-    online = cached(materialize_online, paths, refresh or not online_store.exists())(spec, paths)
+    from feature_repo.online import online_store_ready
+
+    online = cached(materialize_online, paths, refresh or not online_store_ready(paths))(spec, paths)
     return {"applied": applied, "training_sets": sets, "online": online}

@@ -24,10 +24,12 @@ from pydantic import AfterValidator, Field
 from benchmarks import datapath
 from benchmarks.results import train_run, write_results
 from benchmarks.suite import BENCH_PROFILES, RunSpec, SuitePlan, plan_suite, suite
+from core.backends import Backends
 from core.settings import Paths
 from core.training_data import TrainingData
 from feature_repo.training_sets import load_training_data
 from flows.common import project_paths
+from flows.runners import fans_out, gather, task_runner
 from flows.validate_data import validate_data
 
 REPORT_KEY = "benchmark-report"
@@ -77,7 +79,7 @@ def report(plan: SuitePlan, metrics: dict, data: TrainingData, paths: Paths, sec
     return str(results)
 
 
-@flow(name="run-benchmark")
+@flow(name="run-benchmark", task_runner=task_runner())  # CLICKPROMPT_TASK_RUNNER: local (default) or dask
 def run_benchmark(
     profile: BenchProfile = "cpu",
     seeds: list[int] = [1, 2, 3],  # noqa: B006 - Prefect copies parameters per run
@@ -99,11 +101,17 @@ def run_benchmark(
     started = time.perf_counter()
     data_times = time_data_path(dataset, paths) if time_data else None
     metrics: dict[str, dict[int, dict]] = {r.name: {} for r in plan.runs}
-    total = len(plan.runs) * len(plan.seeds)
-    for i, (seed, r) in enumerate(((s, r) for s in plan.seeds for r in plan.runs), start=1):
-        log.info("benchmark run %d/%d: %s seed %d (%.0f s so far)", i, total, r.name, seed,
-                 time.perf_counter() - started)  # the Prefect UI shows the same as task runs
-        metrics[r.name][seed] = train(plan, r, seed, data, paths)
+    grid = [(s, r) for s in plan.seeds for r in plan.runs]
+    if fans_out():  # every (run, seed) at once on the distributed runner's workers
+        log.info("benchmark: %d runs submitted to the %s task runner", len(grid), Backends.from_env().task_runner)
+        done = gather(train, [(plan, r, seed, data, paths) for seed, r in grid])
+        for (seed, r), summary in zip(grid, done):
+            metrics[r.name][seed] = summary
+    else:
+        for i, (seed, r) in enumerate(grid, start=1):
+            log.info("benchmark run %d/%d: %s seed %d (%.0f s so far)", i, len(grid), r.name, seed,
+                     time.perf_counter() - started)  # the Prefect UI shows the same as task runs
+            metrics[r.name][seed] = train(plan, r, seed, data, paths)
     return report(plan, metrics, data, paths, time.perf_counter() - started, data_times)
 
 

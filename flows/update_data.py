@@ -72,7 +72,9 @@ def update_data(
     reports = ingest_batches(spec, paths, run_id=_run_id(), limit=max_batches)
     accepted = [r for r in reports if r["status"] == "accepted"]
     online = None
-    if accepted or not paths.online_store.exists():
+    from feature_repo.online import online_store_ready
+
+    if accepted or not online_store_ready(paths):
         since = min((r["valid_from"] for r in accepted if r["user_versions"] or r["item_versions"]), default=None)
         online = follow_online_store(spec, paths, since) if (paths.snapshots / "manifest.json").exists() else None
     trend = trend_report(spec, paths, label_rate_drift, new_user_share_drift, new_item_share_drift)

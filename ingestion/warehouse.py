@@ -34,7 +34,7 @@ import pandas as pd
 from core.io import atomic_write, write_json_atomic
 from core.snapshots import MANIFEST
 from core.spec import DatasetSpec, EntityName, FieldSpec, Kind
-from ingestion.text_sql import render_tables
+from ingestion.text_sql import render_spark, render_tables
 
 if TYPE_CHECKING:
     from ingestion.loaders import RawTables
@@ -272,19 +272,34 @@ def _record(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, raw: RawTables, i
     )
 
 
-def rerender_text(spec: DatasetSpec, warehouse: Path, snapshot_dir: Path, gate: Gate) -> dict[str, int]:
+def rerender_text(spec: DatasetSpec, warehouse: Path, snapshot_dir: Path, gate: Gate, spark=None) -> dict[str, int]:
     """Re-render the text tables from the committed profiles (after a template or spec change;
-    ingest renders them itself), gated before the commit."""
+    ingest renders them itself), gated before the commit. ``spark``: a Spark session (the Spark
+    offline store's engine) renders them instead, in Spark SQL from the profile snapshots."""
     with connect(warehouse) as con:
         con.begin()
         try:
-            counts = render_tables(con, spec)
+            counts = render_tables(con, spec) if spark is None else _load_rendered(con, spec, render_spark(spark, spec, snapshot_dir))
             gate(spec, {t: con.execute(f"SELECT * FROM {t}").df() for t in counts})
             con.commit()
         except BaseException:
             con.rollback()
             raise
         export_snapshots(con, spec, snapshot_dir)
+    return counts
+
+
+def _load_rendered(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, frames: dict) -> dict[str, int]:
+    """Replace the text tables with Spark-rendered ones (Arrow across), typed as DuckDB renders them."""
+    counts = {}
+    for entity in spec.entity_order:
+        name, key = spec.text_column(entity), spec.entities[entity].key
+        con.register("rendered", frames[name].toArrow())
+        con.execute(f'CREATE OR REPLACE TABLE {name} AS SELECT CAST("{key}" AS BIGINT) AS "{key}", '
+                    f'CAST("{name}" AS VARCHAR) AS "{name}", CAST(event_timestamp AS TIMESTAMPTZ) AS event_timestamp '
+                    "FROM rendered")
+        con.unregister("rendered")
+        counts[name] = con.execute(f"SELECT count(*) FROM {name}").fetchone()[0]
     return counts
 
 

@@ -26,6 +26,7 @@ import math
 import os
 import threading
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any
@@ -35,6 +36,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.backends import Backends
 from core.settings import Paths
 from serving.registry import DEFAULT_NAME, Registry
 from serving.scoring import LoadedModel, NoProductionModelError, load_model, score_frame
@@ -93,15 +95,21 @@ class FeaturesUnavailable(RuntimeError):
 
 
 class OnlineFeatures:
-    """Feast online lookups (SQLite); one lookup at a time, as Feast shares one SQLite connection.
+    """Feast online lookups (SQLite by default, Redis when configured); one lookup at a time, as
+    Feast shares one SQLite connection (and one Redis client).
 
-    A failed lookup (the store file missing, corrupt or locked past ``busy_ms``; Feast's registry
-    unreadable) raises ``FeaturesUnavailable`` naming the file, and the next attempt, at most every
-    ``retry_seconds``, opens the store afresh: the server mends itself when the file is mended.
+    A failed lookup (the store file missing, corrupt or locked past ``busy_ms``; Redis down or
+    slower than ``busy_ms``; Feast's registry unreadable) raises ``FeaturesUnavailable`` naming the
+    store, and the next attempt, at most every ``retry_seconds``, opens the store afresh: the server
+    mends itself when the store is mended.
     """
 
-    def __init__(self, paths: Paths, store=None, retry_seconds: float = 1.0, busy_ms: int = 250) -> None:
+    def __init__(self, paths: Paths, store=None, retry_seconds: float = 1.0, busy_ms: int = 250,
+                 backends: Backends | None = None) -> None:
         self.paths, self.retry_seconds, self.busy_ms = paths, retry_seconds, busy_ms
+        self.backends = _with_timeouts(backends or Backends.from_env(), busy_ms)
+        self.sqlite = self.backends.online_store == "sqlite"
+        self.label = str(paths.online_store) if self.sqlite else self.backends.online_label
         self._lock = threading.Lock()
         self._services: dict[str, tuple[Any, dict[str, str]]] = {}
         self.last_error: str | None = None
@@ -120,7 +128,7 @@ class OnlineFeatures:
 
         self._drop()
         try:
-            self.store = open_store(self.paths)
+            self.store = open_store(self.paths, self.backends)
         except Exception as exc:
             self._failed(f"Feast feature store of {self.paths.feast} cannot be opened", exc)
 
@@ -141,7 +149,7 @@ class OnlineFeatures:
         first check the SQLite file is there (an open connection would go on reading a deleted
         file, and reopening would create an empty one) and reopen if it was replaced."""
         with self._lock:
-            if online:
+            if online and self.sqlite:
                 file_id = self._file_id()
                 if file_id is None:
                     self.last_error = f"online store {self.paths.online_store}: the file is missing"
@@ -187,7 +195,7 @@ class OnlineFeatures:
                 include_event_timestamps=True)
             return raw, views
 
-        raw, views = self._call(f"online store {self.paths.online_store}", lookup, online=True)
+        raw, views = self._call(f"online store {self.label}", lookup, online=True)
         stamps = [
             {view: _iso(raw[f"{feature}__ts"][r]) for view, feature in views.items()} for r in range(len(pairs))
         ]
@@ -224,6 +232,15 @@ class OnlineFeatures:
         """Read feature services from Feast's registry again (after ``feast apply`` changed one)."""
         with self._lock:
             self._services = {}
+
+
+def _with_timeouts(backends: Backends, busy_ms: int) -> Backends:
+    """Redis answers a lookup within ``busy_ms`` or the lookup fails (as SQLite's busy timeout):
+    socket timeouts added to the connection string unless it sets its own."""
+    if backends.online_store != "redis" or "socket_timeout" in backends.redis:
+        return backends
+    seconds = busy_ms / 1000
+    return replace(backends, redis=f"{backends.redis},socket_timeout={seconds},socket_connect_timeout={seconds}")
 
 
 def _iso(seconds) -> str | None:
