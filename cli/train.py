@@ -16,12 +16,17 @@ from core.settings import Paths
 
 def cmd_train(args, paths: Paths) -> int:
     """Training alone: the same pipeline flow as ``clickprompt pipeline`` (same gates, cache and
-    run ids), without registering the model."""
+    run ids), without registering the model. Under torchrun it trains data-parallel (see
+    ``cmd_pipeline``)."""
     args.no_register, args.show, args.prediction = True, False, None
     return cmd_pipeline(args, paths)
 
 
 def cmd_pipeline(args, paths: Paths) -> int:
+    """The pipeline flow. Launched by torchrun (``torchrun --nproc-per-node N -m cli train ...``),
+    rank 0 runs the flow as a single process would (ingest, gates, features, cache, evaluation,
+    registry, summary) and every training stage it reaches trains on all N ranks; the other ranks
+    only follow the training (they never touch the warehouse, Prefect or the run folder)."""
     from flows.train_pipeline import latest_summary_path, record_in_summary, summary_table
 
     if args.show:
@@ -32,6 +37,10 @@ def cmd_pipeline(args, paths: Paths) -> int:
         if args.prediction:
             summary = record_in_summary(paths, "online_prediction", json.loads(Path(args.prediction).read_text()))
     else:
+        from models import distributed
+
+        if not distributed.init().is_main:  # a torchrun rank after 0: rank 0 runs the flow and leads
+            return _follow_training()
         from prefect.exceptions import ParameterTypeError
 
         from flows.train_pipeline import train_pipeline
@@ -50,11 +59,29 @@ def cmd_pipeline(args, paths: Paths) -> int:
         except ParameterTypeError as exc:  # a bad --profile / --method / --stages value
             raise ValueError(str(exc)) from exc
         prefect_home_ready()
-        summary = train_pipeline(**params)
+        with distributed.leading():  # alone: a no-op
+            summary = train_pipeline(**params)
+        distributed.teardown()
     if args.json:
         print_json(summary)
     else:
         print(summary_table(summary))
+    return 0
+
+
+def _follow_training() -> int:
+    """Train alongside rank 0 until its pipeline has finished; its logs and summary are the run's."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    from models import distributed
+    from models.stages import follow_training
+
+    logging.getLogger().setLevel(logging.WARNING)  # rank 0 reports
+    hf_logging.disable_progress_bar()  # "Loading weights" for every model the stages build
+    follow_training()
+    distributed.teardown()
     return 0
 
 

@@ -16,6 +16,11 @@ training sets as frames, with their spec and snapshot hash; the flows load them 
 each stage writes ``<run_dir>/<stage>/{model.safetensors, metrics.json}`` and the run keeps
 config, encoder and the MLM decoder's vocabulary.
 Early stopping uses the validation split; the test split is scored once, at the end.
+
+Under torchrun (``models.distributed``) every rank runs the same ``run_training``: the trainer
+trains data-parallel; rank 0 alone keeps config, encoder and decoder vocabulary, evaluates,
+scores the test split and writes, and each stage's metrics reach every rank by broadcast. ``clickprompt train`` runs the
+pipeline on rank 0 only; the other ranks ``follow_training``, one announced stage at a time.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from torch import nn
 from core.io import write_json_atomic
 from core.spec import DatasetSpec
 from core.training_data import TrainingData
-from models import builder
+from models import builder, distributed
 from models.alt import AltMasker, AltModel, alignment_counts, alignment_metrics
 from models.builder import ctr_logit, fused_logit, joint_logit, text_logit
 from models.clickprompt import ClickPrompt, init_ctr_only
@@ -48,6 +53,7 @@ from models.mlm import DecoderVocab, MLMResult, TokenMasker
 from models.plm import load_plm
 from models.text_ctr import JointCTR, TextCTR, load_prefixed
 from models.trainer import (
+    FitResult,
     Trainer,
     eval_batches,
     load_weights,
@@ -102,7 +108,8 @@ class RunContext:
 
     def stage_dir(self, stage: str) -> Path:
         path = self.run_dir / stage
-        path.mkdir(parents=True, exist_ok=True)
+        if distributed.current().is_main:  # rank 0 alone writes the run folder
+            path.mkdir(parents=True, exist_ok=True)
         return path
 
     def new_backbone(self) -> CTRModel:
@@ -157,12 +164,16 @@ def prepare(cfg: TrainConfig, data: TrainingData, run_dir: Path, stages: list[st
     t = time.perf_counter()
     splits = {name: encode_split(f, spec, encoder, tokenizer, cfg.max_len) for name, f in frames.items()}
     log.info("encoded %s in %.1fs", {k: len(v) for k, v in splits.items()}, time.perf_counter() - t)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    encoder.save(run_dir / "encoder.json")
-    write_json_atomic(run_dir / "config.json", cfg.model_dump(mode="json"))
-    vocab = run_decoder_vocab(cfg, tokenizer, splits["train"], run_dir) if tokenizer is not None else None
-    return RunContext(cfg, run_dir, pick_device(cfg.device), spec, encoder, splits, data.snapshot_hash, tokenizer,
-                      plm_source, vocab)
+    dist = distributed.current()
+    vocab = None
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        encoder.save(run_dir / "encoder.json")
+        write_json_atomic(run_dir / "config.json", cfg.model_dump(mode="json"))
+        vocab = run_decoder_vocab(cfg, tokenizer, splits["train"], run_dir) if tokenizer is not None else None
+    vocab = distributed.broadcast_object(vocab)  # the decoder's rows shape the model: rank 0's on every rank
+    device = dist.device or pick_device(cfg.device)  # a rank's own device under torchrun
+    return RunContext(cfg, run_dir, device, spec, encoder, splits, data.snapshot_hash, tokenizer, plm_source, vocab)
 
 
 # --- scoring and losses ------------------------------------------------------------------
@@ -305,6 +316,12 @@ def setup_baseline(ctx: RunContext) -> StageSetup:
     return _ctr_setup(ctx, model, {"ctr": list(model.parameters())}, ctx.cfg.baseline, ctr_logit)
 
 
+def _rank_seed(seed: int) -> int:
+    """The training masker's seed: ``seed`` alone or on rank 0, one of its own on each other rank
+    (the shares of a batch are masked independently, not all alike)."""
+    return seed + 7_919 * distributed.current().rank
+
+
 def setup_pretrain(ctx: RunContext) -> StageSetup:
     """The method's pretraining: ALT's losses (alt, ctrl) or PA-MLM (clickprompt, baseline). Best
     checkpoint / early stopping on the held-out (masked-token or weighted ALT) loss."""
@@ -314,14 +331,15 @@ def setup_pretrain(ctx: RunContext) -> StageSetup:
     valid = ctx.splits["valid"].head(sc.max_eval_samples, c.seed)
     if c.method in ALIGNMENT_METHODS:
         alt = ctx.new_alt()
-        masker = AltMasker(ctx.encoder.fields, ctx.tokenizer.mask_token_id, alt.opts, seed=c.seed, vocab=ctx.decoder_vocab)
+        masker = AltMasker(ctx.encoder.fields, ctx.tokenizer.mask_token_id, alt.opts, seed=_rank_seed(c.seed),
+                           vocab=ctx.decoder_vocab)
         return StageSetup(alt, alt.parameter_groups(), sc, lambda m, b: m(masker(b)).loss,
                           lambda: alt_metrics(ctx, alt, valid, sc.eval_batch_size), monitor="loss", mode="min",
                           extra=lambda: {"objective": alt.opts.model_dump(), "params": count_params(alt)})
     model = ctx.new_clickprompt()
     log.info("prompt generator: %s parameters (K=%d, input_only=%s)", f"{model.prompt.param_count():,}",
              c.prompt.n_prompts, c.prompt.input_only)
-    masker = ctx.token_masker(seed=c.seed)
+    masker = ctx.token_masker(seed=_rank_seed(c.seed))
     return StageSetup(model, model.parameter_groups(), sc, lambda m, b: pa_mlm(m, masker(b)).loss,
                       lambda: mlm_accuracy(ctx, model, valid, sc.eval_batch_size), monitor="mlm_loss", mode="min",
                       extra=lambda: {"prompt_params": model.prompt.param_count()})
@@ -380,6 +398,16 @@ def fit_stage(ctx: RunContext, stage: str) -> dict:
                       desc=desc, fingerprint=ctx.fingerprint)
     fit = trainer.fit(ctx.splits["train"].head(sc.max_train_samples, ctx.cfg.seed), setup.step_fn, setup.eval_fn,
                       monitor=setup.monitor, mode=setup.mode)
+    # rank 0 scores and writes; every rank returns its metrics
+    metrics = distributed.broadcast_object(_finish_stage(ctx, stage, setup, fit) if distributed.current().is_main
+                                           else None)
+    ctx.results[stage] = metrics
+    return metrics
+
+
+def _finish_stage(ctx: RunContext, stage: str, setup: StageSetup, fit: FitResult) -> dict:
+    """The fitted stage scored (test split or held-out checks), its weights and metrics.json written."""
+    out_dir = ctx.stage_dir(stage)
     metrics: dict = {"stage": stage, "method": ctx.cfg.method, "backbone": ctx.cfg.backbone}
     if setup.score_fn is None:
         metrics["valid"] = setup.eval_fn()
@@ -399,7 +427,6 @@ def fit_stage(ctx: RunContext, stage: str) -> dict:
         b = metrics["branches"]
         log.info("%s on the same test rows: fused AUC %.4f, CTR branch alone %.4f, LM branch alone %.4f, a=%.3f",
                  stage, b["fused"]["auc"], b["ctr_branch"]["auc"], b["lm_branch"]["auc"], metrics["a"])
-    ctx.results[stage] = metrics
     return metrics
 
 
@@ -427,6 +454,7 @@ def run_training(cfg: TrainConfig, data: TrainingData, stages: list[str], run_di
         raise ValueError(f"unknown stage(s) {unknown}; known: {list(SETUPS)}")
     if cfg.method == "lm_only" and "pretrain" in stages:
         raise ValueError("method lm_only has no pretraining stage (it finetunes the plain LM)")
+    distributed.announce((cfg, data, stages, run_dir, plm_source))  # the waiting ranks of a CLI run join in
     ctx = prepare(cfg, data, run_dir, stages, plm_source)
     for stage in stages:
         t = time.perf_counter()
@@ -434,5 +462,13 @@ def run_training(cfg: TrainConfig, data: TrainingData, stages: list[str], run_di
         ctx.results[stage]["seconds"] = round(time.perf_counter() - t, 2)
     summary = {"config_hash": cfg.config_hash(), "profile": cfg.profile, "method": cfg.method,
                "snapshot_hash": ctx.snapshot_hash, "stages": ctx.results}
-    write_json_atomic(run_dir / "metrics.json", summary)  # written last: its presence marks a finished run
+    if distributed.current().is_main:
+        write_json_atomic(run_dir / "metrics.json", summary)  # written last: its presence marks a finished run
     return summary
+
+
+def follow_training() -> None:
+    """A rank after 0 of ``clickprompt train`` under torchrun: train every run rank 0's pipeline
+    announces (cached stages are never announced), until rank 0 has finished."""
+    while (job := distributed.next_job()) is not None:
+        run_training(*job)

@@ -6,6 +6,14 @@ does the rest. Checkpoints (every ``checkpoint_every`` steps, in ``run_dir``): w
 safetensors, optimizer / scheduler / RNG state in ``trainer_state.pt`` (tensors and numbers
 only, loaded with ``weights_only=True``). A resumed run replays the same batch order and skips
 the batches already done, so it ends where an uninterrupted run would.
+
+Data-parallel under torchrun (``models.distributed``): the model is wrapped in
+DistributedDataParallel, each rank trains on its share of every global batch (the config's batch
+size, the same shuffled order as one process), and the logged loss is the global batch's mean, so
+N ranks follow one process's loss trajectory (to float rounding; exactly the same batches).
+Rank 0 evaluates and broadcasts the metrics (the same early stopping on every rank), and alone
+writes checkpoints and weights while the others wait; a resumed run starts every rank from rank
+0's checkpoint. A process alone (no torchrun) runs exactly the single-process loop.
 """
 
 from __future__ import annotations
@@ -23,9 +31,11 @@ import numpy as np
 import torch
 from safetensors.torch import load_model, save_model
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from core.io import atomic_write, write_json_atomic
+from models import distributed
 from models.config import StageConfig
 from models.data import EncodedSplit, batch_at, batch_order
 
@@ -98,6 +108,19 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
 
 
+class _StepModule(nn.Module):
+    """A stage's loss as a module's forward: DDP prepares its gradient all-reduce in ``forward``,
+    and a step function may call any method of the model (``pa_mlm``, ``ctr_parts``), not only
+    its forward."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, step_fn: Callable[[nn.Module, dict], torch.Tensor], batch: dict) -> torch.Tensor:
+        return step_fn(self.model, batch)
+
+
 class Trainer:
     """Trains ``model`` with named parameter groups; the group "plm" gets ``lr_lm``, all others ``lr_ctr``."""
 
@@ -125,7 +148,10 @@ class Trainer:
         # (11% of a PA-MLM step on 2 CPU cores: benchmarks/bench_training_cost.py)
         self.optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay, fused=device.type in ("cpu", "cuda"))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        run_dir.mkdir(parents=True, exist_ok=True)
+        self.dist = distributed.current()
+        self._net: nn.Module | None = None  # the DDP-wrapped step while a data-parallel fit runs
+        if self.dist.is_main:  # rank 0 alone writes the run folder
+            run_dir.mkdir(parents=True, exist_ok=True)
 
     # --- checkpoints -------------------------------------------------------------------
 
@@ -134,17 +160,49 @@ class Trainer:
         return self.run_dir / "trainer_state.pt"
 
     def _save_checkpoint(self, state: dict, scheduler) -> None:
-        save_weights(self.model, self.run_dir / "last.safetensors")
-        blob = {
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-        }
-        atomic_write(self._state_path, lambda tmp: torch.save(blob, tmp))
-        write_json_atomic(self.run_dir / "trainer_state.json", state, indent=1)
+        """Rank 0 writes (data-parallel: with every rank's RNG state, so a resumed run draws each
+        rank's dropout masks as the uninterrupted one would); the other ranks wait until it has."""
+        ranks_rng = distributed.all_gather_object(torch.get_rng_state()) if self.dist.enabled else None
+        if self.dist.is_main:
+            save_weights(self.model, self.run_dir / "last.safetensors")
+            blob = {
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+            }
+            if ranks_rng is not None:
+                blob["torch_rng_ranks"] = ranks_rng
+            atomic_write(self._state_path, lambda tmp: torch.save(blob, tmp))
+            write_json_atomic(self.run_dir / "trainer_state.json", state, indent=1)
+        distributed.barrier()
 
     def _load_checkpoint(self, scheduler) -> dict | None:
+        """The checkpoint's loop state, its weights, optimizer, scheduler and RNG restored; None
+        when there is none to resume. Data-parallel: rank 0 reads it and broadcasts it (weights
+        reach the other ranks when DDP wraps the model), so every rank resumes the same way."""
+        found = self._read_checkpoint() if self.dist.is_main else None
+        if self.dist.enabled:
+            found = distributed.broadcast_object(found)
+        if found is None:
+            return None
+        state, blob = found
+        self.optimizer.load_state_dict(blob["optimizer"])
+        scheduler.load_state_dict(blob["scheduler"])
+        self.scaler.load_state_dict(blob["scaler"])
+        ranks_rng = blob.get("torch_rng_ranks")
+        if ranks_rng is not None and len(ranks_rng) == self.dist.world:
+            torch.set_rng_state(ranks_rng[self.dist.rank])
+        elif self.dist.is_main:
+            torch.set_rng_state(blob["torch_rng"])
+        else:  # a checkpoint of another world size: a stream of this rank's own
+            self._fork_rng(state["step"])
+        if self.dist.is_main:
+            log.info("%s: resuming at step %d (epoch %d, batch %d)", self.desc, state["step"], state["epoch"],
+                     state["batch"])
+        return state
+
+    def _read_checkpoint(self) -> tuple[dict, dict] | None:
         meta = self.run_dir / "trainer_state.json"
         if not (meta.exists() and self._state_path.exists() and (self.run_dir / "last.safetensors").exists()):
             return None
@@ -153,23 +211,49 @@ class Trainer:
             log.warning("%s: checkpoint in %s is from another config or data; starting fresh", self.desc, self.run_dir)
             return None
         load_weights(self.model, self.run_dir / "last.safetensors")
-        blob = torch.load(self._state_path, weights_only=True)
-        self.optimizer.load_state_dict(blob["optimizer"])
-        scheduler.load_state_dict(blob["scheduler"])
-        self.scaler.load_state_dict(blob["scaler"])
-        torch.set_rng_state(blob["torch_rng"])
-        log.info("%s: resuming at step %d (epoch %d, batch %d)", self.desc, state["step"], state["epoch"], state["batch"])
-        return state
+        # data-parallel: on the CPU, to be pickled to the other ranks (the optimizer moves its state
+        # to the parameters' device when it loads it)
+        where = {"map_location": "cpu"} if self.dist.enabled else {}
+        return state, torch.load(self._state_path, weights_only=True, **where)
+
+    def _fork_rng(self, step: int) -> None:
+        """Ranks after 0 draw dropout from streams of their own (rank 0 keeps the process's), so
+        the shares of a batch do not all get the same masks."""
+        torch.manual_seed(self.seed * 1_000_003 + 7_919 * self.dist.rank + step)
+
+    def _data_parallel(self) -> nn.Module | None:
+        """The model's step under DDP (None in a process alone). DDP starts every rank from rank
+        0's weights. ``static_graph``: the parameters a stage's loss never reaches (a pretraining
+        model's click head) are found once, in the first step, not searched for in every step as
+        ``find_unused_parameters`` would; they keep no gradient, as in one process."""
+        if not self.dist.enabled:
+            return None
+        has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in self.model.modules())
+        if has_bn and self.device.type == "cuda":  # batch statistics over the global batch, as in one process
+            nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        elif has_bn:
+            log.warning("%s: BatchNorm on CPU ranks normalises each rank's share of a batch (SyncBatchNorm "
+                        "needs GPUs); the losses differ from one process's", self.desc)
+        return DistributedDataParallel(
+            _StepModule(self.model), device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            static_graph=True, forward_sync_buffers=has_bn)  # rank 0's buffers at the start (and BN's every step)
 
     # --- loop --------------------------------------------------------------------------
 
-    def train_step(self, step_fn: Callable[[nn.Module, dict], torch.Tensor], batch: dict) -> torch.Tensor:
-        """One optimisation step on ``batch`` (autocast, backward, clipping, AdamW); the loss, detached."""
-        self.model.train()
+    def train_step(self, step_fn: Callable[[nn.Module, dict], torch.Tensor], batch: dict,
+                   weight: float = 1.0) -> torch.Tensor:
+        """One optimisation step on ``batch`` (autocast, backward, clipping, AdamW); the loss, detached.
+
+        Data-parallel: ``batch`` is this rank's share of the global batch and ``weight`` its
+        loss's weight (``distributed.shard``); DDP averages the ranks' gradients in ``backward``,
+        so clipping and AdamW see the same gradient on every rank. The loss returned is the rank's.
+        """
+        net = self._net
+        (self.model if net is None else net).train()
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            loss = step_fn(self.model, batch)
+            loss = step_fn(self.model, batch) if net is None else net(step_fn, batch)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        self.scaler.scale(loss if weight == 1.0 else loss * weight).backward()
         self.scaler.unscale_(self.optimizer)
         nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.scaler.step(self.optimizer)
@@ -186,7 +270,8 @@ class Trainer:
         resume: bool = True,
         on_step: Callable[[int], None] | None = None,
     ) -> FitResult:
-        cfg = self.cfg
+        cfg, dist = self.cfg, self.dist
+        distributed.check_batch_size(cfg.batch_size)
         n_batches = math.ceil(len(train) / cfg.batch_size)
         total = n_batches * cfg.epochs
         scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -198,19 +283,25 @@ class Trainer:
         state = {"step": 0, "epoch": 0, "batch": 0, "best": None, "best_step": -1, "bad_evals": 0,
                  "history": [], "stopped": False, "seconds": 0.0, "fingerprint": self.fingerprint,
                  "losses_first": [], "losses_last": []}
+        self.model.to(self.device)  # first: a resumed optimizer's state follows the parameters' device
         if resume and (loaded := self._load_checkpoint(scheduler)):
             state = loaded
+        elif dist.enabled and not dist.is_main:
+            self._fork_rng(0)
         best_path = self.run_dir / "best.safetensors"
         started = time.perf_counter() - state["seconds"]
         samples = 0
-        self.model.to(self.device)
-        bar = tqdm(total=total, initial=state["step"], desc=self.desc, unit="step", mininterval=2.0, dynamic_ncols=True)
+        self._net = self._data_parallel()
+        bar = tqdm(total=total, initial=state["step"], desc=self.desc, unit="step", mininterval=2.0, dynamic_ncols=True,
+                   disable=not dist.is_main)
         try:
             while state["epoch"] < cfg.epochs and not state["stopped"]:
                 batches = batch_order(len(train), cfg.batch_size, shuffle=True, seed=self.seed * 1000 + state["epoch"],
                                       lengths=lengths)
                 for b in range(state["batch"], n_batches):
-                    loss = self.train_step(step_fn, batch_at(train, batches[b], self.device))
+                    index, weight = distributed.shard(batches[b])  # the whole batch in a process alone
+                    loss = self.train_step(step_fn, batch_at(train, index, self.device), weight)
+                    loss = distributed.global_mean(loss, weight)  # the global batch's mean loss, on every rank
                     scheduler.step()
                     state["step"] += 1
                     state["batch"] = b + 1
@@ -222,21 +313,25 @@ class Trainer:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss.item():.4f}", samples_s=f"{samples / max(elapsed, 1e-9):.0f}", refresh=False)
                     if eval_fn is not None and (b + 1) in eval_points:
-                        metrics = eval_fn()
+                        # rank 0 evaluates; every rank decides on its numbers (early stopping in step)
+                        metrics = distributed.broadcast_object(eval_fn() if dist.is_main else None)
                         metrics.update(step=state["step"], epoch=state["epoch"] + (b + 1) / n_batches, loss=loss.item())
                         state["history"].append(metrics)
                         value = metrics[monitor]
-                        log.info("%s step %d: %s", self.desc, state["step"],
-                                 ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+                        if dist.is_main:
+                            log.info("%s step %d: %s", self.desc, state["step"],
+                                     ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
                         if state["best"] is None or sign * value > sign * state["best"]:
                             state.update(best=value, best_step=state["step"], bad_evals=0)
-                            save_weights(self.model, best_path)
+                            if dist.is_main:
+                                save_weights(self.model, best_path)
                         else:
                             state["bad_evals"] += 1
                             if state["bad_evals"] >= cfg.patience * cfg.evals_per_epoch:
                                 state["stopped"] = True
-                                log.info("%s: early stop at step %d (best %s=%.4f at step %d)", self.desc,
-                                         state["step"], monitor, state["best"], state["best_step"])
+                                if dist.is_main:
+                                    log.info("%s: early stop at step %d (best %s=%.4f at step %d)", self.desc,
+                                             state["step"], monitor, state["best"], state["best_step"])
                                 break
                     if state["step"] % cfg.checkpoint_every == 0:
                         state["seconds"] = time.perf_counter() - started
@@ -248,11 +343,14 @@ class Trainer:
                     state["batch"] = 0
         finally:
             bar.close()
+            self._net = None
         state["seconds"] = time.perf_counter() - started
         self._save_checkpoint(state, scheduler)
-        if eval_fn is None:
-            save_weights(self.model, best_path)
-        load_weights(self.model, best_path)
+        if dist.is_main:
+            if eval_fn is None:
+                save_weights(self.model, best_path)
+            load_weights(self.model, best_path)
+        distributed.broadcast_module(self.model)  # every rank ends with the best weights
         epochs_run = state["epoch"] + state["batch"] / n_batches
         return FitResult(
             train_rows=len(train),
