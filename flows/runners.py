@@ -42,9 +42,7 @@ def fans_out(backends: Backends | None = None) -> bool:
 
 
 def gather(task, calls: list[tuple]) -> list:
-    """``task(*args)`` for each args tuple of ``calls``, in order: submitted together to the
-    distributed runner when one is configured, else called one after the other."""
-    if not fans_out():
-        return [task(*args) for args in calls]
+    """``task(*args)`` for each args tuple of ``calls``, submitted together to the flow's task
+    runner; the results in order."""
     futures = [task.submit(*args) for args in calls]
     return [f.result() for f in futures]

@@ -17,6 +17,11 @@ import pytest
 pytestmark = pytest.mark.engines
 
 
+def plain(values: dict) -> dict:
+    """Feast's online values with list values (numpy arrays from some stores) as lists: comparable."""
+    return {k: [x if isinstance(x, str) or not hasattr(x, "__len__") else list(x) for x in v] for k, v in values.items()}
+
+
 def require(what: str, present: bool, how: str) -> None:
     """Skip (or, under CLICKPROMPT_REQUIRE_ENGINES=1, fail) when ``what`` is missing."""
     if present:

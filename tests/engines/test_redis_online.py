@@ -3,7 +3,6 @@ materialization gives the same online values, and the HTTP server answers from R
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from core.backends import Backends
@@ -11,14 +10,11 @@ from core.spec import load_spec
 from feature_repo.online import materialize, online_features, online_store_ready
 from feature_repo.store import apply, open_store
 from serving.server import create_app
+from tests.engines.conftest import plain
 from tests.serving.conftest import running
 
 pytestmark = pytest.mark.engines
 SPEC = load_spec("movielens-100k")
-
-
-def _plain(values: dict) -> dict:
-    return {k: [list(x) if isinstance(x, (list, np.ndarray)) else x for x in v] for k, v in values.items()}
 
 
 def _on_redis(home, redis_server, monkeypatch) -> Backends:
@@ -38,10 +34,10 @@ def test_redis_online_values_equal_the_sqlite_stores(trained_home, redis_server,
     assert online_store_ready(home, backends, redis_store)
     rows = [{"user_id": u, "item_id": i} for u in (1, 2, 7, 41, 9999) for i in (1, 3, 25, 8888)]
     for service in ("ctr_v1", "clickprompt_v1"):
-        sqlite = _plain(online_features(home, rows, service, store=open_store(home, Backends())))
-        redis = _plain(online_features(home, rows, service, store=redis_store))
+        sqlite = plain(online_features(home, rows, service, store=open_store(home, Backends())))
+        redis = plain(online_features(home, rows, service, store=redis_store))
         assert redis == sqlite, service
-    got = _plain(online_features(home, rows[:1], "clickprompt_v1", store=redis_store))
+    got = plain(online_features(home, rows[:1], "clickprompt_v1", store=redis_store))
     assert got["occupation"] and got["occupation"][0] is not None and got["user_text"][0].startswith("User ID is 1.")
 
 

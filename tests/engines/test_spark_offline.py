@@ -18,7 +18,7 @@ from feature_repo.store import apply, open_store
 from feature_repo.training_sets import build_training_sets, load_training_sets
 from ingestion.text_sql import render_spark, text_sql
 from ingestion.warehouse import connect, export_snapshots, ingest, rerender_text
-from tests.engines.conftest import require_module, require_program
+from tests.engines.conftest import plain, require_module, require_program
 from validation import gate
 
 pytestmark = pytest.mark.engines
@@ -107,6 +107,5 @@ def test_materialize_from_spark_gives_the_duckdb_online_values(spark_ready, ml10
     rows = [{"user_id": u, "item_id": i} for u in (1, 13, 196, 943) for i in (1, 242, 1682)]
     want = online_features(duck, rows, "clickprompt_v1", store=open_store(duck, Backends()))
     got = online_features(spark, rows, "clickprompt_v1", store=store)
-    assert {k: [list(x) if hasattr(x, "__len__") and not isinstance(x, str) else x for x in v] for k, v in got.items()} \
-        == {k: [list(x) if hasattr(x, "__len__") and not isinstance(x, str) else x for x in v] for k, v in want.items()}
+    assert plain(got) == plain(want)
     assert got["occupation"][3] == "writer"  # user 13's latest version
