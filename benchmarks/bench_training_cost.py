@@ -22,15 +22,17 @@ import torch
 
 from benchmarks.cost import cost_table, measure_costs
 from core.settings import Paths, apply_environment_defaults
-from feature_repo.training_sets import load_training_data
-from models.config import load_config, parse_set
-from models.stages import STAGE_NAMES, prepare
+from core.training_data import load_training_data
+from feature_repo.training_sets import latest_training_set
+from models.train.config import load_config, parse_set
+from models.train.prepare import prepare
+from models.train.stages import CLICKPROMPT_STAGES
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="demo")
-    parser.add_argument("--stages", nargs="+", default=list(STAGE_NAMES))
+    parser.add_argument("--stages", nargs="+", default=[str(s) for s in CLICKPROMPT_STAGES])
     parser.add_argument("--batches", type=int, default=10, help="timed batches per measurement")
     parser.add_argument("--rounds", type=int, default=3, help="alternating timing rounds (median kept)")
     parser.add_argument("--no-choices", action="store_true", help="only the stages as configured")
@@ -46,7 +48,7 @@ def main() -> None:
     cfg = load_config(args.profile, parse_set(args.set))
     out = args.out or paths.artifacts / "bench" / f"cost-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
     out.mkdir(parents=True, exist_ok=True)
-    ctx = prepare(cfg, load_training_data(paths), out / "run", list(args.stages), paths.plm_source(cfg.plm))
+    ctx = prepare(cfg, load_training_data(latest_training_set(paths)), out / "run", list(args.stages), paths.plm_source(cfg.plm))
     result = measure_costs(ctx, args.stages, args.batches, args.rounds, choices=not args.no_choices)
     result.update(profile=args.profile, machine=f"{platform.machine()}, {platform.processor() or 'cpu'}, "
                   f"torch {torch.__version__}, {torch.get_num_threads()} threads")

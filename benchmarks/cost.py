@@ -31,8 +31,10 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from models.data import batch_at, batch_order
-from models.stages import SETUPS, STAGES, TEXT_STAGES, RunContext, StageSetup
-from models.trainer import Trainer
+from models.train.prepare import RunContext
+from models.train.setups import SETUPS, StageSetup
+from models.train.stages import ALIGNMENT_METHODS, STAGES, TEXT_STAGES, Stage
+from models.train.trainer import Trainer
 
 log = logging.getLogger("clickprompt.bench")
 
@@ -169,7 +171,7 @@ def measure_choices(ctx: RunContext, stage: str, bench: StageBench, n_batches: i
     rows += side_by_side({"length-grouped batches": (bench, None), "random batches": (random, None)}, rounds)
     del random
     vocab = ctx.decoder_vocab
-    if stage == "pretrain" and ctx.cfg.method not in ("alt", "ctrl") and vocab is not None:
+    if stage == Stage.PRETRAIN and ctx.cfg.method not in ALIGNMENT_METHODS and vocab is not None:
         full_ctx = copy.copy(ctx)
         full_ctx.decoder_vocab = None
         full = StageBench(full_ctx, stage, n_batches, grouped=True, workdir=work / "full")

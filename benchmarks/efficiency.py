@@ -9,12 +9,15 @@ from pathlib import Path
 import torch
 
 from core.training_data import TrainingData
-from models.config import TrainConfig
+from models.builder import ctr_logit, fused_logit
 from models.data import batch_at
 from models.mlm import mlm_at_labels
 from models.prompt import run_plm
-from models.stages import STAGE_NAMES, ctr_logit, fused_logit, pa_mlm, prepare
-from models.trainer import amp_dtype, load_weights, predict
+from models.runtime import amp_dtype, load_weights, predict
+from models.train.config import TrainConfig
+from models.train.prepare import prepare
+from models.train.setups import pa_mlm
+from models.train.stages import CLICKPROMPT_STAGES, Stage
 
 
 def peak_rss_mb() -> float:
@@ -26,12 +29,12 @@ def measure(cfg: TrainConfig, run_dir: Path, data: TrainingData, plm_source: Pat
             mlm_batches: int = 12) -> dict:
     """Scoring time per 1,000 test samples of the CTR-only and with-LM models of ``run_dir`` (the
     run's own AMP setting), and PA-MLM training samples/s with prompts vs the plain MLM."""
-    ctx = prepare(cfg, data, run_dir / "timing", list(STAGE_NAMES), plm_source)
+    ctx = prepare(cfg, data, run_dir / "timing", list(CLICKPROMPT_STAGES), plm_source)
     test = ctx.splits["test"].head(n, seed=0)
     ctr = ctx.new_backbone()
-    load_weights(ctr, run_dir / "finetune-ctr-only" / "model.safetensors")
+    load_weights(ctr, run_dir / Stage.FINETUNE_CTR_ONLY / "model.safetensors")
     lm = ctx.new_clickprompt()
-    load_weights(lm, run_dir / "finetune-with-lm" / "model.safetensors")
+    load_weights(lm, run_dir / Stage.FINETUNE_WITH_LM / "model.safetensors")
     out: dict = {"samples": len(test), "device": str(ctx.device), "threads": torch.get_num_threads()}
     for name, model, fn in (("ctr_only", ctr, ctr_logit), ("with_lm", lm, fused_logit)):
         predict(model, test.head(1000), fn, 1000, ctx.device, cfg.amp)  # warm-up
@@ -46,7 +49,7 @@ def measure(cfg: TrainConfig, run_dir: Path, data: TrainingData, plm_source: Pat
 
     # FLOPs per sample, samples/s and utilisation of the LM stages as configured (the choices are
     # benchmarks/bench_training_cost.py's)
-    out["training_cost"] = measure_costs(ctx, ["pretrain", "finetune-with-lm"], n_batches=6, rounds=2, choices=False)
+    out["training_cost"] = measure_costs(ctx, [Stage.PRETRAIN, Stage.FINETUNE_WITH_LM], n_batches=6, rounds=2, choices=False)
     out["peak_rss_mb"] = peak_rss_mb()
     return out
 

@@ -136,12 +136,24 @@ def trained_cell(m: dict) -> str:
     return "—" if not t or t.get("rows") is None else f"{t['rows']:,} x {t['epochs']:g}"
 
 
-def markdown(results: dict) -> str:
+def split_line(results: dict) -> str:
+    """The split every run trained on, with the valid / test rows whose user or item training never saw."""
+    ts = results.get("training_set")
+    if not ts:
+        return "same temporal split (80/10/10 by event time)"
+    unseen = "; ".join(f"{name}: {u['users']:.1%} of rows with a user and {u['items']:.1%} with an item unseen in "
+                       "training" for name, u in ts["unseen"].items())
+    fr = "/".join(f"{f * 100:g}" for f in ts["fractions"])
+    return (f"same training set for every run: {ts['split_policy']} split {fr} ({ts['identity']}, rows "
+            f"{'/'.join(str(r) for r in ts['rows'].values())}); {unseen}")
+
+
+def _quality(results: dict) -> list[str]:
     lines = [
         f"# Benchmark: {results['dataset']} ({results['profile']} profile)",
         "",
         f"- machine: {results['machine']}",
-        f"- seeds: {', '.join(map(str, results['seeds']))}; same temporal split (80/10/10 by event time)",
+        f"- seeds: {', '.join(map(str, results['seeds']))}; {split_line(results)}",
         f"- created: {results['created_at']}; command: `{results.get('command', '')}`",
         "",
         "## Quality (test split)",
@@ -162,6 +174,11 @@ def markdown(results: dict) -> str:
                   "| model | fused AUC | CTR branch alone | LM branch alone | a |", "|---|---|---|---|---|"]
         lines += [f"| {label} | {b['fused']:.4f} | {b['ctr_branch']:.4f} | {b['lm_branch']:.4f} | {b['a']:.3f} |"
                   for label, m in fused.items() for b in [m["branches"]]]
+    return lines
+
+
+def _long_tail(results: dict) -> list[str]:
+    lines: list[str] = []
     lines += ["", "![AUC per model](auc_by_model.png)", "", "## Long tail (bottom 10% users / items by training frequency, unseen ids included; "
               "test AUC mean ± sd over seeds; n = test rows in the group)", ""]
     definition = results.get("long_tail_definition")
@@ -179,6 +196,11 @@ def markdown(results: dict) -> str:
     for label, t in results["long_tail"].items():
         lines.append(f"| {label} | " + " | ".join(cell(t, g) for g in ("all", "tail_users", "tail_items", "tail_both")) + " |")
     lines += ["", "![long tail](long_tail.png)", ""]
+    return lines
+
+
+def _alignment(results: dict) -> list[str]:
+    lines: list[str] = []
     if results.get("alignment"):
         lines += ["## Alignment (held-out pretraining checks, mean over seeds)", "",
                   "| run | masked value tokens: with prompts / zeroed | all masked tokens: with / zeroed | "
@@ -196,6 +218,11 @@ def markdown(results: dict) -> str:
                          f"{pair(a, 'mlm_acc', 'mlm_acc_zero_prompts')} | "
                          f"{pair(a, 'mtm_acc', 'mtm_acc_text_zeroed', 'mtm_chance')} | {retrieval} |")
         lines += [""]
+    return lines
+
+
+def _efficiency(results: dict) -> list[str]:
+    lines: list[str] = []
     eff = results.get("efficiency", {})
     lines += ["## Efficiency", ""]
     if "ctr_only_ms_per_1000" in eff:
@@ -235,7 +262,12 @@ def markdown(results: dict) -> str:
                   for stage, sec in stages.items()]
     if "ctr_only_ms_per_1000" in eff:
         lines += ["", "![latency](latency.png)"]
-    return "\n".join(lines + [""])
+    return lines
+
+
+def markdown(results: dict) -> str:
+    """The report: quality, long tail, alignment checks and efficiency, each a section."""
+    return "\n".join(_quality(results) + _long_tail(results) + _alignment(results) + _efficiency(results) + [""])
 
 
 def render(results_path: Path) -> Path:

@@ -30,7 +30,8 @@ from benchmarks.suite import CP_BACKBONES, RunSpec, SuitePlan, Variant
 from core.io import write_json_atomic
 from core.settings import Paths
 from core.training_data import TrainingData
-from models.stages import run_training
+from models.train.run import RUN_METRICS, finished_run, run_training
+from models.train.stages import SERVABLE_STAGES, Stage
 
 log = logging.getLogger("clickprompt.bench")
 MEMORY_FILE = "bench_memory.json"  # per run folder: the benchmark process's peak memory after training it
@@ -41,17 +42,13 @@ def train_run(plan: SuitePlan, run: RunSpec, seed: int, data: TrainingData, path
     finished there (re-running a suite into the same ``--out`` resumes where it stopped)."""
     cfg = plan.config(run, seed)
     run_dir = plan.run_dir(run, seed)
-    done = run_dir / "metrics.json"
-    snapshot = data.snapshot_hash
-    if done.exists():
-        summary = json.loads(done.read_text(encoding="utf-8"))
-        if (summary.get("config_hash") == cfg.config_hash() and summary.get("snapshot_hash") == snapshot
-                and set(run.stages) <= set(summary["stages"])):
-            log.info("bench: %s seed %d finished before, taken from %s", run.name, seed, done)
-            memory = run_dir / MEMORY_FILE
-            recorded = json.loads(memory.read_text(encoding="utf-8")) if memory.exists() else {}
-            return {**summary, **recorded, "backbone": run.backbone, "reused": True}
-        done.unlink()  # another config or data: retrained below; never left beside the new stage files
+    summary = finished_run(run_dir, cfg, data.data_id, list(run.stages))  # the one resume rule (models.train.run)
+    if summary is not None:
+        log.info("bench: %s seed %d finished before, taken from %s", run.name, seed, run_dir)
+        memory = run_dir / MEMORY_FILE
+        recorded = json.loads(memory.read_text(encoding="utf-8")) if memory.exists() else {}
+        return {**summary, **recorded, "backbone": run.backbone, "reused": True}
+    (run_dir / RUN_METRICS).unlink(missing_ok=True)  # another config or data: never left beside the new stages
     t = time.perf_counter()
     summary = run_training(cfg, data, list(run.stages), run_dir, paths.plm_source(cfg.plm))
     # the process's peak memory so far (it only grows): kept with the run, so a resumed suite still reports it
@@ -61,6 +58,15 @@ def train_run(plan: SuitePlan, run: RunSpec, seed: int, data: TrainingData, path
     write_json_atomic(run_dir / MEMORY_FILE, memory)
     log.info("bench: %s seed %d in %.0f s, peak RSS %.0f MB", run.name, seed, time.perf_counter() - t, peak_rss_mb())
     return {**summary, **memory, "backbone": run.backbone}
+
+
+def training_set_summary(data: TrainingData) -> dict | None:
+    """The build every run trained on: identity, policy, fractions, rows and the unseen shares."""
+    if data.ref is None:
+        return None
+    m = data.ref.manifest()
+    return {"identity": data.ref.identity, "manifest_hash": data.ref.manifest_hash, "split_policy": m.split_policy,
+            "fractions": list(m.fractions), "rows": {k: v.rows for k, v in m.splits.items()}, "unseen": m.unseen()}
 
 
 def stage_seconds(plan: SuitePlan, metrics: dict[str, dict[int, dict]]) -> dict[str, dict[str, float]]:
@@ -86,6 +92,7 @@ def write_results(plan: SuitePlan, metrics: dict[str, dict[int, dict]], data: Tr
         "models": aggregate(plan.variants, metrics, plan.seeds),
         "long_tail": long_tail(plan.variants, run_dirs, frames["train"], keys, plan.seeds),
         "long_tail_definition": tail_definition(frames["train"], keys),
+        "training_set": training_set_summary(data),
         "alignment": alignment(plan, metrics),
     }
     eff: dict[str, Any] = {}
@@ -115,7 +122,7 @@ def write_results(plan: SuitePlan, metrics: dict[str, dict[int, dict]], data: Tr
     return path
 
 
-# held-out pretraining checks, each with its ablated twin (models/stages.py, models/alt.py)
+# held-out pretraining checks, each with its ablated twin (models/train/run.py, models/alt.py)
 ALIGNMENT_KEYS = ("mlm_acc_values", "mlm_acc_values_zero_prompts", "mlm_acc", "mlm_acc_zero_prompts",
                   "mtm_acc", "mtm_acc_text_zeroed", "mtm_chance", "retrieval_acc", "retrieval_chance")
 
@@ -125,9 +132,9 @@ def alignment(plan: SuitePlan, metrics: dict[str, dict[int, dict]]) -> dict[str,
     the other recover masked content (PA-MLM value tokens, ALT's masked features, retrieval)?"""
     out = {}
     for r in plan.runs:
-        if "pretrain" not in r.stages:
+        if Stage.PRETRAIN not in r.stages:
             continue
-        valid = [metrics[r.name][s]["stages"]["pretrain"].get("valid", {}) for s in plan.seeds]
+        valid = [metrics[r.name][s]["stages"][Stage.PRETRAIN].get("valid", {}) for s in plan.seeds]
         out[r.name] = {k: statistics.mean(v[k] for v in valid) for k in ALIGNMENT_KEYS if all(k in v for v in valid)}
     return out
 
@@ -201,7 +208,7 @@ def long_tail(variants: list[Variant], run_dirs: dict[str, dict[int, Path]], tra
     prediction file that does not match the current test split cannot be mis-grouped.
     """
     runs = {f"base-{b}" for b in CP_BACKBONES} | {f"cp-{b}" for b in CP_BACKBONES}
-    wanted = [v for v in variants if v.run in runs and v.stage in ("baseline", "finetune-ctr-only")]
+    wanted = [v for v in variants if v.run in runs and v.stage in SERVABLE_STAGES]
     out: dict[str, Any] = {}
     for v in wanted:
         per_seed = []

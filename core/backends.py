@@ -16,7 +16,7 @@ environment variable            default                other values
 ==============================  =====================  ===============================================
 
 Training past one process is torchrun's job (``torchrun --nproc-per-node N -m cli train ...``);
-``models.distributed`` reads torchrun's own variables, so it has no setting here.
+``models.train.distributed`` reads torchrun's own variables, so it has no setting here.
 The engines are optional extras (``pip install -e '.[spark,redis,dask]'``); see the README.
 """
 

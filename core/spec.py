@@ -118,6 +118,14 @@ class TimeSpec(_Strict):
         return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
 
 
+# How a data set's events are split into train / valid / test (feature_repo.splits):
+#   global-temporal    by event time over all events: what production sees (the default)
+#   per-user-temporal  each user's last events are valid / test (leave-last-out by time)
+#   random             seeded random rows (the ClickPrompt authors' 8:1:1)
+SplitPolicy = Literal["global-temporal", "per-user-temporal", "random"]
+SPLIT_POLICIES: tuple[str, ...] = ("global-temporal", "per-user-temporal", "random")
+
+
 class DatasetSpec(_Strict):
     name: str
     description: str = ""
@@ -128,6 +136,7 @@ class DatasetSpec(_Strict):
     rating: RatingSpec = RatingSpec()
     time: TimeSpec
     source: SourceSpec | None = None  # where the raw tables are and how they read (loader: tabular)
+    split: SplitPolicy = "global-temporal"  # the training sets' default split policy (CLI --split overrides)
 
     @model_validator(mode="after")
     def _check(self) -> "DatasetSpec":

@@ -1,71 +1,52 @@
-"""Point-in-time-correct train / valid / test sets, built through Feast.
+"""Point-in-time-correct train / valid / test sets, built through Feast, each build a value.
 
 The interactions are the entity dataframe; ``get_historical_features`` joins, for every event,
-the profile and text versions valid at that event's time (never a later one). The split is by
-event time, so no future event leaks into training: default 80 / 10 / 10 of the events, with
-all events of one timestamp on the same side of a boundary.
+the profile and text versions valid at that event's time (never a later one). The joined events
+are split by a policy (``feature_repo.splits``; default global-temporal: no future event leaks
+into training). Each build lives in its own folder named by what it depends on
+(``core.training_data.training_set_identity``: snapshot, feature service, policy, fractions,
+window), so a retrain's window and a pipeline's full history never overwrite each other; the
+build returns a ``TrainingSetRef`` that training takes.
+
+Old builds: after each build the ``KEEP_BUILDS`` most recent builds of the feature service are
+kept and older ones removed (a run folder records the identity it trained on; building the same
+identity again gives the same rows).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import duckdb
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from core.io import replace_dir
+from core.io import replace_dir, sha256_file, write_json_atomic
 from core.settings import Paths
 from core.snapshots import read_snapshot_manifest
-from core.spec import DatasetSpec, Kind, load_spec
-from core.training_data import SPLITS, TrainingData
+from core.spec import DatasetSpec, Kind
+from core.training_data import (
+    DEFAULT_FRACTIONS,
+    MANIFEST,
+    SPEC_FILE,
+    SPLITS,
+    TrainingSetManifest,
+    TrainingSetRef,
+    training_set_identity,
+)
 from feature_repo.feature_services import CLICKPROMPT_SERVICE
+from feature_repo.splits import write_splits
 from feature_repo.store import open_store
 
 log = logging.getLogger("clickprompt.features")
 
-DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
+KEEP_BUILDS = 4  # builds kept per feature service (the newest); older ones are removed after a build
 CHUNK_EVENTS = 500_000  # events per Feast point-in-time join (~0.6 GB of join memory)
-
-
-@dataclass
-class SplitStats:
-    rows: int
-    label_rate: float
-    start: str  # first event time (ISO, UTC)
-    end: str  # last event time
-
-
-@dataclass
-class TrainingSetManifest:
-    dataset: str
-    feature_service: str
-    features: list[str]
-    snapshot_hash: str  # hash of the warehouse snapshot the features were read from
-    fractions: tuple[float, float, float]
-    splits: dict[str, SplitStats]
-    created_at: str
-    seconds: float
-    window: list[str | None] | None = None  # [start, end) of the events it was built from (None: all)
-    offline_store: str = "duckdb"  # the engine that ran the point-in-time join (core.backends)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, raw: dict) -> "TrainingSetManifest":
-        raw = dict(raw)
-        raw["splits"] = {k: SplitStats(**v) for k, v in raw["splits"].items()}
-        raw["fractions"] = tuple(raw["fractions"])
-        return cls(**raw)
 
 
 def entity_frame(spec: DatasetSpec, paths: Paths, start: datetime | None = None,
@@ -122,56 +103,19 @@ def spec_types(table: pa.Table, spec: DatasetSpec) -> pa.Table:
     return table
 
 
-def _split_bounds(con: duckdb.DuckDBPyConnection, fractions: tuple[float, float, float]) -> tuple:
-    """The event times where valid and test begin: the times at the 80% and 90% positions (default)
-    of the time-ordered events, so all events of one timestamp land on the same side. One scan."""
-    if len(fractions) != 3 or abs(sum(fractions) - 1.0) > 1e-9 or min(fractions) <= 0:
-        raise ValueError(f"split fractions must be three positive numbers summing to 1, got {fractions}")
-    f_valid, f_test = float(fractions[0]), float(fractions[0] + fractions[1])
-    rows = con.execute(
-        "SELECT k, event_timestamp FROM (SELECT event_timestamp, row_number() OVER (ORDER BY event_timestamp) - 1 AS k, "
-        "count(*) OVER () AS n FROM joined) "
-        "WHERE k = least(floor(n * ?), n - 1) OR k = least(floor(n * ?), n - 1)", [f_valid, f_test]).fetchall()
-    at = dict(rows)  # one row when both positions fall on the same event
-    return at[min(at)], at[max(at)]
 
 
-def _literal(path: Path) -> str:
-    return "'" + str(path).replace("'", "''") + "'"
+def _window(start: datetime | None, end: datetime | None) -> list[str | None]:
+    return [None if start is None else pd.Timestamp(start).isoformat(),
+            None if end is None else pd.Timestamp(end).isoformat()]
 
 
-def write_time_splits(parts: Path, fractions: tuple[float, float, float], keys: list[str],
-                      folder: Path, memory_limit: str = "2GB") -> dict[str, SplitStats]:
-    """``folder/{train,valid,test}.parquet`` from the joined parts (``parts/*.parquet``), split by
-    event time, each ordered by (time, *keys).
-
-    DuckDB streams each split, sorted, from the parts into parquet under ``memory_limit`` (its
-    sort spills to disk beyond it): no pandas frame, whose Python string objects for the two text
-    columns took ~1.5 KB a row, and no whole table in memory."""
-    with duckdb.connect() as con:
-        con.execute("SET TimeZone = 'UTC'")
-        con.execute(f"SET memory_limit = '{memory_limit}'")
-        con.execute(f"SET temp_directory = {_literal(folder / '.spill')}")
-        con.execute(f"CREATE VIEW joined AS SELECT * FROM read_parquet({_literal(parts / '*.parquet')})")
-        cut_train, cut_valid = _split_bounds(con, fractions)
-        where = {"train": ("event_timestamp < ?", [cut_train]),
-                 "valid": ("event_timestamp >= ? AND event_timestamp < ?", [cut_train, cut_valid]),
-                 "test": ("event_timestamp >= ?", [cut_valid])}
-        order = ", ".join(["event_timestamp", *keys])
-        for name, (cond, args) in where.items():
-            con.execute(f"COPY (SELECT * FROM joined WHERE {cond} ORDER BY {order}) TO {_literal(folder / (name + '.parquet'))} "
-                        "(FORMAT parquet, COMPRESSION zstd)", args)
-        found = {row[0]: row[1:] for row in con.execute(  # every split's figures in one scan
-            "SELECT CASE WHEN event_timestamp < ? THEN 'train' WHEN event_timestamp < ? THEN 'valid' ELSE 'test' END, "
-            "count(*), avg(label), min(event_timestamp), max(event_timestamp) FROM joined GROUP BY 1",
-            [cut_train, cut_valid]).fetchall()}
-        stats = {}
-        for name in where:
-            rows, rate, start, end = found.get(name, (0, None, None, None))
-            stats[name] = SplitStats(rows=rows, label_rate=round(float(rate), 6) if rows else 0.0,
-                                     start=start.isoformat() if rows else "", end=end.isoformat() if rows else "")
-    shutil.rmtree(folder / ".spill", ignore_errors=True)
-    return stats
+def training_set_folder(paths: Paths, service: str, policy: str, fractions: tuple[float, float, float],
+                        start: datetime | None = None, end: datetime | None = None) -> Path:
+    """Where the build of these inputs over the current snapshot lives (whether or not it was built)."""
+    snapshot = read_snapshot_manifest(paths.snapshots)["snapshot_hash"]
+    return paths.training_sets / service / training_set_identity(snapshot, service, policy, tuple(fractions),
+                                                                _window(start, end))
 
 
 def build_training_sets(
@@ -183,20 +127,24 @@ def build_training_sets(
     start: datetime | None = None,
     end: datetime | None = None,
     chunk_events: int = CHUNK_EVENTS,
-) -> TrainingSetManifest:
-    """Build and write ``paths.training_sets/<service>/{train,valid,test}.parquet`` + manifest.json,
-    from the events with time in [start, end) (default: all; a retrain's window), joined by Feast
-    ``chunk_events`` events at a time."""
+    policy: str | None = None,
+) -> TrainingSetRef:
+    """Build ``<training_sets>/<service>/<identity>/`` ({train,valid,test}.parquet, spec.json,
+    manifest.json) from the events with time in [start, end) (default: all; a retrain's window),
+    joined by Feast ``chunk_events`` events at a time, split by ``policy`` (default: the spec's)."""
     started = time.perf_counter()
-    snapshot = read_snapshot_manifest(paths.snapshots)
+    policy = policy or spec.split
+    snapshot = read_snapshot_manifest(paths.snapshots)["snapshot_hash"]
+    window = _window(start, end)
+    identity = training_set_identity(snapshot, service, policy, tuple(fractions), window)
     store = store or open_store(paths)
     engine = store.config.offline_store.type
     entity_df = entity_frame(spec, paths, start, end)
     if len(entity_df) < 3:
         raise ValueError(f"{len(entity_df)} events in the window [{start}, {end}): too few for train / valid / test")
-    log.info("point-in-time join of %s onto %d events (%s)", service, len(entity_df), engine)
-    final = paths.training_sets / service
-    tmp = final.with_name(f".{service}.tmp-{os.getpid()}")
+    log.info("point-in-time join of %s onto %d events (%s), split %s", service, len(entity_df), engine, policy)
+    final = paths.training_sets / service / identity
+    tmp = final.with_name(f".{identity}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
         parts = tmp / ".parts"
@@ -211,39 +159,64 @@ def build_training_sets(
             pq.write_table(joined, parts / f"part-{k:05d}.parquet")
             del joined
         keys = [spec.entities["user"].key, spec.entities["item"].key]
-        splits = write_time_splits(parts, fractions, keys, tmp)
+        splits = write_splits(parts, policy, fractions, keys, tmp)
         shutil.rmtree(parts)
+        (tmp / SPEC_FILE).write_text(spec.model_dump_json(indent=2), encoding="utf-8")
         manifest = TrainingSetManifest(
-            dataset=spec.name,
-            feature_service=service,
-            features=features,
-            snapshot_hash=snapshot["snapshot_hash"],
-            fractions=tuple(fractions),
-            splits=splits,
-            created_at=datetime.now(timezone.utc).isoformat(),
-            seconds=0.0,
-            window=[None if start is None else pd.Timestamp(start).isoformat(),
-                    None if end is None else pd.Timestamp(end).isoformat()],
-            offline_store=engine,
+            dataset=spec.name, feature_service=service, features=features, snapshot_hash=snapshot,
+            fractions=tuple(fractions), splits=splits, created_at=datetime.now(timezone.utc).isoformat(),
+            seconds=round(time.perf_counter() - started, 3), window=window, offline_store=engine,
+            split_policy=policy, identity=identity,
+            files={f: sha256_file(tmp / f) for f in [*(f"{s}.parquet" for s in SPLITS), SPEC_FILE]},
         )
-        manifest.seconds = round(time.perf_counter() - started, 3)
-        (tmp / "manifest.json").write_text(json.dumps(manifest.to_dict(), indent=2), encoding="utf-8")
+        write_json_atomic(tmp / MANIFEST, manifest.to_dict())
         replace_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # no half-built sets (nor gigabytes of parts) left behind
         raise
-    return manifest
+    clean_builds(paths, service, keep=final)
+    return TrainingSetRef.of(final)
 
 
-def load_training_sets(paths: Paths, service: str = CLICKPROMPT_SERVICE) -> tuple[dict[str, pd.DataFrame], TrainingSetManifest]:
-    folder = paths.training_sets / service
-    if not (folder / "manifest.json").exists():
-        raise FileNotFoundError(f"no training sets in {folder}: run `clickprompt features training-set` first")
-    manifest = TrainingSetManifest.from_dict(json.loads((folder / "manifest.json").read_text(encoding="utf-8")))
-    return {name: pd.read_parquet(folder / f"{name}.parquet") for name in SPLITS}, manifest
+def builds(paths: Paths, service: str = CLICKPROMPT_SERVICE) -> list[Path]:
+    """The finished builds of ``service``, newest first."""
+    root = paths.training_sets / service
+    found = [p for p in root.iterdir() if (p / MANIFEST).is_file() and not p.name.startswith(".")] if root.is_dir() else []
+    return sorted(found, key=lambda p: (p / MANIFEST).stat().st_mtime_ns, reverse=True)
 
 
-def load_training_data(paths: Paths, service: str = CLICKPROMPT_SERVICE) -> TrainingData:
-    """The training sets of ``service`` with their data set's spec and snapshot hash: what training takes."""
-    frames, manifest = load_training_sets(paths, service)
-    return TrainingData(frames, load_spec(manifest.dataset), manifest.snapshot_hash)
+def clean_builds(paths: Paths, service: str, keep: Path | None = None, limit: int = KEEP_BUILDS) -> list[Path]:
+    """Remove all but the ``limit`` newest builds of ``service`` (never ``keep``), and a killed build's temp folders."""
+    root = paths.training_sets / service
+    removed = [p for p in builds(paths, service)[limit:] if p != keep]
+    removed += [p for p in root.glob(".*.tmp-*") if p.is_dir() and not _alive(p.name.rsplit("-", 1)[-1])]
+    for p in removed:
+        shutil.rmtree(p, ignore_errors=True)
+    if removed:
+        log.info("removed %d old training-set build(s) of %s (kept the %d newest)", len(removed), service, limit)
+    return removed
+
+
+def _alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def latest_training_set(paths: Paths, service: str = CLICKPROMPT_SERVICE) -> TrainingSetRef:
+    """The newest build of ``service`` (what ``clickprompt features training-set`` last wrote)."""
+    found = builds(paths, service)
+    if not found:
+        raise FileNotFoundError(f"no training sets in {paths.training_sets / service}: run "
+                                "`clickprompt features training-set` first")
+    return TrainingSetRef.of(found[0])
+
+
+def load_training_sets(ref: TrainingSetRef) -> tuple[dict[str, pd.DataFrame], TrainingSetManifest]:
+    """The frames of one build and its manifest (checked against the reference)."""
+    manifest = ref.manifest()
+    return {name: pd.read_parquet(ref.folder / f"{name}.parquet") for name in SPLITS}, manifest

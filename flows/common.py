@@ -39,7 +39,7 @@ def _known_dataset(name: str) -> str:
 
 
 def _known_profile(name: str) -> str:
-    from models.config import PROFILES
+    from models.train.config import PROFILES
 
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}; known: {sorted(PROFILES)}")
@@ -47,16 +47,14 @@ def _known_profile(name: str) -> str:
 
 
 def _known_stage(name: str) -> str:
-    from models.stages import STAGES
+    from models.train.stages import stage
 
-    if name not in STAGES:
-        raise ValueError(f"unknown stage {name!r}; known: {list(STAGES)}")
-    return name
+    return stage(name).value
 
 
 Dataset = Annotated[str, AfterValidator(_known_dataset), Field(description="data set spec in core/specs/")]
-Profile = Annotated[str, AfterValidator(_known_profile), Field(description="training profile (models/config.py)")]
-Stage = Annotated[str, AfterValidator(_known_stage), Field(description="a training stage (models/stages.py)")]
+Profile = Annotated[str, AfterValidator(_known_profile), Field(description="training profile (models/train/config.py)")]
+Stage = Annotated[str, AfterValidator(_known_stage), Field(description="a training stage (models/train/stages.py)")]
 RunId = Annotated[
     str,
     Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", description="run folder name under artifacts/runs/"),

@@ -12,7 +12,7 @@ from core.settings import Paths
 from flows.common import RunId, cache_key, cached, file_digest, project_paths
 
 # The served model: the plain backbone initialised from PA-MLM, with the baseline's inference graph.
-REGISTERED_STAGE = "finetune-ctr-only"
+from models.train.stages import REGISTERED_STAGE
 
 
 def _register_key(context: TaskRunContext, p: dict[str, Any]) -> str:
@@ -30,7 +30,7 @@ def register_and_promote(run_dir: Path, paths: Paths, metric: str = "auc") -> di
     registry = Registry(paths)
     version = registry.register(run_dir, stage=REGISTERED_STAGE)
     decision = registry.promote(version.version, metric=metric)
-    return {"stage": REGISTERED_STAGE, "name": version.name, "version": version.version,
+    return {"stage": REGISTERED_STAGE.value, "name": version.name, "version": version.version,
             "promoted": decision.promoted, "reason": decision.reason, "metric": metric,
             "production_version": registry.production_version(version.name)}
 

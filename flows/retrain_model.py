@@ -21,32 +21,35 @@ from prefect.artifacts import create_markdown_artifact
 
 from core.settings import Paths
 from core.spec import DatasetSpec, load_spec
+from flows.build_features import build_training_set
 from flows.common import DEFAULT_DATASET, Backbone, Dataset, Profile, Stage, project_paths
 from flows.evaluate_model import evaluate_model
 from flows.finetune_model import finetune_model
 from flows.pretrain_model import pretrain_model
-from flows.training import PRETRAIN, default_run_id, train_config
+from flows.training import default_run_id, train_config
+from models.train.stages import SERVABLE_STAGES
+from models.train.stages import Stage as TrainStage
 
 JUDGEMENT_KEY = "champion-challenger"
-CHALLENGER_STAGES = ("finetune-ctr-only", "baseline")  # what may be served: the backbone's inference graph
-DEFAULT_RETRAIN_STAGES = ("baseline", "pretrain", "finetune-ctr-only")
+CHALLENGER_STAGES = SERVABLE_STAGES  # what may be served: the backbone's inference graph
+DEFAULT_RETRAIN_STAGES = (TrainStage.BASELINE, TrainStage.PRETRAIN, TrainStage.FINETUNE_CTR_ONLY)
 
 
-@task
 def window_training_sets(spec: DatasetSpec, paths: Paths, window: Literal["growing", "sliding"], window_days: int,
                          holdout_days: int) -> dict:
-    """The holdout window (the last ``holdout_days`` of events) and the training sets of the window before it."""
+    """The holdout window (the last ``holdout_days`` of events) and the training sets of the window
+    before it: a build of its own (``ref``), never the pipeline's."""
     import pandas as pd
-
-    from feature_repo.training_sets import build_training_sets
 
     events = pd.read_parquet(paths.snapshots / "interactions.parquet", columns=["event_timestamp"])["event_timestamp"]
     latest = events.max()
     holdout_start = latest - timedelta(days=holdout_days)
     start = holdout_start - timedelta(days=window_days) if window == "sliding" else None
-    manifest = build_training_sets(spec, paths, start=start, end=holdout_start)
+    train_window = [None if start is None else pd.Timestamp(start).isoformat(), pd.Timestamp(holdout_start).isoformat()]
+    sets = build_training_set(spec, paths, window=train_window)
     return {"holdout_start": holdout_start.isoformat(), "holdout_end": latest.isoformat(),
-            "train_start": None if start is None else start.isoformat(), "manifest": manifest.to_dict()}
+            "train_start": None if start is None else start.isoformat(), "ref": sets["ref"],
+            "manifest": sets["manifest"]}
 
 
 @task
@@ -101,15 +104,15 @@ def retrain_model(
     ``window_days``); ``margin``: how much better than production a challenger must be."""
     paths = project_paths()
     spec = load_spec(dataset)
-    stages = list(stages or DEFAULT_RETRAIN_STAGES)
+    stages = [str(s) for s in (stages or DEFAULT_RETRAIN_STAGES)]
     if not set(CHALLENGER_STAGES) & set(stages):
-        raise ValueError(f"the retrain must train a servable stage: one of {list(CHALLENGER_STAGES)}")
+        raise ValueError(f"the retrain must train a servable stage: one of {[str(s) for s in CHALLENGER_STAGES]}")
     data = window_training_sets(spec, paths, window, window_days, holdout_days)
     cfg = train_config(profile, "clickprompt", backbone, overrides or {})
-    run_id = default_run_id(cfg, paths, window=[data["train_start"], data["holdout_start"]])
-    if PRETRAIN in stages:
-        pretrain_model(cfg, run_id)
-    finetune_model(cfg, run_id, stages)
+    run_id = default_run_id(cfg, data["ref"])  # the window is part of the training set's identity
+    if TrainStage.PRETRAIN in stages:
+        pretrain_model(cfg, run_id, data["ref"])
+    finetune_model(cfg, run_id, stages, data["ref"])
     evaluation = evaluate_model(run_id)
     challengers = register_challengers(str(paths.runs / run_id), paths, stages)
     judgement = judge_on_holdout(spec, paths, challengers, data["holdout_start"], data["holdout_end"], metric, margin)

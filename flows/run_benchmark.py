@@ -26,8 +26,9 @@ from benchmarks.results import train_run, write_results
 from benchmarks.suite import BENCH_PROFILES, RunSpec, SuitePlan, plan_suite, suite
 from core.backends import Backends
 from core.settings import Paths
-from core.training_data import TrainingData
-from feature_repo.training_sets import load_training_data
+from core.spec import SplitPolicy
+from core.training_data import TrainingData, TrainingSetRef, load_training_data
+from feature_repo.training_sets import latest_training_set
 from flows.common import project_paths
 from flows.runners import fans_out, gather, task_runner
 from flows.validate_data import validate_data
@@ -79,6 +80,19 @@ def report(plan: SuitePlan, metrics: dict, data: TrainingData, paths: Paths, sec
     return str(results)
 
 
+def bench_training_set(paths: Paths, split: str | None, folder: str | None) -> TrainingSetRef:
+    if folder:
+        return TrainingSetRef.of(folder)
+    newest = latest_training_set(paths)
+    if split is None:
+        return newest
+    from core.spec import load_spec
+    from flows.build_features import build_training_set
+
+    spec = load_spec(newest.manifest().dataset)
+    return TrainingSetRef.from_dict(build_training_set(spec, paths, policy=split)["ref"])
+
+
 @flow(name="run-benchmark", task_runner=task_runner())  # CLICKPROMPT_TASK_RUNNER: local (default) or dask
 def run_benchmark(
     profile: BenchProfile = "cpu",
@@ -87,14 +101,18 @@ def run_benchmark(
     overrides: dict[str, Any] | None = None,
     out: str | None = None,
     time_data: bool = True,
+    split: SplitPolicy | None = None,
+    training_set: str | None = None,
 ) -> str:
     """Benchmark the suite's models on the training sets the project home holds; returns the path
     of ``results.json``. ``only`` picks runs by name; ``overrides`` (dotted config keys) apply to
-    every run; ``out`` defaults to ``artifacts/bench/<UTC timestamp>-<profile>``."""
+    every run; ``out`` defaults to ``artifacts/bench/<UTC timestamp>-<profile>``. Every run trains on
+    one training set: ``training_set`` (a build folder), else the build of ``split`` (built when
+    missing), else the newest build of the project home."""
     paths = project_paths()
     folder = Path(out) if out else default_out(paths, profile)
     plan = plan_suite(profile, seeds, folder, only, overrides)  # bad names / overrides fail before anything runs
-    data = load_training_data(paths)  # read once: every run trains on the same frames
+    data = load_training_data(bench_training_set(paths, split, training_set))  # read once: every run shares it
     dataset = data.spec.name
     validate_data(dataset)  # a failed gate stops the benchmark before any training
     folder.mkdir(parents=True, exist_ok=True)

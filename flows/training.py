@@ -1,9 +1,12 @@
-"""Tasks and helpers the training flows share (pretrain_model, finetune_model, train_pipeline).
+"""Tasks the training flows share (pretrain_model, finetune_model, train_pipeline, retrain_model):
+orchestration only; training itself is ``models.train``'s.
 
-Each training stage is one cached task over ``models.stages.run_training``: keyed by the run,
-the stage, the config hash, the snapshot hash and the checkpoints it starts from, so a re-run
-skips finished stages. An interrupted stage is not cached; the trainer resumes it from its last
-checkpoint in ``<run_dir>/<stage>/`` (same config and data fingerprint), not from step 0.
+Each training stage is one cached task over ``models.train.run.run_training``: keyed by the run,
+the stage, the config hash, the training set's reference (its manifest hash) and the checkpoints it
+starts from, so a re-run skips finished stages and a run never trains on another window's sets.
+An interrupted stage is not cached; the trainer resumes it from its last checkpoint in
+``<run_dir>/<stage>/`` (same config and training set), not from step 0. Every stage task of a run
+shares the run's one preparation (``<run_dir>/prepared/``).
 """
 
 from __future__ import annotations
@@ -15,60 +18,54 @@ from prefect import task
 from prefect.context import TaskRunContext
 
 from core.settings import Paths
-from flows.common import cache_key, cached, digest, file_digest, retry_fetch, snapshot_hash
+from core.training_data import TrainingSetRef
+from flows.common import cache_key, cached, file_digest, retry_fetch
+from models.train.stages import FROM_SCRATCH, Stage
 
 if TYPE_CHECKING:
-    from models.config import TrainConfig
-
-PRETRAIN = "pretrain"
-# Every other stage starts from the run's pretraining checkpoint (when there is one), so its cache
-# key includes the pretraining result: a retrained checkpoint means retrained finetunings.
-FROM_SCRATCH = ("baseline", PRETRAIN)
+    from models.train.config import TrainConfig
 
 
 def train_config(profile: str, method: str, backbone: str | None, overrides: dict[str, Any]) -> "TrainConfig":
-    """The profile with the flow's parameters and dotted ``overrides`` (``{"pretrain.epochs": 2}``) on
-    top: resolved ONCE per pipeline, then passed down typed."""
-    from models.config import load_config
+    """The run config, resolved ONCE per pipeline (``models.train.config.build_config``), then passed down typed."""
+    from models.train.config import build_config
 
-    merged = {**overrides, "method": method}
-    if backbone:
-        merged["backbone"] = backbone
-    return load_config(profile, merged)
+    return build_config(profile, method, backbone, overrides)
 
 
-def default_run_id(cfg: "TrainConfig", paths: Paths, window: Any = None) -> str:
-    """Deterministic from the config and the data (and the training window of a retrain): a re-run
-    after a failure lands in the same run folder (and resumes there); new data or another config
-    starts a new run."""
-    parts = (cfg.config_hash(), snapshot_hash(paths)) + ((window,) if window is not None else ())
-    return f"{cfg.profile}-{cfg.method}-{cfg.backbone}-{digest(*parts)[:10]}"
+def default_run_id(cfg: "TrainConfig", ref: TrainingSetRef | dict) -> str:
+    """Deterministic from the config and the training set's identity (snapshot, service, split,
+    window): a re-run after a failure lands in the same run folder (and resumes there); new data,
+    another window or another config starts a new run."""
+    from models.train.run import default_run_id as run_id
 
-
-def stage_done(run_dir: Path, stage: str) -> bool:
-    return (run_dir / stage / "metrics.json").exists()
+    ref = TrainingSetRef.from_dict(ref) if isinstance(ref, dict) else ref
+    return run_id(cfg, ref.identity)
 
 
 def _stage_key(context: TaskRunContext, p: dict[str, Any]) -> str:
     run_dir, stage = p["run_dir"], p["stage"]
-    upstream = None if stage in FROM_SCRATCH else file_digest(run_dir / PRETRAIN / "metrics.json")
-    return cache_key("train", p, str(run_dir), stage, p["cfg"].config_hash(), snapshot_hash(p["paths"]), upstream)
+    upstream = None if stage in FROM_SCRATCH else file_digest(run_dir / Stage.PRETRAIN / "metrics.json")
+    return cache_key("train", p, str(run_dir), stage, p["cfg"].config_hash(), p["ref"]["manifest_hash"], upstream)
 
 
 @task(cache_key_fn=_stage_key, persist_result=True, result_serializer="json", task_run_name="train-{stage}")
-def train_stage(cfg: "TrainConfig", paths: Paths, run_dir: Path, stage: str) -> dict:
-    """Train one stage into ``run_dir/<stage>/`` on the point-in-time training sets; its metrics
-    (also in ``<stage>/metrics.json``)."""
-    from feature_repo.training_sets import load_training_data
-    from models.stages import run_training
+def train_stage(cfg: "TrainConfig", paths: Paths, run_dir: Path, stage: str, ref: dict) -> dict:
+    """Train one stage into ``run_dir/<stage>/`` on the training set ``ref``; its metrics (also in
+    ``<stage>/metrics.json``)."""
+    from core.training_data import load_training_data
+    from models.train.run import run_training
 
-    data = load_training_data(paths)
-    return run_training(cfg, data, [stage], run_dir, paths.plm_source(cfg.plm))["stages"][stage]
+    data = load_training_data(TrainingSetRef.from_dict(ref))
+    return run_training(cfg, data, [stage], run_dir, paths.plm_source(cfg.plm), finish=False)["stages"][stage]
 
 
-def run_stage(cfg: "TrainConfig", paths: Paths, run_dir: Path, stage: str, refresh: bool = False) -> dict:
-    """``train_stage`` through the cache; redone when its metrics file is gone."""
-    return cached(train_stage, paths, refresh or not stage_done(run_dir, stage))(cfg, paths, run_dir, stage)
+def run_stage(cfg: "TrainConfig", paths: Paths, run_dir: Path, stage: str, ref: dict, refresh: bool = False) -> dict:
+    """``train_stage`` through the cache; redone when the stage did not finish with this config on this set."""
+    from models.train.run import finished_stage
+
+    done = finished_stage(run_dir, stage, cfg, ref["manifest_hash"]) is not None
+    return cached(train_stage, paths, refresh or not done)(cfg, paths, run_dir, str(stage), ref)
 
 
 @task(retries=2, retry_delay_seconds=10, retry_condition_fn=retry_fetch)
@@ -81,10 +78,3 @@ def fetch_plm(name: str, paths: Paths) -> str:
     if name not in PLMS:
         return name
     return str(fetch(name, paths))
-
-
-def default_stages(method: str) -> list[str]:
-    """The method's stage list, in training order (``models.stages.METHOD_STAGES``)."""
-    from models.stages import default_stages as method_stages
-
-    return method_stages(method)

@@ -1,6 +1,6 @@
 """The one place models are built from a run's config, and the score functions every caller uses.
 
-Training (``models.stages``), as-of and online scoring (``serving.scoring``) and the benchmarks
+Training (``models.train.run``), as-of and online scoring (``serving.scoring``) and the benchmarks
 build models here, so a registered model is rebuilt exactly as it was trained: the backbone from
 ``backbone`` / ``backbone_config`` / ``backbone_preset`` and the encoder's fields, ClickPrompt from
 the backbone, the PLM and ``prompt_config(cfg)``. The language-model stack (transformers) is
@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from models.config import TrainConfig
 from models.ctr import CTRModel, build_ctr_model
 from models.encoding import FieldInfo
+from models.train.config import TrainConfig
+from models.train.stages import SERVABLE_STAGES, Stage
 
 if TYPE_CHECKING:
     from models.alt import AltModel
@@ -27,8 +28,8 @@ if TYPE_CHECKING:
     from models.text_ctr import JointCTR, TextCTR
 
 # Stages whose model is the plain backbone (what the platform serves) and the one that needs the LM.
-CTR_ONLY_STAGES = ("baseline", "finetune-ctr-only")
-WITH_LM_STAGE = "finetune-with-lm"
+CTR_ONLY_STAGES = SERVABLE_STAGES
+WITH_LM_STAGE = Stage.FINETUNE_WITH_LM
 
 
 def new_backbone(cfg: TrainConfig, fields: list[FieldInfo]) -> CTRModel:

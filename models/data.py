@@ -192,3 +192,11 @@ def batch_order(n: int, batch_size: int, shuffle: bool, seed: int, lengths: Tens
     chunks = [c[torch.argsort(lengths[c], stable=True)] for c in order.split(batch_size * LENGTH_GROUP)]
     batches = [b for c in chunks for b in c.split(batch_size)]
     return [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
+
+
+def eval_batches(split: EncodedSplit, batch_size: int) -> list[torch.Tensor]:
+    """Index batches covering ``split`` once; with text, rows sorted by token length so each batch
+    is trimmed to little padding (scores are written back by index, so the order is unchanged)."""
+    lengths = split.lengths()
+    order = torch.arange(len(split)) if lengths is None else torch.argsort(lengths, stable=True)
+    return list(order.split(batch_size))

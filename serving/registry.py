@@ -42,6 +42,7 @@ import duckdb
 from core.io import sha256_file
 from core.names import CLICKPROMPT_SERVICE, CTR_SERVICE
 from core.settings import Paths
+from models.train.stages import REGISTERED_STAGE, Stage
 from serving.artifacts import code_version, make_read_only, remove_tree
 from serving.promotion import METRICS, PromotionResult, WindowEvaluation, decide, metric_value
 
@@ -49,14 +50,13 @@ log = logging.getLogger("clickprompt.registry")
 
 CANDIDATE, PRODUCTION, ARCHIVED = "candidate", "production", "archived"
 DEFAULT_NAME = "ctr"
-DEFAULT_STAGE = "finetune-ctr-only"
+DEFAULT_STAGE = REGISTERED_STAGE
 # training stage -> the Feast feature service the model needs at serving time
 FEATURE_SERVICES: dict[str, str] = {
-    "finetune-ctr-only": CTR_SERVICE,  # the deployable CTR-only model: ID features, no language model
-    "baseline": CTR_SERVICE,
-    "finetune-with-lm": CLICKPROMPT_SERVICE,  # IDs + text: needs the language model at serving
+    Stage.FINETUNE_CTR_ONLY: CTR_SERVICE,  # the deployable CTR-only model: ID features, no language model
+    Stage.BASELINE: CTR_SERVICE,
+    Stage.FINETUNE_WITH_LM: CLICKPROMPT_SERVICE,  # IDs + text: needs the language model at serving
 }
-TRAINING_SET_SERVICE = CLICKPROMPT_SERVICE  # the training sets every stage reads
 ARTIFACT_FILES = ("model.safetensors", "config.json", "encoder.json", "metrics.json")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
@@ -284,18 +284,14 @@ class Registry:
                                 f"deployable CTR model (registrable: {sorted(FEATURE_SERVICES)})")
         return config, metrics
 
-    def _training_window(self, snapshot_hash: str | None) -> tuple[str | None, str | None]:
-        """Train split start/end from the training-set manifest, if it was built from the run's snapshot."""
-        path = self.paths.training_sets / TRAINING_SET_SERVICE / "manifest.json"
+    @staticmethod
+    def _training_window(run_dir: Path) -> tuple[str | None, str | None]:
+        """Train split start/end of the training set the run trained on (its ``training_set.json``)."""
+        path = run_dir / "training_set.json"
         if not path.is_file():
-            log.warning("no training-set manifest at %s: training window not recorded", path)
+            log.warning("run %s records no training set: training window not recorded", run_dir)
             return None, None
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-        if snapshot_hash and manifest.get("snapshot_hash") != snapshot_hash:
-            log.warning("training sets in %s were rebuilt from another snapshot than the run's: "
-                        "training window not recorded", path.parent)
-            return None, None
-        train = manifest.get("splits", {}).get("train", {})
+        train = json.loads(path.read_text(encoding="utf-8"))["manifest"].get("splits", {}).get("train", {})
         return train.get("start") or None, train.get("end") or None
 
     def _next_version(self, con: duckdb.DuckDBPyConnection, name: str) -> int:
@@ -322,7 +318,7 @@ class Registry:
         snapshot_hash = metrics.get("snapshot_hash")
         config_hash = metrics.get("config_hash") or hashlib.sha256(
             json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
-        train_start, train_end = self._training_window(snapshot_hash)
+        train_start, train_end = self._training_window(run_dir)
         code = code_version()
 
         # 1. the artifact, complete and read-only, in a temp folder beside its final place

@@ -3,7 +3,7 @@
 ``score_frame`` is what both the online server (``serving.server``, features from Feast's
 online store) and batch scoring (``score_entities``, point-in-time features from Feast's offline
 store) call, so the two cannot drift apart: the same value normalisation, the same encoder, the
-same batching and forward pass as the trainer's evaluation (``models.trainer.predict``).
+same batching and forward pass as the trainer's evaluation (``models.train.trainer.predict``).
 
 Batch scoring (``clickprompt score --input entities.parquet --output scores.parquet``) takes rows
 of (user_id, item_id, event_timestamp) and scores each with the feature versions valid at its
@@ -89,8 +89,8 @@ def load_model(mv: ModelVersion, paths: Paths, device: str = "cpu") -> LoadedMod
     finetune-with-lm version also loads its PLM (from ``paths.plms``) and tokenizer.
     """
     from models.builder import serving_model
-    from models.config import TrainConfig
-    from models.trainer import load_weights
+    from models.runtime import load_weights
+    from models.train.config import TrainConfig
 
     mv.verify()
     cfg = TrainConfig.model_validate(json.loads((mv.path / "config.json").read_text(encoding="utf-8")))
@@ -180,7 +180,7 @@ def score_frame(lm: LoadedModel, frame: Columns, batch_size: int = 4096, laps=NO
     few rows without text go through the same model and score function in one direct forward
     pass (no batching to do). ``laps`` marks ``encode`` and ``forward`` (the server's budget).
     """
-    from models.trainer import predict
+    from models.runtime import predict
 
     rows = _normalized(frame, lm)
     n = len(next(iter(rows.values()))) if rows else 0

@@ -93,8 +93,9 @@ def real_ml100k_home(real_ml100k_raw: Path, tmp_path_factory) -> Paths:
 def real_ml100k_data(real_ml100k_home: Paths):
     """The point-in-time training sets of real MovieLens-100K as training takes them (frames, spec, hash),
     with the offline default PLM fetched into the same home."""
-    from feature_repo.training_sets import load_training_data
+    from core.training_data import load_training_data
+    from feature_repo.training_sets import latest_training_set
     from ingestion.fetch import fetch_plm
 
     fetch_plm("bert-2l-128", real_ml100k_home)
-    return load_training_data(real_ml100k_home)
+    return load_training_data(latest_training_set(real_ml100k_home))

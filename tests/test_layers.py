@@ -63,11 +63,11 @@ def test_the_check_names_file_line_and_name_of_a_planted_upward_import(tmp_path)
     for package in ALLOWED:
         (tmp_path / package).mkdir()
         (tmp_path / package / "__init__.py").write_text("")
-    (tmp_path / "core" / "paths.py").write_text("import os\n\n\ndef f():\n    from models.trainer import Trainer\n")
+    (tmp_path / "core" / "paths.py").write_text("import os\n\n\ndef f():\n    from models.train.trainer import Trainer\n")
     (tmp_path / "models" / "ok.py").write_text("from core.settings import Paths\nimport torch\n")
     (tmp_path / "feature_repo" / "bad.py").write_text("import ingestion.warehouse\n")
     assert upward_imports(tmp_path, ALLOWED) == [
-        "core/paths.py:5 imports models.trainer (core -> models)",
+        "core/paths.py:5 imports models.train.trainer (core -> models)",
         "feature_repo/bad.py:1 imports ingestion.warehouse (feature_repo -> ingestion)",
     ]
 
@@ -77,7 +77,7 @@ def test_importing_the_core_sets_no_environment():
     entry points (CLI, flows) apply the defaults."""
     script = ("import json, os; before = dict(os.environ); "
               "import core.settings, core.spec, core.template, core.io, core.names, core.snapshots, core.training_data; "
-              "import models.encoding, models.trainer; "
+              "import models.encoding, models.train.trainer; "
               "print(json.dumps(sorted(k for k in set(os.environ) | set(before) if os.environ.get(k) != before.get(k))))")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "HF_", "TRANSFORMERS_", "FEAST_"))}
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, env=env, capture_output=True, text=True,

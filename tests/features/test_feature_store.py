@@ -11,7 +11,12 @@ from feast.types import Array, Int64, String
 from core.spec import load_spec
 from feature_repo.online import materialize, online_features
 from feature_repo.store import apply, open_store
-from feature_repo.training_sets import build_training_sets, historical_features, load_training_sets
+from feature_repo.training_sets import (
+    build_training_sets,
+    historical_features,
+    latest_training_set,
+    load_training_sets,
+)
 from ingestion.text_sql import text_sql
 from ingestion.warehouse import connect, export_snapshots, ingest
 from tests.conftest import DAY, DAY0
@@ -41,8 +46,9 @@ def test_apply_registers_views_and_services_with_spec_types(small_home):
 
 
 def test_training_sets_split_by_time_with_manifest(small_home):
-    manifest = build_training_sets(SPEC, small_home)
-    frames, loaded = load_training_sets(small_home)
+    ref = build_training_sets(SPEC, small_home)
+    frames, loaded = load_training_sets(ref)
+    manifest = loaded
     assert loaded.snapshot_hash == manifest.snapshot_hash and len(manifest.snapshot_hash) == 64
     assert sum(s.rows for s in manifest.splits.values()) == 20
     assert [manifest.splits[s].rows for s in ("train", "valid", "test")] == [len(frames[s]) for s in ("train", "valid", "test")]
@@ -72,8 +78,7 @@ def test_point_in_time_join_sees_the_version_valid_at_each_event(small_home):
     # user 1 rates on days 6..10; the profile changes at the start of day 8
     change = datetime.fromtimestamp(DAY0 + 8 * DAY, tz=timezone.utc)
     _add_profile_version(small_home, 1, "writer", change)
-    build_training_sets(SPEC, small_home, fractions=(0.5, 0.25, 0.25))
-    frames, _ = load_training_sets(small_home)
+    frames, _ = load_training_sets(build_training_sets(SPEC, small_home, fractions=(0.5, 0.25, 0.25)))
     events = pd.concat(frames.values())
     user1 = events[events.user_id == 1].sort_values("event_timestamp")
     before = user1[user1.event_timestamp < change]
@@ -110,7 +115,7 @@ def test_online_store_serves_the_latest_profile_version(small_home):
 
 @pytest.mark.slow
 def test_real_movielens_100k_training_sets(real_ml100k_home):
-    frames, manifest = load_training_sets(real_ml100k_home)
+    frames, manifest = load_training_sets(latest_training_set(real_ml100k_home))
     assert sum(len(f) for f in frames.values()) == 100_000
     assert manifest.splits["train"].rows == pytest.approx(80_000, rel=0.01)
     assert 0.5 < manifest.splits["train"].label_rate < 0.6  # 55% of ML-100K ratings are >= 4

@@ -15,12 +15,14 @@ from core.settings import Paths
 from core.spec import load_spec
 from flows.build_features import _training_sets_key
 from flows.common import folder_digest, snapshot_hash
-from flows.evaluate_model import read_run, stage_rows
+from flows.evaluate_model import stage_rows
 from flows.ingest_data import _ingest_key, ingest_raw
 from flows.render_text import render
 from flows.train_pipeline import summary_table, train_pipeline
-from flows.training import _stage_key, default_run_id, default_stages, stage_done, train_config
+from flows.training import _stage_key, default_run_id, train_config
 from flows.validate_data import failure_rows, report_markdown
+from models.train.run import finished_stage, read_run
+from models.train.stages import default_stages
 from tests.conftest import write_small_raw
 from validation.runner import run_suites
 
@@ -59,36 +61,47 @@ def test_feature_and_stage_keys_follow_the_snapshot_and_upstream_weights(paths):
     _ingest(paths)
     cfg = train_config("smoke", "clickprompt", None, {})
     run_dir = paths.runs / "r1"
-    keys = {s: _stage_key(None, {"cfg": cfg, "paths": paths, "run_dir": run_dir, "stage": s})
-            for s in ("baseline", "finetune-ctr-only")}
-    features = _training_sets_key(None, {"spec": SPEC, "paths": paths, "service": "clickprompt_v1",
-                                         "fractions": (0.8, 0.1, 0.1)})
+    ref = {"folder": "sets/a", "manifest_hash": "a" * 64}
+
+    def stage_key(cfg, stage, ref=ref):
+        return _stage_key(None, {"cfg": cfg, "paths": paths, "run_dir": run_dir, "stage": stage, "ref": ref})
+
+    keys = {s: stage_key(cfg, s) for s in ("baseline", "finetune-ctr-only")}
+    sets = {"spec": SPEC, "paths": paths, "service": "clickprompt_v1", "fractions": (0.8, 0.1, 0.1),
+            "policy": "global-temporal", "window": None}
+    features = _training_sets_key(None, sets)
+    # a retrain's window and another split policy are other training sets: other cache entries
+    assert _training_sets_key(None, {**sets, "window": [None, "1998-03-01T00:00:00+00:00"]}) != features
+    assert _training_sets_key(None, {**sets, "policy": "random"}) != features
+    # a stage trained on another training set (another manifest) is another cache entry
+    assert stage_key(cfg, "baseline", {"folder": "sets/b", "manifest_hash": "b" * 64}) != keys["baseline"]
     (run_dir / "pretrain").mkdir(parents=True)
     (run_dir / "pretrain" / "metrics.json").write_text("{}")  # a (re)trained PA-MLM checkpoint
-    assert _stage_key(None, {"cfg": cfg, "paths": paths, "run_dir": run_dir, "stage": "baseline"}) == keys["baseline"]
-    assert _stage_key(None, {"cfg": cfg, "paths": paths, "run_dir": run_dir,
-                             "stage": "finetune-ctr-only"}) != keys["finetune-ctr-only"]
+    assert stage_key(cfg, "baseline") == keys["baseline"]
+    assert stage_key(cfg, "finetune-ctr-only") != keys["finetune-ctr-only"]
     other = train_config("smoke", "clickprompt", None, {"baseline.epochs": 1})
-    assert _stage_key(None, {"cfg": other, "paths": paths, "run_dir": run_dir, "stage": "baseline"}) != keys["baseline"]
+    assert stage_key(other, "baseline") != keys["baseline"]
 
     with duckdb.connect(str(paths.warehouse)) as con:  # new data -> new snapshot hash
         con.execute("UPDATE interactions SET rating = 1 WHERE user_id = 2")
     render.fn(SPEC, paths)
-    assert _training_sets_key(None, {"spec": SPEC, "paths": paths, "service": "clickprompt_v1",
-                                     "fractions": (0.8, 0.1, 0.1)}) != features
+    assert _training_sets_key(None, sets) != features
 
 
 def test_run_id_is_derived_from_config_and_data(paths):
     _ingest(paths)
     cfg = train_config("smoke", "clickprompt", "dnn", {"pretrain.epochs": 1})
     assert (cfg.backbone, cfg.method, cfg.pretrain.epochs, cfg.profile) == ("dnn", "clickprompt", 1, "smoke")
-    run_id = default_run_id(cfg, paths)
-    assert run_id.startswith("smoke-clickprompt-dnn-") and run_id == default_run_id(cfg, paths)
-    assert default_run_id(train_config("smoke", "clickprompt", "dnn", {}), paths) != run_id
+    ref = {"folder": str(paths.training_sets / "clickprompt_v1" / "0123456789abcdef"), "manifest_hash": "a" * 64}
+    run_id = default_run_id(cfg, ref)
+    assert run_id.startswith("smoke-clickprompt-dnn-") and run_id == default_run_id(cfg, ref)
+    assert default_run_id(train_config("smoke", "clickprompt", "dnn", {}), ref) != run_id
+    window = {**ref, "folder": str(paths.training_sets / "clickprompt_v1" / "fedcba9876543210")}
+    assert default_run_id(cfg, window) != run_id  # another training set (a retrain's window): another run
     with pytest.raises(ValueError):
         train_config("smoke", "clickprompt", None, {"pretrain.epoch": 1})  # typo: rejected
     assert default_stages("baseline") == ["baseline"] and default_stages("lm_only") == ["finetune-lm-only"]
-    assert not stage_done(paths.runs / run_id, "baseline")
+    assert finished_stage(paths.runs / run_id, "baseline", cfg, ref["manifest_hash"]) is None
 
 
 @pytest.mark.parametrize("bad", [

@@ -43,7 +43,7 @@ def counted(monkeypatch):
     """Count the library calls behind the stages; ``fail`` names a training stage that crashes."""
     import feature_repo.training_sets as training_sets
     import ingestion.warehouse as warehouse
-    import models.stages as stages
+    import models.train.run as stages
 
     calls: Counter = Counter()
     fail: set[str] = set()

@@ -142,8 +142,7 @@ def test_a_changed_profile_is_seen_point_in_time_and_online(lifecycle):
         texts = con.execute("SELECT count(*) FROM user_text WHERE user_id = ?", [CHANGED_USER]).fetchone()[0]
     assert [v[0] for v in versions] == [user.occupation, NEW_JOB] and texts == 2  # only the new text was added
     assert versions[1][1] == written[2].start
-    build_training_sets(SPEC, paths)
-    frames, _ = load_training_sets(paths)
+    frames, _ = load_training_sets(build_training_sets(SPEC, paths))
     mine = pd.concat(frames.values())
     mine = mine[mine.user_id == CHANGED_USER]
     before = mine[mine.event_timestamp < written[2].start]

@@ -76,10 +76,11 @@ def own_data(paths):
 
 
 def test_an_export_in_a_new_layout_ingests_validates_and_trains_by_spec_alone(own_data, tmp_path):
+    from core.training_data import load_training_data
     from feature_repo.store import apply
-    from feature_repo.training_sets import build_training_sets, load_training_data
-    from models.config import load_config
-    from models.stages import run_training
+    from feature_repo.training_sets import build_training_sets
+    from models.train.config import load_config
+    from models.train.run import run_training
     from tests.tiny_plm import tiny_bert
 
     paths, spec = own_data
@@ -88,8 +89,7 @@ def test_an_export_in_a_new_layout_ingests_validates_and_trains_by_spec_alone(ow
     assert report.rows_after["items"] == 25  # 24 products, one with a second version (re-filed as Kids)
     assert run_suites(spec, validation_frames(spec, paths.warehouse, paths.snapshots)).success
     apply(spec, paths)
-    build_training_sets(spec, paths)
-    data = load_training_data(paths)
+    data = load_training_data(build_training_sets(spec, paths))
     frames = pd.concat(data.frames.values())
     first = frames[frames.item_id == 1].sort_values("event_timestamp")
     assert list(first.category.map(tuple).drop_duplicates()) == [("Comedy",), ("Kids",)]  # point in time

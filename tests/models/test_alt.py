@@ -9,21 +9,20 @@ from pydantic import ValidationError
 from models.alt import (
     AltMasker,
     AltModel,
-    alignment_counts,
-    alignment_metrics,
     mask_features,
     mask_text_fields,
     mtm_fields,
     sample_candidates,
 )
+from models.alt_eval import alignment_counts, alignment_metrics
 from models.builder import alt_objective
 from models.clickprompt import init_ctr_only
-from models.config import AltOptions, load_config
 from models.ctr import build_ctr_model
 from models.encoding import MASK, FieldInfo
 from models.prompt import PromptConfig
-from models.stages import METHOD_STAGES, STAGE_NAMES, default_stages
 from models.text_ctr import JointCTR, TextCTR, load_prefixed
+from models.train.config import AltOptions, load_config
+from models.train.stages import CLICKPROMPT_STAGES, METHOD_STAGES, default_stages
 from tests.tiny_plm import tiny_bert
 
 FIELDS = [
@@ -231,7 +230,7 @@ def test_ctr_only_strategy_is_exactly_the_backbone(batch, backbone: str, loss: s
 def test_lm_only_strategy_loads_the_pretrained_lm_with_tied_weights(batch, tmp_path) -> None:
     from safetensors.torch import load_file
 
-    from models.trainer import save_weights
+    from models.runtime import save_weights
 
     model = _trained_alt(batch, AltOptions(n_negatives=5, proj_dim=32))
     save_weights(model, tmp_path / "alt.safetensors")
@@ -279,7 +278,7 @@ def test_alt_options_are_typed_and_strict() -> None:
 
 def test_method_selects_objective_and_default_stages() -> None:
     assert default_stages("baseline") == ["baseline"]
-    assert default_stages("clickprompt") == list(STAGE_NAMES)
+    assert default_stages("clickprompt") == list(CLICKPROMPT_STAGES)
     assert default_stages("alt") == ["pretrain", "finetune-ctr-only", "finetune-lm-only", "finetune-with-lm"]
     assert default_stages("ctrl") == ["pretrain", "finetune-ctr-only"]
     assert default_stages("lm_only") == ["finetune-lm-only"]

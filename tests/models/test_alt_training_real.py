@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from models.config import load_config
 from models.ctr import build_ctr_model
 from models.encoding import FeatureEncoder
-from models.stages import default_stages, run_training
+from models.train.config import load_config
+from models.train.run import run_training
+from models.train.stages import default_stages
 
 pytestmark = pytest.mark.slow
 

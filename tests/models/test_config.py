@@ -2,8 +2,8 @@
 
 import pytest
 
-from models.config import load_config
 from models.ctr import ctr_config
+from models.train.config import load_config
 
 
 def test_a_profiles_backbone_settings_carry_over_to_another_backbone_where_they_fit():
@@ -15,7 +15,7 @@ def test_a_profiles_backbone_settings_carry_over_to_another_backbone_where_they_
 
 
 def test_a_typo_in_a_profiles_backbone_settings_is_still_rejected(monkeypatch):
-    from models import config
+    from models.train import config
 
     monkeypatch.setitem(config.PROFILES, "typo", {"backbone_config": {"cross_layer": 3, "embedding_dim": 16}})
     for backbone in ("dcnv2", "dnn"):

@@ -26,14 +26,15 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from core.settings import REPO_ROOT, Paths
-from models import distributed
-from models.config import StageConfig
 from models.ctr import build_ctr_model
 from models.data import EncodedSplit
-from models.distributed import Dist
 from models.encoding import FieldInfo
 from models.evaluate import evaluate
-from models.trainer import Trainer, predict
+from models.runtime import predict
+from models.train import distributed
+from models.train.config import StageConfig
+from models.train.distributed import Dist
+from models.train.trainer import Trainer
 
 FIELDS = [FieldInfo("user_id", "id", 40), FieldInfo("item_id", "id", 30)]
 
@@ -239,10 +240,10 @@ def _summary(run: subprocess.CompletedProcess) -> dict:
 
 
 def test_clickprompt_train_under_torchrun_trains_the_stages_on_two_ranks(paths: Paths, tmp_path) -> None:
-    from core.training_data import TrainingData
-    from feature_repo.training_sets import load_training_data
-    from models.config import TrainConfig
-    from models.stages import run_training
+    from core.training_data import TrainingData, load_training_data
+    from feature_repo.training_sets import latest_training_set
+    from models.train.config import TrainConfig
+    from models.train.run import run_training
     from tests.serving.conftest import write_synthetic_raw
     from tests.tiny_plm import tiny_bert
 
@@ -260,7 +261,7 @@ def test_clickprompt_train_under_torchrun_trains_the_stages_on_two_ranks(paths: 
 
     # the same stage in this process alone, on the same training set and config
     cfg = TrainConfig.model_validate(json.loads((run_dir / "config.json").read_text()))
-    data: TrainingData = load_training_data(paths)
+    data: TrainingData = load_training_data(latest_training_set(paths))
     alone = run_training(cfg, data, ["baseline"], tmp_path / "alone", paths.plm_source(cfg.plm))["stages"]["baseline"]
     ddp = json.loads((run_dir / "baseline" / "metrics.json").read_text())
     assert ddp["fit"]["steps"] == alone["fit"]["steps"] and ddp["trained_on"] == alone["trained_on"]

@@ -4,12 +4,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.config import StageConfig
 from models.ctr import build_ctr_model
 from models.data import EncodedSplit
 from models.encoding import FieldInfo
 from models.evaluate import evaluate
-from models.trainer import Trainer, predict
+from models.runtime import predict
+from models.train.config import StageConfig
+from models.train.trainer import Trainer
 
 FIELDS = [FieldInfo("user_id", "id", 40), FieldInfo("item_id", "id", 30)]
 

@@ -5,9 +5,9 @@ import json
 import pytest
 from safetensors.torch import load_file
 
-from models.config import load_config
 from models.ctr import build_ctr_model
-from models.stages import run_training
+from models.train.config import load_config
+from models.train.run import run_training
 
 pytestmark = pytest.mark.slow
 

@@ -99,13 +99,14 @@ def trained_home(tmp_path_factory) -> TrainedHome:
     """Data -> Feast (offline + online) -> smoke training; the registry holds ctr v1 (the CTR-only
     model, production) and v2 (the baseline, candidate)."""
     from core.spec import load_spec
+    from core.training_data import load_training_data
     from feature_repo.online import materialize
     from feature_repo.store import apply
-    from feature_repo.training_sets import build_training_sets, load_training_data
+    from feature_repo.training_sets import build_training_sets
     from ingestion.fetch import fetch_plm
     from ingestion.warehouse import ingest
-    from models.config import load_config
-    from models.stages import run_training
+    from models.train.config import load_config
+    from models.train.run import run_training
 
     root = tmp_path_factory.mktemp("serving")
     paths = Paths(root / "home")
@@ -113,12 +114,12 @@ def trained_home(tmp_path_factory) -> TrainedHome:
     ingest(spec, write_synthetic_raw(root / "raw"), paths.warehouse, paths.snapshots, gate)
     add_profile_version(paths, spec, 2, "writer", PROFILE_CHANGE)
     apply(spec, paths)
-    build_training_sets(spec, paths)
+    ref = build_training_sets(spec, paths)
     materialize(spec, paths)
     fetch_plm("bert-2l-128", paths)
     run_dir = paths.runs / "smoke"
     cfg = load_config("smoke", SMOKE_OVERRIDES)
-    summary = run_training(cfg, load_training_data(paths), ["baseline", "pretrain", "finetune-ctr-only"], run_dir,
+    summary = run_training(cfg, load_training_data(ref), ["baseline", "pretrain", "finetune-ctr-only"], run_dir,
                            paths.plm_source(cfg.plm))
     registry = Registry(paths)
     registry.register(run_dir, stage="finetune-ctr-only")

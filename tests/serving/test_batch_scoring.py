@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 import cli
-from feature_repo.training_sets import load_training_sets
+from feature_repo.training_sets import latest_training_set, load_training_sets
 from models.evaluate import evaluate
 from serving.scoring import load_production, score_file, score_frame
 from tests.serving.conftest import PROFILE_CHANGE
@@ -29,7 +29,7 @@ def run_score(capsys, monkeypatch, home, *argv) -> tuple[int, str, str]:
 def test_scoring_reproduces_the_training_evaluation(trained_home):
     """The shared scoring function on the run's own test split gives the test AUC / LogLoss it recorded."""
     lm = load_production(trained_home.paths)
-    frames, _ = load_training_sets(trained_home.paths)
+    frames, _ = load_training_sets(latest_training_set(trained_home.paths))
     test = frames["test"]
     scores = score_frame(lm, test)
     recorded = trained_home.summary["finetune-ctr-only"]["test"]
@@ -81,7 +81,7 @@ def test_as_of_scoring_uses_the_feature_version_valid_at_each_row(trained_home, 
 
     # the "before" score is exactly the model on user 2's first profile version
     lm = load_production(trained_home.paths)
-    frames, _ = load_training_sets(trained_home.paths)
+    frames, _ = load_training_sets(latest_training_set(trained_home.paths))
     old_profile = pd.concat(frames.values()).query("user_id == 2").iloc[[0]]
     assert old_profile["occupation"].item() == "other" and PROFILE_CHANGE > old_profile["event_timestamp"].item()
     item3 = pd.concat(frames.values()).query("item_id == 3").iloc[[0]]

@@ -34,8 +34,12 @@ TRAIN_START, TRAIN_END = "1997-09-20T03:05:10+00:00", "1998-03-07T02:20:47+00:00
 
 def write_run(folder: Path, auc: float | None, logloss: float, stage: str = "finetune-ctr-only",
               snapshot: str = SNAPSHOT, method: str = "clickprompt") -> Path:
-    """A run folder as models/stages.py writes it (only what the registry reads)."""
+    """A run folder as models/train writes it (only what the registry reads)."""
     (folder / stage).mkdir(parents=True)
+    (folder / "training_set.json").write_text(json.dumps({  # the training set the run trained on
+        "ref": {"folder": "sets/x", "manifest_hash": "cd" * 32},
+        "manifest": {"dataset": "movielens-100k", "feature_service": "clickprompt_v1", "snapshot_hash": snapshot,
+                     "splits": {"train": {"rows": 80, "label_rate": 0.5, "start": TRAIN_START, "end": TRAIN_END}}}}))
     (folder / "config.json").write_text(json.dumps({"method": method, "backbone": "dcnv2", "seed": 42}))
     (folder / "encoder.json").write_text(json.dumps({"spec_name": "movielens-100k", "vocabs": {}, "kinds": {}}))
     (folder / stage / "model.safetensors").write_bytes(f"weights of {folder.name}".encode() * 100)
@@ -48,14 +52,7 @@ def write_run(folder: Path, auc: float | None, logloss: float, stage: str = "fin
 
 @pytest.fixture
 def home(paths):
-    """A project home with the training-set manifest the runs were trained on."""
-    manifest = paths.training_sets / "clickprompt_v1" / "manifest.json"
-    manifest.parent.mkdir(parents=True)
-    manifest.write_text(json.dumps({
-        "dataset": "movielens-100k", "feature_service": "clickprompt_v1", "snapshot_hash": SNAPSHOT,
-        "splits": {"train": {"rows": 80, "label_rate": 0.5, "start": TRAIN_START, "end": TRAIN_END},
-                   "valid": {"rows": 10, "label_rate": 0.5, "start": TRAIN_END, "end": TRAIN_END},
-                   "test": {"rows": 10, "label_rate": 0.5, "start": TRAIN_END, "end": TRAIN_END}}}))
+    """A project home; each run folder records its own training set (write_run)."""
     return paths
 
 
@@ -96,16 +93,21 @@ def test_register_records_provenance_and_freezes_the_artifact(home, runs):
     assert not [p for p in (home.artifacts / "registry" / "ctr").iterdir() if p.name.startswith(".tmp")]
 
 
-def test_versions_count_per_name_and_the_window_needs_the_runs_snapshot(home, runs, tmp_path):
+def test_versions_count_per_name_and_the_window_is_the_runs_own(home, runs, tmp_path):
     registry = Registry(home)
     assert [registry.register(runs[r]).version for r in ("weak", "strong")] == [1, 2]
     other = registry.register(runs["mid"], name="ctr-autoint")
     assert (other.name, other.version) == ("ctr-autoint", 1)
-    # a run trained on another snapshot than the current training sets: no window is claimed
-    stale = registry.register(write_run(tmp_path / "runs" / "stale", 0.7, 0.6, snapshot="cd" * 32))
-    assert stale.version == 3 and stale.train_start is None and stale.train_end is None
+    # the window is the one the run recorded, whatever training sets were built since
+    other_snapshot = registry.register(write_run(tmp_path / "runs" / "other", 0.7, 0.6, snapshot="cd" * 32))
+    assert (other_snapshot.train_start, other_snapshot.train_end) == (TRAIN_START, TRAIN_END)
+    # a run that records no training set: no window is claimed
+    bare = write_run(tmp_path / "runs" / "bare", 0.7, 0.6)
+    (bare / "training_set.json").unlink()
+    stale = registry.register(bare)
+    assert stale.version == 4 and stale.train_start is None and stale.train_end is None
     assert {v.name for v in registry.list()} == {"ctr", "ctr-autoint"}
-    assert [v.version for v in registry.list("ctr")] == [1, 2, 3]
+    assert [v.version for v in registry.list("ctr")] == [1, 2, 3, 4]
 
 
 def test_promotion_rules_better_wins_worse_refused_force_overrides(home, runs):

@@ -181,6 +181,30 @@ def load_config(profile: str = "default", overrides: dict[str, Any] | None = Non
     return TrainConfig.model_validate(raw)
 
 
+def build_config(profile: str, method: str | None = None, backbone: str | None = None,
+                 overrides: dict[str, Any] | None = None, seed: int | None = None) -> TrainConfig:
+    """The one profile -> config builder (flows, CLI, benchmarks, bundles): the profile with the
+    method, backbone, seed and dotted ``overrides`` (``{"pretrain.epochs": 2}``) on top; a backbone's
+    unknown setting is refused here, before any data is read."""
+    from models.ctr import ctr_config
+
+    merged = dict(overrides or {})
+    if method:
+        merged["method"] = method
+    if backbone:
+        merged["backbone"] = backbone
+    if seed is not None:
+        merged["seed"] = seed
+    cfg = load_config(profile, merged)
+    ctr_config(cfg.backbone, cfg.backbone_config, cfg.backbone_preset)
+    return cfg
+
+
+def with_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
+    """``cfg`` with dotted ``overrides`` on top (a stored run config, say); unknown keys raise."""
+    return TrainConfig.model_validate(_merge(cfg.model_dump(), _dotted(overrides))) if overrides else cfg
+
+
 def _known_backbone_keys(backbone: str, settings: dict[str, Any]) -> dict[str, Any]:
     """``settings`` less the keys only other backbones have; a key no backbone has (a typo) stays,
     so building the model still rejects it."""

@@ -15,7 +15,7 @@ its strided share of it (``shard``), so N ranks together see exactly the rows on
 
 ``clickprompt train`` under torchrun: rank 0 runs the Prefect pipeline as usual inside
 ``leading()``; each training stage it reaches is ``announce``d to the other ranks, which wait in
-``next_job()`` (``models.stages.follow_training``) and train it alongside.
+``next_job()`` (``models.train.run.follow_training``) and train it alongside.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ safetensors, optimizer / scheduler / RNG state in ``trainer_state.pt`` (tensors 
 only, loaded with ``weights_only=True``). A resumed run replays the same batch order and skips
 the batches already done, so it ends where an uninterrupted run would.
 
-Data-parallel under torchrun (``models.distributed``): the model is wrapped in
+Data-parallel under torchrun (``models.train.distributed``): the model is wrapped in
 DistributedDataParallel, each rank trains on its share of every global batch (the config's batch
 size, the same shuffled order as one process), and the logged loss is the global batch's mean, so
 N ranks follow one process's loss trajectory (to float rounding; exactly the same batches).
@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import random
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,56 +28,17 @@ from typing import Callable
 
 import numpy as np
 import torch
-from safetensors.torch import load_model, save_model
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
 from core.io import atomic_write, write_json_atomic
-from models import distributed
-from models.config import StageConfig
 from models.data import EncodedSplit, batch_at, batch_order
+from models.runtime import amp_dtype, load_weights, save_weights
+from models.train import distributed
+from models.train.config import StageConfig
 
 log = logging.getLogger("clickprompt.trainer")
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if torch.cuda.is_available():
-        torch.cuda.manual_seed_all(seed)
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
-    """bf16 where the GPU supports it, else fp16 (with a grad scaler); None on CPU or when disabled."""
-    if not enabled or device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def save_weights(model: nn.Module, path: Path) -> None:
-    """safetensors, written atomically (a crash never leaves half a file).
-
-    ``save_model`` stores tied tensors (an LM's word embeddings and MLM decoder) once.
-    """
-    atomic_write(path, lambda tmp: save_model(model, str(tmp)))
-
-
-def load_weights(model: nn.Module, path: Path, strict: bool = True) -> None:
-    missing, unexpected = load_model(model, str(path), strict=strict)
-    if missing or unexpected:
-        log.warning("%s: missing %s, unexpected %s", path.name, missing, unexpected)
 
 
 def lr_lambda(schedule: str, total: int, warmup: int) -> Callable[[int], float]:
@@ -260,6 +220,47 @@ class Trainer:
         self.scaler.update()
         return loss.detach()
 
+    def _evaluate(self, state: dict, eval_fn: Callable[[], dict], monitor: str, sign: float, epoch: float,
+                  loss: torch.Tensor, best_path: Path) -> None:
+        """One validation check: rank 0 evaluates, every rank decides on its numbers (best weights
+        kept, early stopping after ``patience`` epochs of checks without improvement)."""
+        cfg, dist = self.cfg, self.dist
+        metrics = distributed.broadcast_object(eval_fn() if dist.is_main else None)
+        metrics.update(step=state["step"], epoch=epoch, loss=loss.item())
+        state["history"].append(metrics)
+        value = metrics[monitor]
+        if dist.is_main:
+            log.info("%s step %d: %s", self.desc, state["step"],
+                     ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+        if state["best"] is None or sign * value > sign * state["best"]:
+            state.update(best=value, best_step=state["step"], bad_evals=0)
+            if dist.is_main:
+                save_weights(self.model, best_path)
+            return
+        state["bad_evals"] += 1
+        if state["bad_evals"] >= cfg.patience * cfg.evals_per_epoch:
+            state["stopped"] = True
+            if dist.is_main:
+                log.info("%s: early stop at step %d (best %s=%.4f at step %d)", self.desc,
+                         state["step"], monitor, state["best"], state["best_step"])
+
+    @staticmethod
+    def _result(state: dict, rows: int, n_batches: int) -> FitResult:
+        epochs_run = state["epoch"] + state["batch"] / n_batches
+        return FitResult(
+            train_rows=rows,
+            best_metric=float("nan") if state["best"] is None else state["best"],
+            best_step=state["best_step"],
+            steps=state["step"],
+            epochs_run=epochs_run,
+            stopped_early=state["stopped"],
+            seconds=round(state["seconds"], 2),
+            samples_per_s=round(rows * epochs_run / max(state["seconds"], 1e-9), 1),  # validation included
+            loss_first=float(np.mean(state["losses_first"])) if state["losses_first"] else float("nan"),
+            loss_last=float(np.mean(state["losses_last"])) if state["losses_last"] else float("nan"),
+            history=state["history"],
+        )
+
     def fit(
         self,
         train: EncodedSplit,
@@ -313,26 +314,10 @@ class Trainer:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss.item():.4f}", samples_s=f"{samples / max(elapsed, 1e-9):.0f}", refresh=False)
                     if eval_fn is not None and (b + 1) in eval_points:
-                        # rank 0 evaluates; every rank decides on its numbers (early stopping in step)
-                        metrics = distributed.broadcast_object(eval_fn() if dist.is_main else None)
-                        metrics.update(step=state["step"], epoch=state["epoch"] + (b + 1) / n_batches, loss=loss.item())
-                        state["history"].append(metrics)
-                        value = metrics[monitor]
-                        if dist.is_main:
-                            log.info("%s step %d: %s", self.desc, state["step"],
-                                     ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
-                        if state["best"] is None or sign * value > sign * state["best"]:
-                            state.update(best=value, best_step=state["step"], bad_evals=0)
-                            if dist.is_main:
-                                save_weights(self.model, best_path)
-                        else:
-                            state["bad_evals"] += 1
-                            if state["bad_evals"] >= cfg.patience * cfg.evals_per_epoch:
-                                state["stopped"] = True
-                                if dist.is_main:
-                                    log.info("%s: early stop at step %d (best %s=%.4f at step %d)", self.desc,
-                                             state["step"], monitor, state["best"], state["best_step"])
-                                break
+                        self._evaluate(state, eval_fn, monitor, sign, state["epoch"] + (b + 1) / n_batches, loss,
+                                       best_path)
+                        if state["stopped"]:
+                            break
                     if state["step"] % cfg.checkpoint_every == 0:
                         state["seconds"] = time.perf_counter() - started
                         self._save_checkpoint(state, scheduler)
@@ -351,63 +336,7 @@ class Trainer:
                 save_weights(self.model, best_path)
             load_weights(self.model, best_path)
         distributed.broadcast_module(self.model)  # every rank ends with the best weights
-        epochs_run = state["epoch"] + state["batch"] / n_batches
-        return FitResult(
-            train_rows=len(train),
-            best_metric=float("nan") if state["best"] is None else state["best"],
-            best_step=state["best_step"],
-            steps=state["step"],
-            epochs_run=epochs_run,
-            stopped_early=state["stopped"],
-            seconds=round(state["seconds"], 2),
-            samples_per_s=round(len(train) * epochs_run / max(state["seconds"], 1e-9), 1),  # validation included
-            loss_first=float(np.mean(state["losses_first"])) if state["losses_first"] else float("nan"),
-            loss_last=float(np.mean(state["losses_last"])) if state["losses_last"] else float("nan"),
-            history=state["history"],
-        )
-
-
-def predict(
-    model: nn.Module,
-    split: EncodedSplit,
-    score_fn: Callable[[nn.Module, dict], torch.Tensor],
-    batch_size: int,
-    device: torch.device,
-    amp: bool = False,
-) -> np.ndarray:
-    """Probabilities (N,) of ``score_fn`` (returning logits) over a whole split, in order."""
-    probs = predict_parts(model, split, lambda m, b: {"p": score_fn(m, b)}, batch_size, device, amp)
-    return probs.get("p", np.zeros(0, dtype=np.float32))
-
-
-@torch.no_grad()
-def predict_parts(
-    model: nn.Module,
-    split: EncodedSplit,
-    parts_fn: Callable[[nn.Module, dict], dict[str, torch.Tensor]],
-    batch_size: int,
-    device: torch.device,
-    amp: bool = False,
-) -> dict[str, np.ndarray]:
-    """Probabilities (N,) of each logit ``parts_fn`` returns by name (one forward pass per batch)."""
-    model.eval()
-    model.to(device)
-    dtype = amp_dtype(device, amp)
-    out: dict[str, torch.Tensor] = {}
-    for index in eval_batches(split, batch_size):
-        batch = batch_at(split, index, device)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            for name, logit in parts_fn(model, batch).items():
-                out.setdefault(name, torch.zeros(len(split), dtype=torch.float32))[index] = torch.sigmoid(logit.float()).cpu()
-    return {name: p.numpy() for name, p in out.items()}
-
-
-def eval_batches(split: EncodedSplit, batch_size: int) -> list[torch.Tensor]:
-    """Index batches covering ``split`` once; with text, rows sorted by token length so each batch
-    is trimmed to little padding (scores are written back by index, so the order is unchanged)."""
-    lengths = split.lengths()
-    order = torch.arange(len(split)) if lengths is None else torch.argsort(lengths, stable=True)
-    return list(order.split(batch_size))
+        return self._result(state, len(train), n_batches)
 
 
 def result_dict(result: FitResult) -> dict:

@@ -1,0 +1,93 @@
+"""What training and serving share to run a model: seeding, the device, mixed precision, weights
+on disk (safetensors, written atomically) and batched prediction over an encoded split."""
+
+from __future__ import annotations
+
+import logging
+import random
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from core.io import atomic_write
+from models.data import EncodedSplit, batch_at, eval_batches
+
+log = logging.getLogger("clickprompt.trainer")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
+    """bf16 where the GPU supports it, else fp16 (with a grad scaler); None on CPU or when disabled."""
+    if not enabled or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def save_weights(model: nn.Module, path: Path) -> None:
+    """safetensors, written atomically (a crash never leaves half a file).
+
+    ``save_model`` stores tied tensors (an LM's word embeddings and MLM decoder) once.
+    """
+    atomic_write(path, lambda tmp: save_model(model, str(tmp)))
+
+
+def load_weights(model: nn.Module, path: Path, strict: bool = True) -> None:
+    missing, unexpected = load_model(model, str(path), strict=strict)
+    if missing or unexpected:
+        log.warning("%s: missing %s, unexpected %s", path.name, missing, unexpected)
+
+
+def predict(
+    model: nn.Module,
+    split: EncodedSplit,
+    score_fn: Callable[[nn.Module, dict], torch.Tensor],
+    batch_size: int,
+    device: torch.device,
+    amp: bool = False,
+) -> np.ndarray:
+    """Probabilities (N,) of ``score_fn`` (returning logits) over a whole split, in order."""
+    probs = predict_parts(model, split, lambda m, b: {"p": score_fn(m, b)}, batch_size, device, amp)
+    return probs.get("p", np.zeros(0, dtype=np.float32))
+
+
+@torch.no_grad()
+def predict_parts(
+    model: nn.Module,
+    split: EncodedSplit,
+    parts_fn: Callable[[nn.Module, dict], dict[str, torch.Tensor]],
+    batch_size: int,
+    device: torch.device,
+    amp: bool = False,
+) -> dict[str, np.ndarray]:
+    """Probabilities (N,) of each logit ``parts_fn`` returns by name (one forward pass per batch)."""
+    model.eval()
+    model.to(device)
+    dtype = amp_dtype(device, amp)
+    out: dict[str, torch.Tensor] = {}
+    for index in eval_batches(split, batch_size):
+        batch = batch_at(split, index, device)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            for name, logit in parts_fn(model, batch).items():
+                out.setdefault(name, torch.zeros(len(split), dtype=torch.float32))[index] = torch.sigmoid(logit.float()).cpu()
+    return {name: p.numpy() for name, p in out.items()}

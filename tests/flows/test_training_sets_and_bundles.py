@@ -1,0 +1,109 @@
+"""Training owns its inputs: a retrain and a pipeline on one snapshot each train on their own
+training set (and say so in their run folders and the registry), and a training bundle trains
+with torch alone to the pipeline's figures."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cli import main as cli_main
+from core.spec import load_spec
+from core.training_data import TrainingSetRef
+from feature_repo.store import apply
+from flows.ingest_data import ingest_data
+from flows.retrain_model import retrain_model
+from flows.train_pipeline import train_pipeline
+from serving.registry import Registry
+from tests.flows.conftest import DATASET, SMOKE_OVERRIDES
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BANNED = ("feast", "duckdb", "prefect", "great_expectations")
+
+
+def _run_set(run_dir: Path) -> dict:
+    return json.loads((run_dir / "training_set.json").read_text(encoding="utf-8"))
+
+
+def test_a_retrain_then_a_pipeline_each_train_on_their_own_sets(flow_home, small_pipeline):
+    ingest_data(DATASET, source=small_pipeline["source"])  # one snapshot for both
+    apply(load_spec(DATASET), flow_home)
+    retrain = retrain_model(dataset=DATASET, profile="smoke", stages=["baseline"], holdout_days=5,
+                            overrides={**SMOKE_OVERRIDES, "baseline.epochs": 1})
+    snapshot = (flow_home.snapshots / "manifest.json").read_bytes()
+    pipeline = train_pipeline(**small_pipeline, stages=["baseline"], to_registry=False)
+    assert (flow_home.snapshots / "manifest.json").read_bytes() == snapshot  # the same snapshot
+    r_dir, p_dir = flow_home.runs / retrain["run_id"], flow_home.runs / pipeline["run_id"]
+    assert r_dir != p_dir
+    r_set, p_set = _run_set(r_dir), _run_set(p_dir)
+    assert r_set["ref"] == retrain["window"]["ref"] and p_set["ref"] == pipeline["training_set_ref"]
+    assert r_set["ref"]["folder"] != p_set["ref"]["folder"]  # two builds, both still there
+    holdout = pd.Timestamp(retrain["window"]["holdout_start"])
+    assert r_set["manifest"]["window"] == [None, holdout.isoformat()] and p_set["manifest"]["window"] == [None, None]
+    # the retrain's rows all precede its holdout; the pipeline trained on every event (20)
+    r_frames = [pd.read_parquet(Path(r_set["ref"]["folder"]) / f"{s}.parquet") for s in ("train", "valid", "test")]
+    assert max(f.event_timestamp.max() for f in r_frames) < holdout
+    assert sum(pipeline["training_set"].values()) == 20 > sum(len(f) for f in r_frames)
+    # each stage's metrics name the build it trained on
+    r_metrics = json.loads((r_dir / "baseline" / "metrics.json").read_text())
+    p_metrics = json.loads((p_dir / "baseline" / "metrics.json").read_text())
+    assert r_metrics["training_set_hash"] == r_set["ref"]["manifest_hash"]
+    assert p_metrics["training_set_hash"] == p_set["ref"]["manifest_hash"] != r_metrics["training_set_hash"]
+    # the registry reads the training window from the run, not from whatever was built last
+    version = Registry(flow_home).get(retrain["challengers"][0])
+    assert version.train_end == r_set["manifest"]["splits"]["train"]["end"]
+    assert pd.Timestamp(version.train_end) < holdout
+
+
+def test_a_bundle_trains_with_torch_alone_to_the_pipelines_metrics(flow_home, small_pipeline, tmp_path, capsys):
+    stages = ["baseline", "pretrain", "finetune-ctr-only"]
+    summary = train_pipeline(**small_pipeline, stages=stages, to_registry=False)
+    ref = TrainingSetRef.from_dict(summary["training_set_ref"])
+    bundle = tmp_path / "bundle"
+    args = ["features", "export-bundle", str(bundle), "--training-set", str(ref.folder), "--profile", "smoke",
+            "--with-plm"] + [f"--set={k}={v}" for k, v in SMOKE_OVERRIDES.items()]
+    assert cli_main(args) == 0
+    assert "python -m models.train --bundle" in capsys.readouterr().out
+    meta = json.loads((bundle / "bundle.json").read_text())
+    assert meta["training_set"]["manifest_hash"] == ref.manifest_hash and (bundle / "plm" / "config.json").is_file()
+
+    out = tmp_path / "run"
+    code = textwrap.dedent(f"""
+        import runpy, sys
+        sys.argv = ["python -m models.train", "--bundle", {str(bundle)!r}, "--out", {str(out)!r},
+                    "--stages", *{stages!r}]
+        try:
+            runpy.run_module("models.train", run_name="__main__", alter_sys=True)
+        except SystemExit as exc:
+            assert exc.code in (0, None), exc.code
+        print("IMPORTED", sorted({{m.split(".")[0] for m in sys.modules}} & set({BANNED!r})))
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "CLICKPROMPT_HOME"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**env, "PYTHONPATH": str(REPO_ROOT),
+                          "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "IMPORTED []" in proc.stdout  # no Feast, DuckDB, Prefect or GX on the way
+    run = json.loads((out / "metrics.json").read_text())
+    assert list(run["stages"]) == stages and run["training_set_hash"] == ref.manifest_hash
+    pipeline_run = json.loads((flow_home.runs / summary["run_id"] / "metrics.json").read_text())
+    for stage in ("baseline", "finetune-ctr-only"):  # the same figures from the same config, seed and set
+        got, want = run["stages"][stage], pipeline_run["stages"][stage]
+        assert got["test"]["logloss"] == pytest.approx(want["test"]["logloss"], abs=1e-6), stage
+        assert got["test"]["auc"] == pytest.approx(want["test"]["auc"], abs=1e-6, nan_ok=True), stage
+        assert got["fit"]["loss_last"] == pytest.approx(want["fit"]["loss_last"], abs=1e-6), stage
+    got, want = run["stages"]["pretrain"]["valid"], pipeline_run["stages"]["pretrain"]["valid"]
+    assert got["mlm_loss"] == pytest.approx(want["mlm_loss"], abs=1e-5) and got["masked_tokens"] > 0
+
+
+def test_a_bundle_names_what_is_wrong(tmp_path, capsys):
+    from models.train.__main__ import main
+
+    assert main(["--bundle", str(tmp_path / "nothing")]) == 2
+    assert "is not a training bundle (no bundle.json)" in capsys.readouterr().err
