@@ -221,8 +221,8 @@ def load(port: int, pairs: list[tuple[int, int]], clients: int, requests_per_cli
 def expected_scores(paths: Paths, registry, name: str, versions: list[int],
                     pairs: list[tuple[int, int]]) -> dict[int, dict[tuple[int, int], float]]:
     """Each version's score of each pair, in this process, from the same online features."""
+    from serving.online_features import OnlineFeatures
     from serving.scoring import load_model, score_frame
-    from serving.server import OnlineFeatures
 
     features = OnlineFeatures(paths)
     out = {}
