@@ -196,12 +196,12 @@ def cmd_features_export_bundle(args, paths: Paths) -> int:
 
 def cmd_features_engines(args, paths: Paths) -> int:
     from core.backends import Backends
+    from feature_repo.online_engines import online_engine
     from feature_repo.store import raw_config
 
     backends = Backends.from_env()
     config = raw_config(paths, backends)
-    if backends.online_store == "redis":  # its options may hold a password
-        config["online_store"]["connection_string"] = backends.online_label.removeprefix("redis://")
+    config["online_store"] = online_engine(paths, backends).public_config()  # no password
     print_json({"engines": {**backends.to_dict(), "redis": backends.online_label}, "feature_store": config})
     return 0
 

@@ -11,6 +11,7 @@ from core.backends import Backends
 from core.settings import Paths
 from core.spec import DatasetSpec
 from feature_repo.feature_services import CLICKPROMPT_SERVICE
+from feature_repo.online_engines import online_engine
 from feature_repo.store import open_store
 
 log = logging.getLogger("clickprompt.features")
@@ -35,7 +36,7 @@ def materialize(spec: DatasetSpec, paths: Paths, end: datetime | None = None, st
     start = spec.time.min - timedelta(days=1)
     end = end or data_end(paths)
     store.materialize(start_date=start, end_date=end)
-    _mark_loaded(store, paths, end)
+    online_engine(paths).mark_loaded(store, end)
     views = [fv.name for fv in store.list_feature_views()]
     log.info("materialized %s for [%s, %s]", views, start.isoformat(), end.isoformat())
     return {"views": views, "start": start.isoformat(), "end": end.isoformat(), "mode": "full"}
@@ -60,40 +61,16 @@ def materialize_incremental(spec: DatasetSpec, paths: Paths, since: datetime | N
     else:
         store.materialize_incremental(end_date=end)
         mode = "incremental"
-    _mark_loaded(store, paths, end)
+    online_engine(paths).mark_loaded(store, end)
     log.info("materialized %s from %s to %s (%s)", [fv.name for fv in views], start.isoformat(), end.isoformat(), mode)
     return {"views": [fv.name for fv in views], "start": start.isoformat(), "end": end.isoformat(), "mode": mode}
 
 
-def _redis(store):
-    """The Redis client of ``store``'s online store, or None for another store type."""
-    online = store._get_provider().online_store
-    return online._get_client(store.config.online_store) if store.config.online_store.type == "redis" else None
-
-
-def _marker(paths: Paths) -> str:
-    # one Redis may hold several project homes' features (Feast keys them by project); the marker
-    # is per home, so a flushed or different Redis reads as "not loaded yet"
-    return f"clickprompt:materialized:{paths.feast_registry}"
-
-
-def _mark_loaded(store, paths: Paths, end: datetime) -> None:
-    client = _redis(store)
-    if client is not None:
-        client.set(_marker(paths), end.isoformat())
-
-
 def online_store_ready(paths: Paths, backends: Backends | None = None, store=None) -> bool:
-    """Whether the online store holds this home's materialized features: the SQLite file exists,
-    or Redis has the marker the last materialization set (False when Redis is not reachable)."""
-    backends = backends or Backends.from_env()
-    if backends.online_store == "sqlite":
-        return paths.online_store.exists()
-    try:
-        return bool(_redis(store or open_store(paths, backends)).exists(_marker(paths)))
-    except Exception as exc:  # a Redis that does not answer: materialize (which will say why) rather than skip
-        log.warning("online store %s does not answer (%s): treating it as empty", backends.online_label, exc)
-        return False
+    """Whether the online store holds this home's materialized features: the marker the last
+    materialization set (a table in the SQLite file, a key in Redis) is there (False when the store
+    does not answer). The engine's adapter (``feature_repo.online_engines``) answers."""
+    return online_engine(paths, backends).holds_features(store)
 
 
 def online_features(

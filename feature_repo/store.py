@@ -15,6 +15,7 @@ from core.backends import Backends, spark_conf
 from core.settings import Paths
 from core.spec import DatasetSpec
 from feature_repo.definitions import Definitions, build
+from feature_repo.online_engines import online_engine
 
 REPO_DIR = Path(__file__).resolve().parent
 log = logging.getLogger("clickprompt.features")
@@ -25,10 +26,7 @@ def raw_config(paths: Paths, backends: Backends | None = None) -> dict:
     backends = backends or Backends.from_env()
     raw = yaml.safe_load((REPO_DIR / "feature_store.yaml").read_text(encoding="utf-8"))
     raw["registry"]["path"] = str(paths.feast_registry)
-    if backends.online_store == "redis":
-        raw["online_store"] = {"type": "redis", "connection_string": backends.redis}
-    else:
-        raw["online_store"]["path"] = str(paths.online_store)
+    raw["online_store"] = online_engine(paths, backends).store_config()
     if backends.offline_store == "spark":
         raw["offline_store"] = {"type": "spark", "spark_conf": spark_conf(backends)}
     return raw

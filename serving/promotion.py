@@ -30,22 +30,6 @@ class PromotionResult:
         return asdict(self)
 
 
-def _metric(metrics: dict, metric: str) -> float | None:
-    value = metrics.get(metric)
-    if value is None:
-        return None
-    value = float(value)
-    return None if math.isnan(value) else value
-
-
-def _beats(candidate: float | None, production: float | None, metric: str) -> bool:
-    if candidate is None:
-        return False
-    if production is None:
-        return True
-    return candidate > production if METRICS[metric] == "higher" else candidate < production
-
-
 def metric_value(metrics: dict, metric: str) -> float | None:
     """A metric as a float, None when missing or NaN (e.g. AUC on a one-class split)."""
     value = metrics.get(metric)

@@ -32,140 +32,36 @@ import shutil
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
 import duckdb
 
 from core.io import sha256_file
-from core.names import CLICKPROMPT_SERVICE, CTR_SERVICE
 from core.settings import Paths
-from models.train.stages import REGISTERED_STAGE, Stage
 from serving.artifacts import code_version, make_read_only, remove_tree
 from serving.promotion import METRICS, PromotionResult, WindowEvaluation, decide, metric_value
+from serving.versions import (  # noqa: F401 - ArtifactIntegrityError: importable from here too
+    ARCHIVED,
+    ARTIFACT_FILES,
+    CANDIDATE,
+    COLUMNS,
+    DEFAULT_NAME,
+    DEFAULT_STAGE,
+    FEATURE_SERVICES,
+    PRODUCTION,
+    SCHEMA,
+    ArtifactIntegrityError,
+    ModelVersion,
+    RegistryError,
+    now_iso,
+    read_run,
+    training_window,
+)
 
 log = logging.getLogger("clickprompt.registry")
 
-CANDIDATE, PRODUCTION, ARCHIVED = "candidate", "production", "archived"
-DEFAULT_NAME = "ctr"
-DEFAULT_STAGE = REGISTERED_STAGE
-# training stage -> the Feast feature service the model needs at serving time
-FEATURE_SERVICES: dict[str, str] = {
-    Stage.FINETUNE_CTR_ONLY: CTR_SERVICE,  # the deployable CTR-only model: ID features, no language model
-    Stage.BASELINE: CTR_SERVICE,
-    Stage.FINETUNE_WITH_LM: CLICKPROMPT_SERVICE,  # IDs + text: needs the language model at serving
-}
-ARTIFACT_FILES = ("model.safetensors", "config.json", "encoder.json", "metrics.json")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
-
-SCHEMA = [
-    """CREATE TABLE IF NOT EXISTS model_versions (
-        name VARCHAR NOT NULL,
-        version INTEGER NOT NULL,
-        stage VARCHAR NOT NULL,
-        training_stage VARCHAR NOT NULL,
-        method VARCHAR,
-        backbone VARCHAR,
-        auc DOUBLE,
-        logloss DOUBLE,
-        metrics VARCHAR,
-        snapshot_hash VARCHAR,
-        feature_service VARCHAR,
-        train_start VARCHAR,
-        train_end VARCHAR,
-        code_version VARCHAR,
-        config_hash VARCHAR,
-        created_at VARCHAR NOT NULL,
-        stage_changed_at VARCHAR NOT NULL,
-        artifact_dir VARCHAR NOT NULL,
-        files VARCHAR NOT NULL,
-        source_run VARCHAR,
-        PRIMARY KEY (name, version))""",
-    """CREATE TABLE IF NOT EXISTS promotions (
-        name VARCHAR NOT NULL,
-        version INTEGER NOT NULL,
-        previous_version INTEGER,
-        metric VARCHAR,
-        candidate_value DOUBLE,
-        production_value DOUBLE,
-        forced BOOLEAN,
-        promoted BOOLEAN,
-        reason VARCHAR,
-        decided_at VARCHAR NOT NULL)""",
-    # what the figures were measured on ("own test split" or a shared window), and the margin asked for
-    "ALTER TABLE promotions ADD COLUMN IF NOT EXISTS basis VARCHAR",
-    "ALTER TABLE promotions ADD COLUMN IF NOT EXISTS margin DOUBLE",
-]
-_COLUMNS = ("name", "version", "stage", "training_stage", "method", "backbone", "auc", "logloss", "metrics",
-            "snapshot_hash", "feature_service", "train_start", "train_end", "code_version", "config_hash",
-            "created_at", "stage_changed_at", "artifact_dir", "files", "source_run")
-
-
-class RegistryError(ValueError):
-    """Bad registry input: an unknown version, an incomplete run folder, a bad name or metric."""
-
-
-class ArtifactIntegrityError(RegistryError):
-    """A registered artifact no longer matches the hashes recorded when it was registered."""
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-
-
-@dataclass(frozen=True)
-class ModelVersion:
-    name: str
-    version: int
-    stage: str  # candidate | production | archived
-    training_stage: str  # the run's stage this artifact came from, e.g. finetune-ctr-only
-    method: str | None
-    backbone: str | None
-    metrics: dict  # test metrics of the stage: auc, logloss, n
-    snapshot_hash: str | None  # warehouse snapshot the training sets were built from
-    feature_service: str  # Feast service to serve on (ctr_v1 for CTR-only models)
-    train_start: str | None  # training split time window (ISO, UTC)
-    train_end: str | None
-    code_version: str
-    config_hash: str | None
-    created_at: str
-    stage_changed_at: str
-    artifact_dir: str
-    files: dict[str, str] = field(default_factory=dict)  # file name -> sha256
-    source_run: str | None = None
-
-    @property
-    def path(self) -> Path:
-        return Path(self.artifact_dir)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def verify(self) -> None:
-        """Raise ArtifactIntegrityError if any artifact file is missing or changed since registration."""
-        for name, expected in self.files.items():
-            path = self.path / name
-            if not path.is_file():
-                raise ArtifactIntegrityError(f"{self.name} v{self.version}: artifact file {path} is missing")
-            actual = sha256_file(path)
-            if actual != expected:
-                raise ArtifactIntegrityError(
-                    f"{self.name} v{self.version}: {path} changed since registration "
-                    f"(sha256 {actual[:12]}, registered {expected[:12]})")
-
-    @classmethod
-    def _from_row(cls, row: tuple) -> "ModelVersion":
-        r = dict(zip(_COLUMNS, row))
-        return cls(
-            name=r["name"], version=int(r["version"]), stage=r["stage"], training_stage=r["training_stage"],
-            method=r["method"], backbone=r["backbone"], metrics=json.loads(r["metrics"] or "{}"),
-            snapshot_hash=r["snapshot_hash"], feature_service=r["feature_service"],
-            train_start=r["train_start"], train_end=r["train_end"], code_version=r["code_version"],
-            config_hash=r["config_hash"], created_at=r["created_at"], stage_changed_at=r["stage_changed_at"],
-            artifact_dir=r["artifact_dir"], files=json.loads(r["files"]), source_run=r["source_run"],
-        )
 
 
 class Registry:
@@ -231,7 +127,7 @@ class Registry:
         if not self.db_path.exists():
             return []
         with self._connect() as con:
-            rows = con.execute(f"SELECT {', '.join(_COLUMNS)} FROM model_versions {where} ORDER BY name, version",
+            rows = con.execute(f"SELECT {', '.join(COLUMNS)} FROM model_versions {where} ORDER BY name, version",
                                params or []).fetchall()
         return [ModelVersion._from_row(r) for r in rows]
 
@@ -270,30 +166,6 @@ class Registry:
 
     # --- register ----------------------------------------------------------------------
 
-    def _read_run(self, run_dir: Path, stage: str) -> tuple[dict, dict]:
-        stage_dir = run_dir / stage
-        needed = [run_dir / "config.json", run_dir / "encoder.json", stage_dir / "model.safetensors",
-                  stage_dir / "metrics.json"]
-        missing = [str(p) for p in needed if not p.is_file()]
-        if missing:
-            raise RegistryError(f"{run_dir} is not a complete run of stage {stage!r}: missing {missing}")
-        config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-        metrics = json.loads((stage_dir / "metrics.json").read_text(encoding="utf-8"))
-        if "test" not in metrics or "auc" not in metrics["test"]:
-            raise RegistryError(f"{stage_dir / 'metrics.json'} has no test metrics: stage {stage!r} is not a "
-                                f"deployable CTR model (registrable: {sorted(FEATURE_SERVICES)})")
-        return config, metrics
-
-    @staticmethod
-    def _training_window(run_dir: Path) -> tuple[str | None, str | None]:
-        """Train split start/end of the training set the run trained on (its ``training_set.json``)."""
-        path = run_dir / "training_set.json"
-        if not path.is_file():
-            log.warning("run %s records no training set: training window not recorded", run_dir)
-            return None, None
-        train = json.loads(path.read_text(encoding="utf-8"))["manifest"].get("splits", {}).get("train", {})
-        return train.get("start") or None, train.get("end") or None
-
     def _next_version(self, con: duckdb.DuckDBPyConnection, name: str) -> int:
         """One past the highest version in the table AND on disk: an orphan folder is never reused."""
         row = con.execute("SELECT max(version) FROM model_versions WHERE name = ?", [name]).fetchone()
@@ -312,13 +184,13 @@ class Registry:
         if stage not in FEATURE_SERVICES:
             raise RegistryError(f"stage {stage!r} cannot be served; registrable stages: {sorted(FEATURE_SERVICES)}")
         run_dir = Path(run_dir).expanduser().resolve()
-        config, metrics = self._read_run(run_dir, stage)
+        config, metrics = read_run(run_dir, stage)
         if metrics.get("stage", stage) != stage:
             raise RegistryError(f"{run_dir / stage / 'metrics.json'} belongs to stage {metrics.get('stage')!r}")
         snapshot_hash = metrics.get("snapshot_hash")
         config_hash = metrics.get("config_hash") or hashlib.sha256(
             json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
-        train_start, train_end = self._training_window(run_dir)
+        train_start, train_end = training_window(run_dir)
         code = code_version()
 
         # 1. the artifact, complete and read-only, in a temp folder beside its final place
@@ -333,7 +205,7 @@ class Registry:
             for target, source in sources.items():
                 shutil.copyfile(source, tmp / target)
             files = {target: sha256_file(tmp / target) for target in ARTIFACT_FILES}
-            created = _now()
+            created = now_iso()
             (tmp / "MANIFEST.json").write_text(json.dumps(
                 {"name": name, "training_stage": stage, "source_run": str(run_dir), "created_at": created,
                  "files": files}, indent=2), encoding="utf-8")
@@ -359,8 +231,8 @@ class Registry:
                     row = mv.to_dict()
                     row.update(auc=metric_value(mv.metrics, "auc"), logloss=metric_value(mv.metrics, "logloss"),
                                metrics=json.dumps(mv.metrics, default=float), files=json.dumps(files))
-                    con.execute(f"INSERT INTO model_versions ({', '.join(_COLUMNS)}) VALUES "
-                                f"({', '.join('?' for _ in _COLUMNS)})", [row[c] for c in _COLUMNS])
+                    con.execute(f"INSERT INTO model_versions ({', '.join(COLUMNS)}) VALUES "
+                                f"({', '.join('?' for _ in COLUMNS)})", [row[c] for c in COLUMNS])
                     con.execute("COMMIT")
                 except BaseException:
                     _rollback(con)
@@ -399,7 +271,7 @@ class Registry:
         with self._connect() as con:
             con.execute("BEGIN TRANSACTION")
             try:
-                rows = con.execute(f"SELECT {', '.join(_COLUMNS)} FROM model_versions WHERE name = ? "
+                rows = con.execute(f"SELECT {', '.join(COLUMNS)} FROM model_versions WHERE name = ? "
                                    "AND (version = ? OR stage = ?)", [name, version, PRODUCTION]).fetchall()
                 found = {mv.version: mv for mv in map(ModelVersion._from_row, rows)}
                 if version not in found:
@@ -422,7 +294,7 @@ class Registry:
                     prod_value = evaluation.values.get(previous) if previous is not None else None
                 promoted, reason = decide(name, version, cand_value, previous, prod_value, metric, force, margin)
                 reason = f"{reason} [{basis}]"
-                now = _now()
+                now = now_iso()
                 if promoted:
                     if current is not None:
                         con.execute("UPDATE model_versions SET stage = ?, stage_changed_at = ? WHERE name = ? "

@@ -26,227 +26,23 @@ import math
 import os
 import threading
 import time
-from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
 
-from core.backends import Backends
 from core.settings import Paths
+from serving.bodies import MAX_BODY_BYTES, BatchPrediction, BatchRequest, BodyLimit, Prediction, PredictRequest
+from serving.online_features import FeaturesUnavailable, OnlineFeatures
 from serving.registry import DEFAULT_NAME, Registry
 from serving.scoring import LoadedModel, NoProductionModelError, load_model, score_frame
 from serving.timing import NO_LAPS, ServerTiming
 
 log = logging.getLogger("clickprompt.serving")
 
-MAX_BATCH = 1000  # pairs per /predict/batch (more: 422 naming the limit)
-MAX_BODY_BYTES = 256 * 1024  # a full batch is ~40 KB (more: 413 naming the limit)
 RETRY_SECONDS = 1.0  # without a model, how often a request may try to load one
-EntityId = Annotated[int, Field(strict=True, ge=-(2**63), le=2**63 - 1)]
-
-
-# --- request / response bodies --------------------------------------------------------------------
-
-
-class PredictRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    user_id: EntityId
-    item_id: EntityId
-
-
-class BatchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    requests: list[PredictRequest] = Field(min_length=1, max_length=MAX_BATCH)
-
-
-class Unknown(BaseModel):
-    user: bool  # the user id is outside the model's vocabulary: scored with the OOV embedding
-    item: bool
-
-
-class Prediction(BaseModel):
-    user_id: int
-    item_id: int
-    click_probability: float
-    model_name: str
-    model_version: int
-    feature_timestamps: dict[str, str | None]  # feature view -> event time of the version served (None: no row)
-    unknown: Unknown
-
-
-class BatchPrediction(BaseModel):
-    model_name: str
-    model_version: int
-    predictions: list[Prediction]
-
-
-# --- online features ------------------------------------------------------------------------------
-
-
-class FeaturesUnavailable(RuntimeError):
-    """The online store or Feast's registry cannot answer now; the message says which and why."""
-
-
-class OnlineFeatures:
-    """Feast online lookups (SQLite by default, Redis when configured); one lookup at a time, as
-    Feast shares one SQLite connection (and one Redis client).
-
-    A failed lookup (the store file missing, corrupt or locked past ``busy_ms``; Redis down or
-    slower than ``busy_ms``; Feast's registry unreadable) raises ``FeaturesUnavailable`` naming the
-    store, and the next attempt, at most every ``retry_seconds``, opens the store afresh: the server
-    mends itself when the store is mended.
-    """
-
-    def __init__(self, paths: Paths, store=None, retry_seconds: float = 1.0, busy_ms: int = 250,
-                 backends: Backends | None = None) -> None:
-        self.paths, self.retry_seconds, self.busy_ms = paths, retry_seconds, busy_ms
-        self.backends = _with_timeouts(backends or Backends.from_env(), busy_ms)
-        self.sqlite = self.backends.online_store == "sqlite"
-        self.label = str(paths.online_store) if self.sqlite else self.backends.online_label
-        self._lock = threading.Lock()
-        self._services: dict[str, tuple[Any, dict[str, str]]] = {}
-        self.last_error: str | None = None
-        self._retry_at = 0.0
-        self._online_file = self._file_id()
-        self.store = store
-        if store is None:
-            with self._lock:
-                try:
-                    self._open()
-                except FeaturesUnavailable:
-                    pass  # the app starts anyway: /health and /predict say why until the store is mended
-
-    def _open(self) -> None:
-        from feature_repo.store import open_store
-
-        self._drop()
-        try:
-            self.store = open_store(self.paths, self.backends)
-        except Exception as exc:
-            self._failed(f"Feast feature store of {self.paths.feast} cannot be opened", exc)
-
-    def _failed(self, what: str, exc: Exception):
-        self.last_error = f"{what}: {type(exc).__name__}: {exc}"
-        self._retry_at = time.monotonic() + self.retry_seconds
-        raise FeaturesUnavailable(self.last_error) from exc
-
-    def _file_id(self) -> tuple[int, int] | None:
-        try:
-            st = os.stat(self.paths.online_store)
-        except FileNotFoundError:
-            return None
-        return st.st_dev, st.st_ino
-
-    def _call(self, what: str, fn, online: bool = False):
-        """``fn(store)`` under the lock; a failure reopens the store on the next try. ``online``:
-        first check the SQLite file is there (an open connection would go on reading a deleted
-        file, and reopening would create an empty one) and reopen if it was replaced."""
-        with self._lock:
-            if online and self.sqlite:
-                file_id = self._file_id()
-                if file_id is None:
-                    self.last_error = f"online store {self.paths.online_store}: the file is missing"
-                    raise FeaturesUnavailable(self.last_error)
-                if file_id != self._online_file:
-                    self._drop()
-                    self._online_file = file_id
-            if self.store is None or self.last_error is not None:
-                if time.monotonic() < self._retry_at:
-                    raise FeaturesUnavailable(self.last_error or "the online store is not open")
-                self._open()
-            try:
-                out = fn(self.store)
-            except Exception as exc:
-                self._drop()  # its SQLite connection may point at a replaced or broken file
-                self._failed(what, exc)
-            self.last_error = None
-            return out
-
-    def _service(self, store, name: str) -> tuple[Any, dict[str, str]]:
-        if name not in self._services:
-            fs = store.get_feature_service(name)
-            # the first feature of each view stands for the view's event timestamp
-            views = {p.name_to_use(): p.features[0].name for p in fs.feature_view_projections if p.features}
-            self._services[name] = (fs, views)
-        return self._services[name]
-
-    def feature_names(self, service: str) -> set[str]:
-        def names(store):
-            fs, _ = self._service(store, service)
-            return {f.name for p in fs.feature_view_projections for f in p.features}
-        return self._call(f"feature service {service!r} of Feast's registry {self.paths.feast}", names)
-
-    def rows(self, service: str, pairs: list[tuple[int, int]], keys: tuple[str, str]) -> tuple[dict[str, list], list[dict]]:
-        """Feature rows as {column: list} (entity keys + the service's features) and, per row,
-        {view: ISO event time}."""
-        entity_rows = [{keys[0]: u, keys[1]: i} for u, i in pairs]
-
-        def lookup(store):
-            fs, views = self._service(store, service)
-            self._short_busy_timeout(store)
-            raw = store.get_online_features(features=fs, entity_rows=entity_rows).to_dict(
-                include_event_timestamps=True)
-            return raw, views
-
-        raw, views = self._call(f"online store {self.label}", lookup, online=True)
-        stamps = [
-            {view: _iso(raw[f"{feature}__ts"][r]) for view, feature in views.items()} for r in range(len(pairs))
-        ]
-        return {k: v for k, v in raw.items() if not k.endswith("__ts")}, stamps
-
-    @staticmethod
-    def _sqlite_conn(store, open_it: bool = False):
-        """The SQLite connection of Feast's online store (None for another store type)."""
-        online = getattr(store._get_provider(), "online_store", None)
-        if open_it and hasattr(online, "_get_conn"):
-            return online._get_conn(store.config)  # Feast opens it lazily
-        return getattr(online, "_conn", None)
-
-    def _short_busy_timeout(self, store) -> None:
-        """Every lookup, the first on a new connection too, waits at most ``busy_ms`` for a
-        writer's lock (Python's sqlite3 waits 5 s)."""
-        conn = self._sqlite_conn(store, open_it=True)
-        if conn is not None and getattr(self, "_timed_conn", None) is not conn:
-            conn.execute(f"PRAGMA busy_timeout = {int(self.busy_ms)}")
-            self._timed_conn = conn
-
-    def _drop(self) -> None:
-        """Forget the store (and close its connection: it may hold a deleted or broken file)."""
-        if self.store is not None:
-            try:
-                conn = self._sqlite_conn(self.store)
-                if conn is not None:
-                    conn.close()
-            except Exception:  # closing a broken connection may fail too; it is dropped either way
-                pass
-        self.store, self._services = None, {}
-
-    def forget_services(self) -> None:
-        """Read feature services from Feast's registry again (after ``feast apply`` changed one)."""
-        with self._lock:
-            self._services = {}
-
-
-def _with_timeouts(backends: Backends, busy_ms: int) -> Backends:
-    """Redis answers a lookup within ``busy_ms`` or the lookup fails (as SQLite's busy timeout):
-    socket timeouts added to the connection string unless it sets its own."""
-    if backends.online_store != "redis" or "socket_timeout" in backends.redis:
-        return backends
-    seconds = busy_ms / 1000
-    return replace(backends, redis=f"{backends.redis},socket_timeout={seconds},socket_connect_timeout={seconds}")
-
-
-def _iso(seconds) -> str | None:
-    if not seconds:  # Feast reports 0 for an entity without a row in the view
-        return None
-    return datetime.fromtimestamp(int(seconds), tz=timezone.utc).isoformat()
 
 
 # --- the production model, hot-swapped ------------------------------------------------------------
@@ -331,15 +127,9 @@ class Predictor:
     def health(self) -> dict:
         """``status``: ``ok``; ``degraded`` (the last good model serves, the registry or a new
         version failed: ``last_error``); ``unavailable`` (no model, or the online store fails:
-        ``online_store``). The online store is probed with one lookup."""
+        ``online_store``). The online store is probed by its engine and with one lookup."""
         lm = self.refresh()
-        online = "no model to probe it for"
-        if lm is not None:
-            try:
-                self.features.rows(lm.feature_service, [(0, 0)], lm.keys)
-                online = "ok"
-            except FeaturesUnavailable as exc:
-                online = str(exc)
+        online = "no model to probe it for" if lm is None else self.features.probe(lm.feature_service, lm.keys)
         status = "unavailable" if lm is None or online != "ok" else "degraded" if self.last_error else "ok"
         return {
             "status": status,
@@ -376,39 +166,6 @@ class Predictor:
         ]
         laps.lap("response")
         return lm, out
-
-
-class BodyLimit:
-    """ASGI middleware: a request body over ``max_bytes`` gets 413 naming the limit, by its
-    Content-Length or, for a chunked body, as soon as the chunks pass it."""
-
-    def __init__(self, app, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
-
-    def _too_large(self, size: str) -> JSONResponse:
-        return JSONResponse(status_code=413, content={
-            "detail": f"request body of {size} bytes exceeds the limit of {self.max_bytes} bytes"})
-
-    async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await self._too_large(length.decode())(scope, receive, send)
-            return
-        seen = 0
-
-        async def counted_receive():
-            nonlocal seen
-            message = await receive()
-            seen += len(message.get("body", b""))
-            if seen > self.max_bytes:  # FastAPI passes an HTTPException raised while reading on
-                raise HTTPException(413, f"request body of more than {self.max_bytes} bytes exceeds the limit "
-                                         f"of {self.max_bytes} bytes")
-            return message
-
-        await self.app(scope, counted_receive, send)
 
 
 # --- the app --------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import pytest
 
 from core.settings import Paths
 from core.spec import load_spec
-from ingestion import fetch as fetch_mod
+from ingestion import wheels as wheels_mod
 from ingestion.fetch import (
     DATASETS,
     PLMS,
@@ -55,7 +55,7 @@ def no_pip(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError(f"unexpected subprocess call: {args}")
 
-    monkeypatch.setattr(fetch_mod.subprocess, "run", refuse)
+    monkeypatch.setattr(wheels_mod.subprocess, "run", refuse)
 
 
 # --- the offline default: MovieLens-100K from the recbole wheel ---------------------------------

@@ -18,8 +18,10 @@ import time
 import httpx
 import pytest
 
+from serving.bodies import MAX_BATCH, MAX_BODY_BYTES
+from serving.online_features import OnlineFeatures
 from serving.scoring import load_model, score_frame
-from serving.server import MAX_BATCH, MAX_BODY_BYTES, OnlineFeatures, create_app
+from serving.server import create_app
 from serving.timing import parse_server_timing
 from tests.serving.conftest import running
 
