@@ -1,5 +1,9 @@
 """The online store: materialize the latest feature versions into it (SQLite by default, Redis when
-configured: ``core.backends``), and read them back."""
+configured: ``core.backends``), and read them back.
+
+Each materialization leaves a marker, ``<feast>/online_store.json``, naming the snapshot hash it
+loaded from: ``online_store_current`` is False when the snapshots changed since (a process killed
+after its batch commit, before the materialization), and the nightly flow loads it again."""
 
 from __future__ import annotations
 
@@ -8,7 +12,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from core.backends import Backends
+from core.io import write_json_atomic
 from core.settings import Paths
+from core.snapshots import snapshot_hash
 from core.spec import DatasetSpec
 from feature_repo.feature_services import CLICKPROMPT_SERVICE
 from feature_repo.store import open_store
@@ -77,10 +83,25 @@ def _marker(paths: Paths) -> str:
     return f"clickprompt:materialized:{paths.feast_registry}"
 
 
+def _marker_file(paths: Paths):
+    return paths.feast / "online_store.json"
+
+
 def _mark_loaded(store, paths: Paths, end: datetime) -> None:
     client = _redis(store)
     if client is not None:
         client.set(_marker(paths), end.isoformat())
+    write_json_atomic(_marker_file(paths), {"snapshot_hash": snapshot_hash(paths.snapshots), "end": end.isoformat()})
+
+
+def online_store_current(paths: Paths, backends: Backends | None = None, store=None) -> bool:
+    """Whether the online store is loaded (``online_store_ready``) from the snapshots there are now."""
+    import json
+
+    marker = _marker_file(paths)
+    if not marker.exists() or not online_store_ready(paths, backends, store):
+        return False
+    return json.loads(marker.read_text(encoding="utf-8")).get("snapshot_hash") == snapshot_hash(paths.snapshots)
 
 
 def online_store_ready(paths: Paths, backends: Backends | None = None, store=None) -> bool:
