@@ -4,9 +4,12 @@ batch 1 and rates again in batch 2; user 5 and item 4 arrive with batch 2."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
-from core.settings import Paths
+from core.settings import REPO_ROOT, Paths
 from core.spec import load_spec
 from ingestion.replay import parse_period, replay
 from tests.conftest import DAY, DAY0, GENRES, SMALL_ITEMS, SMALL_USERS, item_line
@@ -32,3 +35,13 @@ def write_raw(folder: Path) -> Path:
 def landing_area(paths: Paths, raw_folder: Path) -> list:
     """The replay (initial load + 2 weekly batches) in ``paths``'s landing area; returns its batches."""
     return replay(SPEC, write_raw(raw_folder), paths.inbox(SPEC.name), parse_period("7d"), 2)
+
+
+def clickprompt(home: Path, *args: str, fault: str | None = None, **env: str) -> subprocess.CompletedProcess:
+    """The CLI as a process of its own on ``home`` (this worktree's code first on the path)."""
+    environ = {**os.environ, "CLICKPROMPT_HOME": str(home), "PYTHONPATH": str(REPO_ROOT), **env}
+    environ.pop("CLICKPROMPT_FAULT", None)
+    if fault:
+        environ["CLICKPROMPT_FAULT"] = fault
+    return subprocess.run([sys.executable, "-m", "cli", *args], env=environ, capture_output=True, text=True,
+                          timeout=300)

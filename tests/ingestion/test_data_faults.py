@@ -6,10 +6,7 @@ Real DuckDB, real GX gates, the small landing area of ``tests/ingestion/batches.
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
@@ -17,11 +14,11 @@ import pandas as pd
 import pytest
 
 from cli import main
-from core.settings import REPO_ROOT, Paths
+from core.settings import Paths
 from core.snapshots import TABLES, read_snapshot_manifest, temp_files
 from ingestion.increments import ingest_inbox
 from ingestion.warehouse import connect, export_snapshots
-from tests.ingestion.batches import SPEC, landing_area
+from tests.ingestion.batches import SPEC, clickprompt, landing_area
 from validation import gate
 
 NEW_USER = 5  # arrives with the last batch
@@ -39,16 +36,6 @@ def two_batches_in(tmp_path_factory) -> Paths:
     landing_area(paths, paths.home / "raw")
     ingest_inbox(SPEC, paths.inbox(SPEC.name), paths.warehouse, paths.snapshots, gate, "setup", limit=2)
     return paths
-
-
-def clickprompt(home: Path, *args: str, fault: str | None = None, **env: str) -> subprocess.CompletedProcess:
-    """The CLI as a process of its own on ``home`` (this worktree's code first on the path)."""
-    environ = {**os.environ, "CLICKPROMPT_HOME": str(home), "PYTHONPATH": str(REPO_ROOT), **env}
-    environ.pop("CLICKPROMPT_FAULT", None)
-    if fault:
-        environ["CLICKPROMPT_FAULT"] = fault
-    return subprocess.run([sys.executable, "-m", "cli", *args], env=environ, capture_output=True, text=True,
-                          timeout=300)
 
 
 def warehouse_state(paths: Paths) -> str:
