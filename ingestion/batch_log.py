@@ -2,8 +2,8 @@
 content hash: accepted, rejected or waiting, and why) and ``data_quality`` (one row per batch and
 run: the trend the nightly flow reports).
 
-A batch rejected only because its events need profiles of an earlier batch that is not in
-(rejected or waiting itself) is WAITING on that batch: it is taken again, unchanged, once any
+A batch rejected only because its events need profiles that an earlier batch brings which is not
+in (rejected or waiting itself) is WAITING on that batch: it is taken again, unchanged, once any
 batch has been accepted after it was set waiting, and the nightly flow fails while anything waits.
 Rows of a batch that was not accepted are never counted: its ``new_events`` and versions are 0.
 """

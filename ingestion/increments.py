@@ -67,7 +67,26 @@ __all__ = ["ACCEPTED", "LOG_DDL", "REJECTED", "WAITING", "batch_digest", "batch_
 
 
 class MissingProfile(RawDataError):
-    """Events whose user or item has no profile version valid at their time."""
+    """Events whose user or item has no profile version valid at their time (``entity``, ``keys``)."""
+
+    entity: EntityName = "user"
+    keys: set[int] = set()
+
+
+def _waits_on(spec: DatasetSpec, folder: Path, exc: MissingProfile, blockers: list[str]) -> str | None:
+    """The latest earlier batch that is not in and whose files bring a profile the events lack."""
+    from ingestion.loaders import load_raw
+
+    key = spec.entities[exc.entity].key
+    for blocker in reversed(blockers):
+        try:  # its good rows: the batch may have been rejected for a bad row elsewhere
+            raw = load_raw(spec, folder.parent / blocker, quarantine=True, partial=True)
+        except (RawDataError, OSError, ValueError):
+            continue
+        profiles = raw.users if exc.entity == "user" else raw.items
+        if len(profiles) and profiles[key].astype("int64").isin(list(exc.keys)).any():
+            return blocker
+    return None
 
 
 @dataclass
@@ -140,9 +159,11 @@ def _check_profiles_valid(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, raw
             row = bad[0]
             key, ts = int(events[ent.key].iloc[row]), events["_ts"].iloc[row]
             what = "has no profile" if pd.isna(since.iloc[row]) else f"has no profile valid before {since.iloc[row]}"
-            raise MissingProfile(file, int(lines[row]), ent.key,
-                               f"{entity} {key} {what} at the event's time {ts.isoformat()} ({len(bad)} such events): "
-                               "send its profile in this batch or an earlier one")
+            exc = MissingProfile(file, int(lines[row]), ent.key,
+                                 f"{entity} {key} {what} at the event's time {ts.isoformat()} ({len(bad)} such events): "
+                                 "send its profile in this batch or an earlier one")
+            exc.entity, exc.keys = entity, set(events[ent.key].iloc[bad].astype(int))
+            raise exc
 
 
 def _render_new_texts(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> dict[str, pd.DataFrame]:
@@ -190,7 +211,7 @@ def ingest_batch(spec: DatasetSpec, folder: Path, warehouse: Path, snapshot_dir:
                 raise  # not a property of the batch: a bug or a broken environment
             if failed is not None:
                 checks.append(failed)
-            _not_taken(report, exc, warehouse, checks, run_id, started)
+            _not_taken(spec, folder, report, exc, warehouse, checks, run_id, started)
             return report
     log.info("batch %s: %d events, %d user / %d item versions (%.1fs)", folder.name, report.events,
              report.user_versions, report.item_versions, report.seconds)
@@ -251,17 +272,18 @@ def _finish(report: BatchReport, checks: list, started: float) -> None:
     report.seconds = round(time.perf_counter() - started, 3)
 
 
-def _not_taken(report: BatchReport, exc: Exception, warehouse: Path, checks: list, run_id: str,
-               started: float) -> None:
-    """Record a batch that was rolled back: rejected, or waiting when its events only lack the
-    profiles of an earlier batch that is not in. Nothing of it was written: no rows are counted."""
+def _not_taken(spec: DatasetSpec, folder: Path, report: BatchReport, exc: Exception, warehouse: Path,
+               checks: list, run_id: str, started: float) -> None:
+    """Record a batch that was rolled back: rejected, or waiting when its events only lack profiles
+    that an earlier batch that is not in brings. Nothing of it was written: no rows are counted."""
     report.events = report.user_versions = report.item_versions = 0
     report.reason = _reason(exc)
     with connect(warehouse) as con:
         ensure_log(con)
         blockers = blockers_before(con, report.batch_id) if isinstance(exc, MissingProfile) else []
-        if blockers:
-            report.status, report.waiting_on = WAITING, blockers[-1]
+        waits_on = _waits_on(spec, folder, exc, blockers) if blockers else None
+        if waits_on:
+            report.status, report.waiting_on = WAITING, waits_on
         _finish(report, checks, started)
         record_batch(con, report, json.dumps(report.files, sort_keys=True))
         record_quality(con, report, run_id)

@@ -67,11 +67,14 @@ def test_a_batch_waits_on_the_rejected_one_before_it_and_is_retried_once_it_is_i
     assert latest == [(initial, "accepted", 6), (week1, "accepted", 6), (week2, "accepted", 7)]
 
 
-def test_a_batch_missing_profiles_with_nothing_rejected_before_it_is_rejected(paths: Paths, tmp_path, capsys):
+def test_a_batch_missing_profiles_no_earlier_batch_brings_is_rejected(paths: Paths, tmp_path, capsys):
     batches = landing_area(paths, tmp_path / "raw")
-    (batches[1].folder / "ml-100k.user").unlink()  # user 4's profile never sent; batch 1 itself is rejected
+    (batches[1].folder / "ml-100k.user").unlink()  # user 4's profile is never sent
     assert main(["data", "ingest", "--dataset", SPEC.name]) == 1
-    statuses = {row[0]: row[1] for row in _log(paths)}
-    assert statuses[batches[1].folder.name] == "rejected"  # nothing before it is missing: its own fault
-    assert statuses[batches[2].folder.name] == "waiting"  # its events need user 4 too
-    assert "user 4 has no profile" in capsys.readouterr().out
+    statuses = {row[0]: row[1:] for row in _log(paths)}
+    # batch 1: nothing before it is missing, its own fault; batch 2 needs user 4 too, but the
+    # rejected batch 1 does not bring it: nothing to wait for
+    assert statuses[batches[1].folder.name] == ("rejected", None, 0, 0, 0)
+    assert statuses[batches[2].folder.name] == ("rejected", None, 0, 0, 0)
+    assert capsys.readouterr().out.count("user 4 has no profile") == 2
+    assert waiting_batches(paths.warehouse).empty
