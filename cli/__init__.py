@@ -6,7 +6,8 @@
 
 Every command calls the same flows and library functions as everything else. Heavy libraries
 (Feast, GX, torch) are imported inside the handlers so ``--help`` is instant.
-Exit codes: 0 ok, 1 a gate failed (validation, promotion), 2 bad input or usage.
+Exit codes: 0 ok, 1 a gate failed (validation, promotion) or batches wait, 2 bad input or usage,
+3 busy: another process holds the warehouse (``warehouse is busy (pid N since T)``).
 """
 
 from __future__ import annotations
@@ -50,11 +51,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("feast", "great_expectations", "httpx", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from core.locks import Busy
     from ingestion.loaders import RawDataError
     from ingestion.warehouse import WarehouseError
 
     try:
         return args.func(args, Paths.default())
+    except Busy as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
     except (RawDataError, WarehouseError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

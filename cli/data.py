@@ -60,9 +60,47 @@ def _ingest_batches(args, paths: Paths, spec, gate) -> int:
         if r.status == "accepted":
             print(f"batch {r.batch_id}: {r.events:,} events, {r.user_versions} user / {r.item_versions} item "
                   f"versions (valid from {r.valid_from}), label rate {r.label_rate or 0:.3f} ({r.seconds:.1f}s)")
-        else:
+        elif r.status == "rejected":
             print(f"batch {r.batch_id}: REJECTED, the warehouse is unchanged: {r.reason}")
-    return 1 if any(r.status != "accepted" for r in reports) else 0
+    waiting = _print_waiting(warehouse, quiet=args.json)
+    return 1 if waiting or any(r.status == "rejected" for r in reports) else 0
+
+
+def _print_waiting(warehouse: Path, quiet: bool = False) -> int:
+    """List the batches waiting on an earlier one (to stderr); returns how many wait."""
+    import sys
+
+    from ingestion.batch_log import waiting_batches
+
+    waiting = waiting_batches(warehouse)
+    for w in waiting.itertuples() if not quiet else []:
+        print(f"batch {w.batch_id}: WAITING on batch {w.waiting_on} (taken again once a batch is accepted; "
+              f"correct {w.waiting_on} or send its profiles): {w.reason}", file=sys.stderr)
+    return len(waiting)
+
+
+def cmd_data_status(args, paths: Paths) -> int:
+    """Each batch's last outcome, the waiting ones and why, and whether the snapshots show the warehouse."""
+    from core.locks import holder, lock_path
+    from core.snapshots import snapshot_problem
+    from ingestion.batch_log import ensure_log, latest_status
+    from ingestion.warehouse import WarehouseError, connect
+
+    if not paths.warehouse.exists():
+        raise WarehouseError(f"no warehouse at {paths.warehouse}: run `clickprompt data ingest` first")
+    with connect(paths.warehouse) as con:
+        ensure_log(con)
+        rows = latest_status(con).to_dict("records")
+    problem = snapshot_problem(paths.snapshots, paths.warehouse)
+    if args.json:
+        print_json({"batches": rows, "snapshots": problem or "current", "lock": holder(lock_path(paths.warehouse))})
+        return 0
+    for r in rows:
+        why = f" on batch {r['waiting_on']}" if r["status"] == "waiting" else ""
+        print(f"batch {r['batch_id']}: {r['status']}{why}, {int(r['new_events'] or 0):,} events"
+              + (f": {r['reason']}" if r["status"] != "accepted" else ""))
+    print(f"snapshots: {'current' if problem is None else 'STALE: ' + problem}")
+    return 0
 
 
 def cmd_data_init_spec(args, paths: Paths) -> int:
@@ -120,11 +158,13 @@ def cmd_data_update(args, paths: Paths) -> int:
 
 
 def cmd_validate(args, paths: Paths) -> int:
+    from core.snapshots import snapshot_problem
     from ingestion.warehouse import validation_frames
-    from validation.runner import run_suites
+    from validation.runner import run_suites, snapshot_result
 
     spec = spec_of(paths, args.dataset)
     report = run_suites(spec, validation_frames(spec, paths.warehouse, paths.snapshots))
+    report.suites.append(snapshot_result(snapshot_problem(paths.snapshots, paths.warehouse)))
     if args.json:
         print_json(report.to_dict())
     else:
@@ -146,10 +186,21 @@ def cmd_text_render(args, paths: Paths) -> int:
 # --- features --------------------------------------------------------------------------
 
 
+def _current_snapshots(paths: Paths, spec) -> None:
+    """Snapshots a killed writer left stale are exported again before Feast reads them."""
+    from ingestion.snapshots import reconcile_snapshots
+
+    problem = reconcile_snapshots(spec, paths.warehouse, paths.snapshots)
+    if problem:
+        print(f"rebuilt the snapshots: {problem}")
+
+
 def cmd_features_apply(args, paths: Paths) -> int:
     from feature_repo.store import apply
 
-    defs = apply(spec_of(paths, args.dataset), paths)
+    spec = spec_of(paths, args.dataset)
+    _current_snapshots(paths, spec)
+    defs = apply(spec, paths)
     print(f"applied entities {[e.name for e in defs.entities]}, views {list(defs.views)}, services {list(defs.services)}")
     return 0
 
@@ -157,7 +208,9 @@ def cmd_features_apply(args, paths: Paths) -> int:
 def cmd_features_materialize(args, paths: Paths) -> int:
     from feature_repo.online import materialize
 
-    out = materialize(spec_of(paths, args.dataset), paths)
+    spec = spec_of(paths, args.dataset)
+    _current_snapshots(paths, spec)
+    out = materialize(spec, paths)
     print(f"materialized {out['views']} up to {out['end']}")
     return 0
 
@@ -166,8 +219,9 @@ def cmd_features_training_set(args, paths: Paths) -> int:
     from feature_repo.training_sets import build_training_sets
 
     fractions = tuple(float(x) for x in args.fractions.split(","))
-    ref = build_training_sets(spec_of(paths, args.dataset), paths, service=args.service, fractions=fractions,
-                              policy=args.split)
+    spec = spec_of(paths, args.dataset)
+    _current_snapshots(paths, spec)
+    ref = build_training_sets(spec, paths, service=args.service, fractions=fractions, policy=args.split)
     print_json({"ref": ref.to_dict(), "manifest": ref.manifest().to_dict()})
     return 0
 
@@ -259,6 +313,9 @@ def add_commands(sub, add: Callable) -> None:
     p.add_argument("--dataset", default=DEFAULT_DATASET)
     p.add_argument("--every", default="7d", help="period of a batch: 7d, 12h, ...")
     p.add_argument("--batches", type=int, default=4, help="how many periods at the end become batches")
+    p = add(data, "status", cmd_data_status, "each batch's last outcome (accepted / rejected / waiting and why) "
+                                              "and whether the snapshots show the warehouse")
+    p.add_argument("--json", action="store_true")
     p = add(data, "update", cmd_data_update, "the nightly flow: new batches (gated), online store (incremental), "
                                               "data-quality trend report")
     p.add_argument("--dataset", default=DEFAULT_DATASET)

@@ -1,5 +1,9 @@
 """The online store: materialize the latest feature versions into it (SQLite by default, Redis when
-configured: ``core.backends``), and read them back."""
+configured: ``core.backends``), and read them back.
+
+Each materialization leaves a marker, ``<feast>/online_store.json``, naming the snapshot hash it
+loaded from: ``online_store_current`` is False when the snapshots changed since (a process killed
+after its batch commit, before the materialization), and the nightly flow loads it again."""
 
 from __future__ import annotations
 
@@ -8,7 +12,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from core.backends import Backends
+from core.io import write_json_atomic
 from core.settings import Paths
+from core.snapshots import snapshot_hash
 from core.spec import DatasetSpec
 from feature_repo.feature_services import CLICKPROMPT_SERVICE
 from feature_repo.online_engines import online_engine
@@ -36,7 +42,7 @@ def materialize(spec: DatasetSpec, paths: Paths, end: datetime | None = None, st
     start = spec.time.min - timedelta(days=1)
     end = end or data_end(paths)
     store.materialize(start_date=start, end_date=end)
-    online_engine(paths).mark_loaded(store, end)
+    _mark_loaded(store, paths, end)
     views = [fv.name for fv in store.list_feature_views()]
     log.info("materialized %s for [%s, %s]", views, start.isoformat(), end.isoformat())
     return {"views": views, "start": start.isoformat(), "end": end.isoformat(), "mode": "full"}
@@ -61,9 +67,30 @@ def materialize_incremental(spec: DatasetSpec, paths: Paths, since: datetime | N
     else:
         store.materialize_incremental(end_date=end)
         mode = "incremental"
-    online_engine(paths).mark_loaded(store, end)
+    _mark_loaded(store, paths, end)
     log.info("materialized %s from %s to %s (%s)", [fv.name for fv in views], start.isoformat(), end.isoformat(), mode)
     return {"views": [fv.name for fv in views], "start": start.isoformat(), "end": end.isoformat(), "mode": mode}
+
+
+def _marker_file(paths: Paths):
+    return paths.feast / "online_store.json"
+
+
+def _mark_loaded(store, paths: Paths, end: datetime) -> None:
+    """The engine's own "loaded" marker (``online_engines``) and, beside the registry, the snapshot
+    hash it was loaded from (``online_store_current``)."""
+    online_engine(paths).mark_loaded(store, end)
+    write_json_atomic(_marker_file(paths), {"snapshot_hash": snapshot_hash(paths.snapshots), "end": end.isoformat()})
+
+
+def online_store_current(paths: Paths, backends: Backends | None = None, store=None) -> bool:
+    """Whether the online store is loaded (``online_store_ready``) from the snapshots there are now."""
+    import json
+
+    marker = _marker_file(paths)
+    if not marker.exists() or not online_store_ready(paths, backends, store):
+        return False
+    return json.loads(marker.read_text(encoding="utf-8")).get("snapshot_hash") == snapshot_hash(paths.snapshots)
 
 
 def online_store_ready(paths: Paths, backends: Backends | None = None, store=None) -> bool:

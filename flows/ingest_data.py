@@ -72,6 +72,9 @@ def ingest_data(
         reports = ingest_batches(spec, paths, run_id=_run_id())
         return {"batches": reports, "rows_after": _rows_after(paths)}
     fetch_raw(dataset, paths, source)
+    from ingestion.snapshots import reconcile_snapshots
+
+    reconcile_snapshots(spec, paths.warehouse, paths.snapshots)  # a killed writer's stale snapshots, rebuilt
     outputs_there = paths.warehouse.exists() and (paths.snapshots / "manifest.json").exists()
     return cached(ingest_raw, paths, refresh=refresh or not outputs_there)(spec, paths, quarantine)
 

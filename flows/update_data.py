@@ -4,8 +4,12 @@
       -> snapshots -> Feast apply -> materialize incremental -> data-quality trend (markdown + PNG)
 
 A rejected batch leaves the warehouse as it was and fails the run after the good batches are in
-and the report is written, so the schedule shows it. The trend report flags batches whose label
-rate or share of new users / items drifts beyond the thresholds.
+and the report is written, so the schedule shows it; so does any batch still waiting on an earlier
+one (``ingestion.batch_log``), in every run until it is in. The trend report flags batches whose
+label rate or share of new users / items drifts beyond the thresholds. The run holds the warehouse
+lock (a second run waits, then fails with "warehouse is busy (pid N since T)"); snapshots a killed
+run left stale are rebuilt first, and an online store loaded from other snapshots than the current
+ones is loaded again.
 """
 
 from __future__ import annotations
@@ -22,18 +26,22 @@ TREND_KEY = "data-quality-trend"
 
 
 class RejectedBatches(RuntimeError):
-    """Some batches were rejected (the others are in); their reasons name file, line and field."""
+    """Some batches were rejected or wait on an earlier one (the others are in); their reasons name
+    file, line and field."""
 
 
 @task
 def follow_online_store(spec: DatasetSpec, paths: Paths, since: str | None) -> dict:
-    """Feast apply (the views over the rewritten snapshots), then materialize what arrived."""
+    """Feast apply (the views over the rewritten snapshots), then materialize what arrived. ``since``
+    "all": the online store was loaded from other snapshots (a killed run's), load it whole."""
     from datetime import datetime
 
-    from feature_repo.online import materialize_incremental
+    from feature_repo.online import materialize, materialize_incremental
     from feature_repo.store import apply
 
     apply(spec, paths)
+    if since == "all":
+        return materialize(spec, paths)
     return materialize_incremental(spec, paths, since=datetime.fromisoformat(since) if since else None)
 
 
@@ -66,22 +74,30 @@ def update_data(
     new_item_share_drift: float = 0.10,
 ) -> dict:
     """Take the new batches (at most ``max_batches``, oldest first), follow with the online store,
-    write the trend report; raise ``RejectedBatches`` at the end if any batch was rejected."""
+    write the trend report; raise ``RejectedBatches`` at the end if any batch was rejected or waits."""
+    from feature_repo.online import online_store_current, online_store_ready
+    from ingestion.batch_log import waiting_batches
+    from ingestion.snapshots import warehouse_lock
+
     paths = project_paths()
     spec = load_spec(dataset)
-    reports = ingest_batches(spec, paths, run_id=_run_id(), limit=max_batches)
-    accepted = [r for r in reports if r["status"] == "accepted"]
-    online = None
-    from feature_repo.online import online_store_ready
-
-    if accepted or not online_store_ready(paths):
-        since = min((r["valid_from"] for r in accepted if r["user_versions"] or r["item_versions"]), default=None)
-        online = follow_online_store(spec, paths, since) if (paths.snapshots / "manifest.json").exists() else None
-    trend = trend_report(spec, paths, label_rate_drift, new_user_share_drift, new_item_share_drift)
+    with warehouse_lock(paths.warehouse):
+        reports = ingest_batches(spec, paths, run_id=_run_id(), limit=max_batches)
+        accepted = [r for r in reports if r["status"] == "accepted"]
+        online = None
+        if (paths.snapshots / "manifest.json").exists():
+            since = min((r["valid_from"] for r in accepted if r["user_versions"] or r["item_versions"]), default=None)
+            if not accepted and online_store_ready(paths) and not online_store_current(paths):
+                since = "all"  # loaded from other snapshots than these: a killed run's
+            if accepted or since == "all" or not online_store_ready(paths):
+                online = follow_online_store(spec, paths, since)
+        trend = trend_report(spec, paths, label_rate_drift, new_user_share_drift, new_item_share_drift)
+        waiting = waiting_batches(paths.warehouse)
     summary = {"dataset": spec.name, "batches": reports, "online": online, "trend": trend}
-    rejected = [r for r in reports if r["status"] != "accepted"]
-    if rejected:
-        raise RejectedBatches("; ".join(f"batch {r['batch_id']} rejected: {r['reason']}" for r in rejected))
+    problems = [f"batch {r['batch_id']} rejected: {r['reason']}" for r in reports if r["status"] == "rejected"]
+    problems += [f"batch {w.batch_id} waits on batch {w.waiting_on}: {w.reason}" for w in waiting.itertuples()]
+    if problems:
+        raise RejectedBatches("; ".join(problems))
     return summary
 
 

@@ -62,12 +62,14 @@ def publish_report(summary: dict, dataset: str) -> None:
 @task
 def run_validation(dataset: str | None, paths: Paths) -> dict:
     """Run the suites, publish the report as artifacts, raise ``ValidationError`` on any failure."""
+    from core.snapshots import snapshot_problem
     from core.spec import load_spec
     from ingestion.warehouse import validation_frames, warehouse_dataset
-    from validation.runner import run_suites
+    from validation.runner import run_suites, snapshot_result
 
     spec = load_spec(dataset or warehouse_dataset(paths.warehouse) or DEFAULT_DATASET)
     report = run_suites(spec, validation_frames(spec, paths.warehouse, paths.snapshots))
+    report.suites.append(snapshot_result(snapshot_problem(paths.snapshots, paths.warehouse)))
     publish_report(report.to_dict(), spec.name)
     report.raise_if_failed()
     return report.to_dict()

@@ -16,10 +16,13 @@ Each batch is one DuckDB transaction: parse (row errors name file, line and fiel
 gate the staged rows -> append the events (upsert by key, so idempotent) -> add the profile
 versions that differ from the version valid before them -> every event must have a profile
 version valid at its time -> render the text of the NEW versions only -> gate that text ->
-record -> COMMIT, then the snapshots are rewritten atomically. Any failure rolls the batch back
-whole (the warehouse keeps its previous good state) and records it as rejected with the reason.
+record (batch_log and its data-quality row) -> COMMIT, then the snapshots are rewritten
+atomically. Any failure rolls the batch back whole (the warehouse keeps its previous good state)
+and records it as rejected with the reason, or as waiting when its events only lack the profiles
+of an earlier batch that is not in (``ingestion.batch_log``: retried once a batch is accepted).
 A data-quality row per batch and run (rows, label rate, share of events from new users / items,
 expectations evaluated / failed) goes to table ``data_quality``: the trend the nightly flow reports.
+The whole run holds the warehouse lock and first reconciles the snapshots (a killed writer's).
 """
 
 from __future__ import annotations
@@ -35,38 +38,66 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from core.io import digest, sha256_file
+from core.faults import fault_point
 from core.spec import DatasetSpec, EntityName
+from ingestion.batch_log import (
+    ACCEPTED,
+    LOG_DDL,
+    REJECTED,
+    WAITING,
+    batch_digest,
+    batch_folders,
+    blockers_before,
+    ensure_log,
+    pending_batches,
+    quality_history,
+    record_batch,
+    record_quality,
+)
 from ingestion.rows import RawDataError
+from ingestion.snapshots import bump_state, reconcile_snapshots, warehouse_lock
 from ingestion.text_sql import text_sql
 from ingestion.warehouse import Gate, WarehouseError, connect, export_snapshots, schema_ddl, stage
 
 log = logging.getLogger("clickprompt.warehouse")
 
 BATCH_FILE = "batch.json"
-ACCEPTED, REJECTED = "accepted", "rejected"
-LOG_DDL = [
-    """CREATE TABLE IF NOT EXISTS batch_log (
-        batch_id VARCHAR NOT NULL, digest VARCHAR NOT NULL, status VARCHAR NOT NULL, reason VARCHAR,
-        files VARCHAR, valid_from TIMESTAMPTZ, events_start TIMESTAMPTZ, events_end TIMESTAMPTZ,
-        new_events BIGINT, new_user_versions BIGINT, new_item_versions BIGINT, ingested_at TIMESTAMPTZ,
-        PRIMARY KEY (batch_id, digest))""",
-    """CREATE TABLE IF NOT EXISTS data_quality (
-        run_id VARCHAR NOT NULL, batch_id VARCHAR NOT NULL, status VARCHAR NOT NULL, recorded_at TIMESTAMPTZ,
-        events BIGINT, user_versions BIGINT, item_versions BIGINT, label_rate DOUBLE,
-        new_user_share DOUBLE, new_item_share DOUBLE, expectations BIGINT, failed_expectations BIGINT,
-        events_start TIMESTAMPTZ, events_end TIMESTAMPTZ, PRIMARY KEY (run_id, batch_id))""",
-]
+__all__ = ["ACCEPTED", "LOG_DDL", "REJECTED", "WAITING", "batch_digest", "batch_folders", "pending_batches",
+           "quality_history"]  # re-exported from ingestion.batch_log
+
+
+class MissingProfile(RawDataError):
+    """Events whose user or item has no profile version valid at their time (``entity``, ``keys``)."""
+
+    entity: EntityName = "user"
+    keys: set[int] = set()
+
+
+def _waits_on(spec: DatasetSpec, folder: Path, exc: MissingProfile, blockers: list[str]) -> str | None:
+    """The latest earlier batch that is not in and whose files bring a profile the events lack."""
+    from ingestion.loaders import load_raw
+
+    key = spec.entities[exc.entity].key
+    for blocker in reversed(blockers):
+        try:  # its good rows: the batch may have been rejected for a bad row elsewhere
+            raw = load_raw(spec, folder.parent / blocker, quarantine=True, partial=True)
+        except (RawDataError, OSError, ValueError):
+            continue
+        profiles = raw.users if exc.entity == "user" else raw.items
+        if len(profiles) and profiles[key].astype("int64").isin(list(exc.keys)).any():
+            return blocker
+    return None
 
 
 @dataclass
 class BatchReport:
     batch_id: str
     digest: str
-    status: str  # accepted | rejected
+    status: str  # accepted | rejected | waiting
     reason: str = ""
+    waiting_on: str | None = None  # waiting: the earlier batch whose profiles its events need
     valid_from: str | None = None
-    events: int = 0  # events in the batch (all new to the warehouse when accepted)
+    events: int = 0  # events it added (0 unless accepted)
     user_versions: int = 0  # profile versions it added
     item_versions: int = 0
     label_rate: float | None = None
@@ -82,46 +113,6 @@ class BatchReport:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def batch_digest(folder: Path) -> tuple[str, dict[str, str]]:
-    """(hash over the batch's file names and contents, {file: sha256})."""
-    files = {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")}
-    return digest(sorted(files.items())), files
-
-
-def batch_folders(inbox: Path) -> list[Path]:
-    """Batch folders of a landing area, in arrival (name) order; hidden ones are ignored."""
-    if not inbox.is_dir():
-        return []
-    return sorted(p for p in inbox.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def _log(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    for ddl in LOG_DDL:
-        con.execute(ddl)
-    return con.execute("SELECT batch_id, digest, status, ingested_at FROM batch_log").df()
-
-
-def pending_batches(inbox: Path, warehouse: Path) -> list[tuple[Path, str, dict[str, str]]]:
-    """(folder, digest, files) of every batch not taken yet. A batch taken before whose files have
-    changed since raises: accepted data is never silently replaced."""
-    seen = pd.DataFrame(columns=["batch_id", "digest", "status", "ingested_at"])
-    if warehouse.exists():
-        with connect(warehouse) as con:
-            seen = _log(con)
-    out = []
-    for folder in batch_folders(inbox):
-        h, files = batch_digest(folder)
-        mine = seen[seen.batch_id == folder.name]
-        if (mine.digest == h).any():
-            continue  # taken (accepted or rejected) with exactly these files
-        accepted = mine[mine.status == ACCEPTED]
-        if len(accepted):
-            raise WarehouseError(f"batch {folder} changed after it was ingested on {accepted.ingested_at.iloc[0]}: "
-                                 "an accepted batch is never replaced; send the correction as a new batch")
-        out.append((folder, h, files))
-    return out
 
 
 def _valid_from(folder: Path, raw) -> datetime:
@@ -168,9 +159,11 @@ def _check_profiles_valid(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, raw
             row = bad[0]
             key, ts = int(events[ent.key].iloc[row]), events["_ts"].iloc[row]
             what = "has no profile" if pd.isna(since.iloc[row]) else f"has no profile valid before {since.iloc[row]}"
-            raise RawDataError(file, int(lines[row]), ent.key,
-                               f"{entity} {key} {what} at the event's time {ts.isoformat()} ({len(bad)} such events): "
-                               "send its profile in this batch or an earlier one")
+            exc = MissingProfile(file, int(lines[row]), ent.key,
+                                 f"{entity} {key} {what} at the event's time {ts.isoformat()} ({len(bad)} such events): "
+                                 "send its profile in this batch or an earlier one")
+            exc.entity, exc.keys = entity, set(events[ent.key].iloc[bad].astype(int))
+            raise exc
 
 
 def _render_new_texts(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> dict[str, pd.DataFrame]:
@@ -195,80 +188,109 @@ def _share_new(events: pd.DataFrame, key: str, before: pd.Series) -> float | Non
 
 def ingest_batch(spec: DatasetSpec, folder: Path, warehouse: Path, snapshot_dir: Path, gate: Gate,
                  run_id: str = "", batch: tuple[str, dict[str, str]] | None = None) -> BatchReport:
-    """Take one batch (see the module doc): accepted and committed, or rejected whole and recorded."""
+    """Take one batch (see the module doc): accepted and committed, or rejected (or set waiting) whole
+    and recorded. Holds the warehouse lock."""
     from ingestion.loaders import load_raw
 
     started = time.perf_counter()
     h, files = batch or batch_digest(folder)
     report = BatchReport(folder.name, h, REJECTED, files=files)
     checks: list[object] = []
+    with warehouse_lock(warehouse):
+        try:
+            raw = load_raw(spec, folder, partial=True)  # a row problem raises here, before any write
+            valid_from = _valid_from(folder, raw)
+            report.valid_from = valid_from.isoformat()
+            with connect(warehouse) as con:
+                _commit_batch(con, spec, raw, valid_from, report, gate, checks, run_id, started)
+                fault_point("after:batch-commit")
+                report.snapshot_hash = export_snapshots(con, spec, snapshot_dir)
+        except Exception as exc:  # a row error, a failed gate (it carries its report), a conflict: not taken
+            failed = getattr(exc, "report", None)
+            if not isinstance(exc, (RawDataError, WarehouseError, duckdb.ConstraintException)) and failed is None:
+                raise  # not a property of the batch: a bug or a broken environment
+            if failed is not None:
+                checks.append(failed)
+            _not_taken(spec, folder, report, exc, warehouse, checks, run_id, started)
+            return report
+    log.info("batch %s: %d events, %d user / %d item versions (%.1fs)", folder.name, report.events,
+             report.user_versions, report.item_versions, report.seconds)
+    return report
+
+
+def _commit_batch(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, raw, valid_from: datetime,
+                  report: BatchReport, gate: Gate, checks: list, run_id: str, started: float) -> None:
+    """The batch's one transaction, its batch_log and data-quality rows included."""
 
     def gated(frames: dict[str, pd.DataFrame]) -> None:
         present = {name: frame for name, frame in frames.items() if len(frame)}  # a batch may lack a table
         if present:
             checks.append(gate(spec, present))
 
+    con.begin()
     try:
-        raw = load_raw(spec, folder, partial=True)  # a row problem raises here, before any write
-        valid_from = _valid_from(folder, raw)
-        report.valid_from = valid_from.isoformat()
-        with connect(warehouse) as con:
-            con.begin()
-            try:
-                for ddl in [*schema_ddl(spec), *LOG_DDL]:
-                    con.execute(ddl)
-                held = con.execute("SELECT value FROM meta WHERE key = 'dataset'").fetchone()
-                if held and held[0] != spec.name:
-                    raise WarehouseError(f"{warehouse} holds data set {held[0]!r}, not {spec.name!r}")
-                keys = {e: spec.entities[e].key for e in spec.entity_order}
-                known = {e: con.execute(f'SELECT DISTINCT "{keys[e]}" FROM {spec.entities[e].table}').df()[keys[e]]
-                         for e in spec.entity_order}
-                staged = stage(con, spec, raw, valid_from)
-                gated(staged)
-                report.user_versions = _add_versions(con, spec, "user")
-                report.item_versions = _add_versions(con, spec, "item")
-                before = con.execute("SELECT count(*) FROM interactions").fetchone()[0]
-                con.execute("INSERT OR REPLACE INTO interactions SELECT * FROM stage_interactions")
-                report.events = con.execute("SELECT count(*) FROM interactions").fetchone()[0] - before
-                _check_profiles_valid(con, spec, raw)
-                gated(_render_new_texts(con, spec))
-                events = staged["interactions"]
-                if len(events):
-                    report.label_rate = float(events["label"].mean())
-                    report.events_start = events["event_timestamp"].min().isoformat()
-                    report.events_end = events["event_timestamp"].max().isoformat()
-                    report.new_user_share = _share_new(events, keys["user"], known["user"])
-                    report.new_item_share = _share_new(events, keys["item"], known["item"])
-                con.execute("INSERT OR REPLACE INTO meta VALUES ('dataset', ?)", [spec.name])
-                report.status = ACCEPTED
-                _record(con, report)
-                con.commit()
-            except BaseException:
-                con.rollback()
-                report.status = REJECTED
-                raise
-            report.snapshot_hash = export_snapshots(con, spec, snapshot_dir)
-    except Exception as exc:  # a row error, a failed gate (it carries its report), a conflict: rejected
-        failed = getattr(exc, "report", None)
-        if not isinstance(exc, (RawDataError, WarehouseError, duckdb.ConstraintException)) and failed is None:
-            raise  # not a property of the batch: a bug or a broken environment
-        report.reason = _reason(exc)
-        if failed is not None:
-            checks.append(failed)
-        log.warning("batch %s rejected: %s", folder.name, report.reason)
+        for ddl in [*schema_ddl(spec), *LOG_DDL]:
+            con.execute(ddl)
+        held = con.execute("SELECT value FROM meta WHERE key = 'dataset'").fetchone()
+        if held and held[0] != spec.name:
+            raise WarehouseError(f"the warehouse holds data set {held[0]!r}, not {spec.name!r}")
+        keys = {e: spec.entities[e].key for e in spec.entity_order}
+        known = {e: con.execute(f'SELECT DISTINCT "{keys[e]}" FROM {spec.entities[e].table}').df()[keys[e]]
+                 for e in spec.entity_order}
+        staged = stage(con, spec, raw, valid_from)
+        gated(staged)
+        report.user_versions = _add_versions(con, spec, "user")
+        report.item_versions = _add_versions(con, spec, "item")
+        before = con.execute("SELECT count(*) FROM interactions").fetchone()[0]
+        con.execute("INSERT OR REPLACE INTO interactions SELECT * FROM stage_interactions")
+        report.events = con.execute("SELECT count(*) FROM interactions").fetchone()[0] - before
+        _check_profiles_valid(con, spec, raw)
+        gated(_render_new_texts(con, spec))
+        events = staged["interactions"]
+        if len(events):
+            report.label_rate = float(events["label"].mean())
+            report.events_start = events["event_timestamp"].min().isoformat()
+            report.events_end = events["event_timestamp"].max().isoformat()
+            report.new_user_share = _share_new(events, keys["user"], known["user"])
+            report.new_item_share = _share_new(events, keys["item"], known["item"])
+        con.execute("INSERT OR REPLACE INTO meta VALUES ('dataset', ?)", [spec.name])
+        report.status = ACCEPTED
+        _finish(report, checks, started)
+        bump_state(con)
+        record_batch(con, report, json.dumps(report.files, sort_keys=True))
+        record_quality(con, report, run_id)  # in the transaction: no accepted batch without its record
+        con.commit()
+    except BaseException:
+        con.rollback()
+        report.status = REJECTED
+        raise
+
+
+def _finish(report: BatchReport, checks: list, started: float) -> None:
     report.expectations = sum(int(getattr(c, "evaluated", 0)) for c in checks)
     report.failed_expectations = sum(int(getattr(c, "failed", 0)) for c in checks)
     report.seconds = round(time.perf_counter() - started, 3)
+
+
+def _not_taken(spec: DatasetSpec, folder: Path, report: BatchReport, exc: Exception, warehouse: Path,
+               checks: list, run_id: str, started: float) -> None:
+    """Record a batch that was rolled back: rejected, or waiting when its events only lack profiles
+    that an earlier batch that is not in brings. Nothing of it was written: no rows are counted."""
+    report.events = report.user_versions = report.item_versions = 0
+    report.reason = _reason(exc)
     with connect(warehouse) as con:
-        for ddl in LOG_DDL:
-            con.execute(ddl)
-        if report.status == REJECTED:
-            _record(con, report)
-        _record_quality(con, report, run_id)
-    if report.status == ACCEPTED:
-        log.info("batch %s: %d events, %d user / %d item versions (%.1fs)", folder.name, report.events,
-                 report.user_versions, report.item_versions, report.seconds)
-    return report
+        ensure_log(con)
+        blockers = blockers_before(con, report.batch_id) if isinstance(exc, MissingProfile) else []
+        waits_on = _waits_on(spec, folder, exc, blockers) if blockers else None
+        if waits_on:
+            report.status, report.waiting_on = WAITING, waits_on
+        _finish(report, checks, started)
+        record_batch(con, report, json.dumps(report.files, sort_keys=True))
+        record_quality(con, report, run_id)
+    if report.status == WAITING:
+        log.warning("batch %s waits on batch %s: %s", report.batch_id, report.waiting_on, report.reason)
+    else:
+        log.warning("batch %s rejected: %s", report.batch_id, report.reason)
 
 
 def _reason(exc: BaseException) -> str:
@@ -276,33 +298,25 @@ def _reason(exc: BaseException) -> str:
     return text if len(text) < 2000 else text[:2000] + " ..."
 
 
-def _record(con: duckdb.DuckDBPyConnection, r: BatchReport) -> None:
-    con.execute("INSERT OR REPLACE INTO batch_log VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
-                [r.batch_id, r.digest, r.status, r.reason, json.dumps(r.files, sort_keys=True), r.valid_from,
-                 r.events_start, r.events_end, r.events, r.user_versions, r.item_versions])
-
-
-def _record_quality(con: duckdb.DuckDBPyConnection, r: BatchReport, run_id: str) -> None:
-    con.execute("INSERT OR REPLACE INTO data_quality VALUES (?, ?, ?, now(), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [run_id or "manual", r.batch_id, r.status, r.events, r.user_versions, r.item_versions, r.label_rate,
-                 r.new_user_share, r.new_item_share, r.expectations, r.failed_expectations, r.events_start,
-                 r.events_end])
+MAX_TRIES = 2  # per batch and run: a waiting batch is retried once per run after something was accepted
 
 
 def ingest_inbox(spec: DatasetSpec, inbox: Path, warehouse: Path, snapshot_dir: Path, gate: Gate,
                  run_id: str = "", limit: int | None = None) -> list[BatchReport]:
     """Take the new batches of ``inbox`` in arrival order, each on its own (a rejected batch does not
-    stop the later ones; their events must still find their profiles). ``limit``: at most so many."""
-    pending = pending_batches(inbox, warehouse)[:limit]
-    return [ingest_batch(spec, folder, warehouse, snapshot_dir, gate, run_id, (h, files))
-            for folder, h, files in pending]
-
-
-def quality_history(warehouse: Path) -> pd.DataFrame:
-    """Every data-quality row, oldest first (empty before the first batch)."""
-    if not warehouse.exists():
-        return pd.DataFrame()
-    with connect(warehouse) as con:
-        for ddl in LOG_DDL:
-            con.execute(ddl)
-        return con.execute("SELECT * FROM data_quality ORDER BY recorded_at, batch_id").df()
+    stop the later ones; their events must still find their profiles), then again the waiting ones
+    an accepted batch may have freed. ``limit``: at most so many. One report per batch (its last
+    outcome). Holds the warehouse lock throughout, and first rebuilds stale snapshots."""
+    with warehouse_lock(warehouse):
+        reconcile_snapshots(spec, warehouse, snapshot_dir)
+        reports: dict[str, BatchReport] = {}
+        tries: dict[tuple[str, str], int] = {}
+        while limit is None or sum(tries.values()) < limit:
+            todo = [p for p in pending_batches(inbox, warehouse) if tries.get((p[0].name, p[1]), 0) < MAX_TRIES]
+            if not todo:
+                break
+            for folder, h, files in todo[: None if limit is None else limit - sum(tries.values())]:
+                tries[(folder.name, h)] = tries.get((folder.name, h), 0) + 1
+                reports.pop(folder.name, None)
+                reports[folder.name] = ingest_batch(spec, folder, warehouse, snapshot_dir, gate, run_id, (h, files))
+        return list(reports.values())

@@ -4,7 +4,13 @@ Ingest = parse raw files -> stage typed rows -> quality gate -> upsert -> render
 the text -> COMMIT, all in ONE transaction: any failure rolls back and leaves the
 previous contents exactly as they were. Upserts are keyed by each table's primary key, so
 re-running on the same input changes nothing. Parquet snapshots of the committed tables (the
-Feast file sources) are then written atomically (write a temp file, then rename).
+Feast file sources) are then written atomically (write a temp file, then rename): ``ingestion.snapshots``.
+
+One writer at a time: every write holds the warehouse lock (``warehouse_lock``: a second writer
+waits, bounded, then fails with ``Busy``: "warehouse is busy (pid N since T)"), and renews the
+warehouse state (``meta.state``) in its transaction. Snapshots made from another state than the
+current one (a writer killed between its commit and the end of its export) are rebuilt by
+``reconcile_snapshots``, which the next writer runs first.
 
 The gate is passed in (``Gate``): the flows and the CLI pass ``validation.gate``, the Great
 Expectations suites derived from the spec; this module never imports them.
@@ -17,23 +23,24 @@ event_timestamp, and Feast's point-in-time join picks the version valid at each 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator, Mapping
 
 import duckdb
 import pandas as pd
 
-from core.io import atomic_write, write_json_atomic
-from core.snapshots import MANIFEST
+from core.faults import fault_point
+from core.locks import Busy
+from core.snapshots import busy_warehouse, temp_files
 from core.spec import DatasetSpec, EntityName, FieldSpec, Kind
+from ingestion.snapshots import SNAPSHOT_TABLES, bump_state, export_snapshots, reconcile_snapshots, warehouse_lock
 from ingestion.text_sql import render_spark, render_tables
 
 if TYPE_CHECKING:
@@ -41,7 +48,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("clickprompt.warehouse")
 
-SNAPSHOT_TABLES = ("users", "items", "interactions", "user_text", "item_text")
+__all__ = ["SNAPSHOT_TABLES", "Busy", "export_snapshots", "reconcile_snapshots", "warehouse_lock"]  # re-exported: callers import them from here
 
 
 # Checks frames named by table / view (users, interactions, user_text, ...) and raises on failure.
@@ -95,7 +102,12 @@ def connect(path: Path, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConn
     if read_only and not path.exists():
         raise WarehouseError(f"no warehouse at {path}: run `clickprompt data ingest` first")
     path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(path), read_only=read_only)
+    try:
+        con = duckdb.connect(str(path), read_only=read_only)
+    except duckdb.IOException as exc:  # another process has the file open for writing
+        if "lock" in str(exc).lower():
+            raise busy_warehouse(path, exc) from None
+        raise
     try:
         con.execute("SET TimeZone = 'UTC'")
         yield con
@@ -189,9 +201,17 @@ def ingest(
 ) -> IngestReport:
     """Load raw files of ``spec``'s data set from ``source`` into the warehouse, all or nothing:
     ``gate`` checks the staged rows and the rendered text before the commit."""
+    with warehouse_lock(warehouse):
+        return _ingest(spec, source, warehouse, snapshot_dir, gate, quarantine)
+
+
+def _ingest(spec: DatasetSpec, source: Path, warehouse: Path, snapshot_dir: Path, gate: Gate,
+            quarantine: bool) -> IngestReport:
     from ingestion.loaders import load_raw
 
     started = time.perf_counter()
+    for tmp in temp_files(snapshot_dir):  # a killed writer's; this ingest exports every table again
+        tmp.unlink(missing_ok=True)
     held = warehouse_dataset(warehouse)
     if held is not None and held != spec.name:
         raise WarehouseError(
@@ -220,6 +240,7 @@ def ingest(
         except BaseException:
             con.rollback()
             raise
+        fault_point("after:ingest-commit")
         snapshot_hash = step("snapshots", lambda: export_snapshots(con, spec, snapshot_dir))
     reasons: dict[str, int] = {}
     for r in raw.rejected:
@@ -251,6 +272,7 @@ def _stepper(steps: dict[str, float]):
 
 def _record(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, raw: RawTables, ingest_id: str, source: Path) -> None:
     con.execute("INSERT OR REPLACE INTO meta VALUES ('dataset', ?)", [spec.name])
+    bump_state(con)
     if raw.rejected:
         rows = pd.DataFrame(
             [(r.table, r.file, r.line if r.line is not None else 0, r.field, r.reason, r.raw, ingest_id) for r in raw.rejected],
@@ -276,11 +298,12 @@ def rerender_text(spec: DatasetSpec, warehouse: Path, snapshot_dir: Path, gate: 
     """Re-render the text tables from the committed profiles (after a template or spec change;
     ingest renders them itself), gated before the commit. ``spark``: a Spark session (the Spark
     offline store's engine) renders them instead, in Spark SQL from the profile snapshots."""
-    with connect(warehouse) as con:
+    with warehouse_lock(warehouse), connect(warehouse) as con:
         con.begin()
         try:
             counts = render_tables(con, spec) if spark is None else _load_rendered(con, spec, render_spark(spark, spec, snapshot_dir))
             gate(spec, {t: con.execute(f"SELECT * FROM {t}").df() for t in counts})
+            bump_state(con)
             con.commit()
         except BaseException:
             con.rollback()
@@ -303,48 +326,7 @@ def _load_rendered(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, frames: di
     return counts
 
 
-# --- snapshots -------------------------------------------------------------------------
-
-
-def _order_by(spec: DatasetSpec, table: str) -> str:
-    user_key, item_key = spec.entities["user"].key, spec.entities["item"].key
-    keys = {
-        "users": [user_key],
-        "user_text": [user_key],
-        "items": [item_key],
-        "item_text": [item_key],
-        "interactions": [user_key, item_key],
-    }[table]
-    return ", ".join(f'"{k}"' for k in keys) + ", event_timestamp"
-
-
-def export_snapshots(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, snapshot_dir: Path) -> str:
-    """Write one parquet file per table (temp file + rename) and a manifest; return the snapshot hash.
-
-    The hash covers the table contents (as a set of rows: the xor of each row's md5; rows are
-    unique by their keys), so the same warehouse gives the same hash.
-    """
-    snapshot_dir.mkdir(parents=True, exist_ok=True)
-    files: dict[str, dict] = {}
-    for table in SNAPSHOT_TABLES:
-        final = snapshot_dir / f"{table}.parquet"
-        order = _order_by(spec, table)
-        atomic_write(final, lambda tmp: con.execute(f"COPY (SELECT * FROM {table} ORDER BY {order}) TO '{tmp}' (FORMAT parquet)"))
-        # xor of every row's md5: independent of row order, no sort and no table-sized string
-        rows, content = con.execute(
-            f"SELECT count(*), bit_xor(md5_number(CAST(t AS VARCHAR))) FROM {table} AS t").fetchone()
-        content = f"{content or 0:032x}"
-        files[table] = {"file": final.name, "rows": rows, "content_md5x": content}
-    digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
-    manifest = {
-        "dataset": spec.name,
-        "snapshot_hash": digest,
-        "tables": files,
-        "written_at": datetime.now(timezone.utc).isoformat(),
-    }
-    write_json_atomic(snapshot_dir / MANIFEST, manifest)
-    log.info("snapshots written to %s (hash %s)", snapshot_dir, digest[:12])
-    return digest
+# --- snapshots (ingestion.export) and reconciling them -----------------------------------
 
 
 def read_tables(warehouse: Path, tables: tuple[str, ...] = ("users", "items", "interactions", "user_text", "item_text")) -> dict[str, pd.DataFrame]:

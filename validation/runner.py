@@ -137,6 +137,13 @@ def run_suites(
     return ValidationReport(results)
 
 
+def snapshot_result(problem: str | None) -> SuiteResult:
+    """The snapshots-match-the-warehouse check as a suite (``core.snapshots.snapshot_problem``'s answer)."""
+    failures = [Failure("snapshots match the warehouse", None, None, [],
+                        f"{problem}: run `clickprompt data ingest` to rebuild them")] if problem else []
+    return SuiteResult("snapshots", success=not failures, evaluated=1, failures=failures)
+
+
 def gate(spec: DatasetSpec, frames: Mapping[str, pd.DataFrame], now: datetime | None = None) -> ValidationReport:
     """The data path's quality gate (``ingestion.warehouse.Gate``): every given frame against its
     suite; raises ValidationError naming the column, expectation and examples on any failure."""

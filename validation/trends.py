@@ -5,7 +5,8 @@ report and a plot.
 A batch drifts when its label rate, or its share of events from users / items never seen before,
 moves further than the configured threshold from the mean of the accepted batches before it; the
 first accepted batch (the initial load, where every user and item is new by construction) counts
-for the label rate only. A rejected batch is always flagged.
+for the label rate only. A rejected batch is always flagged, and a batch waiting on an earlier
+one is flagged with the batch it waits on.
 """
 
 from __future__ import annotations
@@ -36,7 +37,9 @@ def drift_flags(history: pd.DataFrame, thresholds: DriftThresholds = DriftThresh
     flags, accepted = [], []
     for _, row in latest.iterrows():
         found = []
-        if row["status"] != "accepted":
+        if row["status"] == "waiting":
+            found.append(f"waiting on {row.get('waiting_on') or 'an earlier batch'}")
+        elif row["status"] != "accepted":
             found.append("rejected")
         elif accepted:
             before = pd.DataFrame(accepted)

@@ -136,7 +136,7 @@ def test_cli_ingest_and_validate_json(paths, small_raw, capsys):
     assert main(["validate", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert {s["name"] for s in report["suites"]} == {
-        "users", "items", "interactions", "user_profile", "item_profile", "user_text", "item_text"}
+        "users", "items", "interactions", "user_profile", "item_profile", "user_text", "item_text", "snapshots"}
     assert all(s["success"] for s in report["suites"])
 
 

@@ -1,0 +1,110 @@
+"""One exclusive lock per resource (the warehouse, a training run): a lock file beside it, held
+with ``fcntl.flock`` and holding the holder's pid and start time.
+
+    with exclusive(lock_path(paths.warehouse), "warehouse"):
+        ...                                   # the only writer of the warehouse
+
+A second holder waits (bounded: ``wait_s``, default ``$CLICKPROMPT_LOCK_WAIT`` or 60 s, logging
+who holds it once), then raises ``Busy``: ``warehouse is busy (pid N since T)``; the CLI turns it
+into that one line and exit code 3. The kernel drops the lock when its process ends, ``kill -9``
+included, so a dead holder never leaves a stale lock (the file stays; it only says who held it
+last). Reentrant within a process: a writer that calls another writer does not wait for itself.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import sys
+import time
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+log = logging.getLogger("clickprompt.locks")
+
+LOCK_WAIT_ENV = "CLICKPROMPT_LOCK_WAIT"
+DEFAULT_WAIT_S = 60.0
+POLL_S = 0.2
+
+_held: dict[str, int] = {}  # lock file -> depth, for this process
+
+
+class Busy(RuntimeError):
+    """Another process holds the lock: ``<what> is busy (pid N since T)``."""
+
+    def __init__(self, what: str, holder: dict) -> None:
+        self.what, self.pid, self.since = what, holder.get("pid", "?"), holder.get("since", "?")
+        super().__init__(f"{what} is busy (pid {self.pid} since {self.since})")
+
+
+def lock_path(resource: Path) -> Path:
+    """The lock file of a resource (a file or a folder): ``<resource>.lock`` beside it."""
+    resource = Path(resource)
+    return resource.with_name(resource.name + ".lock")
+
+
+def holder(lock: Path) -> dict:
+    """Who holds (or last held) ``lock``: ``{"pid", "since", "command"}``, or {} when unknown."""
+    try:
+        return json.loads(Path(lock).read_text(encoding="utf-8") or "{}")
+    except (OSError, ValueError):
+        return {}
+
+
+def wait_seconds(wait_s: float | None = None) -> float:
+    if wait_s is not None:
+        return float(wait_s)
+    value = os.environ.get(LOCK_WAIT_ENV, "")
+    try:
+        return float(value) if value else DEFAULT_WAIT_S
+    except ValueError:
+        raise ValueError(f"{LOCK_WAIT_ENV}={value!r}: give the seconds a writer waits for a busy lock, e.g. 60") from None
+
+
+def _acquire(fd: int, lock: Path, what: str, wait_s: float) -> None:
+    deadline = time.monotonic() + wait_s
+    announced = False
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            busy = Busy(what, holder(lock))
+            if time.monotonic() >= deadline:
+                raise busy from None
+            if not announced:
+                log.warning("%s: waiting up to %.0f s for it", busy, wait_s)
+                announced = True
+            time.sleep(POLL_S)
+
+
+@contextmanager
+def exclusive(lock: Path, what: str, wait_s: float | None = None) -> Iterator[None]:
+    """Hold ``lock`` exclusively for the block (see the module doc); ``Busy`` after ``wait_s``."""
+    lock = Path(lock)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    key = str(lock.resolve())
+    if _held.get(key):
+        _held[key] += 1
+        try:
+            yield
+        finally:
+            _held[key] -= 1
+        return
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        _acquire(fd, lock, what, wait_seconds(wait_s))
+        since = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"pid": os.getpid(), "since": since, "command": " ".join(sys.argv)[:300]}).encode(), 0)
+        _held[key] = 1
+        try:
+            yield
+        finally:
+            _held.pop(key, None)
+    finally:
+        os.close(fd)  # releases the flock

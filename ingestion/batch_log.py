@@ -1,0 +1,142 @@
+"""What the warehouse remembers of the landing area's batches: ``batch_log`` (one row per batch and
+content hash: accepted, rejected or waiting, and why) and ``data_quality`` (one row per batch and
+run: the trend the nightly flow reports).
+
+A batch rejected only because its events need profiles that an earlier batch brings which is not
+in (rejected or waiting itself) is WAITING on that batch: it is taken again, unchanged, once any
+batch has been accepted after it was set waiting, and the nightly flow fails while anything waits.
+Rows of a batch that was not accepted are never counted: its ``new_events`` and versions are 0.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from core.io import digest, sha256_file
+from ingestion.warehouse import WarehouseError, connect
+
+ACCEPTED, REJECTED, WAITING = "accepted", "rejected", "waiting"
+LOG_DDL = [
+    """CREATE TABLE IF NOT EXISTS batch_log (
+        batch_id VARCHAR NOT NULL, digest VARCHAR NOT NULL, status VARCHAR NOT NULL, reason VARCHAR,
+        files VARCHAR, valid_from TIMESTAMPTZ, events_start TIMESTAMPTZ, events_end TIMESTAMPTZ,
+        new_events BIGINT, new_user_versions BIGINT, new_item_versions BIGINT, ingested_at TIMESTAMPTZ,
+        PRIMARY KEY (batch_id, digest))""",
+    """CREATE TABLE IF NOT EXISTS data_quality (
+        run_id VARCHAR NOT NULL, batch_id VARCHAR NOT NULL, status VARCHAR NOT NULL, recorded_at TIMESTAMPTZ,
+        events BIGINT, user_versions BIGINT, item_versions BIGINT, label_rate DOUBLE,
+        new_user_share DOUBLE, new_item_share DOUBLE, expectations BIGINT, failed_expectations BIGINT,
+        events_start TIMESTAMPTZ, events_end TIMESTAMPTZ, PRIMARY KEY (run_id, batch_id))""",
+    # the batch a waiting batch waits on (added after the first release: older warehouses gain it)
+    "ALTER TABLE batch_log ADD COLUMN IF NOT EXISTS waiting_on VARCHAR",
+    "ALTER TABLE data_quality ADD COLUMN IF NOT EXISTS waiting_on VARCHAR",
+]
+_LOG_COLUMNS = ("batch_id, digest, status, reason, files, valid_from, events_start, events_end, new_events, "
+                "new_user_versions, new_item_versions, ingested_at, waiting_on")
+_QUALITY_COLUMNS = ("run_id, batch_id, status, recorded_at, events, user_versions, item_versions, label_rate, "
+                    "new_user_share, new_item_share, expectations, failed_expectations, events_start, events_end, "
+                    "waiting_on")
+
+
+def ensure_log(con: duckdb.DuckDBPyConnection) -> None:
+    for ddl in LOG_DDL:
+        con.execute(ddl)
+
+
+def batch_digest(folder: Path) -> tuple[str, dict[str, str]]:
+    """(hash over the batch's file names and contents, {file: sha256})."""
+    files = {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")}
+    return digest(sorted(files.items())), files
+
+
+def batch_folders(inbox: Path) -> list[Path]:
+    """Batch folders of a landing area, in arrival (name) order; hidden ones are ignored."""
+    if not inbox.is_dir():
+        return []
+    return sorted(p for p in inbox.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _log(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    ensure_log(con)
+    return con.execute("SELECT batch_id, digest, status, ingested_at FROM batch_log").df()
+
+
+def _retriable(row: pd.Series, log: pd.DataFrame) -> bool:
+    """A waiting batch is taken again once a batch has been accepted after it was set waiting."""
+    later = log[(log.status == ACCEPTED) & (log.ingested_at > row.ingested_at)]
+    return row.status == WAITING and len(later) > 0
+
+
+def pending_batches(inbox: Path, warehouse: Path) -> list[tuple[Path, str, dict[str, str]]]:
+    """(folder, digest, files) of every batch not taken yet, and of every waiting batch that may pass
+    now. A batch accepted before whose files have changed since raises: accepted data is never
+    silently replaced."""
+    seen = pd.DataFrame(columns=["batch_id", "digest", "status", "ingested_at"])
+    if warehouse.exists():
+        with connect(warehouse) as con:
+            seen = _log(con)
+    out = []
+    for folder in batch_folders(inbox):
+        h, files = batch_digest(folder)
+        mine = seen[seen.batch_id == folder.name]
+        same = mine[mine.digest == h]
+        if len(same):
+            if _retriable(same.iloc[0], seen):
+                out.append((folder, h, files))
+            continue  # taken (accepted, rejected, or waiting with nothing new before it) with exactly these files
+        accepted = mine[mine.status == ACCEPTED]
+        if len(accepted):
+            raise WarehouseError(f"batch {folder} changed after it was ingested on {accepted.ingested_at.iloc[0]}: "
+                                 "an accepted batch is never replaced; send the correction as a new batch")
+        out.append((folder, h, files))
+    return out
+
+
+def latest_status(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """The latest batch_log row of each batch (batch_id, status, reason, waiting_on, new_events, ingested_at);
+    the connection's warehouse has the log tables (``ensure_log``)."""
+    return con.execute("""SELECT batch_id, status, reason, waiting_on, new_events, ingested_at FROM batch_log
+        QUALIFY row_number() OVER (PARTITION BY batch_id ORDER BY ingested_at DESC) = 1 ORDER BY batch_id""").df()
+
+
+def blockers_before(con: duckdb.DuckDBPyConnection, batch_id: str) -> list[str]:
+    """Earlier batches (in arrival order) that are not in: what a batch missing profiles may wait on."""
+    latest = latest_status(con)
+    return list(latest.loc[(latest.batch_id < batch_id) & (latest.status != ACCEPTED), "batch_id"])
+
+
+def waiting_batches(warehouse: Path) -> pd.DataFrame:
+    """Batches waiting now (batch_id, waiting_on, reason); empty when none or no warehouse."""
+    if not warehouse.exists():
+        return pd.DataFrame(columns=["batch_id", "waiting_on", "reason"])
+    with connect(warehouse) as con:
+        ensure_log(con)
+        latest = latest_status(con)
+    return latest.loc[latest.status == WAITING, ["batch_id", "waiting_on", "reason"]].reset_index(drop=True)
+
+
+def record_batch(con: duckdb.DuckDBPyConnection, r, files_json: str) -> None:
+    """The batch_log row of a BatchReport ``r`` (replacing the row of the same batch and content)."""
+    con.execute(f"INSERT OR REPLACE INTO batch_log ({_LOG_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now(), ?)",
+                [r.batch_id, r.digest, r.status, r.reason, files_json, r.valid_from, r.events_start, r.events_end,
+                 r.events, r.user_versions, r.item_versions, r.waiting_on])
+
+
+def record_quality(con: duckdb.DuckDBPyConnection, r, run_id: str) -> None:
+    con.execute(f"INSERT OR REPLACE INTO data_quality ({_QUALITY_COLUMNS}) "
+                "VALUES (?, ?, ?, now(), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [run_id or "manual", r.batch_id, r.status, r.events, r.user_versions, r.item_versions, r.label_rate,
+                 r.new_user_share, r.new_item_share, r.expectations, r.failed_expectations, r.events_start,
+                 r.events_end, r.waiting_on])
+
+
+def quality_history(warehouse: Path) -> pd.DataFrame:
+    """Every data-quality row, oldest first (empty before the first batch)."""
+    if not warehouse.exists():
+        return pd.DataFrame()
+    with connect(warehouse) as con:
+        ensure_log(con)
+        return con.execute("SELECT * FROM data_quality ORDER BY recorded_at, batch_id").df()

@@ -1,0 +1,76 @@
+"""``core.locks``: one holder at a time across real processes, a bounded wait with a message, a one-line
+``Busy`` naming the holder's pid and start time, no stale lock after ``kill -9``. The same lock is
+what a training run takes on its run folder (``exclusive(lock_path(run_dir), f"run {run_id}")``)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from core.locks import Busy, exclusive, holder, lock_path
+from core.settings import REPO_ROOT
+
+HOLD = """
+import sys, time
+from pathlib import Path
+from core.locks import exclusive
+with exclusive(Path(sys.argv[1]), sys.argv[2], wait_s=0):
+    if len(sys.argv) > 4:  # also keep a DuckDB file open for writing, as a writer does
+        import duckdb
+        con = duckdb.connect(sys.argv[4])
+    print("held", flush=True)
+    time.sleep(float(sys.argv[3]))
+"""
+
+
+def hold(lock: Path, what: str, seconds: float, duckdb_file: Path | None = None) -> subprocess.Popen:
+    """A process of its own that holds ``lock`` for ``seconds`` (returns once it holds it)."""
+    args = [sys.executable, "-c", HOLD, str(lock), what, str(seconds)] + ([str(duckdb_file)] if duckdb_file else [])
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_second_process_fails_with_the_holders_pid_and_start_time(tmp_path):
+    run_dir = tmp_path / "runs" / "ctr-abc123"
+    lock = lock_path(run_dir)
+    assert lock == tmp_path / "runs" / "ctr-abc123.lock"
+    proc = hold(lock, "run ctr-abc123", 30)
+    try:
+        who = holder(lock)
+        assert who["pid"] == proc.pid
+        with pytest.raises(Busy) as caught:
+            with exclusive(lock, "run ctr-abc123", wait_s=0.5):
+                pytest.fail("two holders of one run lock")
+        assert str(caught.value) == f"run ctr-abc123 is busy (pid {proc.pid} since {who['since']})"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_waiter_says_so_and_gets_the_lock_when_the_holder_ends(tmp_path, caplog):
+    lock = tmp_path / "warehouse.duckdb.lock"
+    proc = hold(lock, "warehouse", 1.5)
+    started = time.monotonic()
+    with exclusive(lock, "warehouse", wait_s=30):
+        waited = time.monotonic() - started
+        assert holder(lock)["pid"] == os.getpid()
+    proc.wait()
+    assert 0.3 < waited < 20
+    assert f"warehouse is busy (pid {proc.pid} since" in caplog.text and "waiting up to 30 s" in caplog.text
+
+
+def test_a_killed_holder_leaves_no_stale_lock_and_one_process_may_nest(tmp_path):
+    lock = tmp_path / "x.lock"
+    proc = hold(lock, "warehouse", 60)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    with exclusive(lock, "warehouse", wait_s=0):  # the kernel released it with the process
+        with exclusive(lock, "warehouse", wait_s=0):  # reentrant within a process
+            assert holder(lock)["pid"] == os.getpid()
