@@ -27,6 +27,7 @@ from flows.evaluate_model import evaluate_model
 from flows.finetune_model import finetune_model
 from flows.pretrain_model import pretrain_model
 from flows.training import default_run_id, train_config
+from models.train.run import run_lock
 from models.train.stages import SERVABLE_STAGES
 from models.train.stages import Stage as TrainStage
 
@@ -110,10 +111,11 @@ def retrain_model(
     data = window_training_sets(spec, paths, window, window_days, holdout_days)
     cfg = train_config(profile, "clickprompt", backbone, overrides or {})
     run_id = default_run_id(cfg, data["ref"])  # the window is part of the training set's identity
-    if TrainStage.PRETRAIN in stages:
-        pretrain_model(cfg, run_id, data["ref"])
-    finetune_model(cfg, run_id, stages, data["ref"])
-    evaluation = evaluate_model(run_id)
+    with run_lock(paths.runs / run_id):
+        if TrainStage.PRETRAIN in stages:
+            pretrain_model(cfg, run_id, data["ref"])
+        finetune_model(cfg, run_id, stages, data["ref"])
+        evaluation = evaluate_model(run_id)
     challengers = register_challengers(str(paths.runs / run_id), paths, stages)
     judgement = judge_on_holdout(spec, paths, challengers, data["holdout_start"], data["holdout_end"], metric, margin)
     create_markdown_artifact(judgement_markdown(judgement, run_id), key=JUDGEMENT_KEY,

@@ -33,6 +33,7 @@ from flows.register_model import register_model
 from flows.training import default_run_id, train_config
 from models.metrics import StageRow, text_table
 from models.train.config import Method
+from models.train.run import run_lock
 from models.train.stages import REGISTERED_STAGE, Stage, check_stages, default_stages
 
 
@@ -83,15 +84,15 @@ def train_pipeline(
     features = build_features(dataset, refresh=refresh, spec=spec, split=split)
     training_set = features["training_sets"]["ref"]  # the build this run trains on, whatever is built later
     run_id = run_id or default_run_id(cfg, training_set)  # one run folder for every training subflow
-    if Stage.PRETRAIN in stages:
-        pretrain_model(cfg, run_id, training_set, refresh=refresh)
-    if set(stages) - {Stage.PRETRAIN}:
-        finetune_model(cfg, run_id, [s.value for s in stages], training_set, refresh=refresh)
-    evaluation = evaluate_model(run_id)
-
-    registered = None
-    if to_registry and REGISTERED_STAGE in evaluation["variants"]:
-        registered = register_model(run_id)
+    with run_lock(paths.runs / run_id):  # one pipeline per run id at a time
+        if Stage.PRETRAIN in stages:
+            pretrain_model(cfg, run_id, training_set, refresh=refresh)
+        if set(stages) - {Stage.PRETRAIN}:
+            finetune_model(cfg, run_id, [s.value for s in stages], training_set, refresh=refresh)
+        evaluation = evaluate_model(run_id)
+        registered = None
+        if to_registry and REGISTERED_STAGE in evaluation["variants"]:
+            registered = register_model(run_id)
     summary = {
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "dataset": dataset,

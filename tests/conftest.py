@@ -90,12 +90,22 @@ def real_ml100k_home(real_ml100k_raw: Path, tmp_path_factory) -> Paths:
 
 
 @pytest.fixture(scope="session")
-def real_ml100k_data(real_ml100k_home: Paths):
+def real_ml100k_ref(real_ml100k_home: Paths):
+    """The reference of that home's default build (global-temporal, 80/10/10): named by its inputs, so
+    other builds in the same home (another policy, say) never stand in for it."""
+    from core.training_data import DEFAULT_FRACTIONS, TrainingSetRef
+    from feature_repo.training_sets import training_set_folder
+
+    return TrainingSetRef.of(training_set_folder(real_ml100k_home, "clickprompt_v1", "global-temporal",
+                                                 DEFAULT_FRACTIONS))
+
+
+@pytest.fixture(scope="session")
+def real_ml100k_data(real_ml100k_home: Paths, real_ml100k_ref):
     """The point-in-time training sets of real MovieLens-100K as training takes them (frames, spec, hash),
     with the offline default PLM fetched into the same home."""
     from core.training_data import load_training_data
-    from feature_repo.training_sets import latest_training_set
     from ingestion.fetch import fetch_plm
 
     fetch_plm("bert-2l-128", real_ml100k_home)
-    return load_training_data(latest_training_set(real_ml100k_home))
+    return load_training_data(real_ml100k_ref)

@@ -29,26 +29,28 @@ def train_bundle(bundle_dir: Path, out: Path | None = None, profile: str | None 
                  stages: list[str] | None = None, overrides: dict | None = None) -> tuple[Path, dict]:
     """Train ``stages`` from the bundle into ``out``; (run folder, the run's metrics)."""
     from models.train.bundle import Bundle
-    from models.train.run import default_run_id, run_training
+    from models.train.run import default_run_id, run_lock, run_training
     from models.train.stages import default_stages
 
     bundle = Bundle(bundle_dir)
     cfg = bundle.config(profile, overrides)
     data = bundle.data()
     run_dir = out or bundle.folder / "runs" / default_run_id(cfg, bundle.ref.identity)
-    summary = run_training(cfg, data, stages or default_stages(cfg.method), run_dir, bundle.plm_source(cfg))
+    with run_lock(run_dir):
+        summary = run_training(cfg, data, stages or default_stages(cfg.method), run_dir, bundle.plm_source(cfg))
     return run_dir, summary
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from core.locks import Busy
     from models.metrics import stage_rows, text_table
     from models.train.config import parse_set
 
     try:
         run_dir, summary = train_bundle(args.bundle, args.out, args.profile, args.stages, parse_set(args.set))
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, Busy) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:

@@ -14,7 +14,6 @@ from feature_repo.store import apply, open_store
 from feature_repo.training_sets import (
     build_training_sets,
     historical_features,
-    latest_training_set,
     load_training_sets,
 )
 from ingestion.text_sql import text_sql
@@ -114,8 +113,8 @@ def test_online_store_serves_the_latest_profile_version(small_home):
 
 
 @pytest.mark.slow
-def test_real_movielens_100k_training_sets(real_ml100k_home):
-    frames, manifest = load_training_sets(latest_training_set(real_ml100k_home))
+def test_real_movielens_100k_training_sets(real_ml100k_ref):
+    frames, manifest = load_training_sets(real_ml100k_ref)
     assert sum(len(f) for f in frames.values()) == 100_000
     assert manifest.splits["train"].rows == pytest.approx(80_000, rel=0.01)
     assert 0.5 < manifest.splits["train"].label_rate < 0.6  # 55% of ML-100K ratings are >= 4

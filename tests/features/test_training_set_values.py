@@ -125,9 +125,9 @@ def test_old_builds_are_cleaned_newest_kept(small_home):
 
 
 @pytest.mark.slow
-def test_real_movielens_splits_state_their_unseen_shares(real_ml100k_home):
+def test_real_movielens_splits_state_their_unseen_shares(real_ml100k_home, real_ml100k_ref):
     """The global time split's cost on ML-100K, as the manifest states it (and the frames confirm)."""
-    frames, manifest = load_training_sets(latest_training_set(real_ml100k_home))
+    frames, manifest = load_training_sets(real_ml100k_ref)
     assert manifest.split_policy == "global-temporal"
     share = manifest.splits["test"].unseen_users
     assert share == pytest.approx(_unseen(frames, "test", "user_id")) and 0.7 < share < 0.95

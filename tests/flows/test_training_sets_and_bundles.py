@@ -107,3 +107,25 @@ def test_a_bundle_names_what_is_wrong(tmp_path, capsys):
 
     assert main(["--bundle", str(tmp_path / "nothing")]) == 2
     assert "is not a training bundle (no bundle.json)" in capsys.readouterr().err
+
+
+def test_two_pipelines_never_train_one_run_id_at_once(flow_home, small_pipeline, monkeypatch):
+    """A real second process holds the run's lock: the pipeline on that run id fails with one line
+    naming the holder, before training anything, and trains once the holder is gone."""
+    from core.locks import Busy, holder, lock_path
+    from tests.test_locks import hold
+
+    monkeypatch.setenv("CLICKPROMPT_LOCK_WAIT", "0.5")
+    run_id = "smoke-locked"
+    lock = lock_path(flow_home.runs / run_id)
+    proc = hold(lock, f"run {run_id}", 120)
+    try:
+        with pytest.raises(Busy) as caught:
+            train_pipeline(**small_pipeline, stages=["baseline"], run_id=run_id, to_registry=False)
+        assert str(caught.value) == f"run {run_id} is busy (pid {proc.pid} since {holder(lock)['since']})"
+        assert not (flow_home.runs / run_id / "baseline").exists()  # nothing trained under the other's lock
+    finally:
+        proc.kill()
+        proc.wait()
+    summary = train_pipeline(**small_pipeline, stages=["baseline"], run_id=run_id, to_registry=False)
+    assert summary["run_id"] == run_id and (flow_home.runs / run_id / "baseline" / "metrics.json").is_file()
