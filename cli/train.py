@@ -11,6 +11,7 @@ from cli.common import dataset_of, prefect_home_ready, print_json
 from core.names import DEFAULT_DATASET
 from core.settings import Paths
 from core.spec import SPLIT_POLICIES
+from models.train.stages import RETRAIN_STAGES, STAGES
 
 # --- training and pipelines (Prefect flows) ---------------------------------------------
 
@@ -158,8 +159,7 @@ def _training_args(p: argparse.ArgumentParser) -> None:
                    "pretraining objective and the default stages")
     p.add_argument("--backbone", help="CTR model name (dcnv2, dnn, autoint, fm, deepfm, dcn, xdeepfm, pnn)")
     p.add_argument("--plm", help="language model: a name under data/plms, a folder, or a hub name")
-    p.add_argument("--stages", default="all", help="comma list of baseline,pretrain,finetune-with-lm,"
-                   "finetune-ctr-only,finetune-lm-only (default: the method's)")
+    p.add_argument("--stages", default="all", help=f"comma list of {','.join(STAGES)} (default: the method's)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, e.g. pretrain.epochs=2")
     p.add_argument("--run-id", help="run folder under artifacts/runs (default: derived from config and data, "
                                     "so a re-run after a failure resumes in the same run)")
@@ -189,7 +189,7 @@ def add_commands(sub, add: Callable) -> None:
     p.add_argument("--dataset", help=DATASET_HELP)
     p.add_argument("--profile", default="demo")
     p.add_argument("--backbone")
-    p.add_argument("--stages", help="comma list (default baseline,pretrain,finetune-ctr-only)")
+    p.add_argument("--stages", help=f"comma list (default {','.join(RETRAIN_STAGES)})")
     p.add_argument("--window", default="growing", choices=["growing", "sliding"])
     p.add_argument("--window-days", type=int, default=90, help="length of a sliding window")
     p.add_argument("--holdout-days", type=int, default=7, help="the most recent days: the judging window")

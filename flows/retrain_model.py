@@ -28,12 +28,12 @@ from flows.finetune_model import finetune_model
 from flows.pretrain_model import pretrain_model
 from flows.training import default_run_id, train_config
 from models.train.run import run_lock
-from models.train.stages import SERVABLE_STAGES
+from models.train.stages import RETRAIN_STAGES, SERVABLE_STAGES
 from models.train.stages import Stage as TrainStage
 
 JUDGEMENT_KEY = "champion-challenger"
 CHALLENGER_STAGES = SERVABLE_STAGES  # what may be served: the backbone's inference graph
-DEFAULT_RETRAIN_STAGES = (TrainStage.BASELINE, TrainStage.PRETRAIN, TrainStage.FINETUNE_CTR_ONLY)
+DEFAULT_RETRAIN_STAGES = RETRAIN_STAGES
 
 
 def window_training_sets(spec: DatasetSpec, paths: Paths, window: Literal["growing", "sliding"], window_days: int,

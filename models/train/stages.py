@@ -36,6 +36,7 @@ FROM_SCRATCH = frozenset({Stage.BASELINE, Stage.PRETRAIN})
 # what may be served: the backbone's inference graph, no LM at inference time
 SERVABLE_STAGES = (Stage.FINETUNE_CTR_ONLY, Stage.BASELINE)
 REGISTERED_STAGE = Stage.FINETUNE_CTR_ONLY  # what a pipeline registers (zero extra inference cost)
+RETRAIN_STAGES = (Stage.BASELINE, Stage.PRETRAIN, Stage.FINETUNE_CTR_ONLY)  # the weekly retrain's default
 
 # The default stage list of each method (``clickprompt train --method M``; --stages overrides).
 METHOD_STAGES: dict[str, tuple[Stage, ...]] = {
