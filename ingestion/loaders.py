@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from core.spec import DatasetSpec, FieldSpec
+from ingestion.rawfile import read_file
 from ingestion.rows import (
     FileFormat,
     Parsed,
@@ -51,7 +52,6 @@ from ingestion.rows import (
     check_int,
     empty_table,
     int_column,
-    read_file,
     require_columns,
     to_int,
     typed_table,
