@@ -29,41 +29,28 @@ import time
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
 from core.backends import Backends
 from core.settings import Paths
+from serving import requests as request_bodies
 from serving.registry import DEFAULT_NAME, Registry
+from serving.requests import MAX_BATCH, BatchRequest, PredictRequest  # noqa: F401  (MAX_BATCH: the limit)
 from serving.scoring import LoadedModel, NoProductionModelError, load_model, score_frame
 from serving.timing import NO_LAPS, ServerTiming
 
 log = logging.getLogger("clickprompt.serving")
 
-MAX_BATCH = 1000  # pairs per /predict/batch (more: 422 naming the limit)
 MAX_BODY_BYTES = 256 * 1024  # a full batch is ~40 KB (more: 413 naming the limit)
 RETRY_SECONDS = 1.0  # without a model, how often a request may try to load one
-EntityId = Annotated[int, Field(strict=True, ge=-(2**63), le=2**63 - 1)]
 
 
-# --- request / response bodies --------------------------------------------------------------------
-
-
-class PredictRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    user_id: EntityId
-    item_id: EntityId
-
-
-class BatchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    requests: list[PredictRequest] = Field(min_length=1, max_length=MAX_BATCH)
+# --- response bodies (requests: serving.requests) -------------------------------------------------
 
 
 class Unknown(BaseModel):
@@ -421,6 +408,7 @@ def create_app(paths: Paths | None = None, name: str = DEFAULT_NAME, registry: R
     predictor = predictor or Predictor(paths, name, registry, poll_seconds=poll_seconds)
     app = FastAPI(title="clickprompt serving", description=__doc__.splitlines()[0], version="1")
     app.state.predictor = predictor
+    request_bodies.install(app)  # a bad body: 422 with a bounded, JSON-safe excerpt (never a 500)
 
     def unavailable(exc: Exception) -> JSONResponse:
         reason = "online_store" if isinstance(exc, FeaturesUnavailable) else "model"
