@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from cli.common import dataset_of, prefect_home_ready, print_json
+from cli.common import dataset_of, positive_int, prefect_home_ready, print_json
 from core.names import DEFAULT_DATASET
 from core.settings import Paths
 
@@ -160,8 +160,8 @@ def add_commands(sub, add: Callable) -> None:
     p.add_argument("--backbone")
     p.add_argument("--stages", help="comma list (default baseline,pretrain,finetune-ctr-only)")
     p.add_argument("--window", default="growing", choices=["growing", "sliding"])
-    p.add_argument("--window-days", type=int, default=90, help="length of a sliding window")
-    p.add_argument("--holdout-days", type=int, default=7, help="the most recent days: the judging window")
+    p.add_argument("--window-days", type=positive_int, default=90, help="length of a sliding window")
+    p.add_argument("--holdout-days", type=positive_int, default=7, help="the most recent days: the judging window")
     p.add_argument("--metric", default="auc", choices=["auc", "logloss"])
     p.add_argument("--margin", type=float, default=0.001, help="how much better than production to be promoted")
     p.add_argument("--set", action="append", metavar="KEY=VALUE")

@@ -224,6 +224,8 @@ def check_field(p: Parsed, spec_field: FieldSpec) -> None:
     col = p.frame[name]
     if spec_field.dtype == "int64":
         ok = check_int(p, name)
+        if spec_field.kind.value == "id":
+            ok = _check_id(p, spec_field, ok)
         if spec_field.allowed is not None:
             try:
                 allowed_ints = {int(a) for a in spec_field.allowed}
@@ -238,6 +240,46 @@ def check_field(p: Parsed, spec_field: FieldSpec) -> None:
         bad = ~col.str.strip().isin(spec_field.allowed)
         allowed = allowed_text(spec_field.allowed)
         p.flag(bad, name, lambda v: f"{v!r} is not an allowed value ({allowed})")
+
+
+def _check_id(p: Parsed, f: FieldSpec, ok: pd.Series) -> pd.Series:
+    """An id is a whole number (no '5.0') inside the spec's range (``range: [1, ...]``: no -5)."""
+    col = p.frame[f.name]
+    if f.name not in p.ints:  # the fast path saw only digits, signs and blanks
+        fraction = ok & col.str.contains(".", regex=False)
+        p.flag(fraction, f.name, lambda v: f"{str(v).strip()!r} is not a whole number (ids are integers)")
+        ok = ok & ~fraction
+    if f.range is not None:
+        lo, hi = f.range
+        shown = "..".join(str(int(b)) if float(b).is_integer() else str(b) for b in (lo, hi))
+        ints = pd.Series(p.ints[f.name], index=col.index) if f.name in p.ints else pd.Series(0, index=col.index)
+        if f.name not in p.ints:
+            ints[ok] = to_int(col[ok])
+        outside = ok & ((ints < lo) | (ints > hi))
+        p.flag(outside, f.name, lambda v: f"{str(v).strip()!r} is outside the spec's range {shown} of {f.name}")
+        ok = ok & ~outside
+    return ok
+
+
+def check_duplicate_events(p: Parsed, keys: pd.DataFrame) -> None:
+    """Flag events repeating an earlier row's (user, item, time), naming that row's line. ``keys``:
+    the typed key columns, aligned with ``p.frame`` (rows already flagged are not compared)."""
+    bad_lines = p.problems.bad_lines() if p.problems else np.array([], dtype=np.int64)
+    clean = ~np.isin(p.line_no, bad_lines)
+    keys = keys.reset_index(drop=True)
+    dup = keys.duplicated(keep=False).to_numpy() & clean
+    if not dup.any():
+        return
+    rows = keys[dup].assign(_line=p.line_no[dup])
+    first = rows.groupby(list(keys.columns), sort=False)["_line"].transform("min").to_numpy()
+    later = rows["_line"].to_numpy() != first
+    where = np.flatnonzero(dup)[later]
+    said = pd.Series(None, index=keys.index, dtype=object)
+    said.iloc[where] = [(", ".join(map(str, k)), line) for k, line in
+                        zip(keys.iloc[where].itertuples(index=False), first[later])]
+    names = ", ".join(keys.columns)
+    p.flag(said.notna().to_numpy(), None, lambda v: f"duplicate event: ({names}) = ({v[0]}) as on line {v[1]}",
+           values=said)
 
 
 def check_duplicates(p: Parsed, key: str) -> None:

@@ -33,6 +33,7 @@ from ingestion.rows import (
     RawTables,
     Rejected,
     allowed_text,
+    check_duplicate_events,
     check_duplicates,
     check_field,
     check_int,
@@ -270,6 +271,8 @@ def load_tabular(spec: DatasetSpec, source: Path, quarantine: bool = False, part
         p.flag(((ratings < lo) | (ratings > hi)).to_numpy(), "rating",
                lambda v: f"{str(v).strip()!r} is outside {lo}..{hi}")
         seconds = parse_times(p, "timestamp", src.events.time_format)
+        check_duplicate_events(p, pd.DataFrame({**{k: p.ints[k] if k in p.ints else pd.to_numeric(
+            p.frame[k].str.strip(), errors="coerce") for k in (keys["user"], keys["item"])}, "timestamp": seconds}))
         for name, values in {**lists, "rating": ratings, "timestamp": seconds}.items():
             p.frame[name] = values
         p.settle(quarantine, rejected)
