@@ -56,8 +56,8 @@ def cmd_pipeline(args, paths: Paths) -> int:
         )
         try:  # before Prefect starts its temporary server
             train_pipeline.validate_parameters(params)
-        except ParameterTypeError as exc:  # a bad --profile / --method / --stages value
-            raise ValueError(str(exc)) from exc
+        except ParameterTypeError as exc:  # a bad --profile / --method / --stages value: one line
+            raise ValueError(" ".join(line.strip(" -") for line in str(exc).splitlines())) from exc
         prefect_home_ready()
         with distributed.leading():  # alone: a no-op
             summary = train_pipeline(**params)

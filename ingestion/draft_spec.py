@@ -14,6 +14,8 @@ import duckdb
 import pandas as pd
 import yaml
 
+from ingestion.csvlines import FileLines
+
 USER_KEYS = ("user_id", "userid", "user", "customer_id", "customer", "cust_id", "uid", "member_id", "account_id")
 ITEM_KEYS = ("item_id", "itemid", "item", "product_id", "product", "sku", "movie_id", "movieid", "iid", "article_id")
 TIME_HINTS = ("timestamp", "time", "ts", "date", "datetime", "event_time", "when", "created_at")
@@ -24,6 +26,17 @@ MAX_CATEGORIES = 50
 
 def _read(path: Path, sample: int = 100_000) -> tuple[pd.DataFrame, dict[str, Any]]:
     """A sample of the file (typed by DuckDB's sniffer) and how it reads (format, separator, header)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.suffix.lower() != ".parquet":
+        FileLines(path).check_line_ends(path.name)  # DuckDB's sniffer fails on mixed ends without a line
+    try:
+        return _sniffed(path, sample)
+    except duckdb.Error as exc:
+        raise ValueError(f"{path}: cannot be read as CSV, TSV or parquet: {str(exc).strip().splitlines()[0]}") from None
+
+
+def _sniffed(path: Path, sample: int) -> tuple[pd.DataFrame, dict[str, Any]]:
     with duckdb.connect() as con:
         if path.suffix.lower() == ".parquet":
             frame = con.execute(f"SELECT * FROM read_parquet(?) LIMIT {sample}", [str(path)]).df()

@@ -78,3 +78,11 @@ def test_values_the_text_gate_would_reject_are_flagged_in_the_draft(tmp_path):
     text = spec_yaml(spec, notes)
     assert ("# events column 'shelf': 4 distinct values: categorical; 2 values the text gate would reject "
             "(a tab, newline or double space, or a missing-value word): 'middle\\nrow', 'nan'") in text
+
+
+def test_init_spec_names_the_first_line_of_mixed_line_endings(paths, capsys):
+    events = paths.home / "events.csv"
+    events.write_bytes(b"user_id,item_id,rating,timestamp\r\n1,2,3,1700000000\r\n2,3,4,1700000001\n")
+    assert cli.main(["data", "init-spec", "--name", "x", "--events", str(events)]) == 2
+    assert capsys.readouterr().err == ("error: events.csv line 3: mixed line endings: this line ends with LF, line 1 "
+                                       "with CRLF (Windows); save the file with one kind of line end\n")

@@ -66,6 +66,7 @@ def _run(capsys, *argv) -> tuple[int, str]:
     (["train", "--backbone", "dcnv3"], "error: --backbone dcnv3: unknown CTR model; known: autoint, dcn, dcnv2,"),
     (["retrain", "--stages", "baseline,pretrian"], "error: --stages: unknown stage 'pretrian'; known: baseline,"),
     (["pipeline", "--plm", "no-such-lm"], "error: --plm no-such-lm: not a known language model (bert-2l-128, "),
+    (["data", "init-spec", "--name", "x", "--events", "/nonexistent.csv"], "error: /nonexistent.csv: no such file"),
     (["plm", "fetch", "no-such-lm"], "error: unknown language model 'no-such-lm'; known: bert-2l-128, minilm-l6"),
 ])
 def test_bad_input_is_refused_up_front_with_exit_2_and_one_line(paths, capsys, argv, message):
