@@ -23,9 +23,9 @@ LF, CR, QUOTE = 10, 13, 34
 class FileLines:
     """What the line numbers of one file refer to: its newline positions and record terminators."""
 
-    def __init__(self, path: Path, encoding: str = "utf-8") -> None:
+    def __init__(self, path: Path, encoding: str = "utf-8", data: bytes | None = None) -> None:
         self.path, self.encoding = path, encoding
-        self.data = path.read_bytes()
+        self.data = path.read_bytes() if data is None else data
         codes = np.frombuffer(self.data, dtype=np.uint8)
         self.newlines = np.flatnonzero(codes == LF)
         quotes = np.flatnonzero(codes == QUOTE)

@@ -61,7 +61,8 @@ def read_table(path: Path, source: TableSource, table: str) -> Parsed:
     """Every column as text, in file order, with 1-based line numbers; structural errors raise."""
     import hashlib
 
-    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    data = path.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
     fmt = FileFormat(table, path.name, source.delimiter or ",", source.encoding, None)
     with duckdb.connect() as con:
         if source.format == "parquet":
@@ -72,7 +73,7 @@ def read_table(path: Path, source: TableSource, table: str) -> Parsed:
             frame = frame.astype(object).where(frame.notna(), "").astype(str)
             line_no, lines = np.arange(1, len(frame) + 1), _RowsAsJson(frame)
         else:
-            frame, line_no, lines = _read_delimited(con, path, source)
+            frame, line_no, lines = _read_delimited(con, FileLines(path, source.encoding, data), source)
     if frame.empty:
         raise RawDataError(path.name, None, None, "file is empty (no data rows)", path=path)
     return Parsed(fmt, path, sha, lines, list(frame.columns), frame.reset_index(drop=True), line_no)
@@ -89,10 +90,10 @@ class _RowsAsJson(Sequence):
         return json.dumps(self.frame.iloc[i].to_dict(), ensure_ascii=False)
 
 
-def _read_delimited(con: duckdb.DuckDBPyConnection, path: Path,
+def _read_delimited(con: duckdb.DuckDBPyConnection, file_lines: FileLines,
                     source: TableSource) -> tuple[pd.DataFrame, np.ndarray, Sequence[str]]:
     """The rows as text, the physical line each starts on (``ingestion.csvlines``), the file's lines."""
-    file_lines = FileLines(path, source.encoding)
+    path = file_lines.path
     file_lines.check_line_ends(path.name)
     options = dict(delim=source.delimiter or ",", header=source.header, all_varchar=True, encoding=source.encoding,
                    store_rejects=True, null_padding=False, quote='"', escape='"')

@@ -64,7 +64,7 @@ pair = st.fixed_dictionaries({"user_id": an_id, "item_id": an_id},
 bodies = any_json | pair | st.fixed_dictionaries({"requests": st.lists(pair, max_size=5) | any_json})
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 @given(body=bodies, path=st.sampled_from(["/predict", "/predict/batch"]))
 def test_generated_json_never_gets_a_500(server, body, path):
     response = post_raw(server, path, json.dumps(body))  # NaN / Infinity written as Python's json writes them
