@@ -5,6 +5,7 @@ refuses bad counts and unknown names up front with exit 2 and one line."""
 from __future__ import annotations
 
 import time
+from datetime import datetime
 
 import duckdb
 import pytest
@@ -14,6 +15,7 @@ from core.spec import load_spec
 from ingestion.rows import RawDataError
 from ingestion.warehouse import ingest
 from tests.conftest import small_ratings, write_small_raw
+from tests.ingestion.test_tabular import own_data  # noqa: F401  (fixture)
 from validation import gate
 
 SPEC = "movielens-100k"
@@ -48,6 +50,21 @@ def test_a_repeated_event_names_both_lines_and_can_be_quarantined(paths, tmp_pat
     with duckdb.connect(str(paths.warehouse), read_only=True) as con:
         kept = con.execute("SELECT file, line, raw FROM quarantine").fetchall()
     assert kept == [("u.data", 21, rows[20])]
+
+
+def test_a_repeated_event_in_an_export_names_both_lines(own_data):  # noqa: F811
+    paths, spec = own_data
+    folder = paths.raw(spec.name)
+    lines = (folder / "clicks.csv").read_text().splitlines()
+    customer, product, clicked, when, cat = lines[1].split(",")
+    lines.append(",".join([customer, product, str(1 - int(clicked)), when, cat]))  # line 802, as line 2
+    (folder / "clicks.csv").write_text("\n".join(lines) + "\n")
+    seconds = int(datetime.fromisoformat(when.replace("Z", "+00:00")).timestamp())
+    with pytest.raises(RawDataError, match=rf"^clicks\.csv line 802: duplicate event: \(user_id, item_id, timestamp\) "
+                                           rf"= \({customer}, {product}, {seconds}\) as on line 2$"):
+        ingest(spec, folder, paths.warehouse, paths.snapshots, gate)
+    report = ingest(spec, folder, paths.warehouse, paths.snapshots, gate, quarantine=True)
+    assert report.rejected == 1 and report.rows_after["interactions"] == 800
 
 
 def _run(capsys, *argv) -> tuple[int, str]:
