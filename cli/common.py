@@ -87,12 +87,13 @@ def known_plms() -> list[str]:
 
 def check_names(args, paths: Paths) -> None:
     """Names a command would only look up after minutes of work - backbone, stages, language
-    model - checked right after parsing; an unknown one raises ``UserError`` listing the known ones."""
+    model - checked right after parsing; an unknown one raises ``UserError`` listing the known ones.
+    (``train`` / ``pipeline`` check their stages with their other flow parameters, all in one line.)"""
     backbone = getattr(args, "backbone", None)
     if backbone and backbone not in (known := known_backbones()):
         raise UserError(f"--backbone {backbone}: unknown CTR model; known: {', '.join(known)}")
     stages = getattr(args, "stages", None)
-    if stages and stages != "all":
+    if stages and stages != "all" and not getattr(args, "flow_checks_stages", False):
         known_s = known_stages()
         unknown = [s for s in stages.split(",") if s not in known_s]
         if unknown:

@@ -142,6 +142,7 @@ def _training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--refresh", action="store_true", help="ignore cached stage results (training still resumes "
                                                           "from the run's checkpoints)")
     p.add_argument("--json", action="store_true")
+    p.set_defaults(flow_checks_stages=True)  # validate_parameters names every bad value at once
 
 
 def add_commands(sub, add: Callable) -> None:
