@@ -6,8 +6,10 @@
 
 Every command calls the same flows and library functions as everything else. Heavy libraries
 (Feast, GX, torch) are imported inside the handlers so ``--help`` is instant.
-Exit codes: 0 ok, 1 a gate failed (validation, promotion) or batches wait, 2 bad input or usage,
-3 busy: another process holds the warehouse (``warehouse is busy (pid N since T)``).
+Exit codes: 0 ok, 1 a gate failed (validation, promotion) or batches wait, 2 bad input or usage: one
+line ``error: ...`` on stderr, checked before any work where it can be (counts, backbone, stages,
+language model); ``--debug`` adds the traceback. 3 busy: another process holds the warehouse or the
+training run (``warehouse is busy (pid N since T)``).
 """
 
 from __future__ import annotations
@@ -15,18 +17,28 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 import warnings
 from typing import Callable
 
 from cli import data, serve, train
+from cli.common import UserError, check_names
 from core.settings import Paths, apply_environment_defaults
 
 log = logging.getLogger("clickprompt")
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors on one line (``error: ...``), exit 2, like every other bad input."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="clickprompt", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="clickprompt", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--debug", action="store_true", help="print the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(group, name: str, func: Callable, help: str) -> argparse.ArgumentParser:
@@ -41,7 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     apply_environment_defaults()  # before any Prefect / Feast / GX / transformers import
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2, one line already printed)
+        return int(exc.code or 0)
     warnings.filterwarnings("ignore", category=DeprecationWarning)  # third-party (ibis, feast) noise
     warnings.filterwarnings("ignore", category=FutureWarning)
     logging.basicConfig(
@@ -52,15 +67,20 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("feast", "great_expectations", "httpx", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from core.locks import Busy
+    from ingestion.fetch import FetchError
     from ingestion.loaders import RawDataError
     from ingestion.warehouse import WarehouseError
 
     try:
-        return args.func(args, Paths.default())
+        paths = Paths.default()
+        check_names(args, paths)
+        return args.func(args, paths)
     except Busy as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
-    except (RawDataError, WarehouseError, FileNotFoundError, ValueError) as exc:
+    except (UserError, RawDataError, WarehouseError, FetchError, FileNotFoundError, ValueError) as exc:
+        if args.debug:
+            traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # validation gate failures carry their report

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
+from pathlib import Path
 
 from core.names import DEFAULT_DATASET
 from core.settings import Paths
@@ -33,3 +36,69 @@ def dataset_of(paths: Paths, name: str | None) -> str:
     from ingestion.warehouse import warehouse_dataset
 
     return name or warehouse_dataset(paths.warehouse) or DEFAULT_DATASET
+
+
+# --- bad input, refused before any work -----------------------------------------------------
+
+
+class UserError(ValueError):
+    """Input the user can fix: ``error: <message>`` on one line, exit 2 (``--debug``: the traceback)."""
+
+
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (a count of batches, days, workers ...)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a count: give a whole number >= 1")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be a number > 0")
+    return value
+
+
+def known_backbones() -> list[str]:
+    from models.ctr import CTR_MODELS
+
+    return sorted(CTR_MODELS)
+
+
+def known_stages() -> tuple[str, ...]:
+    """The training stages by name: the one import of the training package's stage list."""
+    from models.train.stages import STAGES
+
+    return tuple(str(s) for s in STAGES)
+
+
+def known_plms() -> list[str]:
+    from ingestion.fetch import PLMS
+
+    return sorted(PLMS)
+
+
+def check_names(args, paths: Paths) -> None:
+    """Names a command would only look up after minutes of work - backbone, stages, language
+    model - checked right after parsing; an unknown one raises ``UserError`` listing the known ones.
+    (``train`` / ``pipeline`` check their stages with their other flow parameters, all in one line.)"""
+    backbone = getattr(args, "backbone", None)
+    if backbone and backbone not in (known := known_backbones()):
+        raise UserError(f"--backbone {backbone}: unknown CTR model; known: {', '.join(known)}")
+    stages = getattr(args, "stages", None)
+    if stages and stages != "all" and not getattr(args, "flow_checks_stages", False):
+        known_s = known_stages()
+        unknown = [s for s in stages.split(",") if s not in known_s]
+        if unknown:
+            raise UserError(f"--stages: unknown stage {unknown[0]!r}; known: {', '.join(known_s)} (or all)")
+    plm = getattr(args, "plm", None)
+    if plm and plm not in known_plms() and not Path(paths.plm_source(plm)).is_dir():
+        raise UserError(f"--plm {plm}: not a known language model ({', '.join(known_plms())}), one fetched into "
+                        f"{paths.plms}, nor a folder")

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Callable
 
-from cli.common import prefect_home_ready, print_json, spec_of
+from cli.common import UserError, known_plms, positive_int, prefect_home_ready, print_json, spec_of
 from core.names import CLICKPROMPT_SERVICE, CTR_SERVICE, DEFAULT_DATASET
 from core.settings import Paths
 from core.spec import SPLIT_POLICIES
@@ -276,6 +276,8 @@ def cmd_features_online(args, paths: Paths) -> int:
 def cmd_plm_fetch(args, paths: Paths) -> int:
     from ingestion.fetch import fetch_plm
 
+    if args.name not in known_plms():
+        raise UserError(f"unknown language model {args.name!r}; known: {', '.join(known_plms())}")
     print(f"{args.name}: {fetch_plm(args.name, paths)}")
     return 0
 
@@ -294,7 +296,7 @@ def add_commands(sub, add: Callable) -> None:
     p.add_argument("--source", help="folder of raw files (default data/raw/<dataset>)")
     p.add_argument("--warehouse", help="DuckDB file (default data/warehouse.duckdb)")
     p.add_argument("--quarantine", action="store_true", help="commit good rows; keep bad ones in table quarantine")
-    p.add_argument("--max-batches", type=int, help="with a landing area: take at most so many new batches")
+    p.add_argument("--max-batches", type=positive_int, help="with a landing area: take at most so many new batches")
     p.add_argument("--json", action="store_true")
     p = add(data, "init-spec", cmd_data_init_spec, "draft a data set spec from your files' columns and types "
                                                     "(loader tabular), for you to edit")
@@ -312,14 +314,14 @@ def add_commands(sub, add: Callable) -> None:
                                               "period batches in the landing area data/inbox/<dataset>/")
     p.add_argument("--dataset", default=DEFAULT_DATASET)
     p.add_argument("--every", default="7d", help="period of a batch: 7d, 12h, ...")
-    p.add_argument("--batches", type=int, default=4, help="how many periods at the end become batches")
+    p.add_argument("--batches", type=positive_int, default=4, help="how many periods at the end become batches")
     p = add(data, "status", cmd_data_status, "each batch's last outcome (accepted / rejected / waiting and why) "
                                               "and whether the snapshots show the warehouse")
     p.add_argument("--json", action="store_true")
     p = add(data, "update", cmd_data_update, "the nightly flow: new batches (gated), online store (incremental), "
                                               "data-quality trend report")
     p.add_argument("--dataset", default=DEFAULT_DATASET)
-    p.add_argument("--max-batches", type=int, help="take at most so many new batches (oldest first)")
+    p.add_argument("--max-batches", type=positive_int, help="take at most so many new batches (oldest first)")
     p.add_argument("--json", action="store_true")
 
     p = add(sub, "validate", cmd_validate, "run every Great Expectations suite on the warehouse and snapshots")

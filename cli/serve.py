@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from cli.common import print_json
+from cli.common import positive_float, positive_int, print_json
 from core.settings import Paths
 from models.train.stages import REGISTERED_STAGE, STAGES
 
@@ -136,9 +136,9 @@ def add_commands(sub, add: Callable) -> None:
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: loopback only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--name", default="ctr", help="registered model name (default ctr)")
-    p.add_argument("--poll-seconds", type=float, default=5.0, help="re-read the production version at least this often")
+    p.add_argument("--poll-seconds", type=positive_float, default=5.0, help="re-read the production version at least this often")
     p.add_argument("--access-log", action="store_true", help="log every request")
-    p.add_argument("--workers", type=int, default=2, help="uvicorn worker processes (default 2, one per core of the "
+    p.add_argument("--workers", type=positive_int, default=2, help="uvicorn worker processes (default 2, one per core of the "
                    "reference machine: 1.6-2.2x the requests/s of 1 at 8 clients, see the serving benchmark)")
     p = add(sub, "predict", cmd_predict, "score one user/item pair in-process (online features, production model)")
     p.add_argument("--user-id", type=int, required=True)

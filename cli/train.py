@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from cli.common import dataset_of, prefect_home_ready, print_json
+from cli.common import dataset_of, positive_int, prefect_home_ready, print_json
 from core.names import DEFAULT_DATASET
 from core.settings import Paths
 from core.spec import SPLIT_POLICIES
@@ -81,8 +81,8 @@ def cmd_pipeline(args, paths: Paths) -> int:
         )
         try:  # before Prefect starts its temporary server
             train_pipeline.validate_parameters(params)
-        except ParameterTypeError as exc:  # a bad --profile / --method / --stages value
-            raise ValueError(str(exc)) from exc
+        except ParameterTypeError as exc:  # a bad --profile / --method / --stages value: one line
+            raise ValueError(" ".join(line.strip(" -") for line in str(exc).splitlines())) from exc
         prefect_home_ready()
         with distributed.leading():  # alone: a no-op
             summary = train_pipeline(**params)
@@ -169,6 +169,7 @@ def _training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", choices=SPLIT_POLICIES, help="training-set split policy (default: the data set "
                                                            "spec's, global-temporal unless it says otherwise)")
     p.add_argument("--json", action="store_true")
+    p.set_defaults(flow_checks_stages=True)  # validate_parameters names every bad value at once
 
 
 def add_commands(sub, add: Callable) -> None:
@@ -191,8 +192,8 @@ def add_commands(sub, add: Callable) -> None:
     p.add_argument("--backbone")
     p.add_argument("--stages", help=f"comma list (default {','.join(RETRAIN_STAGES)})")
     p.add_argument("--window", default="growing", choices=["growing", "sliding"])
-    p.add_argument("--window-days", type=int, default=90, help="length of a sliding window")
-    p.add_argument("--holdout-days", type=int, default=7, help="the most recent days: the judging window")
+    p.add_argument("--window-days", type=positive_int, default=90, help="length of a sliding window")
+    p.add_argument("--holdout-days", type=positive_int, default=7, help="the most recent days: the judging window")
     p.add_argument("--metric", default="auc", choices=["auc", "logloss"])
     p.add_argument("--margin", type=float, default=0.001, help="how much better than production to be promoted")
     p.add_argument("--set", action="append", metavar="KEY=VALUE")

@@ -14,6 +14,8 @@ import duckdb
 import pandas as pd
 import yaml
 
+from ingestion.csvlines import FileLines
+
 USER_KEYS = ("user_id", "userid", "user", "customer_id", "customer", "cust_id", "uid", "member_id", "account_id")
 ITEM_KEYS = ("item_id", "itemid", "item", "product_id", "product", "sku", "movie_id", "movieid", "iid", "article_id")
 TIME_HINTS = ("timestamp", "time", "ts", "date", "datetime", "event_time", "when", "created_at")
@@ -24,6 +26,17 @@ MAX_CATEGORIES = 50
 
 def _read(path: Path, sample: int = 100_000) -> tuple[pd.DataFrame, dict[str, Any]]:
     """A sample of the file (typed by DuckDB's sniffer) and how it reads (format, separator, header)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    if path.suffix.lower() != ".parquet":
+        FileLines(path).check_line_ends(path.name)  # DuckDB's sniffer fails on mixed ends without a line
+    try:
+        return _sniffed(path, sample)
+    except duckdb.Error as exc:
+        raise ValueError(f"{path}: cannot be read as CSV, TSV or parquet: {str(exc).strip().splitlines()[0]}") from None
+
+
+def _sniffed(path: Path, sample: int) -> tuple[pd.DataFrame, dict[str, Any]]:
     with duckdb.connect() as con:
         if path.suffix.lower() == ".parquet":
             frame = con.execute(f"SELECT * FROM read_parquet(?) LIMIT {sample}", [str(path)]).df()
@@ -61,50 +74,80 @@ def _time_format(col: pd.Series) -> str:
     return "date" if text.str.fullmatch(r"\d{4}-\d{2}-\d{2}").all() else "iso8601"
 
 
+# What the text gate (validation.suites) refuses in a rendered value: a tab, newline or double space,
+# or a word a missing value renders as. Flagged in the draft's notes, for the user to clean.
+_BAD_TEXT = re.compile(r"\s\s|[^\S ]")
+_NULL_WORDS = {"None", "nan", "NaN", "null", "NULL", "<NA>", "NaT"}
+
+
+def _integral(col: pd.Series) -> bool:
+    values = col.dropna()
+    return pd.api.types.is_integer_dtype(col) or (pd.api.types.is_float_dtype(col) and bool((values == values.round()).all()))
+
+
+def _gate_note(text: pd.Series) -> str:
+    """'; N values the text gate would reject ...: <first three>' or ''."""
+    distinct = pd.Series(text.unique())
+    bad = sorted(distinct[distinct.str.contains(_BAD_TEXT) | distinct.isin(_NULL_WORDS)])
+    if not bad:
+        return ""
+    return (f"; {len(bad)} values the text gate would reject (a tab, newline or double space, or a missing-value "
+            f"word): {', '.join(repr(v) for v in bad[:3])}{' ...' if len(bad) > 3 else ''}")
+
+
 def _field(name: str, entity: str, col: pd.Series) -> tuple[dict, str]:
-    """(field entry, the guess in words) for one column."""
+    """(field entry, the guess in words) for one column. A column with missing values is never an
+    ``id`` (ids may not be missing) nor ``int64`` (an int64 value cannot be missing): its values
+    are drafted as text, categorical when few."""
     display = re.sub(r"[_\s]+", " ", name).strip().capitalize()
     values = col.dropna()
-    if pd.api.types.is_integer_dtype(col) or (pd.api.types.is_float_dtype(col) and (values == values.round()).all()):
+    missing = len(col) - len(values)
+    if _integral(col) and not missing:
         entry = {"name": name, "entity": entity, "kind": "categorical", "display": display, "dtype": "int64"}
         if len(values):
             entry["range"] = [int(values.min()), int(values.max())]
         return entry, "integers: categorical int64 with the range seen"
-    text = values.astype(str)
+    text = (values.astype("int64") if _integral(col) else values).astype(str).str.strip()
+    why_missing = f"{missing} missing values, kept as missing; " if missing else ""
     for sep in MULTI_SEPARATORS:
         if len(text) and text.str.contains(sep, regex=False).mean() > 0.2:
             distinct = sorted({v.strip() for cell in text for v in cell.split(sep) if v.strip()})
-            if len(distinct) > max(MAX_CATEGORIES, 0.1 * len(text)):
+            if len(distinct) > max(MAX_CATEGORIES, 0.1 * text.nunique()):
                 continue  # parts as varied as the cells ("Birdcage, The"): not a list of values
             entry = {"name": name, "entity": entity, "kind": "multi", "display": display, "separator": sep}
             if len(distinct) <= MAX_CATEGORIES:
                 entry["values"] = distinct
-            return entry, f"several values per cell separated by {sep!r}: multi"
+            return entry, (f"{why_missing}several values per cell separated by {sep!r}: multi"
+                           + _gate_note(pd.Series(distinct, dtype=object)))
     distinct = sorted(text.unique())
     if len(distinct) <= MAX_CATEGORIES:
         return ({"name": name, "entity": entity, "kind": "categorical", "display": display, "values": distinct},
-                f"{len(distinct)} distinct values: categorical")
-    if text.str.len().mean() > 20 or text.str.contains(" ", regex=False).mean() > 0.5:
-        return {"name": name, "entity": entity, "kind": "text", "display": display}, "words or long strings: text"
-    return {"name": name, "entity": entity, "kind": "id", "display": display}, "many short distinct strings: id"
+                f"{why_missing}{len(distinct)} distinct values: categorical" + _gate_note(text))
+    if missing or text.str.len().mean() > 20 or text.str.contains(" ", regex=False).mean() > 0.5:
+        what = "many distinct values" if missing else "words or long strings"
+        return ({"name": name, "entity": entity, "kind": "text", "display": display},
+                f"{why_missing}{what}: text" + _gate_note(text))
+    return {"name": name, "entity": entity, "kind": "id", "display": display}, "many short distinct strings: id" \
+        + _gate_note(text)
 
 
 def _by_type(ev: pd.DataFrame, taken: set[str]) -> dict[str, str]:
     """Guesses from the values when no column name says: the time is a timestamp column or
     integers in the epoch range; the keys are the first integer columns with many distinct
-    values; the label is a small-integer column with at most 11 distinct values."""
+    values; the label is a column of whole numbers (1.0 / 0.0 too) with at most 11 distinct values."""
     out: dict[str, str] = {}
     free = [c for c in ev.columns if c not in taken]
     ints = [c for c in free if pd.api.types.is_integer_dtype(ev[c])]
+    integral = [c for c in free if _integral(ev[c]) and ev[c].notna().all()]  # 1.0 / 0.0 clicks too
     for c in free:
         col = ev[c]
         median = col.dropna().abs().median() if c in ints else None
         if pd.api.types.is_datetime64_any_dtype(col) or (pd.notna(median) and 1e8 < median < 1e14):
             out["time"] = c
             break
-    rest = [c for c in ints if c != out.get("time")]
+    rest = [c for c in integral if c != out.get("time")]
     labels = [c for c in rest if ev[c].nunique() <= 11]
-    keys = [c for c in rest if c not in labels]
+    keys = [c for c in rest if c not in labels and c in ints]
     out.update(zip(("user", "item"), keys))
     if labels:
         out["label"] = labels[0]

@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from core.spec import DatasetSpec, FieldSpec
+from ingestion.rawfile import read_file
 from ingestion.rows import (
     FileFormat,
     Parsed,
@@ -46,12 +47,12 @@ from ingestion.rows import (
     RawTables,
     Rejected,
     allowed_text,
+    check_duplicate_events,
     check_duplicates,
     check_field,
     check_int,
     empty_table,
     int_column,
-    read_file,
     require_columns,
     to_int,
     typed_table,
@@ -281,12 +282,18 @@ def load_movielens(spec: DatasetSpec, source: Path, quarantine: bool = False, pa
         p = read_file(folder / layout.interactions.name, layout.interactions)
         files[p.file] = p.sha256
         require_columns(p, list(INTERACTION_COLUMNS))
-        ok = {name: check_int(p, name) for name in INTERACTION_COLUMNS}["rating"]
+        keys = [spec.entities["user"].key, spec.entities["item"].key]
+        for key in keys:  # ids: whole numbers inside the spec's range
+            check_field(p, spec.field(key))
+        ok = check_int(p, "rating")
+        check_int(p, "timestamp")
         ratings = pd.Series(np.int64(spec.rating.min), index=p.frame.index)
         ratings[ok] = p.ints["rating"] if "rating" in p.ints else to_int(p.frame.loc[ok, "rating"])
         lo, hi = spec.rating.min, spec.rating.max
         p.flag(((ratings < lo) | (ratings > hi)).to_numpy(), "rating",
                lambda v: f"{str(v).strip()!r} is outside {lo}..{hi}")
+        check_duplicate_events(p, pd.DataFrame({c: p.ints[c] if c in p.ints else pd.to_numeric(
+            p.frame[c].str.strip(), errors="coerce") for c in (*keys, "timestamp")}))
         p.settle(quarantine, rejected)
         interactions = pd.DataFrame({c: int_column(p, c) for c in INTERACTION_COLUMNS}).reset_index(drop=True)
         lines["interactions"] = (p.file, p.line_no.copy())

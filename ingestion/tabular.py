@@ -17,7 +17,7 @@ from __future__ import annotations
 import glob
 import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import duckdb
@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from core.spec import DatasetSpec, EntityName, FieldSpec, Kind, TableSource
+from ingestion.csvlines import FileLines
 from ingestion.rows import (
     FileFormat,
     Parsed,
@@ -32,6 +33,7 @@ from ingestion.rows import (
     RawTables,
     Rejected,
     allowed_text,
+    check_duplicate_events,
     check_duplicates,
     check_field,
     check_int,
@@ -43,24 +45,6 @@ from ingestion.rows import (
 log = logging.getLogger("clickprompt.loaders")
 
 EVENT_COLUMNS = ("rating", "timestamp")  # besides the two keys: what every events table provides
-
-
-class _Lines(Sequence):
-    """The text of a file's lines, read only when a quarantined row's raw text is asked for."""
-
-    def __init__(self, path: Path, n: int) -> None:
-        self.path, self.n, self._cache = path, n, None
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i):
-        if self._cache is None:
-            self._cache = self.path.read_text(encoding="utf-8", errors="replace").splitlines()
-        return self._cache[i] if isinstance(i, int) and i < len(self._cache) else ""
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self[i] for i in range(self.n))
 
 
 def resolve(folder: Path, source: TableSource, table: str) -> Path:
@@ -77,7 +61,8 @@ def read_table(path: Path, source: TableSource, table: str) -> Parsed:
     """Every column as text, in file order, with 1-based line numbers; structural errors raise."""
     import hashlib
 
-    sha = hashlib.sha256(path.read_bytes()).hexdigest()
+    data = path.read_bytes()
+    sha = hashlib.sha256(data).hexdigest()
     fmt = FileFormat(table, path.name, source.delimiter or ",", source.encoding, None)
     with duckdb.connect() as con:
         if source.format == "parquet":
@@ -88,8 +73,7 @@ def read_table(path: Path, source: TableSource, table: str) -> Parsed:
             frame = frame.astype(object).where(frame.notna(), "").astype(str)
             line_no, lines = np.arange(1, len(frame) + 1), _RowsAsJson(frame)
         else:
-            frame, line_no = _read_delimited(con, path, source)
-            lines = _Lines(path, int(line_no[-1]) if len(line_no) else 0)
+            frame, line_no, lines = _read_delimited(con, FileLines(path, source.encoding, data), source)
     if frame.empty:
         raise RawDataError(path.name, None, None, "file is empty (no data rows)", path=path)
     return Parsed(fmt, path, sha, lines, list(frame.columns), frame.reset_index(drop=True), line_no)
@@ -106,13 +90,17 @@ class _RowsAsJson(Sequence):
         return json.dumps(self.frame.iloc[i].to_dict(), ensure_ascii=False)
 
 
-def _read_delimited(con: duckdb.DuckDBPyConnection, path: Path, source: TableSource) -> tuple[pd.DataFrame, np.ndarray]:
+def _read_delimited(con: duckdb.DuckDBPyConnection, file_lines: FileLines,
+                    source: TableSource) -> tuple[pd.DataFrame, np.ndarray, Sequence[str]]:
+    """The rows as text, the physical line each starts on (``ingestion.csvlines``), the file's lines."""
+    path = file_lines.path
+    file_lines.check_line_ends(path.name)
     options = dict(delim=source.delimiter or ",", header=source.header, all_varchar=True, encoding=source.encoding,
                    store_rejects=True, null_padding=False, quote='"', escape='"')
     args = ", ".join(f"{k} = {_sql_value(v)}" for k, v in options.items())
     try:
         frame = con.execute(f"SELECT * FROM read_csv(?, {args})", [str(path)]).df()
-        rejects = con.execute("SELECT line, column_name, error_type, error_message, csv_line FROM reject_errors "
+        rejects = con.execute("SELECT line, line_byte_position, column_name, error_type, error_message, csv_line FROM reject_errors "
                               "ORDER BY line").df()
     except duckdb.Error as exc:  # an encoding error, a file that is not text ...
         raise RawDataError(path.name, None, None, f"cannot be read as {source.format} "
@@ -120,7 +108,8 @@ def _read_delimited(con: duckdb.DuckDBPyConnection, path: Path, source: TableSou
                            path=path) from None
     if len(rejects):
         r = rejects.iloc[0]
-        raise RawDataError(path.name, int(r.line), None if r.column_name in (None, "") else str(r.column_name),
+        line = file_lines.line_at(int(r.line_byte_position) - 1) if pd.notna(r.line_byte_position) else int(r.line)
+        raise RawDataError(path.name, line, None if r.column_name in (None, "") else str(r.column_name),
                            f"{str(r.error_type).lower().replace('_', ' ')}: {_first_line(r.error_message)} "
                            f"({len(rejects)} such line(s); separator {source.delimiter!r})", path=path)
     if frame.shape[1] == 1 and len(frame) and (source.delimiter or ",") not in str(frame.iloc[0, 0]) \
@@ -128,8 +117,12 @@ def _read_delimited(con: duckdb.DuckDBPyConnection, path: Path, source: TableSou
         raise RawDataError(path.name, 1, None, f"one column {frame.columns[0]!r} only: the separator is not "
                            f"{source.delimiter!r}?", path=path)
     frame = frame.fillna("")
-    first = 2 if source.header else 1
-    return frame, np.arange(first, first + len(frame), dtype=np.int64)
+    line_no = file_lines.record_lines(source.header)
+    if len(line_no) != len(frame):  # a dialect the scan does not follow: number the rows as read
+        log.warning("%s: %d rows but %d records found: line numbers count rows", path.name, len(frame), len(line_no))
+        first = 2 if source.header else 1
+        line_no = np.arange(first, first + len(frame), dtype=np.int64)
+    return frame, line_no, file_lines.lines()
 
 
 def _sql_value(v) -> str:
@@ -279,6 +272,8 @@ def load_tabular(spec: DatasetSpec, source: Path, quarantine: bool = False, part
         p.flag(((ratings < lo) | (ratings > hi)).to_numpy(), "rating",
                lambda v: f"{str(v).strip()!r} is outside {lo}..{hi}")
         seconds = parse_times(p, "timestamp", src.events.time_format)
+        check_duplicate_events(p, pd.DataFrame({**{k: p.ints[k] if k in p.ints else pd.to_numeric(
+            p.frame[k].str.strip(), errors="coerce") for k in (keys["user"], keys["item"])}, "timestamp": seconds}))
         for name, values in {**lists, "rating": ratings, "timestamp": seconds}.items():
             p.frame[name] = values
         p.settle(quarantine, rejected)

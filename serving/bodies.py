@@ -1,32 +1,16 @@
-"""The HTTP API's request and response bodies and their size limits (``serving.server`` serves them)."""
+"""The HTTP API's response bodies and the request size limit (``serving.server`` serves them; the request
+bodies and their 422s are ``serving.requests``'s)."""
 
 from __future__ import annotations
 
-from typing import Annotated
-
 from fastapi import HTTPException
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
-MAX_BATCH = 1000  # pairs per /predict/batch (more: 422 naming the limit)
 MAX_BODY_BYTES = 256 * 1024  # a full batch is ~40 KB (more: 413 naming the limit)
-EntityId = Annotated[int, Field(strict=True, ge=-(2**63), le=2**63 - 1)]
 
 
-# --- request / response bodies --------------------------------------------------------------------
-
-
-class PredictRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    user_id: EntityId
-    item_id: EntityId
-
-
-class BatchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    requests: list[PredictRequest] = Field(min_length=1, max_length=MAX_BATCH)
+# --- response bodies --------------------------------------------------------------------
 
 
 class Unknown(BaseModel):

@@ -34,9 +34,11 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
 from core.settings import Paths
-from serving.bodies import MAX_BODY_BYTES, BatchPrediction, BatchRequest, BodyLimit, Prediction, PredictRequest
+from serving import requests as request_bodies
+from serving.bodies import MAX_BODY_BYTES, BatchPrediction, BodyLimit, Prediction
 from serving.online_features import FeaturesUnavailable, OnlineFeatures
 from serving.registry import DEFAULT_NAME, Registry
+from serving.requests import MAX_BATCH, BatchRequest, PredictRequest  # noqa: F401  (MAX_BATCH: the limit)
 from serving.scoring import LoadedModel, NoProductionModelError, load_model, score_frame
 from serving.timing import NO_LAPS, ServerTiming
 
@@ -178,6 +180,7 @@ def create_app(paths: Paths | None = None, name: str = DEFAULT_NAME, registry: R
     predictor = predictor or Predictor(paths, name, registry, poll_seconds=poll_seconds)
     app = FastAPI(title="clickprompt serving", description=__doc__.splitlines()[0], version="1")
     app.state.predictor = predictor
+    request_bodies.install(app)  # a bad body: 422 with a bounded, JSON-safe excerpt (never a 500)
 
     def unavailable(exc: Exception) -> JSONResponse:
         reason = "online_store" if isinstance(exc, FeaturesUnavailable) else "model"

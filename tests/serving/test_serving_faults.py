@@ -18,8 +18,9 @@ import time
 import httpx
 import pytest
 
-from serving.bodies import MAX_BATCH, MAX_BODY_BYTES
+from serving.bodies import MAX_BODY_BYTES
 from serving.online_features import OnlineFeatures
+from serving.requests import MAX_BATCH
 from serving.scoring import load_model, score_frame
 from serving.server import create_app
 from serving.timing import parse_server_timing

@@ -1,0 +1,100 @@
+"""Numbers are not taken on trust (issue 23, item 6): ids are whole numbers inside the spec's range,
+a repeated (user, item, time) event names its file and line and can be quarantined, and the CLI
+refuses bad counts and unknown names up front with exit 2 and one line."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+import duckdb
+import pytest
+
+import cli
+from core.spec import load_spec
+from ingestion.rows import RawDataError
+from ingestion.warehouse import ingest
+from tests.conftest import small_ratings, write_small_raw
+from tests.ingestion.test_tabular import own_data  # noqa: F401  (fixture)
+from validation import gate
+
+SPEC = "movielens-100k"
+
+
+def _ingest(paths, folder, quarantine: bool = False):
+    return ingest(load_spec(SPEC), folder, paths.warehouse, paths.snapshots, gate, quarantine=quarantine)
+
+
+@pytest.mark.parametrize("user, message", [
+    ("-5", r"u\.data line 4, field user_id: '-5' is outside the spec's range 1\.\.1000000 of user_id$"),
+    ("5.0", r"u\.data line 4, field user_id: '5\.0' is not a whole number \(ids are integers\)$"),
+    ("0", r"u\.data line 4, field user_id: '0' is outside the spec's range 1\.\.1000000 of user_id$"),
+])
+def test_ids_are_whole_numbers_inside_the_specs_range(paths, tmp_path, user, message):
+    rows = small_ratings()
+    rows[3] = user + rows[3][rows[3].index("\t"):]
+    with pytest.raises(RawDataError, match=message):
+        _ingest(paths, write_small_raw(tmp_path / "raw", ratings=rows))
+
+
+def test_a_repeated_event_names_both_lines_and_can_be_quarantined(paths, tmp_path):
+    rows = small_ratings()
+    rows.append(rows[2].rsplit("\t", 2)[0] + "\t1\t" + rows[2].rsplit("\t", 1)[1])  # same user, item, time
+    user, item, _, ts = rows[2].split("\t")
+    folder = write_small_raw(tmp_path / "raw", ratings=rows)
+    with pytest.raises(RawDataError, match=rf"^u\.data line 21: duplicate event: \(user_id, item_id, timestamp\) = "
+                                           rf"\({user}, {item}, {ts}\) as on line 3$"):
+        _ingest(paths, folder)
+    report = _ingest(paths, folder, quarantine=True)
+    assert report.rejected == 1 and report.rows_after["interactions"] == 20
+    with duckdb.connect(str(paths.warehouse), read_only=True) as con:
+        kept = con.execute("SELECT file, line, raw FROM quarantine").fetchall()
+    assert kept == [("u.data", 21, rows[20])]
+
+
+def test_a_repeated_event_in_an_export_names_both_lines(own_data):  # noqa: F811
+    paths, spec = own_data
+    folder = paths.raw(spec.name)
+    lines = (folder / "clicks.csv").read_text().splitlines()
+    customer, product, clicked, when, cat = lines[1].split(",")
+    lines.append(",".join([customer, product, str(1 - int(clicked)), when, cat]))  # line 802, as line 2
+    (folder / "clicks.csv").write_text("\n".join(lines) + "\n")
+    seconds = int(datetime.fromisoformat(when.replace("Z", "+00:00")).timestamp())
+    with pytest.raises(RawDataError, match=rf"^clicks\.csv line 802: duplicate event: \(user_id, item_id, timestamp\) "
+                                           rf"= \({customer}, {product}, {seconds}\) as on line 2$"):
+        ingest(spec, folder, paths.warehouse, paths.snapshots, gate)
+    report = ingest(spec, folder, paths.warehouse, paths.snapshots, gate, quarantine=True)
+    assert report.rejected == 1 and report.rows_after["interactions"] == 800
+
+
+def _run(capsys, *argv) -> tuple[int, str]:
+    code = cli.main(list(argv))
+    return code, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["data", "update", "--max-batches", "-1"],
+     "error: clickprompt data update: argument --max-batches: -1 is not a count: give a whole number >= 1"),
+    (["data", "ingest", "--max-batches", "0"], "error: clickprompt data ingest: argument --max-batches: 0 is not"),
+    (["data", "replay", "--batches", "x"], "error: clickprompt data replay: argument --batches: 'x' is not a whole"),
+    (["serve", "--workers", "0"], "error: clickprompt serve: argument --workers: 0 is not a count"),
+    (["data", "fetch", "nosuch"], "error: nosuch: no raw files in "),
+    (["data", "fetch", "movielens-100k", "--from", "/nonexistent"], "error: source /nonexistent does not exist"),
+    (["train", "--backbone", "dcnv3"], "error: --backbone dcnv3: unknown CTR model; known: autoint, dcn, dcnv2,"),
+    (["retrain", "--stages", "baseline,pretrian"], "error: --stages: unknown stage 'pretrian'; known: baseline,"),
+    (["pipeline", "--plm", "no-such-lm"], "error: --plm no-such-lm: not a known language model (bert-2l-128, "),
+    (["data", "init-spec", "--name", "x", "--events", "/nonexistent.csv"], "error: /nonexistent.csv: no such file"),
+    (["plm", "fetch", "no-such-lm"], "error: unknown language model 'no-such-lm'; known: bert-2l-128, minilm-l6"),
+])
+def test_bad_input_is_refused_up_front_with_exit_2_and_one_line(paths, capsys, argv, message):
+    started = time.monotonic()
+    code, err = _run(capsys, *argv)
+    assert code == 2 and err.startswith(message) and err.count("\n") == 1, err
+    assert time.monotonic() - started < 10  # before any fetch, ingest or feature work
+    assert not paths.warehouse.exists() and not paths.raw("movielens-100k").exists()
+
+
+def test_debug_shows_the_traceback_of_a_user_error(paths, capsys):
+    code, err = _run(capsys, "--debug", "data", "fetch", "nosuch")
+    assert code == 2 and err.startswith("Traceback (most recent call last):") and "NoRawFiles" in err
+    assert err.rstrip().splitlines()[-1].startswith("error: nosuch: no raw files in ")
