@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Iterator
 
 from core.io import digest, write_json_atomic
-from core.locks import exclusive, lock_path
+from core.locks import exclusive
 from core.training_data import TrainingData
 from models.ctr import count_params
 from models.evaluate import evaluate
@@ -53,15 +53,18 @@ def default_run_id(cfg: TrainConfig, training_set_identity: str) -> str:
     return f"{cfg.profile}-{cfg.method}-{cfg.backbone}-{digest(cfg.config_hash(), training_set_identity)[:10]}"
 
 
+RUN_LOCK = ".lock"  # inside the run folder: who trains it now (core.locks)
+
+
 @contextmanager
 def run_lock(run_dir: Path) -> Iterator[None]:
-    """The run folder to one trainer at a time (``<run_dir>.lock``): a second pipeline on the same
+    """The run folder to one trainer at a time (``<run_dir>/.lock``): a second pipeline on the same
     run id waits (bounded, ``$CLICKPROMPT_LOCK_WAIT``) and then fails with ``run <id> is busy (pid N
     since T)``. Taken by the process that leads (rank 0 under torchrun: the other ranks follow it)."""
     if not distributed.current().is_main:
         yield
         return
-    with exclusive(lock_path(run_dir), f"run {run_dir.name}"):
+    with exclusive(run_dir / RUN_LOCK, f"run {run_dir.name}"):
         yield
 
 

@@ -112,18 +112,20 @@ def test_a_bundle_names_what_is_wrong(tmp_path, capsys):
 def test_two_pipelines_never_train_one_run_id_at_once(flow_home, small_pipeline, monkeypatch):
     """A real second process holds the run's lock: the pipeline on that run id fails with one line
     naming the holder, before training anything, and trains once the holder is gone."""
-    from core.locks import Busy, holder, lock_path
+    from core.locks import Busy, holder
+    from models.train.run import RUN_LOCK
     from tests.test_locks import hold
 
     monkeypatch.setenv("CLICKPROMPT_LOCK_WAIT", "0.5")
     run_id = "smoke-locked"
-    lock = lock_path(flow_home.runs / run_id)
+    lock = flow_home.runs / run_id / RUN_LOCK
     proc = hold(lock, f"run {run_id}", 120)
     try:
         with pytest.raises(Busy) as caught:
             train_pipeline(**small_pipeline, stages=["baseline"], run_id=run_id, to_registry=False)
         assert str(caught.value) == f"run {run_id} is busy (pid {proc.pid} since {holder(lock)['since']})"
         assert not (flow_home.runs / run_id / "baseline").exists()  # nothing trained under the other's lock
+        assert [p.name for p in flow_home.runs.iterdir()] == [run_id]
     finally:
         proc.kill()
         proc.wait()
