@@ -173,3 +173,15 @@ def log_training_run(paths: Paths, run_dir: Path | str, experiment: str = TRAINI
         raise
     log.info("run %s logged to MLflow (%s) as run %s", run_dir.name, tracking_uri(paths), run_id)
     return run_id
+
+
+def log_report(paths: Paths, folder: Path, experiment: str, tags: dict[str, str]) -> str:
+    """A benchmark's report (``results.json``, ``report.md``, the plots) as one MLflow run of ``experiment``."""
+    mlc = client(paths)
+    run_id = mlc.create_run(experiment_id(mlc, paths, experiment), run_name=f"report {folder.name}",
+                            tags={**tags, "clickprompt.report_dir": str(folder)}).info.run_id
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.suffix in {".json", ".md", ".png"}:
+            mlc.log_artifact(run_id, str(path))
+    mlc.set_terminated(run_id)
+    return run_id
