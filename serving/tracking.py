@@ -36,7 +36,7 @@ RUN_DIR_TAG, METRICS_SHA_TAG = "clickprompt.run_dir", "clickprompt.metrics_sha25
 
 
 def store_path(paths: Paths) -> Path:
-    return paths.home / "mlruns.db"
+    return paths.registry
 
 
 def tracking_uri(paths: Paths) -> str:

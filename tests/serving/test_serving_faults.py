@@ -124,8 +124,9 @@ def test_a_locked_registry_keeps_the_last_good_model_serving(own_server, trained
     registry = trained_home.registry
     good = post(own_server).json()
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); print('locked', flush=True); "
-        "time.sleep(30)"), str(registry.db_path)], stdout=subprocess.PIPE, text=True)
+        "import sqlite3, sys, time; con = sqlite3.connect(sys.argv[1], isolation_level=None); "
+        "con.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(30)"), str(registry.db_path)],
+        stdout=subprocess.PIPE, text=True)  # another process holds the MLflow store's SQLite file
     try:
         assert holder.stdout.readline().strip() == "locked"
         registry._generation_path.touch()  # the change marker moves: the server looks at the registry
