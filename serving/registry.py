@@ -136,7 +136,9 @@ class Registry:
 
         try:
             v = self.client.get_model_version(name, str(int(version))) if self._exists() else None
-        except MlflowException:
+        except MlflowException as exc:
+            if not _not_found(exc):
+                raise
             v = None
         if v is None:
             known = [mv.version for mv in self.list(name)]
@@ -155,8 +157,10 @@ class Registry:
             return None
         try:
             return int(self.client.get_model_version_by_alias(name, CHAMPION).version)
-        except MlflowException:  # no such model, or no champion yet
-            return None
+        except MlflowException as exc:  # no such model, or no champion yet; a store that fails is an error
+            if _not_found(exc):
+                return None
+            raise
 
     def promotions(self, name: str = DEFAULT_NAME) -> builtins.list[dict]:
         """The promotion log: every decision, promoted or refused, oldest first."""
@@ -299,3 +303,7 @@ class Registry:
         return PromotionResult(name=name, version=version, promoted=promoted, reason=reason, metric=metric,
                                candidate_value=cand_value, production_value=prod_value, previous_version=previous,
                                forced=force, basis=basis, margin=margin)
+
+
+def _not_found(exc) -> bool:
+    return getattr(exc, "error_code", "") in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}
