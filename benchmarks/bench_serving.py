@@ -168,7 +168,7 @@ def main() -> None:
     results: dict = {"run": str(run_dir), "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, "
                                                      f"{os.cpu_count()} CPUs, Python {platform.python_version()}"}
     try:
-        registry = Registry(paths, db_path=tmp / "registry.duckdb", artifacts_root=tmp / "artifacts")
+        registry = Registry(paths, db_path=tmp / "mlruns.db", artifacts_root=tmp / "artifacts")
         for stage, name in stages.items():
             registry.register(run_dir, stage=stage, name=name)
         registry.promote(1, name=CTR, force=True)

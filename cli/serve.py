@@ -109,6 +109,39 @@ def cmd_score(args, paths: Paths) -> int:
     return 0
 
 
+UI_MISSING = ("the MLflow UI needs the full `mlflow` package, and only `mlflow-skinny` co-installs with this "
+              "project's pins (mlflow 3.18.0 needs mlflow-tracing==3.18.0, which the package index lacks; every "
+              "earlier mlflow 3.x needs pyarrow<26, pinned 26.0.1). Point any machine with `mlflow` at this store: "
+              "mlflow ui --backend-store-uri {uri} --host 127.0.0.1")
+
+
+def mlflow_ui_available() -> bool:
+    """The UI server needs Flask and the UI's built pages, which ship with ``mlflow``, not ``mlflow-skinny``."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("mlflow")
+    if spec is None or importlib.util.find_spec("flask") is None:
+        return False
+    return (Path(spec.origin).parent / "server" / "js" / "build" / "index.html").is_file()
+
+
+def cmd_ui(args, paths: Paths) -> int:
+    """``mlflow ui`` on loopback over the project's store (runs, metrics, the model registry)."""
+    import subprocess
+
+    from serving.tracking import client, tracking_uri
+
+    uri = tracking_uri(paths)
+    if not mlflow_ui_available():
+        print(f"error: {UI_MISSING.format(uri=uri)}", file=sys.stderr)
+        return 2
+    client(paths).search_experiments(max_results=1)  # creates / upgrades the local store before the UI reads it
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
+           "--port", str(args.port)]
+    print(f"MLflow UI over {uri}: http://{args.host}:{args.port}", flush=True)
+    return subprocess.call(cmd)
+
+
 def add_commands(sub, add: Callable) -> None:
     reg = sub.add_parser("registry", help="the model registry").add_subparsers(dest="registry_cmd", required=True)
     p = add(reg, "register", cmd_registry_register, "freeze a run's stage as the next candidate version")
@@ -140,6 +173,9 @@ def add_commands(sub, add: Callable) -> None:
     p.add_argument("--access-log", action="store_true", help="log every request")
     p.add_argument("--workers", type=positive_int, default=2, help="uvicorn worker processes (default 2, one per core of the "
                    "reference machine: 1.6-2.2x the requests/s of 1 at 8 clients, see the serving benchmark)")
+    p = add(sub, "ui", cmd_ui, "the MLflow UI over the project's runs and models (loopback; needs full mlflow)")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: loopback only)")
+    p.add_argument("--port", type=int, default=5000)
     p = add(sub, "predict", cmd_predict, "score one user/item pair in-process (online features, production model)")
     p.add_argument("--user-id", type=int, required=True)
     p.add_argument("--item-id", type=int, required=True)

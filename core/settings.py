@@ -101,8 +101,8 @@ class Paths:
 
     @property
     def registry(self) -> Path:
-        """The model registry's DuckDB file (records); artifacts live under artifacts/registry/."""
-        return self.data / "registry.duckdb"
+        """The MLflow store (SQLite: runs and the model registry); artifacts live under artifacts/registry/."""
+        return self.home / "mlruns.db"
 
     @property
     def artifacts(self) -> Path:

@@ -7,6 +7,7 @@ from pathlib import Path
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from core.settings import Paths
 from flows.common import RunId, project_paths
 from models.metrics import StageRow, markdown_table, stage_rows
 from models.train.stages import Stage
@@ -41,8 +42,18 @@ def collect_metrics(run_dir: Path) -> dict:
             "variants": {r.stage: r.to_dict() for r in rows}}
 
 
+@task
+def track_run(run_dir: Path, paths: Paths) -> str:
+    """The finished run as an MLflow run (``serving.tracking``); the same run logged again is not doubled."""
+    from serving.tracking import log_training_run
+
+    return log_training_run(paths, run_dir)
+
+
 @flow(name="evaluate-model")
 def evaluate_model(run_id: RunId) -> dict:
     """The test metrics every stage of ``artifacts/runs/<run_id>`` recorded (never re-scored here:
-    the test split is scored once, when a stage finishes)."""
-    return collect_metrics(project_paths().runs / run_id)
+    the test split is scored once, when a stage finishes), also logged as an MLflow run."""
+    paths = project_paths()
+    evaluation = collect_metrics(paths.runs / run_id)
+    return {**evaluation, "mlflow_run_id": track_run(paths.runs / run_id, paths)}

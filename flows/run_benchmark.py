@@ -34,6 +34,7 @@ from flows.runners import fans_out, gather, task_runner
 from flows.validate_data import validate_data
 
 REPORT_KEY = "benchmark-report"
+BENCH_EXPERIMENT = "clickprompt-benchmark"  # MLflow: one run per (run, seed), one for the report
 log = logging.getLogger("clickprompt.bench")
 
 
@@ -68,13 +69,21 @@ def time_data_path(dataset: str, paths: Paths) -> dict[str, float]:
 
 @task(task_run_name="train {run.name} seed {seed}", cache_policy=NO_CACHE)
 def train(plan: SuitePlan, run: RunSpec, seed: int, data: TrainingData, paths: Paths) -> dict:
-    return train_run(plan, run, seed, data, paths)
+    from serving.tracking import log_training_run
+
+    summary = train_run(plan, run, seed, data, paths)
+    tags = {"benchmark": plan.out.name, "benchmark_profile": plan.profile, "benchmark_run": run.name, "seed": str(seed)}
+    summary["mlflow_run_id"] = log_training_run(paths, plan.run_dir(run, seed), experiment=BENCH_EXPERIMENT, tags=tags)
+    return summary
 
 
 @task(cache_policy=NO_CACHE)
 def report(plan: SuitePlan, metrics: dict, data: TrainingData, paths: Paths, seconds: float,
            data_times: dict | None) -> str:
+    from serving.tracking import log_report
+
     results = write_results(plan, metrics, data, paths, seconds, data_times)
+    log_report(paths, results.parent, BENCH_EXPERIMENT, {"benchmark": plan.out.name, "benchmark_profile": plan.profile})
     create_markdown_artifact((results.parent / "report.md").read_text(encoding="utf-8"), key=REPORT_KEY,
                              description=f"benchmark ({plan.profile} profile) in {results.parent}")
     return str(results)

@@ -114,6 +114,8 @@ def summary_table(summary: dict) -> str:
     lines = [f"run {summary['run_id']}: {summary['method']} on {summary['backbone']}, profile {summary['profile']}, "
              f"{summary['dataset']} (train/valid/test {'/'.join(str(v) for v in summary['training_set'].values())})",
              text_table([StageRow(**v) for v in summary["variants"].values()])]
+    if summary.get("mlflow_run_id"):
+        lines.append(f"MLflow run {summary['mlflow_run_id']} (experiment clickprompt-training; `clickprompt ui`)")
     reg = summary.get("registered")
     if reg:
         lines.append(f"registered {reg['stage']} as version {reg['version']}: "

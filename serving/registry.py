@@ -1,23 +1,22 @@
-"""The model registry: immutable artifact folders plus one DuckDB table of versions and their stage.
+"""The model registry: MLflow's model registry (the registry of record) over hash-checked, read-only
+artifact folders.
 
-A registered version is a copy of one training stage of a run, frozen under
-``artifacts/registry/<name>/v<version>/`` (``model.safetensors``, ``config.json``,
-``encoder.json``, ``metrics.json`` and ``MANIFEST.json`` with the sha256 of each file). The
-folder is written to a temp folder and renamed into place *before* its row is inserted, so a
-row never points at a half-written artifact; files are made read-only and their hashes are
-checked before a model is loaded (``ModelVersion.verify``).
+A registered version is a registered-model version in the project's MLflow store
+(``serving.tracking``: ``<home>/mlruns.db``, or ``MLFLOW_TRACKING_URI``), linked to the MLflow run
+of the training run it came from (lineage). Its record - method, backbone, test AUC / LogLoss, the
+warehouse snapshot, the Feast feature service, the training window, the code version, the config
+hash, each artifact file's sha256 - lives in the version's tags (``clickprompt.*``). Its files
+(``model.safetensors``, ``config.json``, ``encoder.json``, ``metrics.json``, ``MANIFEST.json``)
+are frozen under ``artifacts/registry/<name>/<folder>/`` (the version's ``source``), written to a
+temp folder and renamed into place *before* the version is created, made read-only, and checked
+against the recorded hashes before a model is loaded (``ModelVersion.verify``).
 
-Each row records what is needed to reproduce and audit the model: method, backbone, test
-AUC / LogLoss, the warehouse snapshot hash the training sets were built from, the Feast feature
-service it serves on, the training time window, the code version, the config hash.
-
-Stages: ``candidate`` (registered) -> ``production`` (one per name) -> ``archived``.
-``promote`` is one DuckDB transaction: archive the current production, promote the candidate,
-log the decision - a crash anywhere in between leaves the previous production in place.
-
-DuckDB allows one writing process per file, so connections are short-lived (opened per call)
-and retried while another process holds the file; the server polls cheaply (file stat) and
-only opens the database when it changed.
+Stages: ``production`` is the version behind the alias ``champion``; ``archived``, a version that
+was production once; ``candidate``, any other. ``promote`` decides, then moves the alias in one
+store write (the commit point: a crash before it leaves the old champion serving) and stores the
+decision - refusals too, with both figures, what they were measured on and the margin - as a tag
+of the version (``clickprompt.promotion.<time>``). Promotions of one store are serialised by a lock
+file beside it. The server polls cheaply (file stat of the store and a generation marker).
 """
 
 from __future__ import annotations
@@ -29,34 +28,32 @@ import logging
 import os
 import re
 import shutil
-import time
 import uuid
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
-
-import duckdb
 
 from core.io import sha256_file
+from core.locks import exclusive
 from core.settings import Paths
 from serving.artifacts import code_version, make_read_only, remove_tree
 from serving.promotion import METRICS, PromotionResult, WindowEvaluation, decide, metric_value
-from serving.versions import (  # noqa: F401 - ArtifactIntegrityError: importable from here too
+from serving.versions import (  # noqa: F401 - importable from here too
     ARCHIVED,
     ARTIFACT_FILES,
     CANDIDATE,
-    COLUMNS,
+    CHAMPION,
     DEFAULT_NAME,
     DEFAULT_STAGE,
     FEATURE_SERVICES,
     PRODUCTION,
-    SCHEMA,
+    PROMOTION_TAG,
     ArtifactIntegrityError,
     ModelVersion,
     RegistryError,
     now_iso,
     read_run,
+    record_tags,
     training_window,
+    version_from_tags,
 )
 
 log = logging.getLogger("clickprompt.registry")
@@ -65,55 +62,52 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
 
 class Registry:
-    """Model versions of one project home. Every method opens and closes its own connection."""
+    """Model versions of one project's MLflow store. ``db_path``: another SQLite store file."""
 
     def __init__(self, paths: Paths, db_path: Path | None = None, artifacts_root: Path | None = None,
                  lock_timeout: float = 15.0) -> None:
+        from serving.tracking import tracking_uri
+
         self.paths = paths
-        self.db_path = Path(db_path) if db_path else paths.registry
+        remote = db_path is None and os.environ.get("MLFLOW_TRACKING_URI")
+        self.db_path = None if remote else Path(db_path) if db_path else paths.registry
+        self.uri = tracking_uri(paths) if db_path is None else f"sqlite:///{self.db_path}"
         self.root = Path(artifacts_root) if artifacts_root else paths.artifacts / "registry"
         self.lock_timeout = lock_timeout
+        self._mlc = None
 
-    # --- connections -------------------------------------------------------------------
+    @property
+    def client(self):
+        if self._mlc is None:
+            from mlflow import MlflowClient
 
-    @contextmanager
-    def _connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A fresh connection; retried while another process holds the file's write lock."""
-        self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + self.lock_timeout
-        delay = 0.02
-        while True:
-            try:
-                con = duckdb.connect(str(self.db_path))
-                break
-            except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
-                    raise
-                time.sleep(delay)
-                delay = min(delay * 2, 0.5)
-        try:
-            for ddl in SCHEMA:
-                con.execute(ddl)
-            yield con
-        finally:
-            con.close()
+            logging.getLogger("alembic").setLevel(logging.WARNING)
+            if self.db_path is not None:
+                self.db_path.parent.mkdir(parents=True, exist_ok=True)
+            self._mlc = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        return self._mlc
+
+    def _exists(self) -> bool:
+        return self.db_path is None or self.db_path.exists()
 
     @property
     def _generation_path(self) -> Path:
-        return self.db_path.with_name(self.db_path.name + ".generation")
+        return (self.db_path or self.root / "store").with_name((self.db_path or Path("store")).name + ".generation")
 
     def _bump_generation(self) -> None:
-        """Replace the marker file after each commit: a new inode, seen by ``change_token`` even when
-        the database file's size and (coarse) mtime look unchanged."""
+        """Replace the marker file after each change: a new inode, seen by ``change_token``."""
+        self._generation_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._generation_path.with_name(f"{self._generation_path.name}.tmp-{uuid.uuid4().hex[:8]}")
         tmp.write_text(uuid.uuid4().hex, encoding="utf-8")
         os.replace(tmp, self._generation_path)
 
     def change_token(self) -> tuple:
-        """A cheap fingerprint (stat of the database, its WAL and the generation marker) that changes
-        when the registry does. A change by other means is still seen by polling."""
+        """A cheap fingerprint that changes when the registry does: the stat of the SQLite store, its
+        journal and the generation marker; against a server, the champion itself."""
+        if self.db_path is None:
+            return (self.production_version(),)
         out: list[tuple[int, int, int] | None] = []
-        for path in (self.db_path, self.db_path.with_name(self.db_path.name + ".wal"), self._generation_path):
+        for path in (self.db_path, self.db_path.with_name(self.db_path.name + "-journal"), self._generation_path):
             try:
                 st = path.stat()
                 out.append((st.st_mtime_ns, st.st_size, st.st_ino))
@@ -123,62 +117,102 @@ class Registry:
 
     # --- reads -------------------------------------------------------------------------
 
-    def _select(self, where: str = "", params: list | None = None) -> list[ModelVersion]:
-        if not self.db_path.exists():
+    def _versions(self, name: str | None) -> builtins.list[ModelVersion]:
+        if not self._exists():
             return []
-        with self._connect() as con:
-            rows = con.execute(f"SELECT {', '.join(COLUMNS)} FROM model_versions {where} ORDER BY name, version",
-                               params or []).fetchall()
-        return [ModelVersion._from_row(r) for r in rows]
+        mlc = self.client
+        found = mlc.search_model_versions(f"name = '{name}'" if name else None, max_results=10000)
+        champions = {n: self.production_version(n) for n in {v.name for v in found}}
+        out = [version_from_tags(v.name, int(v.version), v.tags, v.source, champions[v.name], v.run_id)
+               for v in found if "clickprompt.training_stage" in v.tags]
+        return sorted(out, key=lambda v: (v.name, v.version))
 
     def list(self, name: str | None = None) -> builtins.list[ModelVersion]:
         """All versions (of ``name``, or of every name), oldest first."""
-        return self._select("WHERE name = ?", [name]) if name else self._select()
+        return self._versions(name)
 
     def get(self, version: int, name: str = DEFAULT_NAME) -> ModelVersion:
-        rows = self._select("WHERE name = ? AND version = ?", [name, int(version)])
-        if not rows:
-            known = [v.version for v in self.list(name)]
-            raise RegistryError(f"no version {version} of model {name!r} in {self.db_path} (known: {known})")
-        return rows[0]
+        from mlflow.exceptions import MlflowException
+
+        try:
+            v = self.client.get_model_version(name, str(int(version))) if self._exists() else None
+        except MlflowException as exc:
+            if not _not_found(exc):
+                raise
+            v = None
+        if v is None:
+            known = [mv.version for mv in self.list(name)]
+            raise RegistryError(f"no version {version} of model {name!r} in {self.uri} (known: {known})")
+        return version_from_tags(name, int(v.version), v.tags, v.source, self.production_version(name), v.run_id)
 
     def production(self, name: str = DEFAULT_NAME) -> ModelVersion | None:
-        rows = self._select("WHERE name = ? AND stage = ?", [name, PRODUCTION])
-        return rows[0] if rows else None
+        version = self.production_version(name)
+        return None if version is None else self.get(version, name)
 
     def production_version(self, name: str = DEFAULT_NAME) -> int | None:
-        """Only the version number of the current production (what a server polls)."""
-        if not self.db_path.exists():
+        """Only the version behind the ``champion`` alias (what a server polls)."""
+        from mlflow.exceptions import MlflowException
+
+        if not self._exists():
             return None
-        with self._connect() as con:
-            row = con.execute("SELECT version FROM model_versions WHERE name = ? AND stage = ?",
-                              [name, PRODUCTION]).fetchone()
-        return int(row[0]) if row else None
+        try:
+            return int(self.client.get_model_version_by_alias(name, CHAMPION).version)
+        except MlflowException as exc:  # no such model, or no champion yet; a store that fails is an error
+            if _not_found(exc):
+                return None
+            raise
 
     def promotions(self, name: str = DEFAULT_NAME) -> builtins.list[dict]:
         """The promotion log: every decision, promoted or refused, oldest first."""
-        if not self.db_path.exists():
+        if not self._exists():
             return []
-        with self._connect() as con:
-            cur = con.execute("SELECT * FROM promotions WHERE name = ? ORDER BY rowid", [name])
-            cols = [d[0] for d in cur.description]
-            return [dict(zip(cols, r)) for r in cur.fetchall()]
+        found = self.client.search_model_versions(f"name = '{name}'", max_results=10000)
+        log_ = [json.loads(value) for v in found for key, value in v.tags.items() if key.startswith(PROMOTION_TAG)]
+        return sorted(log_, key=lambda e: e["decided_at"])
 
     # --- register ----------------------------------------------------------------------
 
-    def _next_version(self, con: duckdb.DuckDBPyConnection, name: str) -> int:
-        """One past the highest version in the table AND on disk: an orphan folder is never reused."""
-        row = con.execute("SELECT max(version) FROM model_versions WHERE name = ?", [name]).fetchone()
-        highest = int(row[0]) if row and row[0] is not None else 0
-        folder = self.root / name
-        if folder.is_dir():
-            for p in folder.iterdir():
-                if p.name.startswith("v") and p.name[1:].isdigit():
-                    highest = max(highest, int(p.name[1:]))
-        return highest + 1
+    def _freeze(self, run_dir: Path, stage: str, name: str, created: str) -> tuple[Path, dict]:
+        """The artifact, complete and read-only, renamed into its final folder; (folder, sha256 per file)."""
+        (self.root / name).mkdir(parents=True, exist_ok=True)
+        key = uuid.uuid4().hex[:12]
+        tmp, final = self.root / name / f".tmp-{key}", self.root / name / key
+        tmp.mkdir()
+        try:
+            sources = {"model.safetensors": run_dir / stage / "model.safetensors",
+                       "config.json": run_dir / "config.json", "encoder.json": run_dir / "encoder.json",
+                       "metrics.json": run_dir / stage / "metrics.json"}
+            for target, source in sources.items():
+                shutil.copyfile(source, tmp / target)
+            files = {target: sha256_file(tmp / target) for target in ARTIFACT_FILES}
+            (tmp / "MANIFEST.json").write_text(json.dumps(
+                {"name": name, "training_stage": stage, "source_run": str(run_dir), "created_at": created,
+                 "files": files}, indent=2), encoding="utf-8")
+            for p in tmp.iterdir():  # flush file contents before the rename makes them visible
+                with open(p, "rb") as f:
+                    os.fsync(f.fileno())
+            make_read_only(tmp)
+            os.rename(tmp, final)
+        except BaseException:
+            remove_tree(tmp)
+            raise
+        return final, files
+
+    def _lineage(self, run_dir: Path) -> str | None:
+        """The MLflow run the training run was logged as (``serving.tracking``), if any."""
+        from serving.tracking import RUN_DIR_TAG, TRAINING_EXPERIMENT
+
+        exp = self.client.get_experiment_by_name(TRAINING_EXPERIMENT)
+        if exp is None:
+            return None
+        found = self.client.search_runs([exp.experiment_id], filter_string=f"tags.`{RUN_DIR_TAG}` = '{run_dir}'",
+                                        order_by=["attributes.start_time DESC"], max_results=1)
+        return found[0].info.run_id if found else None
 
     def register(self, run_dir: Path | str, stage: str = DEFAULT_STAGE, name: str = DEFAULT_NAME) -> ModelVersion:
         """Freeze ``run_dir/<stage>`` as the next version of ``name`` (stage ``candidate``)."""
+        from mlflow.exceptions import MlflowException
+
         if not _NAME.match(name):
             raise RegistryError(f"model name {name!r} must match {_NAME.pattern}")
         if stage not in FEATURE_SERVICES:
@@ -187,130 +221,82 @@ class Registry:
         config, metrics = read_run(run_dir, stage)
         if metrics.get("stage", stage) != stage:
             raise RegistryError(f"{run_dir / stage / 'metrics.json'} belongs to stage {metrics.get('stage')!r}")
-        snapshot_hash = metrics.get("snapshot_hash")
         config_hash = metrics.get("config_hash") or hashlib.sha256(
             json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
         train_start, train_end = training_window(run_dir)
-        code = code_version()
-
-        # 1. the artifact, complete and read-only, in a temp folder beside its final place
-        (self.root / name).mkdir(parents=True, exist_ok=True)
-        tmp = self.root / name / f".tmp-{uuid.uuid4().hex[:12]}"
-        tmp.mkdir()
-        final: Path | None = None
-        try:
-            sources = {"model.safetensors": run_dir / stage / "model.safetensors",
-                       "config.json": run_dir / "config.json", "encoder.json": run_dir / "encoder.json",
-                       "metrics.json": run_dir / stage / "metrics.json"}
-            for target, source in sources.items():
-                shutil.copyfile(source, tmp / target)
-            files = {target: sha256_file(tmp / target) for target in ARTIFACT_FILES}
-            created = now_iso()
-            (tmp / "MANIFEST.json").write_text(json.dumps(
-                {"name": name, "training_stage": stage, "source_run": str(run_dir), "created_at": created,
-                 "files": files}, indent=2), encoding="utf-8")
-            for p in tmp.iterdir():  # flush file contents before the rename makes them visible
-                with open(p, "rb") as f:
-                    os.fsync(f.fileno())
-            make_read_only(tmp)
-
-            # 2. under the database's write lock: pick the version, rename the folder, insert the row
-            with self._connect() as con:
-                con.execute("BEGIN TRANSACTION")
-                try:
-                    version = self._next_version(con, name)
-                    final = self.root / name / f"v{version}"
-                    os.rename(tmp, final)
-                    mv = ModelVersion(
-                        name=name, version=version, stage=CANDIDATE, training_stage=stage,
-                        method=config.get("method"), backbone=config.get("backbone"),
-                        metrics=dict(metrics["test"]), snapshot_hash=snapshot_hash,
-                        feature_service=FEATURE_SERVICES[stage], train_start=train_start, train_end=train_end,
-                        code_version=code, config_hash=config_hash, created_at=created,
-                        stage_changed_at=created, artifact_dir=str(final), files=files, source_run=str(run_dir))
-                    row = mv.to_dict()
-                    row.update(auc=metric_value(mv.metrics, "auc"), logloss=metric_value(mv.metrics, "logloss"),
-                               metrics=json.dumps(mv.metrics, default=float), files=json.dumps(files))
-                    con.execute(f"INSERT INTO model_versions ({', '.join(COLUMNS)}) VALUES "
-                                f"({', '.join('?' for _ in COLUMNS)})", [row[c] for c in COLUMNS])
-                    con.execute("COMMIT")
-                except BaseException:
-                    _rollback(con)
-                    raise
+        created = now_iso()
+        folder, files = self._freeze(run_dir, stage, name, created)
+        record = dict(training_stage=stage, method=config.get("method"), backbone=config.get("backbone"),
+                      metrics=dict(metrics["test"]), snapshot_hash=metrics.get("snapshot_hash"),
+                      feature_service=FEATURE_SERVICES[stage], train_start=train_start, train_end=train_end,
+                      code_version=code_version(), config_hash=config_hash, created_at=created,
+                      files=files, source_run=str(run_dir))
+        try:  # the version and its record: one store write; a folder without a version is never served
+            try:
+                self.client.create_registered_model(name)
+            except MlflowException:
+                pass  # exists
+            created_mv = self.client.create_model_version(name, folder.as_uri(), run_id=self._lineage(run_dir),
+                                                          tags=record_tags(record))
         except BaseException:
-            for folder in (tmp, final):  # no row points at it: remove what this call wrote
-                if folder is not None and folder.exists():
-                    remove_tree(folder)
+            remove_tree(folder)
             raise
         self._bump_generation()
-        log.info("registered %s v%d from %s (%s, test AUC %s)", name, version, run_dir, stage, mv.metrics.get("auc"))
+        mv = self.get(int(created_mv.version), name)
+        log.info("registered %s v%d from %s (%s, test AUC %s)", name, mv.version, run_dir, stage, mv.metrics.get("auc"))
         return mv
 
     # --- promote -----------------------------------------------------------------------
 
-    def _between_updates(self, con: duckdb.DuckDBPyConnection, name: str, version: int) -> None:
-        """Runs inside the promotion transaction after the old production is archived and before the
-        candidate is promoted. A no-op; tests replace it to crash there."""
+    def _between_updates(self, client, name: str, version: int) -> None:
+        """Runs after the decision and before the alias moves. A no-op; tests replace it to crash there."""
 
     def promote(self, version: int, name: str = DEFAULT_NAME, metric: str = "auc", force: bool = False,
                 margin: float = 0.0, evaluation: WindowEvaluation | None = None) -> PromotionResult:
-        """Make ``version`` production if it beats the current production on ``metric`` by at least
-        ``margin`` (or ``force``).
+        """Make ``version`` production (the ``champion`` alias) if it beats the current production on
+        ``metric`` by at least ``margin`` (or ``force``).
 
         Without ``evaluation`` each side's figure is the test metric its own run recorded. With it,
         both figures come from ``evaluation``: the candidate and the production model scored on one
         shared window (``serving.challenge``); the production model must be the one it scored. The
-        old production becomes ``archived``. All of it is one transaction; the decision (also a
-        refusal), both figures, what they were measured on and the margin are logged in ``promotions``.
+        decision (also a refusal), both figures, what they were measured on and the margin are stored
+        with the version; the alias move is the commit point.
         """
         if metric not in METRICS:
             raise RegistryError(f"unknown metric {metric!r}; known: {sorted(METRICS)}")
         if evaluation is not None and evaluation.metric != metric:
             raise RegistryError(f"the evaluation compares {evaluation.metric}, not {metric}")
         version = int(version)
-        with self._connect() as con:
-            con.execute("BEGIN TRANSACTION")
-            try:
-                rows = con.execute(f"SELECT {', '.join(COLUMNS)} FROM model_versions WHERE name = ? "
-                                   "AND (version = ? OR stage = ?)", [name, version, PRODUCTION]).fetchall()
-                found = {mv.version: mv for mv in map(ModelVersion._from_row, rows)}
-                if version not in found:
-                    raise RegistryError(f"no version {version} of model {name!r} in {self.db_path}")
-                candidate = found[version]
-                current = next((mv for mv in found.values() if mv.stage == PRODUCTION), None)
-                previous = current.version if current else None
-                if evaluation is None:
-                    basis = "each version's own test split"
-                    cand_value = metric_value(candidate.metrics, metric)
-                    prod_value = metric_value(current.metrics, metric) if current else None
-                else:
-                    basis = evaluation.basis
-                    if version not in evaluation.values:
-                        raise RegistryError(f"{name} v{version} was not scored on {basis}")
-                    if previous is not None and previous not in evaluation.values:
-                        raise RegistryError(f"production is {name} v{previous}, which was not scored on {basis} "
-                                            f"(scored: {sorted(evaluation.values)}): judge again")
-                    cand_value = evaluation.values[version]
-                    prod_value = evaluation.values.get(previous) if previous is not None else None
-                promoted, reason = decide(name, version, cand_value, previous, prod_value, metric, force, margin)
-                reason = f"{reason} [{basis}]"
-                now = now_iso()
-                if promoted:
-                    if current is not None:
-                        con.execute("UPDATE model_versions SET stage = ?, stage_changed_at = ? WHERE name = ? "
-                                    "AND version = ?", [ARCHIVED, now, name, current.version])
-                    self._between_updates(con, name, version)
-                    con.execute("UPDATE model_versions SET stage = ?, stage_changed_at = ? WHERE name = ? "
-                                "AND version = ?", [PRODUCTION, now, name, version])
-                con.execute("INSERT INTO promotions (name, version, previous_version, metric, candidate_value, "
-                            "production_value, forced, promoted, reason, decided_at, basis, margin) "
-                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                            [name, version, previous, metric, cand_value, prod_value, force,
-                             promoted, reason, now, basis, margin])
-                con.execute("COMMIT")
-            except BaseException:
-                _rollback(con)
-                raise
+        lock = (self.db_path or self.root / name).with_name((self.db_path or self.root / name).name + ".promote")
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with exclusive(lock, f"promotions of {self.uri}", wait_s=self.lock_timeout):
+            candidate = self.get(version, name)
+            current = self.production(name)
+            previous = current.version if current else None
+            if evaluation is None:
+                basis = "each version's own test split"
+                cand_value = metric_value(candidate.metrics, metric)
+                prod_value = metric_value(current.metrics, metric) if current else None
+            else:
+                basis = evaluation.basis
+                if version not in evaluation.values:
+                    raise RegistryError(f"{name} v{version} was not scored on {basis}")
+                if previous is not None and previous not in evaluation.values:
+                    raise RegistryError(f"production is {name} v{previous}, which was not scored on {basis} "
+                                        f"(scored: {sorted(evaluation.values)}): judge again")
+                cand_value = evaluation.values[version]
+                prod_value = evaluation.values.get(previous) if previous is not None else None
+            promoted, reason = decide(name, version, cand_value, previous, prod_value, metric, force, margin)
+            reason = f"{reason} [{basis}]"
+            now = now_iso()
+            if promoted:
+                self._between_updates(self.client, name, version)
+                self.client.set_registered_model_alias(name, CHAMPION, str(version))  # the commit point
+            entry = {"name": name, "version": version, "previous_version": previous, "metric": metric,
+                     "candidate_value": cand_value, "production_value": prod_value, "forced": force,
+                     "promoted": promoted, "reason": reason, "decided_at": now, "basis": basis, "margin": margin}
+            key = f"{PROMOTION_TAG}{now.replace('+00:00', 'Z')}"  # MLflow tag keys: no "+"
+            self.client.set_model_version_tag(name, str(version), key, json.dumps(entry))
         if promoted:
             self._bump_generation()
         log.info("promotion of %s v%d: %s", name, version, reason)
@@ -319,8 +305,5 @@ class Registry:
                                forced=force, basis=basis, margin=margin)
 
 
-def _rollback(con: duckdb.DuckDBPyConnection) -> None:
-    try:
-        con.execute("ROLLBACK")
-    except duckdb.Error:  # the transaction already ended (e.g. a failed COMMIT)
-        pass
+def _not_found(exc) -> bool:
+    return getattr(exc, "error_code", "") in {"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"}

@@ -118,7 +118,7 @@ def load_production(paths: Paths, name: str = DEFAULT_NAME, registry: Registry |
     mv = registry.production(name)
     if mv is None:
         raise NoProductionModelError(
-            f"no production version of model {name!r} in {registry.db_path}: "
+            f"no production version of model {name!r} in {registry.uri}: "
             "`clickprompt registry register --run RUN_DIR` then `clickprompt registry promote VERSION`")
     return load_model(mv, paths, device)
 

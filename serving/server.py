@@ -100,7 +100,7 @@ class Predictor:
             current = self._model
             if version is None:
                 if current is None:
-                    self.last_error = f"no production version of model {self.name!r} in {self.registry.db_path}"
+                    self.last_error = f"no production version of model {self.name!r} in {self.registry.uri}"
             elif current is None or current.version != version:
                 loaded = load_model(self.registry.get(version, self.name), self.paths, self.device)
                 self._check_features(loaded)
@@ -233,7 +233,7 @@ def app_from_env() -> FastAPI:
     paths = Paths.default()
     registry = None
     if root := os.environ.get("CLICKPROMPT_SERVE_REGISTRY"):
-        registry = Registry(paths, db_path=Path(root) / "registry.duckdb", artifacts_root=Path(root) / "artifacts")
+        registry = Registry(paths, db_path=Path(root) / "mlruns.db", artifacts_root=Path(root) / "artifacts")
     return create_app(paths, os.environ.get("CLICKPROMPT_SERVE_MODEL", DEFAULT_NAME), registry,
                       poll_seconds=float(os.environ.get("CLICKPROMPT_SERVE_POLL", "5")))
 

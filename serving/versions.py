@@ -1,4 +1,4 @@
-"""A registered model version: its record (``ModelVersion``), the registry's tables, its stages and
+"""A registered model version: its record (``ModelVersion``) as MLflow version tags, its stages and
 errors, and what registering reads from a training run (``read_run``, ``training_window``).
 
 ``serving.registry`` writes and reads these rows; a version's artifact folder is checked against
@@ -30,47 +30,10 @@ FEATURE_SERVICES: dict[str, str] = {
 }
 ARTIFACT_FILES = ("model.safetensors", "config.json", "encoder.json", "metrics.json")
 
-SCHEMA = [
-    """CREATE TABLE IF NOT EXISTS model_versions (
-        name VARCHAR NOT NULL,
-        version INTEGER NOT NULL,
-        stage VARCHAR NOT NULL,
-        training_stage VARCHAR NOT NULL,
-        method VARCHAR,
-        backbone VARCHAR,
-        auc DOUBLE,
-        logloss DOUBLE,
-        metrics VARCHAR,
-        snapshot_hash VARCHAR,
-        feature_service VARCHAR,
-        train_start VARCHAR,
-        train_end VARCHAR,
-        code_version VARCHAR,
-        config_hash VARCHAR,
-        created_at VARCHAR NOT NULL,
-        stage_changed_at VARCHAR NOT NULL,
-        artifact_dir VARCHAR NOT NULL,
-        files VARCHAR NOT NULL,
-        source_run VARCHAR,
-        PRIMARY KEY (name, version))""",
-    """CREATE TABLE IF NOT EXISTS promotions (
-        name VARCHAR NOT NULL,
-        version INTEGER NOT NULL,
-        previous_version INTEGER,
-        metric VARCHAR,
-        candidate_value DOUBLE,
-        production_value DOUBLE,
-        forced BOOLEAN,
-        promoted BOOLEAN,
-        reason VARCHAR,
-        decided_at VARCHAR NOT NULL)""",
-    # what the figures were measured on ("own test split" or a shared window), and the margin asked for
-    "ALTER TABLE promotions ADD COLUMN IF NOT EXISTS basis VARCHAR",
-    "ALTER TABLE promotions ADD COLUMN IF NOT EXISTS margin DOUBLE",
-]
-COLUMNS = ("name", "version", "stage", "training_stage", "method", "backbone", "auc", "logloss", "metrics",
-            "snapshot_hash", "feature_service", "train_start", "train_end", "code_version", "config_hash",
-            "created_at", "stage_changed_at", "artifact_dir", "files", "source_run")
+CHAMPION = "champion"  # the MLflow alias of the production version
+TAG = "clickprompt."  # a version's record, one MLflow tag per field
+PROMOTION_TAG = "clickprompt.promotion."  # + decision time: one decision (JSON), refusals too
+_JSON_FIELDS = ("metrics", "files")
 
 
 class RegistryError(ValueError):
@@ -105,6 +68,7 @@ class ModelVersion:
     artifact_dir: str
     files: dict[str, str] = field(default_factory=dict)  # file name -> sha256
     source_run: str | None = None
+    mlflow_run_id: str | None = None  # lineage: the MLflow run of the training run
 
     @property
     def path(self) -> Path:
@@ -125,17 +89,31 @@ class ModelVersion:
                     f"{self.name} v{self.version}: {path} changed since registration "
                     f"(sha256 {actual[:12]}, registered {expected[:12]})")
 
-    @classmethod
-    def _from_row(cls, row: tuple) -> "ModelVersion":
-        r = dict(zip(COLUMNS, row))
-        return cls(
-            name=r["name"], version=int(r["version"]), stage=r["stage"], training_stage=r["training_stage"],
-            method=r["method"], backbone=r["backbone"], metrics=json.loads(r["metrics"] or "{}"),
-            snapshot_hash=r["snapshot_hash"], feature_service=r["feature_service"],
-            train_start=r["train_start"], train_end=r["train_end"], code_version=r["code_version"],
-            config_hash=r["config_hash"], created_at=r["created_at"], stage_changed_at=r["stage_changed_at"],
-            artifact_dir=r["artifact_dir"], files=json.loads(r["files"]), source_run=r["source_run"],
-        )
+
+def record_tags(record: dict) -> dict[str, str]:
+    """A version's record as MLflow tags (``clickprompt.<field>``; None left out)."""
+    return {f"{TAG}{k}": json.dumps(v, default=float) if k in _JSON_FIELDS else str(v)
+            for k, v in record.items() if v is not None}
+
+
+def version_from_tags(name: str, version: int, tags: dict, source: str, champion: int | None,
+                      run_id: str | None = None) -> ModelVersion:
+    """The record of MLflow model version ``name`` v``version``; its stage from the ``champion`` alias
+    (production) and its own promotion decisions (archived: was production once)."""
+    from urllib.parse import unquote, urlparse
+
+    r = {k[len(TAG):]: v for k, v in tags.items() if k.startswith(TAG) and not k.startswith(PROMOTION_TAG)}
+    promoted = sorted(json.loads(v)["decided_at"] for k, v in tags.items()
+                      if k.startswith(PROMOTION_TAG) and json.loads(v)["promoted"])
+    stage = PRODUCTION if champion == version else ARCHIVED if promoted else CANDIDATE
+    path = unquote(urlparse(source).path) if source.startswith("file:") else source
+    return ModelVersion(
+        name=name, version=version, stage=stage, training_stage=r["training_stage"], method=r.get("method"),
+        backbone=r.get("backbone"), metrics=json.loads(r.get("metrics", "{}")), snapshot_hash=r.get("snapshot_hash"),
+        feature_service=r["feature_service"], train_start=r.get("train_start"), train_end=r.get("train_end"),
+        code_version=r.get("code_version", ""), config_hash=r.get("config_hash"), created_at=r["created_at"],
+        stage_changed_at=promoted[-1] if promoted else r["created_at"], artifact_dir=path,
+        files=json.loads(r.get("files", "{}")), source_run=r.get("source_run"), mlflow_run_id=run_id or None)
 
 
 def read_run(run_dir: Path, stage: str) -> tuple[dict, dict]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -53,10 +54,23 @@ def write_small_raw(folder: Path, ratings: list[str] | None = None) -> Path:
 
 
 @pytest.fixture
-def paths(tmp_path: Path, monkeypatch) -> Paths:
-    """A fresh project home per test; CLI calls in-process see it through CLICKPROMPT_HOME."""
+def paths(tmp_path: Path, monkeypatch, mlflow_store_template: Path) -> Paths:
+    """A fresh project home per test (with an empty MLflow store); CLI calls in-process see it through
+    CLICKPROMPT_HOME."""
     monkeypatch.setenv("CLICKPROMPT_HOME", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    shutil.copyfile(mlflow_store_template, Paths(tmp_path).registry)
     return Paths(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def mlflow_store_template(tmp_path_factory) -> Path:
+    """An empty MLflow SQLite store, created once (its schema migrations take seconds) and copied per home."""
+    from mlflow import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow_template") / "mlruns.db"
+    MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments(max_results=1)
+    return path
 
 
 @pytest.fixture

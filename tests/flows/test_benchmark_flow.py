@@ -13,11 +13,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+from mlflow import MlflowClient
 
 from benchmarks.suite import suite
 from core.settings import Paths
 from core.spec import load_spec
-from flows.run_benchmark import run_benchmark
+from flows.run_benchmark import BENCH_EXPERIMENT, run_benchmark
+from serving.tracking import tracking_uri
 from tests.conftest import DAY, DAY0, write_small_raw
 from tests.flows.conftest import DATASET, SMOKE_OVERRIDES
 from validation import gate
@@ -94,6 +96,14 @@ def test_benchmark_flow_compares_clickprompt_with_its_backbone_per_seed_and_resu
     report = (out / "report.md").read_text()
     assert "| ClickPrompt CTR-only (DCNv2) | dcnv2 |" in report and "| cp-dcnv2 | pretrain |" in report
     assert (out / "latency.png").read_bytes()[:8] == PNG
+    # MLflow: one run per (run, seed) with its tags, one run holding the report and its plots
+    mlc = MlflowClient(tracking_uri=tracking_uri(flow_home))
+    logged = mlc.search_runs([mlc.get_experiment_by_name(BENCH_EXPERIMENT).experiment_id])
+    assert sorted((r.data.tags["benchmark_run"], r.data.tags["seed"]) for r in logged if "seed" in r.data.tags) == [
+        ("base-dcnv2", "1"), ("base-dcnv2", "2"), ("cp-dcnv2", "1"), ("cp-dcnv2", "2")]
+    reports = [r for r in logged if "clickprompt.report_dir" in r.data.tags]
+    assert len(reports) == 1 and reports[0].data.tags["benchmark"] == out.name
+    assert {"report.md", "results.json", "latency.png"} <= {a.path for a in mlc.list_artifacts(reports[0].info.run_id)}
 
     # the same folder again: every finished run is taken from its folder, the figures are the same
     again = json.loads(Path(run_benchmark(**params)).read_text())

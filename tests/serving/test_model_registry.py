@@ -1,4 +1,4 @@
-"""The model registry on a real DuckDB file: provenance, promotion rules, crash safety, immutable artifacts, CLI.
+"""The model registry on a real MLflow store (SQLite): provenance, promotion rules, crash safety, immutable artifacts, CLI.
 
 Run folders here are written by hand (the registry copies files and reads metrics; it never runs
 the model), so these tests take about a second; tests/serving/ registers really trained runs.
@@ -15,6 +15,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from mlflow import MlflowClient
 
 import cli
 from core.settings import REPO_ROOT
@@ -81,7 +82,12 @@ def test_register_records_provenance_and_freezes_the_artifact(home, runs):
     assert (mv.train_start, mv.train_end) == (TRAIN_START, TRAIN_END)
     assert mv.code_version == code_version() and mv.code_version  # git HEAD short sha in a checkout
     assert mv.created_at.endswith("+00:00") and mv.source_run == str(runs["weak"])
-    assert mv.path == home.artifacts / "registry" / "ctr" / "v1"
+    assert mv.path.parent == home.artifacts / "registry" / "ctr"
+    # the record of MLflow's model registry: version 1 of registered model "ctr", its source the frozen folder
+    mlc = MlflowClient(tracking_uri=f"sqlite:///{home.registry}")
+    recorded = mlc.get_model_version("ctr", "1")
+    assert recorded.source == mv.path.as_uri() and recorded.tags["clickprompt.snapshot_hash"] == SNAPSHOT
+    assert json.loads(recorded.tags["clickprompt.files"]) == mv.files
     assert sorted(p.name for p in mv.path.iterdir()) == [
         "MANIFEST.json", "config.json", "encoder.json", "metrics.json", "model.safetensors"]
     assert (mv.path / "model.safetensors").read_bytes() == (runs["weak"] / "finetune-ctr-only" / "model.safetensors").read_bytes()
@@ -160,9 +166,9 @@ def test_crash_between_the_two_updates_keeps_the_previous_production(home, runs,
     weak, strong = registry.register(runs["weak"]).version, registry.register(runs["strong"]).version
     registry.promote(weak)
 
-    def crash(con, name, version):
-        # the old production IS archived inside the transaction at this point ...
-        assert con.execute("SELECT count(*) FROM model_versions WHERE stage = 'production'").fetchone()[0] == 0
+    def crash(client, name, version):
+        # the decision is taken at this point, the alias not yet moved ...
+        assert int(client.get_model_version_by_alias(name, "champion").version) == weak
         raise RuntimeError("power cut")
 
     monkeypatch.setattr(registry, "_between_updates", crash)
@@ -205,11 +211,12 @@ def test_artifacts_are_immutable(home, runs):
     v2 = registry.register(runs["weak"])
     assert v2.version == 2 and v2.files["model.safetensors"] != v1.files["model.safetensors"]
     assert weights.read_bytes() == before
-    # a leftover folder without a row (a crash after the rename) is never reused or overwritten
-    orphan = home.artifacts / "registry" / "ctr" / "v3"
+    # a leftover folder without a version (a crash after the rename) is never reused or overwritten
+    orphan = home.artifacts / "registry" / "ctr" / "left-by-a-crash"
     orphan.mkdir()
     (orphan / "note").write_text("left by a crash")
-    assert registry.register(runs["strong"]).version == 4 and (orphan / "note").read_text() == "left by a crash"
+    v3 = registry.register(runs["strong"])
+    assert v3.version == 3 and v3.path != orphan and (orphan / "note").read_text() == "left by a crash"
     # files cannot be written in place; a changed artifact is caught before it is served
     assert stat.S_IMODE(weights.stat().st_mode) & 0o222 == 0
     if os.geteuid() != 0:  # root ignores permission bits; the hash check below holds for everyone
@@ -239,7 +246,7 @@ def test_incomplete_runs_are_rejected_and_leave_nothing(home, runs, tmp_path):
         registry.register(runs["weak"], name="../escape")
     assert registry.list() == []
     root = home.artifacts / "registry"
-    assert not root.exists() or not any(p.name.startswith("v") or p.name.startswith(".tmp") for p in root.rglob("*"))
+    assert not root.exists() or not [p for p in root.rglob("*") if p.is_file()]
 
 
 def run_cli(capsys, *argv) -> tuple[int, str, str]:
@@ -259,7 +266,7 @@ def test_cli_register_list_show_promote(home, runs, capsys):
     code, out, _ = run_cli(capsys, "registry", "show", "2", "--json")
     shown = json.loads(out)
     assert code == 0 and shown["metrics"]["auc"] == 0.70 and shown["train_end"] == TRAIN_END
-    assert shown["artifact_dir"].endswith("ctr/v2")
+    assert shown["version"] == 2 and Path(shown["artifact_dir"]).parent.name == "ctr"
 
     code, out, _ = run_cli(capsys, "registry", "promote", "1", "--json")
     assert code == 0 and json.loads(out)["promoted"] is True

@@ -125,16 +125,20 @@ def test_a_locked_registry_keeps_the_last_good_model_serving(own_server, trained
     registry = trained_home.registry
     good = post(own_server).json()
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import duckdb, sys, time; con = duckdb.connect(sys.argv[1]); print('locked', flush=True); "
-        "time.sleep(30)"), str(registry.db_path)], stdout=subprocess.PIPE, text=True)
+        "import sqlite3, sys, time; con = sqlite3.connect(sys.argv[1], isolation_level=None); "
+        "con.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(30)"), str(registry.db_path)],
+        stdout=subprocess.PIPE, text=True)  # another process holds the MLflow store's SQLite file
     try:
         assert holder.stdout.readline().strip() == "locked"
         registry._generation_path.touch()  # the change marker moves: the server looks at the registry
         time.sleep(0.01)
         r = post(own_server)
         assert r.status_code == 200 and r.json() == good  # the last good model answers
+        # the refresh waits on SQLite's busy timeout before it reports the locked store
+        assert wait_for(lambda: own_server.client.get("/health").json()["status"] == "degraded", seconds=20)
         health = own_server.client.get("/health").json()
-        assert health["status"] == "degraded" and health["model_version"] == 1 and health["last_error"]
+        assert health["model_version"] == 1 and "database is locked" in health["last_error"]
+        assert post(own_server).json() == good
     finally:
         holder.kill()
         holder.wait()

@@ -1,0 +1,187 @@
+"""MLflow tracking: every training run (pipeline, ``clickprompt train``, weekly retrain, benchmark
+run and seed) as an MLflow run, read back by ``clickprompt ui`` and any MLflow client.
+
+The store is the project home's ``mlruns.db`` (SQLite: tracking and the model registry, offline,
+no server) with artifacts under ``mlartifacts/``; ``MLFLOW_TRACKING_URI`` points both at a team
+server instead, with no code change.
+
+One MLflow run per run folder and its finished ``metrics.json``: logging the same finished run again
+(a cached flow re-run) returns the run already logged. What an MLflow run holds:
+
+* params: the run's typed config (``config.json``, ``TrainConfig.model_dump``), flattened with dots;
+* metrics per stage, ``<stage>.<name>``: test AUC / LogLoss, valid AUC, the with-LM model's branch
+  AUCs and ``a``, PA-MLM accuracies with and without prompts, rows, epochs, seconds, samples/s; and
+  the validation curve, ``<stage>.valid.<name>`` at each evaluation step;
+* tags: data set, snapshot hash, training-set identity, code version, device, profile, method;
+* artifacts: ``metrics.json``, ``training_set.json`` and whatever the caller adds (plots, report).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Iterable
+
+from core.io import sha256_file
+from core.settings import Paths
+from serving.artifacts import code_version
+
+log = logging.getLogger("clickprompt.tracking")
+
+TRAINING_EXPERIMENT = "clickprompt-training"
+RUN_DIR_TAG, METRICS_SHA_TAG = "clickprompt.run_dir", "clickprompt.metrics_sha256"
+
+
+def store_path(paths: Paths) -> Path:
+    return paths.registry
+
+
+def tracking_uri(paths: Paths) -> str:
+    """``MLFLOW_TRACKING_URI`` when set, else the project home's SQLite store."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store_path(paths)}"
+
+
+def artifact_location(paths: Paths, experiment: str) -> str | None:
+    """Local store: artifacts under the project home; a team server decides its own."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return None
+    return (paths.home / "mlartifacts" / experiment).as_uri()
+
+
+def client(paths: Paths):
+    """An MlflowClient on the project's store (tracking and the model registry)."""
+    from mlflow import MlflowClient
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # the store's schema check, not the user's business
+    paths.home.mkdir(parents=True, exist_ok=True)
+    uri = tracking_uri(paths)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def experiment_id(mlc, paths: Paths, name: str) -> str:
+    found = mlc.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlc.create_experiment(name, artifact_location=artifact_location(paths, name))
+    except MlflowException:  # created meanwhile by another process
+        return mlc.get_experiment_by_name(name).experiment_id
+
+
+def flatten(value: dict, prefix: str = "") -> dict[str, str]:
+    """Nested config values as ``a.b.c`` -> str (MLflow params are strings)."""
+    out: dict[str, str] = {}
+    for key, v in value.items():
+        name = f"{prefix}{key}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, f"{name}."))
+        else:
+            out[name] = json.dumps(v) if isinstance(v, (dict, list)) else str(v)
+    return out
+
+
+def stage_metrics(stage: str, m: dict) -> dict[str, float]:
+    """The stage's summary figures as recorded (unrounded), ``<stage>.<name>`` -> value; missing and
+    NaN figures are left out."""
+    test, valid, branches = m.get("test", {}), m.get("valid", {}), m.get("branches", {})
+    values = {"test_auc": test.get("auc"), "test_logloss": test.get("logloss"), "test_n": test.get("n"),
+              "valid_auc": m.get("valid_auc"), "a": m.get("a"),
+              "ctr_branch_auc": branches.get("ctr_branch", {}).get("auc"),
+              "lm_branch_auc": branches.get("lm_branch", {}).get("auc"),
+              "mlm_acc": valid.get("mlm_acc"), "mlm_acc_zero_prompts": valid.get("mlm_acc_zero_prompts"),
+              "rows": m.get("trained_on", {}).get("rows"), "epochs": m.get("trained_on", {}).get("epochs"),
+              "seconds": m.get("seconds", m.get("fit", {}).get("seconds")),
+              "samples_per_s": m.get("fit", {}).get("samples_per_s")}
+    return {f"{stage}.{k}": float(v) for k, v in values.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v}
+
+
+def curve(stage: str, m: dict) -> list[tuple[str, float, int]]:
+    """The validation curve: (``<stage>.valid.<name>``, value, step) per evaluation step."""
+    out = []
+    for point in m.get("fit", {}).get("history", []):
+        step = int(point.get("step", 0))
+        for key, v in point.items():
+            if key != "step" and isinstance(v, (int, float)) and not isinstance(v, bool) and v == v:
+                out.append((f"{stage}.valid.{key}", float(v), step))
+    return out
+
+
+def run_tags(run_dir: Path, run: dict, config: dict) -> dict[str, str]:
+    from models.runtime import pick_device
+
+    tags = {"dataset": "", "snapshot_hash": run.get("snapshot_hash") or "", "training_set": "",
+            "training_set_hash": run.get("training_set_hash") or "", "code_version": code_version(),
+            "device": str(pick_device(config.get("device", "auto"))), "profile": str(run.get("profile")),
+            "method": str(run.get("method")), "backbone": str(run.get("backbone")), RUN_DIR_TAG: str(run_dir),
+            "mlflow.runName": run_dir.name}
+    ts = run_dir / "training_set.json"
+    if ts.is_file():
+        recorded = json.loads(ts.read_text(encoding="utf-8"))
+        manifest, ref = recorded.get("manifest", {}), recorded.get("ref", {})
+        tags["dataset"] = str(manifest.get("dataset") or "")
+        tags["training_set"] = str(manifest.get("identity") or Path(str(ref.get("folder", ""))).name)
+        tags["training_set_manifest_sha256"] = str(ref.get("manifest_hash") or "")
+    return {k: v for k, v in tags.items() if v}
+
+
+def log_training_run(paths: Paths, run_dir: Path | str, experiment: str = TRAINING_EXPERIMENT,
+                     tags: dict[str, str] | None = None, artifacts: Iterable[Path] = ()) -> str:
+    """Log the finished run folder ``run_dir`` (its ``metrics.json``) as an MLflow run; returns its id.
+    The same finished run logged again returns the first MLflow run."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    run_dir = Path(run_dir).resolve()
+    metrics_path = run_dir / "metrics.json"
+    if not metrics_path.is_file():
+        raise FileNotFoundError(f"{metrics_path} is missing: the run in {run_dir} has not finished")
+    run = json.loads(metrics_path.read_text(encoding="utf-8"))
+    config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    digest = sha256_file(metrics_path)
+    mlc = client(paths)
+    exp = experiment_id(mlc, paths, experiment)
+    found = mlc.search_runs([exp], filter_string=f"tags.`{METRICS_SHA_TAG}` = '{digest}' "
+                                                 f"and tags.`{RUN_DIR_TAG}` = '{run_dir}'", max_results=1)
+    if found:
+        return found[0].info.run_id
+    all_tags = {**run_tags(run_dir, run, config), **(tags or {}), METRICS_SHA_TAG: digest}
+    active = mlc.create_run(exp, run_name=run_dir.name)
+    run_id = active.info.run_id
+    try:
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, v, now, 0) for s, m in run["stages"].items() for k, v in stage_metrics(s, m).items()]
+        metrics += [Metric(k, v, now, step) for s, m in run["stages"].items() for k, v, step in curve(s, m)]
+        params = [Param(k, v[:6000]) for k, v in flatten(config).items()]
+        tag_list = [RunTag(k, str(v)) for k, v in all_tags.items()]
+        for i in range(0, len(metrics), 1000):  # MLflow's batch limits: 1000 metrics, 100 params / tags
+            mlc.log_batch(run_id, metrics=metrics[i:i + 1000])
+        for i in range(0, max(len(params), len(tag_list)), 100):
+            mlc.log_batch(run_id, params=params[i:i + 100], tags=tag_list[i:i + 100])
+        for path in [metrics_path, run_dir / "training_set.json", *map(Path, artifacts)]:
+            if path.is_file():
+                mlc.log_artifact(run_id, str(path))
+            elif path.is_dir():
+                mlc.log_artifacts(run_id, str(path), path.name)
+        mlc.set_terminated(run_id)
+    except BaseException:
+        mlc.set_terminated(run_id, status="FAILED")
+        raise
+    log.info("run %s logged to MLflow (%s) as run %s", run_dir.name, tracking_uri(paths), run_id)
+    return run_id
+
+
+def log_report(paths: Paths, folder: Path, experiment: str, tags: dict[str, str]) -> str:
+    """A benchmark's report (``results.json``, ``report.md``, the plots) as one MLflow run of ``experiment``."""
+    mlc = client(paths)
+    run_id = mlc.create_run(experiment_id(mlc, paths, experiment), run_name=f"report {folder.name}",
+                            tags={**tags, "clickprompt.report_dir": str(folder)}).info.run_id
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.suffix in {".json", ".md", ".png"}:
+            mlc.log_artifact(run_id, str(path))
+    mlc.set_terminated(run_id)
+    return run_id

@@ -1,0 +1,58 @@
+"""A pipeline run is an MLflow run: its params, metrics, validation curve, tags and artifacts equal
+what the run folder recorded, read back from the project's MLflow store with MlflowClient."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from mlflow import MlflowClient
+
+from flows.train_pipeline import summary_table, train_pipeline
+from serving.artifacts import code_version
+from serving.tracking import TRAINING_EXPERIMENT, flatten, tracking_uri
+
+
+def test_pipeline_run_is_an_mlflow_run_with_the_run_folders_values(flow_home, small_pipeline, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    summary = train_pipeline(**small_pipeline, stages=["baseline"], to_registry=False)
+    run_dir = flow_home.runs / summary["run_id"]
+    recorded = json.loads((run_dir / "metrics.json").read_text())
+    config = json.loads((run_dir / "config.json").read_text())
+    training_set = json.loads((run_dir / "training_set.json").read_text())
+
+    assert tracking_uri(flow_home) == f"sqlite:///{flow_home.home / 'mlruns.db'}"
+    mlc = MlflowClient(tracking_uri=tracking_uri(flow_home))
+    runs = mlc.search_runs([mlc.get_experiment_by_name(TRAINING_EXPERIMENT).experiment_id])
+    assert [r.info.run_id for r in runs] == [summary["mlflow_run_id"]]
+    run = runs[0]
+    assert run.info.status == "FINISHED" and run.info.run_name == summary["run_id"]
+    assert run.data.params == {k: v for k, v in flatten(config).items()}
+    assert run.data.params["baseline.epochs"] == str(config["baseline"]["epochs"])
+
+    base = recorded["stages"]["baseline"]
+    m = run.data.metrics
+    # NaN figures (AUC on a one-class test split of the small data) are left out, never logged as NaN
+    assert m.get("baseline.test_auc", math.nan) == base["test"]["auc"] or math.isnan(base["test"]["auc"])
+    assert ("baseline.test_auc" in m) != math.isnan(base["test"]["auc"])
+    assert m["baseline.test_logloss"] == base["test"]["logloss"] and m["baseline.test_n"] == base["test"]["n"]
+    assert m["baseline.valid_auc"] == base["valid_auc"]
+    assert m["baseline.rows"] == base["trained_on"]["rows"] and m["baseline.epochs"] == base["trained_on"]["epochs"]
+    assert m["baseline.samples_per_s"] == base["fit"]["samples_per_s"] and m["baseline.seconds"] == base["seconds"]
+    curve = mlc.get_metric_history(run.info.run_id, "baseline.valid.auc")
+    assert [(p.step, p.value) for p in curve] == [(h["step"], h["auc"]) for h in base["fit"]["history"]]
+    assert len(curve) >= 1
+
+    tags = run.data.tags
+    assert tags["dataset"] == "movielens-100k" and tags["snapshot_hash"] == recorded["snapshot_hash"]
+    assert tags["training_set"] == training_set["manifest"]["identity"]
+    assert tags["training_set_hash"] == recorded["training_set_hash"]
+    assert tags["code_version"] == code_version() and tags["device"] == "cpu"
+    artifacts = {a.path for a in mlc.list_artifacts(run.info.run_id)}
+    assert {"metrics.json", "training_set.json"} <= artifacts
+    assert f"MLflow run {summary['mlflow_run_id']}" in summary_table(summary)
+
+    # the same finished run again (every stage cached): still one MLflow run
+    again = train_pipeline(**small_pipeline, stages=["baseline"], to_registry=False)
+    assert again["mlflow_run_id"] == summary["mlflow_run_id"]
+    assert len(mlc.search_runs([run.info.experiment_id])) == 1
