@@ -21,7 +21,7 @@ import traceback
 import warnings
 from typing import Callable
 
-from cli import data, serve, train
+from cli import data, features, serve, train
 from cli.common import UserError, check_names
 from core.settings import Paths, apply_environment_defaults
 
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
-    for group in (data, train, serve):
+    for group in (data, features, train, serve):
         group.add_commands(sub, add)
     return parser
 

@@ -158,7 +158,11 @@ def draft_spec(name: str, events: Path, users: Path | None = None, items: Path |
                raw_folder: Path | None = None, columns: dict[str, str] | None = None) -> tuple[dict, list[str]]:
     """(spec as a dict, notes on every guess). Paths in the source block are relative to
     ``raw_folder`` (default: the events file's folder). ``columns``: the user's own answers,
-    {"user" | "item" | "time" | "label": column of the events file}, taken before any guess."""
+    {"user" | "item" | "time" | "label": column of the events file}, taken before any guess.
+
+    Longer than ~80 lines on purpose: the guesses are made in order, each reading the ones before
+    (keys, then time, then label, then the fields of what is left), and every one adds its note;
+    the sequence reads best in one place."""
     raw_folder = raw_folder or events.parent
     ev, ev_source = _read(events)
     notes: list[str] = []
