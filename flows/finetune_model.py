@@ -21,5 +21,5 @@ def finetune_model(cfg: TrainConfig, run_id: RunId, stages: list[Stage], trainin
     ordered = [s for s in train_stages.stages(stages) if s != train_stages.Stage.PRETRAIN]
     if train_stages.TEXT_STAGES & set(ordered):
         fetch_plm(cfg.plm, paths)
-    results = {s.value: run_stage(cfg, paths, run_dir, s, training_set, refresh) for s in ordered}
+    results = {s.value: run_stage(cfg, paths, run_dir, s, training_set, refresh, list(stages)) for s in ordered}
     return {"run_id": run_id, "run_dir": str(run_dir), "stages": results}

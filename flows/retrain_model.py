@@ -113,7 +113,7 @@ def retrain_model(
     run_id = default_run_id(cfg, data["ref"])  # the window is part of the training set's identity
     with run_lock(paths.runs / run_id):
         if TrainStage.PRETRAIN in stages:
-            pretrain_model(cfg, run_id, data["ref"])
+            pretrain_model(cfg, run_id, data["ref"], run_stages=stages)
         finetune_model(cfg, run_id, stages, data["ref"])
         evaluation = evaluate_model(run_id)
     challengers = register_challengers(str(paths.runs / run_id), paths, stages)

@@ -86,7 +86,7 @@ def train_pipeline(
     run_id = run_id or default_run_id(cfg, training_set)  # one run folder for every training subflow
     with run_lock(paths.runs / run_id):  # one pipeline per run id at a time
         if Stage.PRETRAIN in stages:
-            pretrain_model(cfg, run_id, training_set, refresh=refresh)
+            pretrain_model(cfg, run_id, training_set, refresh=refresh, run_stages=[s.value for s in stages])
         if set(stages) - {Stage.PRETRAIN}:
             finetune_model(cfg, run_id, [s.value for s in stages], training_set, refresh=refresh)
         evaluation = evaluate_model(run_id)

@@ -50,22 +50,26 @@ def _stage_key(context: TaskRunContext, p: dict[str, Any]) -> str:
 
 
 @task(cache_key_fn=_stage_key, persist_result=True, result_serializer="json", task_run_name="train-{stage}")
-def train_stage(cfg: "TrainConfig", paths: Paths, run_dir: Path, stage: str, ref: dict) -> dict:
+def train_stage(cfg: "TrainConfig", paths: Paths, run_dir: Path, stage: str, ref: dict,
+                run_stages: list[str] | None = None) -> dict:
     """Train one stage into ``run_dir/<stage>/`` on the training set ``ref``; its metrics (also in
-    ``<stage>/metrics.json``)."""
+    ``<stage>/metrics.json``). ``run_stages``: every stage of the run (its one preparation covers them)."""
     from core.training_data import load_training_data
     from models.train.run import run_training
 
     data = load_training_data(TrainingSetRef.from_dict(ref))
-    return run_training(cfg, data, [stage], run_dir, paths.plm_source(cfg.plm), finish=False)["stages"][stage]
+    return run_training(cfg, data, [stage], run_dir, paths.plm_source(cfg.plm), finish=False,
+                        run_stages=run_stages)["stages"][stage]
 
 
-def run_stage(cfg: "TrainConfig", paths: Paths, run_dir: Path, stage: str, ref: dict, refresh: bool = False) -> dict:
+def run_stage(cfg: "TrainConfig", paths: Paths, run_dir: Path, stage: str, ref: dict, refresh: bool = False,
+              run_stages: list[str] | None = None) -> dict:
     """``train_stage`` through the cache; redone when the stage did not finish with this config on this set."""
     from models.train.run import finished_stage
 
     done = finished_stage(run_dir, stage, cfg, ref["manifest_hash"]) is not None
-    return cached(train_stage, paths, refresh or not done)(cfg, paths, run_dir, str(stage), ref)
+    return cached(train_stage, paths, refresh or not done)(cfg, paths, run_dir, str(stage), ref,
+                                                          [str(s) for s in run_stages or [stage]])
 
 
 @task(retries=2, retry_delay_seconds=10, retry_condition_fn=retry_fetch)

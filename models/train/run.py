@@ -136,13 +136,15 @@ def _test_metrics(ctx: RunContext, stage: Stage, setup: StageSetup) -> dict:
 
 
 def run_training(cfg: TrainConfig, data: TrainingData, stages: list[str], run_dir: Path,
-                 plm_source: Path | str | None = None, finish: bool = True) -> dict:
+                 plm_source: Path | str | None = None, finish: bool = True,
+                 run_stages: list[str] | None = None) -> dict:
     """Run ``stages`` in order into ``run_dir`` on ``data``; return {stage: metrics}. ``finish``: then
     write the run's ``metrics.json`` over every finished stage (a flow that trains one stage per task
-    leaves that to its evaluation step)."""
+    leaves that to its evaluation step). ``run_stages``: every stage of the run (default ``stages``),
+    so the run's one preparation holds the tokens if any of them needs text."""
     stages = check_stages(cfg.method, stages)
-    distributed.announce((cfg, data, stages, run_dir, plm_source, finish))  # the waiting ranks join in
-    ctx = prepare(cfg, data, run_dir, stages, plm_source)
+    distributed.announce((cfg, data, stages, run_dir, plm_source, finish, run_stages))  # the waiting ranks join in
+    ctx = prepare(cfg, data, run_dir, [*stages, *(run_stages or [])], plm_source)
     for stage in stages:
         t = time.perf_counter()
         metrics = fit_stage(ctx, stage)
@@ -152,15 +154,19 @@ def run_training(cfg: TrainConfig, data: TrainingData, stages: list[str], run_di
     summary = {"config_hash": cfg.config_hash(), "profile": cfg.profile, "method": cfg.method,
                "snapshot_hash": ctx.snapshot_hash, "training_set_hash": ctx.data_id, "stages": ctx.results}
     if finish and distributed.current().is_main:
-        summary = finish_run(run_dir)
+        summary = finish_run(run_dir, order=stages)
     return summary
 
 
-def finish_run(run_dir: Path) -> dict:
+def finish_run(run_dir: Path, order: list[str] | None = None) -> dict:
     """Merge every finished stage's metrics into ``<run_dir>/metrics.json`` (written once, last: its
     presence marks a finished run) and return it. The run's preparation (``prepared/``, tens of MB of
-    tensors) has served every stage by then and is removed."""
+    tensors) has served every stage by then and is removed. ``order``: the stages in the order trained
+    (default: ``STAGES``'s)."""
     run = read_run(run_dir)
+    if order:  # the stages as this run trained them first, then any others the folder holds
+        run["stages"] = {**{s: run["stages"][s] for s in order if s in run["stages"]},
+                         **{s: m for s, m in run["stages"].items() if s not in order}}
     write_json_atomic(run_dir / RUN_METRICS, run)
     shutil.rmtree(run_dir / PREPARED_DIR, ignore_errors=True)
     return run

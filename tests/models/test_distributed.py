@@ -257,7 +257,7 @@ def test_clickprompt_train_under_torchrun_trains_the_stages_on_two_ranks(paths: 
     run_dir = paths.runs / "ddp"
     assert summary["run_id"] == "ddp" and set(summary["variants"]) >= {"baseline", "finetune-with-lm"}
     assert not any(".tmp-" in f for f in _files(run_dir))
-    assert run.stderr.count("clickprompt.train: encoded") == 3  # one per stage: rank 0's log alone
+    assert run.stderr.count("clickprompt.train: encoded") == 1  # one preparation per run: rank 0's log alone
 
     # the same stage in this process alone, on the same training set and config
     cfg = TrainConfig.model_validate(json.loads((run_dir / "config.json").read_text()))
