@@ -61,6 +61,8 @@ class PretrainConfig(StageConfig):
     # test). With "train+valid" the held-out checks (early stopping, best checkpoint) use a fixed random
     # slice of those rows (max_eval_samples, else 5%), kept out of training.
     rows: Literal["train", "train+valid"] = "train"
+    # steps training the MLM head alone before pretraining (a checkpoint without a trained head: minilm-l6)
+    head_warmup_steps: int = Field(0, ge=0)
 
 
 class AltOptions(_Strict):

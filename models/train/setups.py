@@ -26,6 +26,7 @@ from models.train import distributed
 from models.train.config import StageConfig
 from models.train.prepare import RunContext
 from models.train.stages import ALIGNMENT_METHODS, Stage
+from models.train.warmup import warm_up_mlm_head
 
 log = logging.getLogger("clickprompt.train")
 
@@ -81,6 +82,7 @@ class StageSetup:
     mode: str = "max"
     score_fn: Callable[[nn.Module, dict], torch.Tensor] | None = None
     train: EncodedSplit | None = None  # the rows it trains on (None: the train split), before max_train_samples
+    before_fit: Callable[[EncodedSplit], None] | None = None  # run on those rows before fitting (head warm-up)
     fused: bool = False  # a with-LM model: its branches are scored on the test rows too
     extra: Callable[[], dict] = dict  # stage-specific metrics.json fields, read after fitting
 
@@ -152,22 +154,34 @@ def setup_pretrain(ctx: RunContext) -> StageSetup:
     if c.method == "lm_only":
         raise ValueError("method lm_only has no pretraining stage (it finetunes the plain LM)")
     train, valid = pretrain_rows(ctx)
+    warmup: dict = {}
+
+    def warm_up(model: nn.Module, step: Callable) -> Callable[[EncodedSplit], None] | None:
+        if not sc.head_warmup_steps:
+            return None
+        return lambda rows: warmup.update(warm_up_mlm_head(model, step, rows, sc, ctx.device, c.seed, c.amp))
+
     if c.method in ALIGNMENT_METHODS:
         alt = ctx.new_alt()
         masker = AltMasker(ctx.encoder.fields, ctx.tokenizer.mask_token_id, alt.opts, seed=_rank_seed(c.seed),
                            vocab=ctx.decoder_vocab)
-        return StageSetup(alt, alt.parameter_groups(), sc, lambda m, b: m(masker(b)).loss,
+        alt_step = lambda m, b: m(masker(b)).loss  # noqa: E731
+        return StageSetup(alt, alt.parameter_groups(), sc, alt_step,
                           lambda: alt_metrics(alt, ctx.encoder.fields, ctx.tokenizer.mask_token_id, ctx.decoder_vocab, valid,
                                               sc.eval_batch_size, ctx.device), monitor="loss", mode="min",
-                          extra=lambda: {"objective": alt.opts.model_dump(), "params": count_params(alt)}, train=train)
+                          extra=lambda: {"objective": alt.opts.model_dump(), "params": count_params(alt),
+                                         **({"head_warmup": warmup} if warmup else {})}, train=train, before_fit=warm_up(alt, alt_step))
     model = ctx.new_clickprompt()
     log.info("prompt generator: %s parameters (K=%d, input_only=%s)", f"{model.prompt.param_count():,}",
              c.prompt.n_prompts, c.prompt.input_only)
     masker = ctx.token_masker(seed=_rank_seed(c.seed))
-    return StageSetup(model, model.parameter_groups(), sc, lambda m, b: pa_mlm(m, masker(b)).loss,
+    step = lambda m, b: pa_mlm(m, masker(b)).loss  # noqa: E731
+    return StageSetup(model, model.parameter_groups(), sc, step,
                       lambda: mlm_accuracy(model, ctx.token_masker(seed=12345), valid, sc.eval_batch_size, ctx.device),
                       monitor="mlm_loss", mode="min",
-                      extra=lambda: {"prompt_params": model.prompt.param_count()}, train=train)
+                      extra=lambda: {"prompt_params": model.prompt.param_count(),
+                                     **({"head_warmup": warmup} if warmup else {})}, train=train,
+                      before_fit=warm_up(model, step))
 
 
 def setup_finetune_with_lm(ctx: RunContext) -> StageSetup:
