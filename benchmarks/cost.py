@@ -32,6 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.ceiling import Ceiling, gemm_rate, peak_memory_mb, reset_peak_memory
 from models.data import batch_at, batch_order
+from models.train.host import compile_lm_encoders
 from models.train.prepare import RunContext
 from models.train.setups import SETUPS, StageSetup
 from models.train.stages import ALIGNMENT_METHODS, STAGES, TEXT_STAGES, Stage
@@ -222,14 +223,12 @@ def _bf16_choice(bench: StageBench, steps: int = 4) -> Measured:
 
 def _compile_choice(ctx: RunContext, stage: str, bench: StageBench, n_batches: int, rounds: int,
                     work: Path) -> Measured:
-    """``torch.compile`` of the LM encoder (in place, so weights keep their names): the first steps
+    """``torch.compile`` of the LM encoder (``StageConfig.compile``, in place): the first steps
     with compilation, then the steady speed against eager (alternating); pays after
     ``compile seconds / (eager - compiled seconds per row)`` rows."""
     torch._dynamo.reset()  # no compiled code carried over from another stage
     compiled = StageBench(ctx, stage, n_batches, grouped=True, workdir=work / "compiled")
-    model = compiled.setup.model
-    plm = model.plm if hasattr(model, "plm") else model.text.plm
-    plm.base_model.encoder.compile(dynamic=True)
+    compile_lm_encoders(compiled.setup.model)  # what a stage's ``compile: true`` does
     t = time.perf_counter()
     try:
         for batch in compiled.batches[1:3]:  # compiles (and recompiles for a second length)
