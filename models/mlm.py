@@ -69,6 +69,13 @@ class DecoderVocab:
             self._tables[key] = table.to(device or "cpu")
         return self._tables[key]
 
+    def ids_on(self, device: torch.device) -> Tensor:
+        """``ids`` on ``device``, copied there once (not once per step)."""
+        key = f"ids:{device}"
+        if key not in self._tables:
+            self._tables[key] = self.ids.to(device)
+        return self._tables[key]
+
     @property
     def digest(self) -> str:
         return hashlib.sha256(self.ids.numpy().tobytes()).hexdigest()[:16]
@@ -102,7 +109,7 @@ def mlm_logits(plm: PreTrainedModel, hidden: Tensor, vocab: DecoderVocab | None 
     h = transform(hidden)
     if vocab is None or vocab.full:
         return decoder(h)  # (M, vocab)
-    ids = vocab.ids.to(h.device)
+    ids = vocab.ids_on(h.device)
     return F.linear(h, decoder.weight[ids], decoder.bias[ids])  # (M, V')
 
 
@@ -122,7 +129,7 @@ def mlm_at_labels(plm: PreTrainedModel, hidden: Tensor, labels: Tensor, vocab: D
         torch._assert_async((target >= 0).all(), "a masked token lies outside the decoder vocabulary")
     elif bool((target < 0).any()):
         raise ValueError("a masked token lies outside the decoder vocabulary")
-    pred = vocab.ids.to(true.device)[logits.argmax(-1)]
+    pred = vocab.ids_on(true.device)[logits.argmax(-1)]
     return MLMResult(F.cross_entropy(logits.float(), target), pred, true, selected)
 
 
