@@ -1,12 +1,16 @@
 """Training-cost benchmark: FLOPs per sample (counted), samples/s and utilisation of every stage.
 
     .venv/bin/python benchmarks/bench_training_cost.py [--profile demo] [--stages ...] [--batches 10]
-        [--rounds 3] [--no-choices] [--set key=value ...] [--out artifacts/bench/cost]
+        [--rounds 3] [--no-choices] [--plm-shape bert-base] [--set key=value ...] [--out artifacts/bench/cost]
 
 Reads the training sets of the project home (``make data`` builds them). Prints one table: each
 stage as configured, then each waste-cutting choice against its alternative on the same batches
 (restricted vs full MLM decoder, length-grouped vs random batches, threads, bf16 autocast on the
-CPU, torch.compile); writes ``cost.json`` and ``cost.md`` to ``--out``.
+CPU, torch.compile); writes ``cost.json`` and ``cost.md`` to ``--out``. The ceiling is the GEMM of
+the device the model runs on (bf16 on CUDA, float32 on the CPU; ``--set device=cuda``), named in the
+table; each stage's row carries its peak memory (CUDA memory allocated, or the process's peak RSS).
+``--plm-shape bert-base`` (or ``bert-large``, ``minilm-l6``, ``<layers>x<hidden>``) times an LM of
+that shape with random weights and the configured PLM's tokenizer: the paper's shape, no download.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.ceiling import random_plm
 from benchmarks.cost import cost_table, measure_costs
 from core.settings import Paths, apply_environment_defaults
 from core.training_data import load_training_data
@@ -36,6 +41,8 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=10, help="timed batches per measurement")
     parser.add_argument("--rounds", type=int, default=3, help="alternating timing rounds (median kept)")
     parser.add_argument("--no-choices", action="store_true", help="only the stages as configured")
+    parser.add_argument("--plm-shape", default=None, metavar="SHAPE",
+                        help="an LM of this shape with random weights: bert-base, bert-large, minilm-l6, <layers>x<hidden>")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
@@ -48,9 +55,12 @@ def main() -> None:
     cfg = load_config(args.profile, parse_set(args.set))
     out = args.out or paths.artifacts / "bench" / f"cost-{datetime.now(timezone.utc):%Y%m%d-%H%M%S}"
     out.mkdir(parents=True, exist_ok=True)
-    ctx = prepare(cfg, load_training_data(latest_training_set(paths)), out / "run", list(args.stages), paths.plm_source(cfg.plm))
+    plm_source = paths.plm_source(cfg.plm)
+    if args.plm_shape:
+        plm_source = random_plm(args.plm_shape, plm_source, out / f"plm-{args.plm_shape}", cfg.max_len)
+    ctx = prepare(cfg, load_training_data(latest_training_set(paths)), out / "run", list(args.stages), plm_source)
     result = measure_costs(ctx, args.stages, args.batches, args.rounds, choices=not args.no_choices)
-    result.update(profile=args.profile, machine=f"{platform.machine()}, {platform.processor() or 'cpu'}, "
+    result.update(profile=args.profile, plm_shape=args.plm_shape, machine=f"{platform.machine()}, {platform.processor() or 'cpu'}, "
                   f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     (out / "cost.json").write_text(json.dumps(result, indent=2), encoding="utf-8")
     table = cost_table(result)

@@ -1,9 +1,9 @@
 """Training cost of every stage, measured in one process: FLOPs per sample (counted by torch's
 ``FlopCounterMode`` on the very batches that are timed), achieved samples/s of the trainer's own
-step (``Trainer.train_step``: autocast, backward, clipping, AdamW), and the same process's GEMM
-rate (a 2048 x 2048 float32 matmul, same threads) as the ceiling; utilisation = achieved FLOP/s /
-ceiling. FlopCounterMode counts matrix products (mm, addmm, bmm, attention), not element-wise
-work, so utilisation says how much of the time the matrix units are fed.
+step (``Trainer.train_step``: autocast, backward, clipping, AdamW), and the GEMM rate of the
+device the model runs on as the ceiling (``benchmarks.ceiling``: a bf16 matmul on CUDA, a float32
+one on the CPU, same threads), named in the output; utilisation = achieved FLOP/s / ceiling.
+FlopCounterMode counts matrix products (mm, addmm, bmm, attention), not element-wise work, so utilisation says how much of the time the matrix units are fed.
 
 A shared 2-core VM's speed drifts (the GEMM rate was seen at 75 and at 175 GFLOP/s in one run),
 so every timing round measures the GEMM ceiling right before the arms it compares, runs the arms
@@ -30,7 +30,9 @@ from typing import Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks.ceiling import Ceiling, gemm_rate, peak_memory_mb, reset_peak_memory
 from models.data import batch_at, batch_order
+from models.train.host import compile_lm_encoders
 from models.train.prepare import RunContext
 from models.train.setups import SETUPS, StageSetup
 from models.train.stages import ALIGNMENT_METHODS, STAGES, TEXT_STAGES, Stage
@@ -39,25 +41,13 @@ from models.train.trainer import Trainer
 log = logging.getLogger("clickprompt.bench")
 
 
-def gemm_rate(n: int = 2048, dtype: torch.dtype = torch.float32, reps: int = 4) -> float:
-    """FLOP/s of an n x n x n matmul in this process, now (best of ``reps`` after a warm-up)."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best
-
-
 @dataclass
 class Measured:
     stage: str
     choice: str  # what this row measures, e.g. "decoder: full vocabulary"
     flops_per_sample: float  # counted: forward + backward of the timed batches
     samples_per_s: float  # median over rounds
-    ceiling: float  # FLOP/s of the same process's float32 GEMM, median of the rounds'
+    ceiling: float  # FLOP/s of the model's device's GEMM (``Ceiling.of``), median of the rounds'
     utilisation: float  # median over rounds of achieved FLOP/s / that round's ceiling
     rows: int  # samples timed per round
     batch_size: int = 0
@@ -91,8 +81,9 @@ class StageBench:
         self.step(self.batches[0])  # warm-up: AdamW state allocated, kernels chosen
         self.flops = self.count_flops()
 
-    def step(self, batch: dict) -> float:
-        return float(self.trainer.train_step(self.setup.step_fn, batch))
+    def step(self, batch: dict) -> torch.Tensor:
+        """One trainer step; the loss stays on the device (no synchronisation per step)."""
+        return self.trainer.train_step(self.setup.step_fn, batch)
 
     def count_flops(self) -> float:
         """Counted forward + backward FLOPs of the timed batches, per sample (weights unchanged)."""
@@ -123,8 +114,9 @@ def side_by_side(arms: dict[str, tuple[StageBench, Callable[[], float] | None]],
     each round after a fresh GEMM ceiling measurement; a row per arm of medians over rounds."""
     secs: dict[str, list[float]] = {k: [] for k in arms}
     ceilings: list[float] = []
+    ceiling = Ceiling.of(next(iter(arms.values()))[0].ctx.device)
     for _ in range(rounds):
-        ceilings.append(gemm_rate())
+        ceilings.append(ceiling.rate())
         for name, (bench, timer) in arms.items():
             secs[name].append((timer or bench.seconds)())
     rows = []
@@ -143,22 +135,26 @@ def measure_costs(ctx: RunContext, stages: list[str], n_batches: int = 10, round
     unknown = sorted(set(stages) - set(STAGES))
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; known: {list(STAGES)}")
-    out: dict = {"threads": torch.get_num_threads(), "device": str(ctx.device), "rows": [], "choices": {}}
+    out: dict = {"threads": torch.get_num_threads(), "device": str(ctx.device), "ceiling": Ceiling.of(ctx.device).name,
+                 "rows": [], "choices": {}}
     with tempfile.TemporaryDirectory(prefix="cost-") as tmp:
         work = Path(tmp)
         for stage in stages:
             grouped = stage in TEXT_STAGES and ctx.splits["train"].input_ids is not None
+            reset_peak_memory(ctx.device)
             bench = StageBench(ctx, stage, n_batches, grouped, work)
             row = side_by_side({"as configured": (bench, None)}, rounds)[0]
-            out["rows"].append(row.to_dict())
+            peak, what = peak_memory_mb(ctx.device)
+            row.note = f"{what} {peak:,.0f} MiB"
+            out["rows"].append({**row.to_dict(), "peak_memory_mb": peak})
             log.info("cost %s: %.1f MFLOP/sample, %.0f samples/s, utilisation %.2f (GEMM %.0f GFLOP/s)", stage,
                      row.flops_per_sample / 1e6, row.samples_per_s, row.utilisation, row.ceiling / 1e9)
             if choices and stage in TEXT_STAGES:
                 out["choices"][stage] = [r.to_dict() for r in measure_choices(ctx, stage, bench, n_batches, rounds,
                                                                               work)]
     ceilings = [r["ceiling_gflop_s"] for r in out["rows"]]
-    out["gemm_fp32_gflop_s"] = statistics.median(ceilings) if ceilings else gemm_rate() / 1e9
-    out["gemm_fp32_gflop_s_range"] = [min(ceilings), max(ceilings)] if ceilings else []
+    out["gemm_gflop_s"] = statistics.median(ceilings) if ceilings else Ceiling.of(ctx.device).rate() / 1e9
+    out["gemm_gflop_s_range"] = [min(ceilings), max(ceilings)] if ceilings else []
     return out
 
 
@@ -207,7 +203,7 @@ def _bf16_choice(bench: StageBench, steps: int = 4) -> Measured:
         trainer.optimizer.load_state_dict(opt_state)
         trainer.amp_dtype = dtype  # the trainer's own autocast
         t = time.perf_counter()
-        losses = [bench.step(b) for b in batches]
+        losses = [float(bench.step(b)) for b in batches]
         return time.perf_counter() - t, losses
 
     ceiling = gemm_rate()
@@ -227,14 +223,12 @@ def _bf16_choice(bench: StageBench, steps: int = 4) -> Measured:
 
 def _compile_choice(ctx: RunContext, stage: str, bench: StageBench, n_batches: int, rounds: int,
                     work: Path) -> Measured:
-    """``torch.compile`` of the LM encoder (in place, so weights keep their names): the first steps
+    """``torch.compile`` of the LM encoder (``StageConfig.compile``, in place): the first steps
     with compilation, then the steady speed against eager (alternating); pays after
     ``compile seconds / (eager - compiled seconds per row)`` rows."""
     torch._dynamo.reset()  # no compiled code carried over from another stage
     compiled = StageBench(ctx, stage, n_batches, grouped=True, workdir=work / "compiled")
-    model = compiled.setup.model
-    plm = model.plm if hasattr(model, "plm") else model.text.plm
-    plm.base_model.encoder.compile(dynamic=True)
+    compile_lm_encoders(compiled.setup.model)  # what a stage's ``compile: true`` does
     t = time.perf_counter()
     try:
         for batch in compiled.batches[1:3]:  # compiles (and recompiles for a second length)
@@ -255,10 +249,11 @@ def _compile_choice(ctx: RunContext, stage: str, bench: StageBench, n_batches: i
 
 def cost_table(result: dict) -> str:
     """The measurements as a Markdown table."""
-    lo, hi = result.get("gemm_fp32_gflop_s_range") or [result["gemm_fp32_gflop_s"]] * 2
-    lines = [f"GEMM ceiling (2048^3 float32, {result['threads']} threads), measured in every timing round: median "
-             f"{result['gemm_fp32_gflop_s']:.1f} GFLOP/s ({lo:.1f}-{hi:.1f} across stages)", "",
-             "| stage | measured | MFLOP/sample | samples/s | achieved GFLOP/s | ceiling GFLOP/s | utilisation | note |",
+    lo, hi = result.get("gemm_gflop_s_range") or [result["gemm_gflop_s"]] * 2
+    shape = f"; LM: {result['plm_shape']}" if result.get("plm_shape") else ""
+    lines = [f"Ceiling: {result['ceiling']}, measured in every timing round: median {result['gemm_gflop_s']:.1f} "
+             f"GFLOP/s ({lo:.1f}-{hi:.1f} across stages){shape}", "",
+             "| stage | measured | MFLOP/sample | samples/s | achieved GFLOP/s | ceiling GFLOP/s | utilisation (MFU) | note |",
              "|---|---|---|---|---|---|---|---|"]
     rows = [*result["rows"], *(r for rs in result["choices"].values() for r in rs)]
     for r in rows:

@@ -50,7 +50,7 @@ def new_clickprompt(cfg: TrainConfig, fields: list[FieldInfo], plm_source: Path 
     from models.plm import load_plm
 
     plm, _ = load_plm(plm_source)
-    model = ClickPrompt(new_backbone(cfg, fields), plm, prompt_config(cfg), decoder_vocab)
+    model = ClickPrompt(new_backbone(cfg, fields), plm, prompt_config(cfg), decoder_vocab, cfg.head)
     model.use_prompts = not cfg.prompt.disabled
     return model
 

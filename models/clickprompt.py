@@ -24,6 +24,7 @@ from models.encoding import FieldInfo
 from models.mlm import DecoderVocab, MLMResult, mlm_at_labels
 from models.plm import plm_info
 from models.prompt import PromptConfig, PromptGenerator, Prompts, pool, run_plm
+from models.text_ctr import click_head
 
 CTR_PREFIX = "ctr_model."  # where the backbone's weights live in a ClickPrompt state dict
 HEAD_PREFIX = "head."  # the backbone's output layer, never carried over to CTR-only finetuning
@@ -45,14 +46,14 @@ class ClickPrompt(nn.Module):
     """
 
     def __init__(self, ctr_model: CTRModel, plm: PreTrainedModel, prompt_cfg: PromptConfig,
-                 decoder_vocab: DecoderVocab | None = None) -> None:
+                 decoder_vocab: DecoderVocab | None = None, head: str = "linear") -> None:
         super().__init__()
         self.cfg = prompt_cfg
         self.decoder_vocab = decoder_vocab  # PA-MLM's decoder rows (None: the whole vocabulary)
         self.ctr_model = ctr_model
         self.plm = plm
         self.prompt = PromptGenerator.for_plm(ctr_model.output_dim, plm, prompt_cfg)
-        self.plm_head = nn.Linear(plm_info(plm).hidden_size, 1)  # pooled text state -> click logit
+        self.plm_head = click_head(plm_info(plm).hidden_size, head)  # pooled text state -> click logit
         self.a = nn.Parameter(torch.tensor(0.5))
         self.use_prompts = True  # False: the "no prompts" ablation (logit mix only)
 

@@ -37,6 +37,16 @@ class EncodedSplit:
         """(N,) tokens per row, None without text."""
         return None if self.attention_mask is None else self.attention_mask.sum(1)
 
+    def to(self, device: torch.device) -> "EncodedSplit":
+        """The split's tensors on ``device`` (itself when they are there already): a fit keeps its
+        training split resident on the training device, so a batch is a gather there, not a copy."""
+        tensors = [*self.x.values(), self.label, self.input_ids, self.attention_mask, self.field_ids]
+        if all(t is None or t.device == torch.device(device) for t in tensors):
+            return self
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        return EncodedSplit({k: move(v) for k, v in self.x.items()}, move(self.label), move(self.input_ids),
+                            move(self.attention_mask), move(self.field_ids), self.meta)
+
     def take(self, index: Tensor) -> "EncodedSplit":
         return EncodedSplit(
             x={k: v[index] for k, v in self.x.items()},
@@ -53,6 +63,14 @@ class EncodedSplit:
             return self
         g = torch.Generator().manual_seed(seed)
         return self.take(torch.randperm(len(self), generator=g)[:n].sort().values)
+
+
+def concat_splits(a: EncodedSplit, b: EncodedSplit) -> EncodedSplit:
+    """The rows of ``a`` then those of ``b`` (same fields, token tensors padded to the same length)."""
+    cat = lambda x, y: None if x is None else torch.cat([x, y])  # noqa: E731
+    return EncodedSplit({k: torch.cat([v, b.x[k]]) for k, v in a.x.items()}, torch.cat([a.label, b.label]),
+                        cat(a.input_ids, b.input_ids), cat(a.attention_mask, b.attention_mask),
+                        cat(a.field_ids, b.field_ids), pd.concat([a.meta, b.meta], ignore_index=True))
 
 
 def encode_split(
@@ -157,15 +175,23 @@ def token_fields(spec: DatasetSpec, frame: pd.DataFrame, offsets: np.ndarray, ch
     return out
 
 
-def batch_at(split: EncodedSplit, index: Tensor, device: torch.device) -> dict:
-    """One batch on ``device``; token tensors trimmed to the longest row of the batch."""
+def batch_at(split: EncodedSplit, index: Tensor, device: torch.device, lengths: Tensor | None = None) -> dict:
+    """One batch on ``device``; token tensors trimmed to the longest row of the batch.
+
+    ``lengths``: the split's (N,) tokens per row on the host, so a split resident on a GPU is
+    trimmed without reading its mask back (no synchronisation); ``index`` is a host tensor.
+    """
+    if split.label.device != index.device:
+        host_index, index = index, index.to(split.label.device, non_blocking=True)
+    else:
+        host_index = index
     batch = {
         "x": {k: v[index].to(device, non_blocking=True) for k, v in split.x.items()},
         "label": split.label[index].to(device, non_blocking=True),
     }
     if split.input_ids is not None:
         mask = split.attention_mask[index]
-        length = int(mask.sum(1).max())
+        length = int(mask.sum(1).max() if lengths is None else lengths[host_index].max())
         batch["input_ids"] = split.input_ids[index, :length].to(device, non_blocking=True)
         batch["attention_mask"] = mask[:, :length].to(device, non_blocking=True)
         if split.field_ids is not None:

@@ -69,6 +69,13 @@ class DecoderVocab:
             self._tables[key] = table.to(device or "cpu")
         return self._tables[key]
 
+    def ids_on(self, device: torch.device) -> Tensor:
+        """``ids`` on ``device``, copied there once (not once per step)."""
+        key = f"ids:{device}"
+        if key not in self._tables:
+            self._tables[key] = self.ids.to(device)
+        return self._tables[key]
+
     @property
     def digest(self) -> str:
         return hashlib.sha256(self.ids.numpy().tobytes()).hexdigest()[:16]
@@ -102,7 +109,7 @@ def mlm_logits(plm: PreTrainedModel, hidden: Tensor, vocab: DecoderVocab | None 
     h = transform(hidden)
     if vocab is None or vocab.full:
         return decoder(h)  # (M, vocab)
-    ids = vocab.ids.to(h.device)
+    ids = vocab.ids_on(h.device)
     return F.linear(h, decoder.weight[ids], decoder.bias[ids])  # (M, V')
 
 
@@ -118,9 +125,11 @@ def mlm_at_labels(plm: PreTrainedModel, hidden: Tensor, labels: Tensor, vocab: D
     if vocab is None or vocab.full:
         return MLMResult(F.cross_entropy(logits.float(), true), logits.argmax(-1), true, selected)
     target = vocab.lookup(true.device)[true]  # (M,)
-    if bool((target < 0).any()):
+    if true.device.type != "cpu":  # checked on the device, no synchronisation per step
+        torch._assert_async((target >= 0).all(), "a masked token lies outside the decoder vocabulary")
+    elif bool((target < 0).any()):
         raise ValueError("a masked token lies outside the decoder vocabulary")
-    pred = vocab.ids.to(true.device)[logits.argmax(-1)]
+    pred = vocab.ids_on(true.device)[logits.argmax(-1)]
     return MLMResult(F.cross_entropy(logits.float(), target), pred, true, selected)
 
 
@@ -142,7 +151,9 @@ def mask_tokens(
     restricted decoder); None draws from the whole vocabulary, exactly as before it existed.
     """
     device = input_ids.device
-    rand = lambda *shape: torch.rand(*shape, generator=generator, device="cpu").to(device)  # noqa: E731
+    # drawn where the generator lives (the CPU's by default; a TokenMasker's is on the batch's device)
+    where = generator.device if generator is not None else torch.device("cpu")
+    rand = lambda *shape: torch.rand(*shape, generator=generator, device=where).to(device)  # noqa: E731
     eligible = attention_mask.bool() & ~torch.isin(input_ids, special_ids.to(device))
     if candidates is not None:
         eligible &= torch.isin(input_ids, candidates.to(device))
@@ -154,17 +165,19 @@ def mask_tokens(
     masked = input_ids.clone()
     masked[to_mask] = mask_id
     if candidates is None:
-        random_tokens = torch.randint(vocab_size, input_ids.shape, generator=generator).to(device)
+        random_tokens = torch.randint(vocab_size, input_ids.shape, generator=generator, device=where).to(device)
     else:
-        pick = torch.randint(candidates.numel(), input_ids.shape, generator=generator)
-        random_tokens = candidates[pick].to(device)
+        pick = torch.randint(candidates.numel(), input_ids.shape, generator=generator, device=where)
+        random_tokens = candidates.to(where)[pick].to(device)
     masked[to_random] = random_tokens[to_random]
     return masked, labels
 
 
 class TokenMasker:
     """Applies BERT masking to a batch (special and padding tokens never masked, targets and random
-    tokens inside ``vocab``); a fixed seed gives the same masks each run."""
+    tokens inside ``vocab``); a fixed seed gives the same masks each run. The masks are drawn on the
+    batch's device (a generator per device, each from ``seed``: no host round trip per step on a
+    GPU; on the CPU the same draws as ever)."""
 
     def __init__(self, tokenizer, prob: float, seed: int, vocab: DecoderVocab | None = None) -> None:
         self.special = torch.tensor(sorted(set(tokenizer.all_special_ids)))
@@ -173,11 +186,23 @@ class TokenMasker:
         self.candidates = None
         if vocab is not None and not vocab.full:
             self.candidates = vocab.ids[~torch.isin(vocab.ids, self.special)]
+        self.seed = seed
         self.generator = torch.Generator().manual_seed(seed)
+        self._on: dict[torch.device, tuple] = {}  # device -> (generator, special ids, candidates) there
+
+    def _for(self, device: torch.device) -> tuple:
+        if device.type == "cpu":
+            return self.generator, self.special, self.candidates
+        if device not in self._on:
+            move = lambda t: None if t is None else t.to(device)  # noqa: E731
+            self._on[device] = (torch.Generator(device=device).manual_seed(self.seed), move(self.special),
+                                move(self.candidates))
+        return self._on[device]
 
     def __call__(self, batch: dict) -> dict:
-        masked, labels = mask_tokens(batch["input_ids"], batch["attention_mask"], self.special, self.mask_id,
-                                     self.vocab_size, self.prob, self.generator, self.candidates)
+        generator, special, candidates = self._for(batch["input_ids"].device)
+        masked, labels = mask_tokens(batch["input_ids"], batch["attention_mask"], special, self.mask_id,
+                                     self.vocab_size, self.prob, generator, candidates)
         return {**batch, "masked_ids": masked, "mlm_labels": labels}
 
 

@@ -27,13 +27,24 @@ class JointOutput:
     text_logit: Tensor  # (B,) pooled text state -> head
 
 
-class TextCTR(nn.Module):
-    """The LM alone as a click model (CTR-BERT / PTab style): pooled text state -> Linear -> logit."""
+def click_head(hidden: int, kind: Literal["linear", "mlp"] = "linear") -> nn.Module:
+    """The LM side's click head on a pooled (B, hidden) state -> (B, 1): ``Linear(H, 1)``, or the
+    authors' (CHIANGEL/ClickPrompt) ``Linear(H, H) -> Tanh -> Linear(H, 1)``."""
+    if kind == "linear":
+        return nn.Linear(hidden, 1)
+    if kind == "mlp":
+        return nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+    raise ValueError(f"unknown click head {kind!r}; known: linear, mlp")
 
-    def __init__(self, plm: PreTrainedModel, pooling: Literal["cls", "mean"] = "cls") -> None:
+
+class TextCTR(nn.Module):
+    """The LM alone as a click model (CTR-BERT / PTab style): pooled text state -> click head -> logit."""
+
+    def __init__(self, plm: PreTrainedModel, pooling: Literal["cls", "mean"] = "cls",
+                 head: Literal["linear", "mlp"] = "linear") -> None:
         super().__init__()
         self.plm, self.pooling = plm, pooling
-        self.head = nn.Linear(plm_info(plm).hidden_size, 1)
+        self.head = click_head(plm_info(plm).hidden_size, head)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """Text (B, T) -> click logit (B,)."""

@@ -39,6 +39,10 @@ class StageConfig(_Strict):
     evals_per_epoch: int = Field(1, ge=1)  # validation checks per epoch (early stopping granularity)
     checkpoint_every: int = Field(200, ge=1)  # steps between resumable checkpoints
     group_by_length: bool = True  # text stages: batches of rows of similar token length (less padding)
+    log_every: int = Field(50, ge=1)  # steps between reading the losses back from the device (one sync)
+    # AdamW weight decay 0 for biases, LayerNorm / BatchNorm weights and embeddings (the authors' choice)
+    no_decay: bool = False
+    compile: bool = False  # torch.compile the LM encoder(s) of the stage's model (no-op without an LM)
 
 
 class PromptOptions(_Strict):
@@ -53,6 +57,12 @@ class PretrainConfig(StageConfig):
     # MLM decoder rows: "train" = the token ids of the run's training texts + specials (stored with
     # the run; targets and random replacements stay inside), "full" = the whole vocabulary
     decoder_vocab: Literal["train", "full"] = "train"
+    # rows pretraining learns from: the train split, or train + validation (the authors' PA-MLM; never
+    # test). With "train+valid" the held-out checks (early stopping, best checkpoint) use a fixed random
+    # slice of those rows (max_eval_samples, else 5%), kept out of training.
+    rows: Literal["train", "train+valid"] = "train"
+    # steps training the MLM head alone before pretraining (a checkpoint without a trained head: minilm-l6)
+    head_warmup_steps: int = Field(0, ge=0)
 
 
 class AltOptions(_Strict):
@@ -88,6 +98,7 @@ class TrainConfig(_Strict):
     plm: str = "bert-2l-128"  # folder under data/plms, a local path, or a hub name
     max_len: int = Field(96, ge=8)  # tokens per sample text (the ML-100K texts are ~50-70 tokens)
     pooling: Literal["cls", "mean"] = "cls"
+    head: Literal["linear", "mlp"] = "linear"  # LM-side click head: Linear(H,1), or Linear(H,H)-Tanh-Linear(H,1)
     prompt: PromptOptions = PromptOptions()
     alt: AltOptions = AltOptions()  # ALT / CTRL pretraining objective (methods alt, ctrl)
     baseline: StageConfig = StageConfig(epochs=10, batch_size=1024, patience=2)

@@ -84,8 +84,11 @@ def fit_stage(ctx: RunContext, stage: Stage) -> dict:
     desc = f"{stage}-{ctx.cfg.method}" if stage == Stage.PRETRAIN and ctx.cfg.method in ALIGNMENT_METHODS else stage
     trainer = Trainer(setup.model, sc, setup.param_groups, out_dir, ctx.device, ctx.cfg.amp, ctx.cfg.seed,
                       desc=desc, fingerprint=ctx.fingerprint)
-    fit = trainer.fit(ctx.split("train", stage).head(sc.max_train_samples, ctx.cfg.seed), setup.step_fn, setup.eval_fn,
-                      monitor=setup.monitor, mode=setup.mode)
+    rows = (setup.train if setup.train is not None else ctx.split("train", stage)).head(sc.max_train_samples,
+                                                                                          ctx.cfg.seed)
+    if setup.before_fit is not None:  # a resumed fit then loads its checkpoint's weights over these
+        setup.before_fit(rows)
+    fit = trainer.fit(rows, setup.step_fn, setup.eval_fn, monitor=setup.monitor, mode=setup.mode)
     # rank 0 scores and writes; every rank returns its metrics
     metrics = distributed.broadcast_object(_finish_stage(ctx, stage, setup, fit) if distributed.current().is_main
                                            else None)

@@ -16,6 +16,7 @@ from models.alt_eval import alt_metrics
 from models.builder import ctr_logit, fused_logit, joint_logit, text_logit
 from models.clickprompt import ClickPrompt, init_ctr_only
 from models.ctr import CTRModel, count_params
+from models.data import EncodedSplit, concat_splits
 from models.evaluate import evaluate
 from models.mlm import MLMResult, mlm_accuracy
 from models.plm import load_plm
@@ -25,6 +26,7 @@ from models.train import distributed
 from models.train.config import StageConfig
 from models.train.prepare import RunContext
 from models.train.stages import ALIGNMENT_METHODS, Stage
+from models.train.warmup import warm_up_mlm_head
 
 log = logging.getLogger("clickprompt.train")
 
@@ -79,6 +81,8 @@ class StageSetup:
     monitor: str = "auc"
     mode: str = "max"
     score_fn: Callable[[nn.Module, dict], torch.Tensor] | None = None
+    train: EncodedSplit | None = None  # the rows it trains on (None: the train split), before max_train_samples
+    before_fit: Callable[[EncodedSplit], None] | None = None  # run on those rows before fitting (head warm-up)
     fused: bool = False  # a with-LM model: its branches are scored on the test rows too
     extra: Callable[[], dict] = dict  # stage-specific metrics.json fields, read after fitting
 
@@ -107,7 +111,7 @@ def _text_model(ctx: RunContext, state: dict | None) -> TextCTR:
     plm, _ = load_plm(ctx.plm_source)
     if state is not None:
         load_prefixed(plm, state, "plm.")
-    return TextCTR(plm, ctx.cfg.pooling)
+    return TextCTR(plm, ctx.cfg.pooling, ctx.cfg.head)
 
 
 def _ctr_setup(ctx: RunContext, stage: Stage, model: nn.Module, groups: dict, sc: StageConfig, score_fn: Callable,
@@ -128,29 +132,56 @@ def _rank_seed(seed: int) -> int:
     return seed + 7_919 * distributed.current().rank
 
 
+def pretrain_rows(ctx: RunContext) -> tuple[EncodedSplit | None, EncodedSplit]:
+    """(training rows, held-out rows) of pretraining. ``pretrain.rows=train``: the train split (None)
+    and the validation split. ``train+valid``: the train and validation rows together (never test),
+    less a fixed random slice of them (``max_eval_samples`` rows, else 5%) held out for the checks."""
+    c, sc = ctx.cfg, ctx.cfg.pretrain
+    valid = ctx.split("valid", Stage.PRETRAIN)
+    if sc.rows == "train":
+        return None, valid.head(sc.max_eval_samples, c.seed)
+    rows = concat_splits(ctx.split("train", Stage.PRETRAIN), valid)
+    n_held = min(sc.max_eval_samples or max(1, len(rows) // 20), len(rows) - 1)
+    order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(c.seed))
+    log.info("pretraining on %d train + valid rows, %d of them held out for the checks", len(rows) - n_held, n_held)
+    return rows.take(order[n_held:].sort().values), rows.take(order[:n_held].sort().values)
+
+
 def setup_pretrain(ctx: RunContext) -> StageSetup:
     """The method's pretraining: ALT's losses (alt, ctrl) or PA-MLM (clickprompt, baseline). Best
     checkpoint / early stopping on the held-out (masked-token or weighted ALT) loss."""
     c, sc = ctx.cfg, ctx.cfg.pretrain
     if c.method == "lm_only":
         raise ValueError("method lm_only has no pretraining stage (it finetunes the plain LM)")
-    valid = ctx.split("valid", Stage.PRETRAIN).head(sc.max_eval_samples, c.seed)
+    train, valid = pretrain_rows(ctx)
+    warmup: dict = {}
+
+    def warm_up(model: nn.Module, step: Callable) -> Callable[[EncodedSplit], None] | None:
+        if not sc.head_warmup_steps:
+            return None
+        return lambda rows: warmup.update(warm_up_mlm_head(model, step, rows, sc, ctx.device, c.seed, c.amp))
+
     if c.method in ALIGNMENT_METHODS:
         alt = ctx.new_alt()
         masker = AltMasker(ctx.encoder.fields, ctx.tokenizer.mask_token_id, alt.opts, seed=_rank_seed(c.seed),
                            vocab=ctx.decoder_vocab)
-        return StageSetup(alt, alt.parameter_groups(), sc, lambda m, b: m(masker(b)).loss,
+        alt_step = lambda m, b: m(masker(b)).loss  # noqa: E731
+        return StageSetup(alt, alt.parameter_groups(), sc, alt_step,
                           lambda: alt_metrics(alt, ctx.encoder.fields, ctx.tokenizer.mask_token_id, ctx.decoder_vocab, valid,
                                               sc.eval_batch_size, ctx.device), monitor="loss", mode="min",
-                          extra=lambda: {"objective": alt.opts.model_dump(), "params": count_params(alt)})
+                          extra=lambda: {"objective": alt.opts.model_dump(), "params": count_params(alt),
+                                         **({"head_warmup": warmup} if warmup else {})}, train=train, before_fit=warm_up(alt, alt_step))
     model = ctx.new_clickprompt()
     log.info("prompt generator: %s parameters (K=%d, input_only=%s)", f"{model.prompt.param_count():,}",
              c.prompt.n_prompts, c.prompt.input_only)
     masker = ctx.token_masker(seed=_rank_seed(c.seed))
-    return StageSetup(model, model.parameter_groups(), sc, lambda m, b: pa_mlm(m, masker(b)).loss,
+    step = lambda m, b: pa_mlm(m, masker(b)).loss  # noqa: E731
+    return StageSetup(model, model.parameter_groups(), sc, step,
                       lambda: mlm_accuracy(model, ctx.token_masker(seed=12345), valid, sc.eval_batch_size, ctx.device),
                       monitor="mlm_loss", mode="min",
-                      extra=lambda: {"prompt_params": model.prompt.param_count()})
+                      extra=lambda: {"prompt_params": model.prompt.param_count(),
+                                     **({"head_warmup": warmup} if warmup else {})}, train=train,
+                      before_fit=warm_up(model, step))
 
 
 def setup_finetune_with_lm(ctx: RunContext) -> StageSetup:

@@ -14,6 +14,9 @@ N ranks follow one process's loss trajectory (to float rounding; exactly the sam
 Rank 0 evaluates and broadcasts the metrics (the same early stopping on every rank), and alone
 writes checkpoints and weights while the others wait; a resumed run starts every rank from rank
 0's checkpoint. A process alone (no torchrun) runs exactly the single-process loop.
+
+Little host work per step (``models.train.host``): the training split moves to the device once per
+fit, batches are gathered and trimmed there, losses are read back every ``log_every`` steps.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from models.data import EncodedSplit, batch_at, batch_order
 from models.runtime import amp_dtype, load_weights, save_weights
 from models.train import distributed
 from models.train.config import StageConfig
+from models.train.host import LossLog, compile_lm_encoders, optimizer_groups
 
 log = logging.getLogger("clickprompt.trainer")
 
@@ -99,16 +103,14 @@ class Trainer:
         self.model, self.cfg, self.run_dir, self.device, self.seed, self.desc = model, cfg, run_dir, device, seed, desc
         self.fingerprint = fingerprint  # a checkpoint with another fingerprint (config, data) is not resumed
         self.amp_dtype = amp_dtype(device, amp)
-        groups = [
-            {"params": [p for p in params if p.requires_grad], "lr": cfg.lr_lm if name == "plm" else cfg.lr_ctr, "name": name}
-            for name, params in param_groups.items()
-        ]
-        groups = [g for g in groups if g["params"]]
+        groups = optimizer_groups(model, param_groups, cfg.lr_lm, cfg.lr_ctr, cfg.no_decay)
         # the fused kernel (CPU and CUDA): one pass over every parameter instead of a loop per tensor
         # (11% of a PA-MLM step on 2 CPU cores: benchmarks/bench_training_cost.py)
         self.optimizer = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay, fused=device.type in ("cpu", "cuda"))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.dist = distributed.current()
+        if cfg.compile:
+            log.info("%s: torch.compile of %d LM encoder(s)", desc, compile_lm_encoders(model))
         self._net: nn.Module | None = None  # the DDP-wrapped step while a data-parallel fit runs
         if self.dist.is_main:  # rank 0 alone writes the run folder
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -279,7 +281,9 @@ class Trainer:
             self.optimizer, lr_lambda(cfg.schedule, total, int(cfg.warmup_ratio * total))
         )
         eval_points = {round(n_batches * (i + 1) / cfg.evals_per_epoch) for i in range(cfg.evals_per_epoch)}
-        lengths = train.lengths() if cfg.group_by_length else None  # None without text
+        host_lengths = train.lengths()  # (N,) on the host: batches are trimmed without a device sync
+        lengths = host_lengths if cfg.group_by_length else None  # None without text
+        resident = train.to(self.device)  # moved once per fit; a batch is then a gather on the device
         sign = 1.0 if mode == "max" else -1.0
         state = {"step": 0, "epoch": 0, "batch": 0, "best": None, "best_step": -1, "bad_evals": 0,
                  "history": [], "stopped": False, "seconds": 0.0, "fingerprint": self.fingerprint,
@@ -295,30 +299,29 @@ class Trainer:
         self._net = self._data_parallel()
         bar = tqdm(total=total, initial=state["step"], desc=self.desc, unit="step", mininterval=2.0, dynamic_ncols=True,
                    disable=not dist.is_main)
+        losses = LossLog(state, cfg.log_every, bar)
         try:
             while state["epoch"] < cfg.epochs and not state["stopped"]:
                 batches = batch_order(len(train), cfg.batch_size, shuffle=True, seed=self.seed * 1000 + state["epoch"],
                                       lengths=lengths)
                 for b in range(state["batch"], n_batches):
                     index, weight = distributed.shard(batches[b])  # the whole batch in a process alone
-                    loss = self.train_step(step_fn, batch_at(train, index, self.device), weight)
+                    loss = self.train_step(step_fn, batch_at(resident, index, self.device, host_lengths), weight)
                     loss = distributed.global_mean(loss, weight)  # the global batch's mean loss, on every rank
                     scheduler.step()
                     state["step"] += 1
                     state["batch"] = b + 1
-                    if len(state["losses_first"]) < 10:
-                        state["losses_first"].append(loss.item())
-                    state["losses_last"] = (state["losses_last"] + [loss.item()])[-10:]
                     samples += len(batches[b])
-                    elapsed = time.perf_counter() - started
                     bar.update(1)
-                    bar.set_postfix(loss=f"{loss.item():.4f}", samples_s=f"{samples / max(elapsed, 1e-9):.0f}", refresh=False)
+                    losses.add(loss, samples, time.perf_counter() - started)
                     if eval_fn is not None and (b + 1) in eval_points:
+                        losses.flush(samples, time.perf_counter() - started)
                         self._evaluate(state, eval_fn, monitor, sign, state["epoch"] + (b + 1) / n_batches, loss,
                                        best_path)
                         if state["stopped"]:
                             break
                     if state["step"] % cfg.checkpoint_every == 0:
+                        losses.flush(samples, time.perf_counter() - started)
                         state["seconds"] = time.perf_counter() - started
                         self._save_checkpoint(state, scheduler)
                     if on_step is not None:
@@ -327,6 +330,7 @@ class Trainer:
                     state["epoch"] += 1
                     state["batch"] = 0
         finally:
+            losses.flush()
             bar.close()
             self._net = None
         state["seconds"] = time.perf_counter() - started
