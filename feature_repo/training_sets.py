@@ -37,6 +37,7 @@ from core.training_data import (
     SPLITS,
     TrainingSetManifest,
     TrainingSetRef,
+    load_training_data,
     training_set_identity,
 )
 from feature_repo.feature_services import CLICKPROMPT_SERVICE
@@ -217,6 +218,5 @@ def latest_training_set(paths: Paths, service: str = CLICKPROMPT_SERVICE) -> Tra
 
 
 def load_training_sets(ref: TrainingSetRef) -> tuple[dict[str, pd.DataFrame], TrainingSetManifest]:
-    """The frames of one build and its manifest (checked against the reference)."""
-    manifest = ref.manifest()
-    return {name: pd.read_parquet(ref.folder / f"{name}.parquet") for name in SPLITS}, manifest
+    """The frames of one build (``core.training_data.load_training_data``) and its manifest."""
+    return load_training_data(ref).frames, ref.manifest()
