@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.install-stamp
 export CLICKPROMPT_HOME ?= $(CURDIR)
 
-.PHONY: install engines demo data test test-bench test-engines bench bench-cost lint clean
+.PHONY: install engines demo data test test-bench test-engines bench bench-map bench-cost lint clean
 
 install: $(STAMP)
 
@@ -89,6 +89,15 @@ test-engines: engines
 BENCH_PROFILE ?= cpu
 bench: data
 	$(BIN)/clickprompt bench --profile $(BENCH_PROFILE) --seeds 1 2 3
+
+# The map (benchmarks/map.py): LM (bert-2l-128, minilm-l6) x data (ML-100K, the ML-1M subset) x split
+# (global-temporal, random) -> DCNv2, ClickPrompt CTR-only and with LM, 3 seeds, paired. Runs the
+# cells that fit 2 CPU cores (bert-2l-128: ~20 min per ML-100K cell, ~1 h per ML-1M cell) and marks
+# the minilm-l6 cells as waiting for a GPU with their measured CPU speed; run it again to resume
+# (across days: a finished cell is read back, an interrupted one resumes run by run).
+# ML1M=DIR: GroupLens ml-1m files (default ../shared/data/ml-1m-subset, the workspace's subset).
+bench-map: data
+	$(BIN)/python -m benchmarks.map --seeds 1 2 3 $(if $(ML1M),--ml-1m $(ML1M))
 
 # FLOPs per sample (counted), samples/s and utilisation of every training stage against the same
 # process's GEMM rate, with each waste-cutting choice measured side by side (a few minutes).

@@ -1,0 +1,353 @@
+"""The map of where ClickPrompt gains: language model x data set x split -> DCNv2, ClickPrompt CTR-only
+and ClickPrompt with the LM, 3 seeds, paired differences, long tail and each cell's cost.
+
+    .venv/bin/python -m benchmarks.map [--out artifacts/bench/map] [--seeds 1 2 3] [--ml-1m DIR]
+        [--cells KEY ...] [--gpu-cells] [--report-only]          (make bench-map)
+
+Each cell is one run of the benchmark suite's headline (``clickprompt bench --profile cpu``: the
+``demo`` training profile, every stage on every training row) in its own folder
+``<out>/cells/<lm>--<data>--<split>/`` and in a project home of its data set: MovieLens-100K in the
+project's home (``make data``), the MovieLens-1M subset in ``<out>/homes/movielens-1m`` ingested from
+``--ml-1m`` (GroupLens ``::`` files; its label rule is the spec's: click = rating >= 4). Running the
+command again resumes: a finished cell is read back, an interrupted one resumes run by run (the
+benchmark's own resume rule), so the CPU rows can be filled in across days.
+
+A cell whose language model a 2-core CPU cannot train in reasonable time (``minilm-l6``) is not run
+without a GPU (or ``--gpu-cells``): the map marks it "waits for a GPU" with the CPU samples/s of its
+two LM stages measured by the cost benchmark (a few batches) and the hours that implies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from core.io import write_json_atomic
+from core.settings import REPO_ROOT, Paths
+
+LMS = {  # name -> overrides of the cell's runs (minilm-l6's MLM head transform is untrained: warm it up)
+    "bert-2l-128": {},
+    "minilm-l6": {"pretrain.head_warmup_steps": 100},
+}
+GPU_LMS = ("minilm-l6",)  # 6 x 384: ~27x the toy's encoder FLOPs per token; hours per cell on 2 cores
+DATA = {"movielens-100k": "movielens-100k", "movielens-1m-subset": "movielens-1m"}  # map name -> spec
+SPLITS = ("global-temporal", "random")
+MODELS = ("DCNv2", "ClickPrompt CTR-only (DCNv2)", "ClickPrompt with LM")
+SHARED_ML1M = REPO_ROOT.parent / "shared" / "data" / "ml-1m-subset"  # where this workspace keeps the subset
+RESULTS = "results.json"
+
+
+@dataclass(frozen=True)
+class Cell:
+    lm: str
+    data: str
+    split: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.lm}--{self.data}--{self.split}"
+
+    @classmethod
+    def parse(cls, key: str) -> "Cell":
+        parts = key.split("--")
+        if len(parts) != 3 or parts[0] not in LMS or parts[1] not in DATA or parts[2] not in SPLITS:
+            raise ValueError(f"unknown map cell {key!r}; a cell is <lm>--<data>--<split> with lm in {list(LMS)}, "
+                             f"data in {list(DATA)}, split in {list(SPLITS)}")
+        return cls(*parts)
+
+
+def all_cells() -> list[Cell]:
+    return [Cell(lm, data, split) for lm in LMS for data in DATA for split in SPLITS]
+
+
+def _clickprompt(home: Path, *args: str, log: Path | None = None) -> None:
+    """One ``clickprompt`` command in ``home``; its output goes to ``log`` (appended) and, line by line,
+    to ours (long work shows progress). A failure names the command and its log."""
+    env = {**os.environ, "CLICKPROMPT_HOME": str(home)}
+    cmd = [sys.executable, "-m", "cli", *args]
+    with open(log or os.devnull, "a", encoding="utf-8") as sink:
+        proc = subprocess.Popen(cmd, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True, bufsize=1)
+        for line in proc.stdout:
+            sink.write(line)
+            if "clickprompt.bench" in line or line.startswith("error"):
+                print(line.rstrip(), flush=True)
+        if proc.wait():
+            raise RuntimeError(f"`clickprompt {' '.join(args)}` failed (exit {proc.returncode}) in home {home}; "
+                               f"its output: {log}")
+
+
+def prepare_home(data: str, out: Path, ml1m: Path | None) -> Path:
+    """The project home a data set's cells train in, its data ingested and the toy LM fetched."""
+    if data == "movielens-100k":
+        home = Paths.default().home
+        if not (home / "data" / "warehouse.duckdb").exists():
+            raise RuntimeError(f"no warehouse in {home}: run `make data` first (MovieLens-100K)")
+        return home
+    home = out / "homes" / DATA[data]
+    if (home / "data" / "warehouse.duckdb").exists():
+        return home
+    source = ml1m or SHARED_ML1M
+    if not (source / "ratings.dat").exists():
+        raise FileNotFoundError(f"the MovieLens-1M cells need GroupLens ml-1m files (ratings.dat, users.dat, "
+                                f"movies.dat): none in {source}; pass --ml-1m DIR or leave out the "
+                                f"{data} cells with --cells")
+    home.mkdir(parents=True, exist_ok=True)
+    log = out / "logs" / f"home-{data}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    for args in (("data", "fetch", DATA[data], "--from", str(source)), ("data", "ingest", "--dataset", DATA[data]),
+                 ("features", "apply"), ("features", "training-set"), ("plm", "fetch", "bert-2l-128")):
+        _clickprompt(home, *args, log=log)
+    return home
+
+
+def run_cell(cell: Cell, home: Path, out: Path, seeds: list[int], profile: str = "cpu",
+             sets: tuple[str, ...] = ()) -> Path:
+    """The benchmark suite's headline runs of one cell (``profile``: a benchmark profile; ``sets``:
+    overrides for every run, after the cell's own); resumes an interrupted attempt."""
+    folder = out / "cells" / cell.key
+    sets = (f"plm={cell.lm}", *(f"{k}={v}" for k, v in LMS[cell.lm].items()), *sets)
+    args = ["bench", "--profile", profile, "--only", "base-dcnv2", "cp-dcnv2", "--seeds", *map(str, seeds),
+            "--split", cell.split, "--no-data-timing", "--out", str(folder)]
+    for s in sets:
+        args += ["--set", s]
+    if cell.lm != "bert-2l-128":
+        _clickprompt(home, "plm", "fetch", cell.lm, log=out / "logs" / f"{cell.key}.log")
+    _clickprompt(home, *args, log=out / "logs" / f"{cell.key}.log")
+    return folder / RESULTS
+
+
+def finished(cell: Cell, out: Path, seeds: list[int]) -> dict | None:
+    path = out / "cells" / cell.key / RESULTS
+    if not path.exists():
+        return None
+    results = json.loads(path.read_text(encoding="utf-8"))
+    return results if sorted(results["seeds"]) == sorted(seeds) else None
+
+
+def probe_lm(lm: str, home: Path, out: Path) -> dict:
+    """CPU samples/s of the two LM stages of ``lm`` (the cost benchmark, 4 batches, 1 round), kept in
+    ``<out>/probes/<lm>/cost.json`` so later calls reuse it."""
+    folder = out / "probes" / lm
+    if not (folder / "cost.json").exists():
+        env = {**os.environ, "CLICKPROMPT_HOME": str(home)}
+        if lm != "bert-2l-128":
+            _clickprompt(home, "plm", "fetch", lm, log=out / "logs" / f"probe-{lm}.log")
+        subprocess.run([sys.executable, str(REPO_ROOT / "benchmarks" / "bench_training_cost.py"), "--profile", "demo",
+                        "--stages", "pretrain", "finetune-with-lm", "--batches", "4", "--rounds", "1",
+                        "--no-choices", "--set", f"plm={lm}", "--out", str(folder)],
+                       env=env, cwd=REPO_ROOT, check=True, capture_output=True)
+    cost = json.loads((folder / "cost.json").read_text(encoding="utf-8"))
+    return {r["stage"]: r["samples_per_s"] for r in cost["rows"]} | {"device": cost["device"]}
+
+
+def waiting_note(cell: Cell, probe: dict, train_rows: int | None, seeds: list[int]) -> str:
+    """Why a cell is not run here: its LM stages' measured CPU speed and the hours that makes."""
+    speed = f"PA-MLM {probe['pretrain']:.0f} and LM finetuning {probe['finetune-with-lm']:.0f} samples/s on this CPU"
+    if not train_rows:
+        return f"waits for a GPU: {cell.lm} {speed}"
+    hours = len(seeds) * train_rows * (1 / probe["pretrain"] + 1 / probe["finetune-with-lm"]) / 3600
+    return (f"waits for a GPU: {cell.lm} {speed}; one epoch of each over {train_rows:,} training rows x "
+            f"{len(seeds)} seeds is >= {hours:.1f} h of training alone on this machine")
+
+
+def cell_row(cell: Cell, results: dict) -> dict:
+    """What the map keeps of a cell's results.json."""
+    models = results["models"]
+    eff = results.get("efficiency", {})
+    cost = {r["stage"]: r["samples_per_s"] for r in eff.get("training_cost", {}).get("rows", [])}
+    ts = results.get("training_set") or {}
+    row = {"status": "measured", "machine": results["machine"], "seeds": results["seeds"],
+           "created_at": results["created_at"], "rows": ts.get("rows"), "unseen": ts.get("unseen"),
+           "training_set": ts.get("identity"), "models": {}, "long_tail": {},
+           "samples_per_s": cost, "device": eff.get("device"),
+           "wall_minutes": round(eff.get("total_seconds", 0) / 60, 1)}
+    for label in MODELS:
+        m = models.get(label)
+        if m is None:
+            continue
+        row["models"][label] = {k: m.get(k) for k in ("auc_mean", "auc_std", "logloss_mean", "logloss_std",
+                                                  "paired_auc_diff", "paired_auc_diff_mean", "trained_on")}
+        per_seed, ref = m["per_seed"], models.get(m["reference"] or "", {}).get("per_seed")
+        if ref:
+            row["models"][label]["paired_logloss_diff"] = [per_seed[s]["logloss"] - ref[s]["logloss"]
+                                                           for s in per_seed]
+        tail = results.get("long_tail", {}).get(label)
+        if tail:
+            row["long_tail"][label] = {g: tail.get(g) for g in ("tail_users", "tail_items", "n_tail_users",
+                                                                 "n_tail_items")}
+    return row
+
+
+def build_map(out: Path, seeds: list[int], cells: list[Cell], ml1m: Path | None = None, gpu_cells: bool = False,
+              report_only: bool = False, profile: str = "cpu", sets: tuple[str, ...] = ()) -> dict:
+    """Run (or resume) every chosen cell that may run here, mark the others, write ``map.json``."""
+    import torch
+
+    has_gpu = torch.cuda.is_available()
+    rows: dict[str, dict] = {}
+    for cell in all_cells():
+        chosen = cell in cells
+        results = finished(cell, out, seeds)
+        if results is None and chosen and not report_only and (has_gpu or gpu_cells or cell.lm not in GPU_LMS):
+            t = time.perf_counter()
+            print(f"map: cell {cell.key} ...", flush=True)
+            run_cell(cell, prepare_home(cell.data, out, ml1m), out, seeds, profile, sets)
+            results = finished(cell, out, seeds)
+            print(f"map: cell {cell.key} done in {(time.perf_counter() - t) / 60:.1f} min", flush=True)
+        if results is not None:
+            rows[cell.key] = cell_row(cell, results)
+            continue
+        if cell.lm in GPU_LMS and not has_gpu:
+            same_data = next((r for k, r in rows.items() if Cell.parse(k).data == cell.data
+                              and Cell.parse(k).split == cell.split and r.get("rows")), None)
+            note = f"waits for a GPU: {cell.lm} needs one (its CPU speed not probed yet: --cells {cell.key})"
+            if (chosen and not report_only) or (out / "probes" / cell.lm / "cost.json").exists():
+                probe = probe_lm(cell.lm, prepare_home("movielens-100k", out, ml1m), out)
+                note = waiting_note(cell, probe, same_data["rows"]["train"] if same_data else None, seeds)
+            rows[cell.key] = {"status": note}
+        else:
+            rows[cell.key] = {"status": f"not run yet on 2 CPU cores: resumable with `make bench-map` "
+                                        f"(--cells {cell.key})"}
+    result = {"seeds": seeds, "profile": profile, "sets": list(sets),
+              "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+              "command": " ".join(sys.argv), "cells": rows}
+    write_json_atomic(out / "map.json", result)
+    return result
+
+
+def _diff(m: dict, key: str = "paired_auc_diff") -> str:
+    d = m.get(key)
+    if not d:
+        return "—"
+    spread = statistics.stdev(d) if len(d) > 1 else 0.0
+    sign = "gain" if min(d) > 0 else "loss" if max(d) < 0 else "tie"
+    return f"{statistics.mean(d):+.4f} ± {spread:.4f} ({sign})"
+
+
+def markdown(result: dict) -> str:
+    seeds = ", ".join(map(str, result["seeds"]))
+    sets = "".join(f" --set {s}" for s in result.get("sets", []))
+    lines = [
+        "# The map: where ClickPrompt gains",
+        "",
+        f"Seeds {seeds}; every cell the benchmark suite's headline runs (`clickprompt bench --profile "
+        f"{result['profile']}`{sets}; with the `cpu` profile: the `demo` training profile, every stage on every "
+        "training row: DCNv2 5 epochs; PA-MLM 1 epoch, finetuning with the LM 1 epoch, CTR-only 5 epochs). "
+        "Differences are paired: the model minus DCNv2 of the same seed, mean ± sd "
+        "over seeds; `gain` / `loss` only when every seed agrees, else `tie`. MovieLens-1M subset: 299,418 "
+        "real ratings of 3-5 stars, click = rating >= 4 (the spec's rule), so 3 stars are the negatives. "
+        f"Created {result['created_at']}; `{result['command']}`.",
+        "",
+        "| LM | data | split | train / test rows (test unseen users) | DCNv2 AUC | CTR-only − DCNv2 "
+        "| with LM − DCNv2 | with LM LogLoss − DCNv2 | PA-MLM / LM-finetune samples/s (device) | wall |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key, row in result["cells"].items():
+        cell = Cell.parse(key)
+        head = f"| {cell.lm} | {cell.data} | {cell.split} |"
+        if row["status"] != "measured":
+            lines.append(f"{head} {row['status']} | | | | | | |")
+            continue
+        m = row["models"]
+        rows = row.get("rows") or {}
+        unseen = (row.get("unseen") or {}).get("test", {}).get("users")
+        base = m.get("DCNv2", {})
+        cost = row["samples_per_s"]
+        speed = (f"{cost.get('pretrain', 0):.0f} / {cost.get('finetune-with-lm', 0):.0f} ({row['device']})"
+                 if cost else "—")
+        lines.append(f"{head} {rows.get('train', 0):,} / {rows.get('test', 0):,} ({unseen:.1%}) | "
+                     f"{base.get('auc_mean', 0):.4f} ± {base.get('auc_std', 0):.4f} | "
+                     f"{_diff(m.get('ClickPrompt CTR-only (DCNv2)', {}))} | "
+                     f"{_diff(m.get('ClickPrompt with LM', {}))} | "
+                     f"{_diff(m.get('ClickPrompt with LM', {}), 'paired_logloss_diff')} | {speed} | "
+                     f"{row['wall_minutes']} min |")
+    tails = [(k, r) for k, r in result["cells"].items() if r["status"] == "measured" and r["long_tail"]]
+    if tails:
+        lines += ["", "Long tail (test AUC, mean over seeds; bottom 10% of users / items by training frequency, "
+                  "unseen ids included):", "", "| cell | model | tail users (n) | tail items (n) |",
+                  "|---|---|---|---|"]
+        for key, row in tails:
+            for label, t in row["long_tail"].items():
+                lines.append(f"| {key} | {label} | {t['tail_users']:.4f} ({t['n_tail_users']}) | "
+                             f"{t['tail_items']:.4f} ({t['n_tail_items']}) |")
+    machines = sorted({r["machine"] for r in result["cells"].values() if r["status"] == "measured"})
+    lines += ["", "Machines: " + "; ".join(machines) if machines else "No cell measured yet.", "",
+              "![paired AUC differences per cell](map.png)", ""]
+    return "\n".join(lines)
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    measured = [(k, r) for k, r in result["cells"].items() if r["status"] == "measured"]
+    fig, ax = plt.subplots(figsize=(9, 1.0 + 0.9 * max(1, len(measured))))
+    for y, (key, row) in enumerate(measured):
+        for dy, (label, color) in enumerate((("ClickPrompt CTR-only (DCNv2)", "#3b75af"),
+                                             ("ClickPrompt with LM", "#c47a2c"))):
+            d = row["models"].get(label, {}).get("paired_auc_diff") or []
+            if d:
+                yy = y + (dy - 0.5) * 0.3
+                ax.scatter(d, [yy] * len(d), color=color, s=18, alpha=0.7,
+                           label=label if y == 0 else None)
+                ax.errorbar(statistics.mean(d), yy, xerr=statistics.stdev(d) if len(d) > 1 else 0, fmt="D",
+                            color=color, capsize=3)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_yticks(range(len(measured)), [k.replace("--", "\n", 1) for k, _ in measured], fontsize=7)
+    ax.invert_yaxis()
+    ax.set_xlabel("test AUC − DCNv2 AUC of the same seed (dots: seeds; diamond: mean ± sd)")
+    ax.set_title("Where ClickPrompt gains: paired differences per measured cell")
+    if measured:
+        ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=None, help="default <home>/artifacts/bench/map")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--ml-1m", type=Path, default=None, help=f"GroupLens ml-1m files (default {SHARED_ML1M})")
+    parser.add_argument("--cells", nargs="+", default=None, metavar="KEY",
+                        help="cells to run (default all that may run here): " + " ".join(c.key for c in all_cells()))
+    parser.add_argument("--profile", default="cpu", help="benchmark profile of every cell (benchmarks/suite.py)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override for every run of every cell (after the cell's LM settings)")
+    parser.add_argument("--gpu-cells", action="store_true", help="run the GPU cells on this CPU too (hours)")
+    parser.add_argument("--report-only", action="store_true", help="train nothing: the map of what is measured")
+    parser.add_argument("--publish", type=Path, default=None, metavar="DIR",
+                        help="also copy map.md, map.png and map.json there (e.g. docs/bench)")
+    args = parser.parse_args(argv)
+    try:
+        cells = [Cell.parse(k) for k in args.cells] if args.cells else all_cells()
+    except ValueError as exc:
+        parser.error(str(exc))
+    out = (args.out or Paths.default().artifacts / "bench" / "map").resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    result = build_map(out, args.seeds, cells, args.ml_1m, args.gpu_cells, args.report_only, args.profile,
+                       tuple(args.set))
+    (out / "map.md").write_text(markdown(result), encoding="utf-8")
+    plot(result, out / "map.png")
+    print((out / "map.md").read_text(encoding="utf-8"))
+    if args.publish:
+        args.publish.mkdir(parents=True, exist_ok=True)
+        for name in ("map.md", "map.png", "map.json"):
+            shutil.copyfile(out / name, args.publish / name)
+    print(f"written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

