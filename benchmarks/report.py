@@ -30,6 +30,10 @@ matplotlib.use("Agg")  # no display on servers / CI
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.transforms import blended_transform_factory  # noqa: E402
 
+from benchmarks.suite import BACKBONES  # noqa: E402
+
+BACKBONE_LABELS = tuple(BACKBONES.values())
+
 PLOTS = ("auc_by_model.png", "long_tail.png", "latency.png")
 
 
@@ -158,13 +162,15 @@ def _quality(results: dict) -> list[str]:
         "",
         "## Quality (test split)",
         "",
-        "| model | backbone | trained on (rows x epochs) | test AUC | test LogLoss | AUC − backbone (per seed) |",
+        "| model | backbone | trained on (rows x epochs) | test AUC | test LogLoss | AUC − reference (per seed) |",
         "|---|---|---|---|---|---|",
     ]
     for label, m in results["models"].items():
         diff = "—"
         if m.get("paired_auc_diff"):
             diff = f"{m['paired_auc_diff_mean']:+.4f} ({', '.join(f'{d:+.4f}' for d in m['paired_auc_diff'])})"
+            if m["reference"] not in (None, *BACKBONE_LABELS):  # its backbone goes without saying
+                diff += f" vs {m['reference']}"
         lines.append(f"| {label} | {m['backbone']} | {trained_cell(m)} | {m['auc_mean']:.4f} ± {m['auc_std']:.4f} | "
                      f"{m['logloss_mean']:.4f} ± {m['logloss_std']:.4f} | {diff} |")
     fused = {label: m for label, m in results["models"].items() if m.get("branches")}

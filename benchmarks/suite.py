@@ -59,6 +59,10 @@ BENCH_PROFILES: dict[str, BenchProfile] = {
     "cpu-full": BenchProfile("demo", {}),
     # paper scale on a GPU: RoBERTa-base (or --plm), full data; MovieLens-1M when its files were ingested
     "gpu": BenchProfile("paper", {}),
+    # the authors' finetuning choices, each against ClickPrompt as configured, same seeds (paired), the
+    # `cpu` profile's budget: ~1 h per choice for 3 seeds on 2 cores (cp-dcnv2's folders are reused
+    # when --out holds them, e.g. a copy of a map cell's runs/)
+    "choices": BenchProfile("demo", {}, ("base-dcnv2", "cp-dcnv2", "cp-mlp-head", "cp-train-valid", "cp-no-decay")),
 }
 
 BACKBONES = {"dcnv2": "DCNv2", "dnn": "DNN", "autoint": "AutoInt", "deepfm": "DeepFM"}
@@ -80,6 +84,13 @@ def suite() -> tuple[list[RunSpec], list[Variant]]:
         RunSpec("alt", "alt", "dcnv2", (PRE, CTR_ONLY, LM_ONLY, WITH_LM)),
         RunSpec("ctrl", "ctrl", "dcnv2", (PRE, CTR_ONLY)),
     ]
+    # the authors' choices (CHOICE_RUNS: only profiles or --only that name them train them)
+    runs += [
+        RunSpec("cp-mlp-head", "clickprompt", "dcnv2", (PRE, WITH_LM), {"head": "mlp"}),
+        RunSpec("cp-train-valid", "clickprompt", "dcnv2", (PRE, WITH_LM, CTR_ONLY), {"pretrain.rows": "train+valid"}),
+        RunSpec("cp-no-decay", "clickprompt", "dcnv2", (PRE, WITH_LM, CTR_ONLY),
+                {f"{stage}.no_decay": True for stage in ("pretrain", "finetune_lm", "finetune_ctr")}),
+    ]
     variants = [Variant(label, f"base-{b}", BASE) for b, label in BACKBONES.items()]
     variants += [Variant("LM-only (text classifier)", "lm-only", LM_ONLY)]
     variants += [Variant(f"ClickPrompt CTR-only ({BACKBONES[b]})", f"cp-{b}", CTR_ONLY, BACKBONES[b])
@@ -94,8 +105,19 @@ def suite() -> tuple[list[RunSpec], list[Variant]]:
         Variant("ALT LM-only", "alt", LM_ONLY, "DCNv2"),
         Variant("ALT joint", "alt", WITH_LM, "DCNv2"),
         Variant("CTRL CTR-only", "ctrl", CTR_ONLY, "DCNv2"),
+        # each choice against ClickPrompt as configured, same seed
+        Variant("choice: MLP click head, with LM", "cp-mlp-head", WITH_LM, "ClickPrompt with LM"),
+        Variant("choice: PA-MLM on train+valid, with LM", "cp-train-valid", WITH_LM, "ClickPrompt with LM"),
+        Variant("choice: PA-MLM on train+valid, CTR-only", "cp-train-valid", CTR_ONLY, "ClickPrompt CTR-only (DCNv2)"),
+        Variant("choice: no decay of biases / norms / embeddings, with LM", "cp-no-decay", WITH_LM,
+                "ClickPrompt with LM"),
+        Variant("choice: no decay of biases / norms / embeddings, CTR-only", "cp-no-decay", CTR_ONLY,
+                "ClickPrompt CTR-only (DCNv2)"),
     ]
     return runs, variants
+
+
+CHOICE_RUNS = ("cp-mlp-head", "cp-train-valid", "cp-no-decay")  # trained only where named (profile or --only)
 
 
 @dataclass
@@ -129,7 +151,7 @@ def plan_suite(
     chosen = BENCH_PROFILES[profile]
     train_profile, base = chosen.train_profile, chosen.overrides
     runs, variants = suite()
-    only = only or (list(chosen.runs) if chosen.runs else None)
+    only = only or (list(chosen.runs) if chosen.runs else [r.name for r in runs if r.name not in CHOICE_RUNS])
     if only:
         unknown = sorted(set(only) - {r.name for r in runs})
         if unknown:

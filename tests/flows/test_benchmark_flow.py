@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from benchmarks.suite import suite
+from benchmarks.suite import CHOICE_RUNS, suite
 from core.settings import Paths
 from core.spec import load_spec
 from flows.run_benchmark import BENCH_EXPERIMENT, run_benchmark
@@ -126,6 +126,24 @@ def test_benchmark_flow_compares_clickprompt_with_its_backbone_per_seed_and_resu
         "fit"]["epochs_run"] == 1
 
 
+def test_an_authors_choice_is_compared_with_clickprompt_as_configured_seed_by_seed(flow_home, tmp_path):
+    _home_with_training_sets(flow_home, write_small_raw(tmp_path / "raw", _ratings_both_labels_in_test()))
+    out = tmp_path / "bench"
+    results = json.loads(Path(run_benchmark(profile="smoke", seeds=[1, 2], only=["cp-dcnv2", "cp-mlp-head"],
+                                            overrides=SMOKE_OVERRIDES, out=str(out), time_data=False)).read_text())
+    models = results["models"]
+    assert list(models) == ["ClickPrompt CTR-only (DCNv2)", "ClickPrompt with LM", "choice: MLP click head, with LM"]
+    assert models["ClickPrompt with LM"]["reference"] is None  # DCNv2 left out: no paired figure against it
+    choice, ref = models["choice: MLP click head, with LM"], models["ClickPrompt with LM"]
+    assert choice["reference"] == "ClickPrompt with LM"
+    for i, seed in enumerate(("1", "2")):
+        assert choice["paired_auc_diff"][i] == pytest.approx(choice["per_seed"][seed]["auc"] - ref["per_seed"][seed]["auc"])
+    assert json.loads((out / "runs" / "cp-mlp-head-seed1" / "config.json").read_text())["head"] == "mlp"
+    assert json.loads((out / "runs" / "cp-dcnv2-seed1" / "config.json").read_text())["head"] == "linear"
+    assert "| choice: MLP click head, with LM | dcnv2 |" in (out / "report.md").read_text()
+    assert " vs ClickPrompt with LM |" in (out / "report.md").read_text()
+
+
 def test_benchmark_flow_rejects_bad_names_before_training(flow_home, tmp_path):
     with pytest.raises(ValueError, match=r"unknown run\(s\) \['cp-bert'\]"):
         run_benchmark.fn(profile="smoke", only=["cp-bert"], out=str(tmp_path / "b"))
@@ -151,7 +169,8 @@ def test_smoke_benchmark_runs_every_model_on_real_movielens(real_ml100k_raw, pat
     results = json.loads(Path(run_benchmark(profile="smoke", seeds=[1, 2, 3], out=str(out))).read_text())
 
     runs, variants = suite()
-    assert list(results["models"]) == [v.label for v in variants]
+    runs = [r for r in runs if r.name not in CHOICE_RUNS]  # the authors' choices train only where named
+    assert list(results["models"]) == [v.label for v in variants if v.run not in CHOICE_RUNS]
     for label, m in results["models"].items():
         assert set(m["per_seed"]) == {"1", "2", "3"}, label
         for s in m["per_seed"].values():
