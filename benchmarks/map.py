@@ -73,6 +73,8 @@ def _clickprompt(home: Path, *args: str, log: Path | None = None) -> None:
     to ours (long work shows progress). A failure names the command and its log."""
     env = {**os.environ, "CLICKPROMPT_HOME": str(home)}
     cmd = [sys.executable, "-m", "cli", *args]
+    if log is not None:
+        log.parent.mkdir(parents=True, exist_ok=True)
     with open(log or os.devnull, "a", encoding="utf-8") as sink:
         proc = subprocess.Popen(cmd, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, bufsize=1)
@@ -102,7 +104,6 @@ def prepare_home(data: str, out: Path, ml1m: Path | None) -> Path:
                                 f"{data} cells with --cells")
     home.mkdir(parents=True, exist_ok=True)
     log = out / "logs" / f"home-{data}.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
     for args in (("data", "fetch", DATA[data], "--from", str(source)), ("data", "ingest", "--dataset", DATA[data]),
                  ("features", "apply"), ("features", "training-set"), ("plm", "fetch", "bert-2l-128")):
         _clickprompt(home, *args, log=log)
@@ -207,8 +208,8 @@ def build_map(out: Path, seeds: list[int], cells: list[Cell], ml1m: Path | None 
             rows[cell.key] = cell_row(cell, results)
             continue
         if cell.lm in GPU_LMS and not has_gpu:
-            same_data = next((r for k, r in rows.items() if Cell.parse(k).data == cell.data
-                              and Cell.parse(k).split == cell.split and r.get("rows")), None)
+            # the training rows of a measured cell of the same data (every split is 80/10/10 of it)
+            same_data = next((r for k, r in rows.items() if Cell.parse(k).data == cell.data and r.get("rows")), None)
             note = f"waits for a GPU: {cell.lm} needs one (its CPU speed not probed yet: --cells {cell.key})"
             if (chosen and not report_only) or (out / "probes" / cell.lm / "cost.json").exists():
                 probe = probe_lm(cell.lm, prepare_home("movielens-100k", out, ml1m), out)

@@ -136,3 +136,30 @@ def test_an_ml1m_cell_trains_end_to_end_in_its_own_home_and_resumes(paths, tmp_p
     again = bmap.build_map(out, [1], [bmap.Cell.parse(key)], _ml1m_like(tmp_path / "unused"), profile="smoke")
     assert again["cells"][key]["models"] == result["cells"][key]["models"]
     assert (out / "cells" / key / "results.json").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.benchmark
+def test_the_gpu_kit_trains_a_cell_from_bundles_as_the_map_does(paths, tmp_path):
+    """pack -> run -> unpack on this CPU: the kit's DCNv2 equals the CPU cell's seed for seed (same
+    bundle rows, config and seed); the LM side trains from the float16-carried weights."""
+    from benchmarks import gpu_kit
+
+    out, key = tmp_path / "map", "bert-2l-128--movielens-1m-subset--random"
+    cell = bmap.Cell.parse(key)
+    cpu = bmap.build_map(out, [1], [cell], _ml1m_like(tmp_path / "ml-1m"), profile="smoke")["cells"][key]
+    kit = gpu_kit.pack(tmp_path / "kit", [cell], out, wheels=False)
+    assert kit["bundles"] == {"movielens-1m-subset--random": cpu["training_set"]} and kit["mib"] < 40
+    summary = gpu_kit.run(tmp_path / "kit", tmp_path / "device-out", seeds=[1], profile="smoke", shape="1x64",
+                          shape_batch=32)
+    row = summary["cells"][key]["row"]
+    assert row["models"]["DCNv2"]["auc_mean"] == pytest.approx(cpu["models"]["DCNv2"]["auc_mean"], abs=1e-9)
+    assert 0.35 < row["models"][WITH_LM]["auc_mean"] < 1.0
+    cost = summary["cost"]
+    assert cost["shape"] == "1x64" and [r["stage"] for r in cost["rows"]] == ["pretrain", "finetune-with-lm"]
+    assert all(r["samples_per_s"] > 0 and r["mflop_per_sample"] > 0 for r in cost["rows"])
+    # what comes back: a file per cell and the timing, placed into a map by unpack
+    back = tmp_path / "device-out" / gpu_kit.RESULTS_BACK
+    assert sorted(p.name for p in back.iterdir()) == sorted([f"{key}.json", "cost-1x64.json", "summary.json"])
+    assert gpu_kit.unpack(back, tmp_path / "map2") == [key]
+    again = bmap.build_map(tmp_path / "map2", [1], [cell], report_only=True)["cells"][key]
+    assert again["status"] == "measured" and again["models"]["DCNv2"] == row["models"]["DCNv2"]
