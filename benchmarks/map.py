@@ -189,7 +189,8 @@ def cell_row(cell: Cell, results: dict) -> dict:
 
 
 def build_map(out: Path, seeds: list[int], cells: list[Cell], ml1m: Path | None = None, gpu_cells: bool = False,
-              report_only: bool = False, profile: str = "cpu", sets: tuple[str, ...] = ()) -> dict:
+              report_only: bool = False, profile: str = "cpu", sets: tuple[str, ...] = (),
+              command: str = "python -m benchmarks.map") -> dict:
     """Run (or resume) every chosen cell that may run here, mark the others, write ``map.json``."""
     import torch
 
@@ -220,7 +221,7 @@ def build_map(out: Path, seeds: list[int], cells: list[Cell], ml1m: Path | None 
                                         f"(--cells {cell.key})"}
     result = {"seeds": seeds, "profile": profile, "sets": list(sets),
               "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "command": " ".join(sys.argv), "cells": rows}
+              "command": command, "cells": rows}
     write_json_atomic(out / "map.json", result)
     return result
 
@@ -274,7 +275,8 @@ def markdown(result: dict) -> str:
     tails = [(k, r) for k, r in result["cells"].items() if r["status"] == "measured" and r["long_tail"]]
     if tails:
         lines += ["", "Long tail (test AUC, mean over seeds; bottom 10% of users / items by training frequency, "
-                  "unseen ids included):", "", "| cell | model | tail users (n) | tail items (n) |",
+                  "unseen ids included; the suite's long-tail pair: the backbone and its CTR-only model, the one "
+                  "that is served):", "", "| cell | model | tail users (n) | tail items (n) |",
                   "|---|---|---|---|"]
         for key, row in tails:
             for label, t in row["long_tail"].items():
@@ -337,8 +339,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     out = (args.out or Paths.default().artifacts / "bench" / "map").resolve()
     out.mkdir(parents=True, exist_ok=True)
+    command = " ".join(["python -m benchmarks.map", *(sys.argv[1:] if argv is None else argv)])
     result = build_map(out, args.seeds, cells, args.ml_1m, args.gpu_cells, args.report_only, args.profile,
-                       tuple(args.set))
+                       tuple(args.set), command)
     (out / "map.md").write_text(markdown(result), encoding="utf-8")
     plot(result, out / "map.png")
     print((out / "map.md").read_text(encoding="utf-8"))
