@@ -231,7 +231,11 @@ def _diff(m: dict, key: str = "paired_auc_diff") -> str:
     if not d:
         return "—"
     spread = statistics.stdev(d) if len(d) > 1 else 0.0
-    sign = "gain" if min(d) > 0 else "loss" if max(d) < 0 else "tie"
+    up, down = min(d) > 0, max(d) < 0  # every seed agrees
+    if key == "paired_auc_diff":
+        sign = "gain" if up else "loss" if down else "tie"
+    else:  # LogLoss: lower is better
+        sign = "better" if down else "worse" if up else "tie"
     return f"{statistics.mean(d):+.4f} ± {spread:.4f} ({sign})"
 
 
@@ -245,7 +249,8 @@ def markdown(result: dict) -> str:
         f"{result['profile']}`{sets}; with the `cpu` profile: the `demo` training profile, every stage on every "
         "training row: DCNv2 5 epochs; PA-MLM 1 epoch, finetuning with the LM 1 epoch, CTR-only 5 epochs). "
         "Differences are paired: the model minus DCNv2 of the same seed, mean ± sd "
-        "over seeds; `gain` / `loss` only when every seed agrees, else `tie`. MovieLens-1M subset: 299,418 "
+        "over seeds; `gain` / `loss` (AUC) and `better` / `worse` (LogLoss, lower is better) only when every "
+        "seed agrees, else `tie`. MovieLens-1M subset: 299,418 "
         "real ratings of 3-5 stars, click = rating >= 4 (the spec's rule), so 3 stars are the negatives. "
         f"Created {result['created_at']}; `{result['command']}`.",
         "",

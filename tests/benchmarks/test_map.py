@@ -73,6 +73,8 @@ def test_the_map_reads_finished_cells_marks_the_rest_and_states_paired_verdicts(
     assert "-0.0020 ± 0.0010 (loss)" in rows["global-temporal"]
     assert "+0.0017 ± 0.0025 (tie)" in rows["random"]
     assert "+0.0050 ± 0.0010 (gain)" in rows["random"]  # CTR-only: 0.005, 0.004, 0.006
+    # LogLoss is lower on every seed: better (lower is better there), never read as a loss
+    assert "-0.0200 ± 0.0000 (better)" in rows["random"] and "(worse)" not in md
     assert "79,999 / 10,000 (85.8%)" in rows["global-temporal"]
     bmap.plot(result, out / "map.png")
     assert (out / "map.png").read_bytes().startswith(PNG)
