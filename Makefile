@@ -92,7 +92,7 @@ bench: data
 
 # The map (benchmarks/map.py): LM (bert-2l-128, minilm-l6) x data (ML-100K, the ML-1M subset) x split
 # (global-temporal, random) -> DCNv2, ClickPrompt CTR-only and with LM, 3 seeds, paired. Runs the
-# cells that fit 2 CPU cores (bert-2l-128: ~20 min per ML-100K cell, ~1 h per ML-1M cell) and marks
+# cells that fit 2 CPU cores (bert-2l-128: 15 min per ML-100K cell, 45 min per ML-1M cell, quiet) and marks
 # the minilm-l6 cells as waiting for a GPU with their measured CPU speed; run it again to resume
 # (across days: a finished cell is read back, an interrupted one resumes run by run).
 # ML1M=DIR: GroupLens ml-1m files (default ../shared/data/ml-1m-subset, the workspace's subset).
