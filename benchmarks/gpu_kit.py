@@ -46,22 +46,14 @@ def _mib(folder: Path) -> float:
     return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
 
 
-def _half_plm(src: Path, dst: Path) -> None:
-    """``src``'s files with every floating tensor of its safetensors stored as float16."""
+def _cast_plm(src: Path, dst: Path, dtype) -> None:
+    """``src``'s files with every floating tensor of its safetensors stored as ``dtype`` (float16 for
+    transport, float32 again before training)."""
     from safetensors.torch import load_file, save_file
 
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.safetensors"))
     for weights in src.glob("*.safetensors"):
-        tensors = {k: v.half() if v.is_floating_point() else v for k, v in load_file(weights).items()}
-        save_file(tensors, dst / weights.name, metadata={"format": "pt"})
-
-
-def _widen_plm(src: Path, dst: Path) -> None:
-    from safetensors.torch import load_file, save_file
-
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("*.safetensors"))
-    for weights in src.glob("*.safetensors"):
-        tensors = {k: v.float() if v.is_floating_point() else v for k, v in load_file(weights).items()}
+        tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in load_file(weights).items()}
         save_file(tensors, dst / weights.name, metadata={"format": "pt"})
 
 
@@ -81,6 +73,8 @@ def _wheels(out: Path) -> list[str]:
 def pack(out: Path, cells: list[Cell], map_out: Path, ml1m: Path | None = None, wheels: bool = True,
          limit_mib: float = LIMIT_MIB) -> dict:
     """Write the kit folder ``out`` (replaced whole): bundles, half-width PLMs, wheels, ``kit.json``."""
+    import torch
+
     from core.names import CLICKPROMPT_SERVICE
     from core.training_data import DEFAULT_FRACTIONS, TrainingSetRef
     from feature_repo.training_sets import training_set_folder  # here only: the lent machine has no Feast
@@ -106,7 +100,7 @@ def pack(out: Path, cells: list[Cell], map_out: Path, ml1m: Path | None = None, 
         if src is None:
             raise FileNotFoundError(f"{lm} is not fetched in {' or '.join(map(str, homes))}: run "
                                     f"`clickprompt plm fetch {lm}` there")
-        _half_plm(src, tmp / "plms" / lm)
+        _cast_plm(src, tmp / "plms" / lm, torch.float16)
         kit["plms"][lm] = "float16 for transport; widened to float32 before training"
     if wheels:
         kit["wheels"] = _wheels(tmp / "wheels")
@@ -131,7 +125,6 @@ def run(kit_dir: Path, out: Path, cells: list[Cell] | None = None, seeds: list[i
     from benchmarks.map import cell_row
     from benchmarks.results import train_run, write_results
     from benchmarks.suite import plan_suite
-    from models.train.bundle import Bundle
 
     kit = json.loads((kit_dir / KIT_FILE).read_text(encoding="utf-8"))
     cells = cells or [Cell.parse(k) for k in kit["cells"]]
@@ -140,7 +133,8 @@ def run(kit_dir: Path, out: Path, cells: list[Cell] | None = None, seeds: list[i
     back.mkdir(parents=True, exist_ok=True)
     home = Paths(Path(tempfile.mkdtemp(prefix="gpu-kit-")))
     for lm in kit["plms"]:
-        _widen_plm(kit_dir / "plms" / lm, home.plms / lm)
+        _cast_plm(kit_dir / "plms" / lm, home.plms / lm, torch.float32)
+    loaded: dict[str, object] = {}  # each bundle read once, whichever cells share it
     t0, summary = time.perf_counter(), {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else
                                         "cpu", "cells": {}}
     for cell in cells:
@@ -148,7 +142,7 @@ def run(kit_dir: Path, out: Path, cells: list[Cell] | None = None, seeds: list[i
         if spent > budget_s:
             summary["cells"][cell.key] = {"status": f"not started: {spent:.0f} s of the {budget_s:.0f} s budget spent"}
             continue
-        data = Bundle(kit_dir / "bundles" / f"{cell.data}--{cell.split}").data()
+        data = _bundle_data(kit_dir, cell, loaded)
         overrides = {"plm": cell.lm, **LMS[cell.lm], **(sets or {})}
         plan = plan_suite(profile, seeds, out / "cells" / cell.key, ["base-dcnv2", "cp-dcnv2"], overrides)
         t = time.perf_counter()
@@ -160,24 +154,33 @@ def run(kit_dir: Path, out: Path, cells: list[Cell] | None = None, seeds: list[i
                                       "row": cell_row(cell, results)}
         print(f"gpu-kit: {cell.key} in {(time.perf_counter() - t) / 60:.1f} min", flush=True)
     if shape and time.perf_counter() - t0 < budget_s:
-        summary["cost"] = paper_shape_cost(kit_dir, home, cells[0], shape, back, shape_batch)
+        summary["cost"] = paper_shape_cost(_bundle_data(kit_dir, cells[0], loaded), home, cells[0], shape, back,
+                                           shape_batch)
     write_json_atomic(back / "summary.json", summary)
     return summary
 
 
-def paper_shape_cost(kit_dir: Path, home: Paths, cell: Cell, shape: str, back: Path, batch: int = 1024) -> dict:
+def _bundle_data(kit_dir: Path, cell: Cell, loaded: dict):
+    """The training data of ``cell``'s bundle, read once per (data, split)."""
+    from models.train.bundle import Bundle
+
+    key = f"{cell.data}--{cell.split}"
+    if key not in loaded:
+        loaded[key] = Bundle(kit_dir / "bundles" / key).data()
+    return loaded[key]
+
+
+def paper_shape_cost(data, home: Paths, cell: Cell, shape: str, back: Path, batch: int = 1024) -> dict:
     """PA-MLM and LM finetuning steps of a ``shape`` LM (random weights, the cell's LM's tokenizer) at
     ``batch``: counted FLOPs, samples/s, utilisation of this device's own GEMM, peak memory."""
     from benchmarks.ceiling import random_plm
     from benchmarks.cost import measure_costs
-    from models.train.bundle import Bundle
     from models.train.config import build_config
     from models.train.prepare import prepare
 
     cfg = build_config("demo", overrides={"plm": str(home.plms / f"shape-{shape}"), "pretrain.batch_size": batch,
                                           "finetune_lm.batch_size": batch})
     random_plm(shape, home.plms / cell.lm, home.plms / f"shape-{shape}", cfg.max_len)
-    data = Bundle(kit_dir / "bundles" / f"{cell.data}--{cell.split}").data()
     stages = ["pretrain", "finetune-with-lm"]
     ctx = prepare(cfg, data, home.home / "cost-run", stages, home.plms / f"shape-{shape}")
     result = measure_costs(ctx, stages, n_batches=10, rounds=3, choices=False)

@@ -29,8 +29,8 @@ def test_plm_weights_travel_as_float16_and_train_as_float32(tmp_path):
     model, tokenizer = tiny_bert()
     model.save_pretrained(tmp_path / "plm")
     tokenizer.save_pretrained(tmp_path / "plm")
-    gpu_kit._half_plm(tmp_path / "plm", tmp_path / "half")
-    gpu_kit._widen_plm(tmp_path / "half", tmp_path / "wide")
+    gpu_kit._cast_plm(tmp_path / "plm", tmp_path / "half", torch.float16)
+    gpu_kit._cast_plm(tmp_path / "half", tmp_path / "wide", torch.float32)
     original, half, wide = (load_file(tmp_path / d / "model.safetensors") for d in ("plm", "half", "wide"))
     assert {t.dtype for t in half.values() if t.is_floating_point()} == {torch.float16}
     assert {t.dtype for t in wide.values() if t.is_floating_point()} == {torch.float32}
