@@ -75,6 +75,21 @@ def stage_seconds(plan: SuitePlan, metrics: dict[str, dict[int, dict]]) -> dict[
                      for stage in r.stages} for r in plan.runs}
 
 
+def invocation(argv: list[str], cwd: Path | None = None) -> str:
+    """The command as a user types it, for a report that may be published: ``clickprompt ...`` when
+    the CLI ran, paths inside the working directory relative to it (no machine paths)."""
+    cwd = (cwd or Path.cwd()).resolve()
+
+    def arg(a: str) -> str:
+        if os.path.isabs(a) and Path(a).resolve().is_relative_to(cwd):
+            return os.path.relpath(a, cwd)
+        return a
+
+    prog = Path(argv[0])
+    prog_name = "clickprompt" if prog.name == "clickprompt" or prog.parts[-2:] == ("cli", "__main__.py") else arg(argv[0])
+    return " ".join([prog_name, *(shlex.quote(arg(a)) for a in argv[1:])])
+
+
 def write_results(plan: SuitePlan, metrics: dict[str, dict[int, dict]], data: TrainingData, paths: Paths,
                   seconds: float, data_path: dict[str, float] | None = None) -> Path:
     """Aggregate the finished runs into ``results.json`` (atomically) and render the report."""
@@ -87,7 +102,7 @@ def write_results(plan: SuitePlan, metrics: dict[str, dict[int, dict]], data: Tr
         "dataset": spec.name,
         "seeds": plan.seeds,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(shlex.quote(a) for a in sys.argv),
+        "command": invocation(sys.argv),
         "overrides": plan.overrides,
         "models": aggregate(plan.variants, metrics, plan.seeds),
         "long_tail": long_tail(plan.variants, run_dirs, frames["train"], keys, plan.seeds),

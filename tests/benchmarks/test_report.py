@@ -81,3 +81,15 @@ def test_report_without_the_clickprompt_run_says_why_there_are_no_scoring_figure
     assert "ClickPrompt (DCNv2) run was not part of this benchmark" in report
     assert "| base-dcnv2 | baseline | 5.0 |" in report
     assert not (tmp_path / "latency.png").exists() and (tmp_path / "auc_by_model.png").exists()
+
+
+def test_recorded_command_is_the_cli_with_paths_relative_to_the_working_directory(tmp_path):
+    # a published report names no machine path: `python -m cli` reads `clickprompt`, a folder inside
+    # the working directory is relative, one outside stays as typed
+    from benchmarks.results import invocation
+
+    argv = [str(tmp_path / "cli" / "__main__.py"), "bench", "--out", str(tmp_path / "artifacts" / "bench" / "x"),
+            "--training-set", "/elsewhere/build", "--set", "plm=bert-2l-128"]
+    assert invocation(argv, cwd=tmp_path) == ("clickprompt bench --out artifacts/bench/x --training-set /elsewhere/build "
+                                              "--set plm=bert-2l-128")
+    assert invocation([".venv/bin/clickprompt", "bench", "--profile", "cpu"], cwd=tmp_path) == "clickprompt bench --profile cpu"
