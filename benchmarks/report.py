@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -43,37 +44,41 @@ def _fmt(value, digits: int = 4) -> str:
 
 def plot_auc(results: dict, path: Path) -> None:
     """Top: test AUC per model (mean ± sd over seeds). Bottom: the paired AUC difference against
-    each model's backbone (mean ± sd of the per-seed differences), where small gaps are readable."""
+    each model's reference (mean ± sd of the per-seed differences), where small gaps are readable.
+    Horizontal bars with wrapped labels, so a report with long model names (the authors' choices)
+    stays readable."""
     models = results["models"]
     labels = list(models)
     means = [models[m]["auc_mean"] for m in labels]
     stds = [models[m]["auc_std"] for m in labels]
     paired = [m for m in labels if models[m].get("paired_auc_diff")]
-    fig, (ax, bx) = plt.subplots(2, 1, figsize=(max(7, 0.75 * len(labels)), 8),
-                                 gridspec_kw={"height_ratios": [3, 2]})
+    rows = len(labels) + len(paired)
+    fig, (ax, bx) = plt.subplots(2, 1, figsize=(10, 2.2 + 0.42 * rows), layout="constrained",
+                                 gridspec_kw={"height_ratios": [len(labels), max(1, len(paired))]})
     colors = ["#888888" if models[m]["reference"] is None else "#3b75af" for m in labels]
-    ax.bar(range(len(labels)), means, yerr=stds, capsize=4, color=colors)
-    ax.set_xticks(range(len(labels)), labels, rotation=35, ha="right", fontsize=8)
+    ax.barh(range(len(labels)), means, xerr=stds, capsize=3, color=colors)
+    ax.set_yticks(range(len(labels)), [textwrap.fill(m, 48) for m in labels], fontsize=8)
+    ax.invert_yaxis()
     low = min(m - s for m, s in zip(means, stds))
-    ax.set_ylim(max(0.0, low - 0.02), min(1.0, max(m + s for m, s in zip(means, stds)) + 0.01))
-    ax.set_ylabel("test AUC (mean ± sd)")
-    ax.set_title(f"{results['dataset']}: test AUC per model ({len(results['seeds'])} seeds; grey = baselines)")
+    ax.set_xlim(max(0.0, low - 0.01), min(1.0, max(m + s for m, s in zip(means, stds)) + 0.005))
+    ax.set_xlabel("test AUC (mean ± sd)")
+    ax.set_title(f"{results['dataset']}: test AUC per model, {len(results['seeds'])} seeds (grey: baselines)")
     if paired:
         diffs = [statistics.mean(models[m]["paired_auc_diff"]) for m in paired]
         spread = [statistics.stdev(models[m]["paired_auc_diff"]) if len(models[m]["paired_auc_diff"]) > 1 else 0.0
                   for m in paired]
         bx.barh(range(len(paired)), diffs, xerr=spread, capsize=3,
                 color=["#3b9a5a" if d > 0 else "#c44e52" for d in diffs])
-        bx.set_yticks(range(len(paired)), [f"{m} vs {models[m]['reference']}" for m in paired], fontsize=7)
+        bx.set_yticks(range(len(paired)), [textwrap.fill(f"{m} vs {models[m]['reference']}", 48) for m in paired],
+                      fontsize=8)
         right_margin = blended_transform_factory(bx.transAxes, bx.transData)
         for y, (d, sd) in enumerate(zip(diffs, spread)):
-            bx.text(1.01, y, f"{d:+.4f} ± {sd:.4f}", transform=right_margin, va="center", fontsize=7)
+            bx.text(1.01, y, f"{d:+.4f} ± {sd:.4f}", transform=right_margin, va="center", fontsize=8)
         bx.invert_yaxis()
         bx.axvline(0, color="black", linewidth=0.8)
-        bx.set_xlabel("AUC − its backbone's AUC, same seed (mean ± sd)")
+        bx.set_xlabel("AUC − its reference's AUC, same seed (mean ± sd)")
     else:
         bx.axis("off")
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
