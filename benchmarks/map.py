@@ -344,7 +344,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     out = (args.out or Paths.default().artifacts / "bench" / "map").resolve()
     out.mkdir(parents=True, exist_ok=True)
-    command = " ".join(["python -m benchmarks.map", *(sys.argv[1:] if argv is None else argv)])
+    from benchmarks.results import invocation  # torch and the suite: only when the map runs
+
+    # as typed, paths relative to the working directory (the map is published)
+    command = invocation(["python -m benchmarks.map", *(sys.argv[1:] if argv is None else argv)])
     result = build_map(out, args.seeds, cells, args.ml_1m, args.gpu_cells, args.report_only, args.profile,
                        tuple(args.set), command)
     (out / "map.md").write_text(markdown(result), encoding="utf-8")
