@@ -1,7 +1,7 @@
 """What the training-cost benchmark measures against, and what it times at other shapes.
 
 - ``Ceiling``: the GEMM of the device the model runs on, in the dtype its matrix units are fed
-  (bf16 on CUDA, where the trainer autocasts; float32 on the CPU), timed on that device. A CPU
+  (the trainer's autocast dtype: bf16 on CUDA, float32 on the CPU unless amp=bf16), timed on that device. A CPU
   matmul as the ceiling of a CUDA model says nothing (it once printed "utilisation 4.10").
 - ``peak_memory_mb``: ``torch.cuda.max_memory_allocated`` on CUDA, the process's peak RSS on the CPU.
 - ``random_plm``: a masked LM of a named shape (``bert-base``: 12 layers x 768) or ``<layers>x<hidden>``,
@@ -35,13 +35,18 @@ class Ceiling:
     n: int  # n x n x n matmul
 
     @classmethod
-    def of(cls, device: torch.device | str) -> "Ceiling":
-        """The ceiling of a model on ``device``: bf16 8192^3 on CUDA, float32 2048^3 on the CPU."""
+    def of(cls, device: torch.device | str, amp: bool | str = True) -> "Ceiling":
+        """The ceiling of a model on ``device`` trained with ``TrainConfig.amp``: a GEMM in the dtype the
+        trainer autocasts to (``models.runtime.amp_dtype``; float32 without autocast), 8192^3 on CUDA,
+        2048^3 on the CPU - by default bf16 on CUDA and float32 on the CPU; bf16 on the CPU with amp=bf16."""
+        from models.runtime import amp_dtype
+
         device = torch.device(device)
+        dtype = amp_dtype(device, amp) or torch.float32
         if device.type == "cuda":
             index = torch.cuda.current_device() if device.index is None else device.index
-            return cls(f"cuda:{index}", torch.bfloat16, 8192)
-        return cls(device.type, torch.float32, 2048)
+            return cls(f"cuda:{index}", dtype, 8192)
+        return cls(device.type, dtype, 2048)
 
     @property
     def name(self) -> str:

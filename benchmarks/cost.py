@@ -114,7 +114,8 @@ def side_by_side(arms: dict[str, tuple[StageBench, Callable[[], float] | None]],
     each round after a fresh GEMM ceiling measurement; a row per arm of medians over rounds."""
     secs: dict[str, list[float]] = {k: [] for k in arms}
     ceilings: list[float] = []
-    ceiling = Ceiling.of(next(iter(arms.values()))[0].ctx.device)
+    first = next(iter(arms.values()))[0].ctx
+    ceiling = Ceiling.of(first.device, first.cfg.amp)
     for _ in range(rounds):
         ceilings.append(ceiling.rate())
         for name, (bench, timer) in arms.items():
@@ -135,7 +136,7 @@ def measure_costs(ctx: RunContext, stages: list[str], n_batches: int = 10, round
     unknown = sorted(set(stages) - set(STAGES))
     if unknown:
         raise ValueError(f"unknown stage(s) {unknown}; known: {list(STAGES)}")
-    out: dict = {"threads": torch.get_num_threads(), "device": str(ctx.device), "ceiling": Ceiling.of(ctx.device).name,
+    out: dict = {"threads": torch.get_num_threads(), "device": str(ctx.device), "ceiling": Ceiling.of(ctx.device, ctx.cfg.amp).name,
                  "rows": [], "choices": {}}
     with tempfile.TemporaryDirectory(prefix="cost-") as tmp:
         work = Path(tmp)
@@ -153,7 +154,7 @@ def measure_costs(ctx: RunContext, stages: list[str], n_batches: int = 10, round
                 out["choices"][stage] = [r.to_dict() for r in measure_choices(ctx, stage, bench, n_batches, rounds,
                                                                               work)]
     ceilings = [r["ceiling_gflop_s"] for r in out["rows"]]
-    out["gemm_gflop_s"] = statistics.median(ceilings) if ceilings else Ceiling.of(ctx.device).rate() / 1e9
+    out["gemm_gflop_s"] = statistics.median(ceilings) if ceilings else Ceiling.of(ctx.device, ctx.cfg.amp).rate() / 1e9
     out["gemm_gflop_s_range"] = [min(ceilings), max(ceilings)] if ceilings else []
     return out
 

@@ -37,11 +37,33 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
-    """bf16 where the GPU supports it, else fp16 (with a grad scaler); None on CPU or when disabled."""
-    if not enabled or device.type != "cuda":
+def amp_dtype(device: torch.device, amp: bool | str) -> torch.dtype | None:
+    """The autocast dtype of ``TrainConfig.amp`` on ``device``; None runs float32.
+
+    ``True``: on CUDA bf16 where the GPU supports it, else fp16 (with a grad scaler); float32 elsewhere.
+    ``"bf16"``: bf16 on any device, the CPU included - it pays only on a CPU with native bf16 (AVX512-BF16,
+    AMX), so elsewhere it warns. ``False``: float32.
+    """
+    if amp == "bf16":
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ValueError("amp=bf16: this GPU has no bf16; use amp=true (fp16 with a grad scaler) instead")
+        if device.type == "cpu" and not cpu_has_native_bf16():
+            log.warning("amp=bf16 on a CPU without native bf16 (no AVX512-BF16 or AMX): expect it many times "
+                        "slower than float32; use amp=true on CPU")
+        return torch.bfloat16
+    if amp is not True and amp is not False:
+        raise ValueError(f"amp={amp!r}: expected true, false or bf16")
+    if not amp or device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (AVX512-BF16 or AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def save_weights(model: nn.Module, path: Path) -> None:
@@ -64,7 +86,7 @@ def predict(
     score_fn: Callable[[nn.Module, dict], torch.Tensor],
     batch_size: int,
     device: torch.device,
-    amp: bool = False,
+    amp: bool | str = False,
 ) -> np.ndarray:
     """Probabilities (N,) of ``score_fn`` (returning logits) over a whole split, in order."""
     probs = predict_parts(model, split, lambda m, b: {"p": score_fn(m, b)}, batch_size, device, amp)
@@ -78,7 +100,7 @@ def predict_parts(
     parts_fn: Callable[[nn.Module, dict], dict[str, torch.Tensor]],
     batch_size: int,
     device: torch.device,
-    amp: bool = False,
+    amp: bool | str = False,
 ) -> dict[str, np.ndarray]:
     """Probabilities (N,) of each logit ``parts_fn`` returns by name (one forward pass per batch)."""
     model.eval()

@@ -107,7 +107,9 @@ class TrainConfig(_Strict):
     finetune_ctr: StageConfig = StageConfig(epochs=10, batch_size=1024, patience=2)
     seed: int = 42
     device: str = "auto"  # auto: cuda when present, else cpu; or an explicit torch device string
-    amp: bool = True  # bf16/fp16 autocast on CUDA (ignored on CPU)
+    # true: bf16/fp16 autocast on CUDA, float32 on CPU; "bf16": bf16 autocast on any device (pays on a CPU
+    # with native bf16, AVX512-BF16 or AMX: see the README's training cost); false: float32 everywhere
+    amp: bool | Literal["bf16"] = True
     num_threads: int | None = None  # torch CPU threads (None: torch's default)
 
     def config_hash(self) -> str:

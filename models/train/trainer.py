@@ -95,7 +95,7 @@ class Trainer:
         param_groups: dict[str, list[nn.Parameter]],
         run_dir: Path,
         device: torch.device,
-        amp: bool = True,
+        amp: bool | str = True,
         seed: int = 42,
         desc: str = "train",
         fingerprint: str = "",

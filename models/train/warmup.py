@@ -31,7 +31,7 @@ def mlm_head_params(plm: nn.Module) -> list[nn.Parameter]:
 
 
 def warm_up_mlm_head(model: nn.Module, step_fn: Callable[[nn.Module, dict], torch.Tensor], rows: EncodedSplit,
-                     sc: PretrainConfig, device: torch.device, seed: int, amp: bool = True) -> dict:
+                     sc: PretrainConfig, device: torch.device, seed: int, amp: bool | str = True) -> dict:
     """``sc.head_warmup_steps`` AdamW steps (``lr_ctr``, no weight decay) of ``model.plm``'s MLM head
     alone on ``rows``; every other parameter frozen meanwhile. Returns the mean loss of the first and
     last (up to) 10 warm-up steps."""

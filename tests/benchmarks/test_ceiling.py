@@ -19,12 +19,18 @@ def test_random_plm_has_the_asked_shape_and_the_tokenizers_vocabulary(tmp_path):
         parse_shape("huge")
 
 
-def test_ceiling_is_the_models_devices_gemm_named_with_its_dtype():
+def test_ceiling_is_the_models_devices_gemm_named_with_its_dtype(monkeypatch):
     cpu = Ceiling.of("cpu")
     assert cpu.dtype == torch.float32
     assert cpu.name == f"2048^3 float32 GEMM on cpu, {torch.get_num_threads()} threads"
+    assert Ceiling.of("cpu", "bf16").name.startswith("2048^3 bfloat16 GEMM on cpu")  # the trainer's autocast dtype
+    assert Ceiling.of("cpu", False).dtype == torch.float32
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     cuda = Ceiling.of(torch.device("cuda", 1))  # naming needs no GPU
     assert (cuda.dtype, cuda.name) == (torch.bfloat16, "8192^3 bfloat16 GEMM on cuda:1")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)  # fp16 autocast with a scaler
+    assert Ceiling.of(torch.device("cuda", 1)).name == "8192^3 float16 GEMM on cuda:1"
+    assert Ceiling.of(torch.device("cuda", 1), False).dtype == torch.float32
     assert Ceiling("cpu", torch.float32, 256).rate(reps=1) > 1e6
     mb, what = peak_memory_mb(torch.device("cpu"))
     assert mb > 50 and what == "peak RSS of the process"

@@ -82,3 +82,42 @@ def test_early_stopping_keeps_the_best_weights_and_learns(tmp_path):
     assert result.best_metric == best > 0.9  # the id pattern is learnable
     assert score()["auc"] == pytest.approx(best)  # best weights restored, not the last
     assert result.loss_last < result.loss_first
+
+
+def test_precision_choice_per_device(monkeypatch, caplog):
+    from models.runtime import amp_dtype
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert amp_dtype(cpu, True) is None and amp_dtype(cpu, False) is None  # the CPU's default is float32
+    assert amp_dtype(cpu, "bf16") is torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert amp_dtype(cuda, True) is torch.float16 and amp_dtype(cuda, False) is None
+    with pytest.raises(ValueError, match="this GPU has no bf16; use amp=true"):
+        amp_dtype(cuda, "bf16")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert amp_dtype(cuda, True) is torch.bfloat16
+    with pytest.raises(ValueError, match="amp='fp8': expected true, false or bf16"):
+        amp_dtype(cpu, "fp8")
+    monkeypatch.setattr("models.runtime.cpu_has_native_bf16", lambda: False)
+    with caplog.at_level("WARNING", logger="clickprompt.trainer"):
+        assert amp_dtype(cpu, "bf16") is torch.bfloat16
+    assert "without native bf16" in caplog.text
+
+
+def test_bf16_on_the_cpu_trains_close_to_float32(tmp_path):
+    """amp=bf16 autocasts the trainer's step on the CPU: the same run learns the same pattern."""
+    train, valid = _split(1200, seed=0), _split(400, seed=1)
+    aucs = {}
+    for amp in (False, "bf16"):
+        torch.manual_seed(0)
+        model = build_ctr_model("dnn", FIELDS, {"hidden_units": [16], "dropout": 0.1}, preset="smoke")
+        trainer = Trainer(model, StageConfig(epochs=8, batch_size=64, lr_ctr=5e-3), {"ctr": list(model.parameters())},
+                          tmp_path / str(amp), torch.device("cpu"), amp, seed=7, fingerprint="cfg-a")
+        assert trainer.amp_dtype == (torch.bfloat16 if amp else None)
+        result = trainer.fit(train, _step)
+        assert result.loss_last < result.loss_first
+        prob = predict(model, valid, lambda m, b: m(b["x"]).logit, 256, torch.device("cpu"), amp)
+        assert prob.dtype == "float32" and ((prob > 0) & (prob < 1)).all()
+        aucs[amp] = evaluate(valid.label.numpy(), prob)["auc"]
+    assert aucs[False] > 0.9 and aucs["bf16"] > 0.9
+    assert abs(aucs["bf16"] - aucs[False]) < 0.02
