@@ -195,6 +195,7 @@ def _bf16_choice(bench: StageBench, steps: int = 4) -> Measured:
     """bf16 autocast on the CPU against float32: speed over ``steps`` steps from the same weights and
     optimizer state, and how far the losses of those steps differ."""
     model, trainer = bench.setup.model, bench.trainer
+    configured = trainer.amp_dtype  # float32 by default on the CPU, bf16 with amp=bf16
     start = copy.deepcopy(model.state_dict())
     opt_state = copy.deepcopy(trainer.optimizer.state_dict())
     batches = bench.batches[1: steps + 1]
@@ -212,7 +213,7 @@ def _bf16_choice(bench: StageBench, steps: int = 4) -> Measured:
     bf16_s, bf16_loss = run(torch.bfloat16)
     model.load_state_dict(start)
     trainer.optimizer.load_state_dict(opt_state)
-    trainer.amp_dtype = None
+    trainer.amp_dtype = configured  # the choices after this one time the stage as configured
     rows = sum(len(b["label"]) for b in batches)
     diff = max(abs(a - b) / max(abs(a), 1e-9) for a, b in zip(fp32_loss, bf16_loss))
     bf16_gemm = gemm_rate(n=1024, dtype=torch.bfloat16, reps=1)
