@@ -10,7 +10,10 @@ Each cell is one run of the benchmark suite's headline (``clickprompt bench --pr
 project's home (``make data``), the MovieLens-1M subset in ``<out>/homes/movielens-1m`` ingested from
 ``--ml-1m`` (GroupLens ``::`` files; its label rule is the spec's: click = rating >= 4). Running the
 command again resumes: a finished cell is read back, an interrupted one resumes run by run (the
-benchmark's own resume rule), so the CPU rows can be filled in across days.
+benchmark's own resume rule), so the CPU rows can be filled in across days. A cell measured before -
+its row in the ``map.json`` of ``--out`` or of ``--publish DIR``, with the same seeds - is kept as it
+was and not trained again, so a published map stays whole after its local folder is cleared and the
+rows measured on a lent GPU stay beside the CPU's.
 
 A cell whose language model a 2-core CPU cannot train in reasonable time (``minilm-l6``) is not run
 without a GPU (or ``--gpu-cells``): the map marks it "waits for a GPU" with the CPU samples/s of its
@@ -75,7 +78,7 @@ def _clickprompt(home: Path, *args: str, log: Path | None = None) -> None:
     cmd = [sys.executable, "-m", "cli", *args]
     if log is not None:
         log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log or os.devnull, "a", encoding="utf-8") as sink:
+    with open(log or os.devnull, "a", encoding="utf-8", buffering=1) as sink:  # line by line: `tail -f` it
         proc = subprocess.Popen(cmd, env=env, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, bufsize=1)
         for line in proc.stdout:
@@ -153,6 +156,8 @@ def probe_lm(lm: str, home: Path, out: Path) -> dict:
 def waiting_note(cell: Cell, probe: dict, train_rows: int | None, seeds: list[int]) -> str:
     """Why a cell is not run here: its LM stages' measured CPU speed and the hours that makes."""
     speed = f"PA-MLM {probe['pretrain']:.0f} and LM finetuning {probe['finetune-with-lm']:.0f} samples/s on this CPU"
+    if probe.get("source"):
+        speed += f" ({probe['source']})"
     if not train_rows:
         return f"waits for a GPU: {cell.lm} {speed}"
     hours = len(seeds) * train_rows * (1 / probe["pretrain"] + 1 / probe["finetune-with-lm"]) / 3600
@@ -170,7 +175,9 @@ def cell_row(cell: Cell, results: dict) -> dict:
            "created_at": results["created_at"], "rows": ts.get("rows"), "unseen": ts.get("unseen"),
            "training_set": ts.get("identity"), "models": {}, "long_tail": {},
            "samples_per_s": cost, "device": eff.get("device"),
-           "wall_minutes": round(eff.get("total_seconds", 0) / 60, 1)}
+           "wall_minutes": round(eff.get("total_seconds", 0) / 60, 1),
+           # what the cell's runs were given beyond the profile (the LM named by the cell: not repeated)
+           "overrides": {k: v for k, v in (results.get("overrides") or {}).items() if k != "plm"}}
     for label in MODELS:
         m = models.get(label)
         if m is None:
@@ -188,10 +195,32 @@ def cell_row(cell: Cell, results: dict) -> dict:
     return row
 
 
+def earlier_rows(*maps: Path) -> dict[str, dict]:
+    """The measured rows of maps written before (``map.json`` files; a missing one is skipped): for each
+    cell the latest measured row of any of them."""
+    rows: dict[str, dict] = {}
+    for path in maps:
+        if not path.exists():
+            continue
+        try:
+            cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise ValueError(f"{path} is not a map.json the map wrote ({exc!r}): move it away or pass "
+                             "another --out / --publish") from exc
+        for key, row in cells.items():
+            if row.get("status") == "measured" and row.get("created_at", "") > rows.get(key, {}).get("created_at", ""):
+                rows[key] = row
+    return rows
+
+
 def build_map(out: Path, seeds: list[int], cells: list[Cell], ml1m: Path | None = None, gpu_cells: bool = False,
               report_only: bool = False, profile: str = "cpu", sets: tuple[str, ...] = (),
-              command: str = "python -m benchmarks.map") -> dict:
-    """Run (or resume) every chosen cell that may run here, mark the others, write ``map.json``."""
+              command: str = "python -m benchmarks.map", earlier: dict[str, dict] | None = None) -> dict:
+    """Run (or resume) every chosen cell that may run here, mark the others, write ``map.json``.
+
+    ``earlier``: measured rows of maps written before (:func:`earlier_rows`), kept for the cells whose
+    results are not in ``out`` - measured on another machine (a lent GPU) or in a folder since cleared -
+    when they are of the same seeds; a cell's results in ``out`` always win."""
     import torch
 
     has_gpu = torch.cuda.is_available()
@@ -199,6 +228,10 @@ def build_map(out: Path, seeds: list[int], cells: list[Cell], ml1m: Path | None 
     for cell in all_cells():
         chosen = cell in cells
         results = finished(cell, out, seeds)
+        kept = (earlier or {}).get(cell.key) if results is None else None
+        if kept is not None and sorted(kept.get("seeds", [])) == sorted(seeds):
+            rows[cell.key] = kept  # measured before, not trained again
+            continue
         if results is None and chosen and not report_only and (has_gpu or gpu_cells or cell.lm not in GPU_LMS):
             t = time.perf_counter()
             print(f"map: cell {cell.key} ...", flush=True)
@@ -212,7 +245,14 @@ def build_map(out: Path, seeds: list[int], cells: list[Cell], ml1m: Path | None 
             # the training rows of a measured cell of the same data (every split is 80/10/10 of it)
             same_data = next((r for k, r in rows.items() if Cell.parse(k).data == cell.data and r.get("rows")), None)
             note = f"waits for a GPU: {cell.lm} needs one (its CPU speed not probed yet: --cells {cell.key})"
-            if (chosen and not report_only) or (out / "probes" / cell.lm / "cost.json").exists():
+            # a cell of the same LM measured on this kind of machine: its speed, in its settings, beats a probe
+            ran = next(((k, r) for k, r in rows.items() if Cell.parse(k).lm == cell.lm and r.get("device") == "cpu"
+                        and {"pretrain", "finetune-with-lm"} <= set(r.get("samples_per_s") or {})), None)
+            if ran is not None:
+                given = ", ".join(f"{k}={v}" for k, v in (ran[1].get("overrides") or {}).items())
+                probe = {**ran[1]["samples_per_s"], "source": f"measured in cell {ran[0]}" + (f", {given}" if given else "")}
+                note = waiting_note(cell, probe, same_data["rows"]["train"] if same_data else None, seeds)
+            elif (chosen and not report_only) or (out / "probes" / cell.lm / "cost.json").exists():
                 probe = probe_lm(cell.lm, prepare_home("movielens-100k", out, ml1m), out)
                 note = waiting_note(cell, probe, same_data["rows"]["train"] if same_data else None, seeds)
             rows[cell.key] = {"status": note}
@@ -241,13 +281,13 @@ def _diff(m: dict, key: str = "paired_auc_diff") -> str:
 
 def markdown(result: dict) -> str:
     seeds = ", ".join(map(str, result["seeds"]))
-    sets = "".join(f" --set {s}" for s in result.get("sets", []))
     lines = [
         "# The map: where ClickPrompt gains",
         "",
         f"Seeds {seeds}; every cell the benchmark suite's headline runs (`clickprompt bench --profile "
-        f"{result['profile']}`{sets}; with the `cpu` profile: the `demo` training profile, every stage on every "
-        "training row: DCNv2 5 epochs; PA-MLM 1 epoch, finetuning with the LM 1 epoch, CTR-only 5 epochs). "
+        f"{result['profile']}`; with the `cpu` profile: the `demo` training profile, every stage on every "
+        "training row: DCNv2 5 epochs; PA-MLM 1 epoch, finetuning with the LM 1 epoch, CTR-only 5 epochs; "
+        "a cell's overrides of the profile, for all its runs, in brackets after its LM). "
         "Differences are paired: the model minus DCNv2 of the same seed, mean ± sd "
         "over seeds; `gain` / `loss` (AUC) and `better` / `worse` (LogLoss, lower is better) only when every "
         "seed agrees, else `tie`. MovieLens-1M subset: 299,418 "
@@ -260,7 +300,8 @@ def markdown(result: dict) -> str:
     ]
     for key, row in result["cells"].items():
         cell = Cell.parse(key)
-        head = f"| {cell.lm} | {cell.data} | {cell.split} |"
+        given = ", ".join(f"{k}={v}" for k, v in (row.get("overrides") or {}).items())
+        head = f"| {cell.lm}{f' ({given})' if given else ''} | {cell.data} | {cell.split} |"
         if row["status"] != "measured":
             lines.append(f"{head} {row['status']} | | | | | | |")
             continue
@@ -348,8 +389,14 @@ def main(argv: list[str] | None = None) -> int:
 
     # as typed, paths relative to the working directory (the map is published)
     command = invocation(["python -m benchmarks.map", *(sys.argv[1:] if argv is None else argv)])
+    # the rows measured before, here or where the map is published, carry over (the map is filled in
+    # across machines and days; a published map stays whole after its local folder is cleared)
+    try:
+        earlier = earlier_rows(out / "map.json", *([args.publish / "map.json"] if args.publish else []))
+    except ValueError as exc:
+        parser.error(str(exc))
     result = build_map(out, args.seeds, cells, args.ml_1m, args.gpu_cells, args.report_only, args.profile,
-                       tuple(args.set), command)
+                       tuple(args.set), command, earlier)
     (out / "map.md").write_text(markdown(result), encoding="utf-8")
     plot(result, out / "map.png")
     print((out / "map.md").read_text(encoding="utf-8"))

@@ -80,6 +80,64 @@ def test_the_map_reads_finished_cells_marks_the_rest_and_states_paired_verdicts(
     assert (out / "map.png").read_bytes().startswith(PNG)
 
 
+def test_rows_measured_before_are_kept_local_results_win_and_overrides_are_shown(tmp_path):
+    published, out = tmp_path / "docs", tmp_path / "map"
+    gt, rnd = "bert-2l-128--movielens-100k--global-temporal", "bert-2l-128--movielens-100k--random"
+    first = bmap.build_map(tmp_path / "elsewhere", [1, 2, 3], bmap.all_cells(), report_only=True)
+    assert first["cells"][gt]["status"].startswith("not run yet")  # nothing measured there
+    # a map measured on another machine and published, then its local folder cleared
+    before = tmp_path / "before"
+    _write_cell(before, gt, _cell_results([1, 2, 3], [-0.002, -0.003, -0.001]))
+    _write_cell(before, rnd, _cell_results([1, 2, 3], [0.004, -0.001, 0.002]))
+    bmap.build_map(before, [1, 2, 3], bmap.all_cells(), report_only=True)  # writes before/map.json
+    published.mkdir()
+    (published / "map.json").write_text((before / "map.json").read_text())
+    # here: the random cell measured again, with its runs' overrides (amp=bf16) in its results.json
+    again = _cell_results([1, 2, 3], [0.001, 0.002, 0.003]) | {"overrides": {"plm": "bert-2l-128", "amp": "bf16"}}
+    _write_cell(out, rnd, again)
+
+    result = bmap.build_map(out, [1, 2, 3], bmap.all_cells(), report_only=True,
+                            earlier=bmap.earlier_rows(out / "map.json", published / "map.json"))
+    cells = result["cells"]
+    assert cells[gt]["status"] == "measured"  # kept from the published map
+    assert cells[gt]["models"][WITH_LM]["paired_auc_diff"] == [-0.002, -0.003, -0.001]
+    assert cells[rnd]["models"][WITH_LM]["paired_auc_diff"] == [0.001, 0.002, 0.003]  # local wins
+    assert cells[rnd]["overrides"] == {"amp": "bf16"}  # the LM is the cell's own: not repeated
+    md = bmap.markdown(result)
+    assert "| bert-2l-128 (amp=bf16) | movielens-100k | random |" in md
+    assert "| bert-2l-128 | movielens-100k | global-temporal |" in md
+    # a row of other seeds is not this map's: the cell is marked, not kept
+    other = bmap.build_map(tmp_path / "m3", [1, 2], bmap.all_cells(), report_only=True,
+                           earlier=bmap.earlier_rows(published / "map.json"))
+    assert other["cells"][gt]["status"].startswith("not run yet")
+    # the latest measured row of two maps wins; a file that is no map.json is named
+    older = json.loads((published / "map.json").read_text())
+    older["cells"][gt] = {**older["cells"][gt], "created_at": "2000-01-01T00:00:00Z", "seeds": [9]}
+    (tmp_path / "older.json").write_text(json.dumps(older))
+    assert bmap.earlier_rows(tmp_path / "older.json", published / "map.json")[gt]["seeds"] == [1, 2, 3]
+    (tmp_path / "bad.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match=r"bad.json is not a map.json the map wrote"):
+        bmap.earlier_rows(tmp_path / "bad.json")
+    assert bmap.earlier_rows(tmp_path / "missing.json") == {}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU cells run where a GPU is")
+def test_a_measured_cell_of_a_gpu_lm_gives_its_speed_to_the_cells_still_waiting(tmp_path):
+    out = tmp_path / "map"
+    ran = _cell_results([1, 2, 3], [0.001, 0.0, -0.001]) | {"overrides": {"plm": "minilm-l6", "amp": "bf16"}}
+    ran["efficiency"] = {"device": "cpu", "total_seconds": 9000.0, "training_cost": {"rows": [
+        {"stage": "pretrain", "samples_per_s": 64.0}, {"stage": "finetune-with-lm", "samples_per_s": 80.0}]}}
+    _write_cell(out, "minilm-l6--movielens-100k--global-temporal", ran)
+    cells = bmap.build_map(out, [1, 2, 3], bmap.all_cells(), report_only=True)["cells"]
+    assert cells["minilm-l6--movielens-100k--global-temporal"]["status"] == "measured"
+    # no probe run: the measured cell's speed, in its settings; 3 seeds x 79,999 rows x (1/64 + 1/80) s
+    assert cells["minilm-l6--movielens-100k--random"]["status"] == (
+        "waits for a GPU: minilm-l6 PA-MLM 64 and LM finetuning 80 samples/s on this CPU (measured in cell "
+        "minilm-l6--movielens-100k--global-temporal, amp=bf16); one epoch of each over 79,999 training rows x "
+        "3 seeds is >= 1.9 h of training alone on this machine")
+    assert not (out / "probes").exists()
+
+
 def test_a_waiting_cell_states_the_measured_cpu_speed_and_the_hours_it_implies():
     cell = bmap.Cell("minilm-l6", "movielens-1m-subset", "random")
     note = bmap.waiting_note(cell, {"pretrain": 20.0, "finetune-with-lm": 30.0}, 240_000, [1, 2, 3])
