@@ -11,13 +11,14 @@ project's home (``make data``), the MovieLens-1M subset in ``<out>/homes/moviele
 ``--ml-1m`` (GroupLens ``::`` files; its label rule is the spec's: click = rating >= 4). Running the
 command again resumes: a finished cell is read back, an interrupted one resumes run by run (the
 benchmark's own resume rule), so the CPU rows can be filled in across days. A cell measured before -
-its row in the ``map.json`` of ``--out`` or of ``--publish DIR``, with the same seeds - is kept as it
-was and not trained again, so a published map stays whole after its local folder is cleared and the
-rows measured on a lent GPU stay beside the CPU's.
+its row in the ``map.json`` of ``--out`` or of ``--publish DIR``, with the same seeds and profile - is
+kept as it was and not trained again (unless named with ``--cells``), so a published map stays whole
+after its local folder is cleared and the rows measured on a lent GPU stay beside the CPU's.
 
 A cell whose language model a 2-core CPU cannot train in reasonable time (``minilm-l6``) is not run
 without a GPU (or ``--gpu-cells``): the map marks it "waits for a GPU" with the CPU samples/s of its
-two LM stages measured by the cost benchmark (a few batches) and the hours that implies.
+two LM stages - from a cell of the same LM measured on this CPU where there is one, else the cost
+benchmark's few batches - and the hours that implies.
 """
 
 from __future__ import annotations
@@ -175,8 +176,9 @@ def cell_row(cell: Cell, results: dict) -> dict:
            "created_at": results["created_at"], "rows": ts.get("rows"), "unseen": ts.get("unseen"),
            "training_set": ts.get("identity"), "models": {}, "long_tail": {},
            "samples_per_s": cost, "device": eff.get("device"),
-           "wall_minutes": round(eff.get("total_seconds", 0) / 60, 1),
-           # what the cell's runs were given beyond the profile (the LM named by the cell: not repeated)
+           "wall_minutes": round(eff.get("total_seconds", 0) / 60, 1), "profile": results.get("profile"),
+           # the overrides every run of the cell got (the profile's own, the LM's settings, --set), less
+           # the LM the cell names
            "overrides": {k: v for k, v in (results.get("overrides") or {}).items() if k != "plm"}}
     for label in MODELS:
         m = models.get(label)
@@ -195,20 +197,23 @@ def cell_row(cell: Cell, results: dict) -> dict:
     return row
 
 
-def earlier_rows(*maps: Path) -> dict[str, dict]:
-    """The measured rows of maps written before (``map.json`` files; a missing one is skipped): for each
-    cell the latest measured row of any of them."""
+def earlier_rows(maps: list[Path], seeds: list[int], profile: str = "cpu") -> dict[str, dict]:
+    """The measured rows of maps written before (``map.json`` files; a missing one is skipped) that are
+    this map's - the same seeds and benchmark profile: for each cell the latest of them."""
     rows: dict[str, dict] = {}
     for path in maps:
         if not path.exists():
             continue
         try:
             cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            measured = [(k, r) for k, r in cells.items() if r.get("status") == "measured"]
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
             raise ValueError(f"{path} is not a map.json the map wrote ({exc!r}): move it away or pass "
                              "another --out / --publish") from exc
-        for key, row in cells.items():
-            if row.get("status") == "measured" and row.get("created_at", "") > rows.get(key, {}).get("created_at", ""):
+        for key, row in measured:
+            if sorted(row.get("seeds") or []) != sorted(seeds) or row.get("profile") != profile:
+                continue
+            if (row.get("created_at") or "") >= (rows.get(key, {}).get("created_at") or ""):
                 rows[key] = row
     return rows
 
@@ -218,19 +223,21 @@ def build_map(out: Path, seeds: list[int], cells: list[Cell], ml1m: Path | None 
               command: str = "python -m benchmarks.map", earlier: dict[str, dict] | None = None) -> dict:
     """Run (or resume) every chosen cell that may run here, mark the others, write ``map.json``.
 
-    ``earlier``: measured rows of maps written before (:func:`earlier_rows`), kept for the cells whose
-    results are not in ``out`` - measured on another machine (a lent GPU) or in a folder since cleared -
-    when they are of the same seeds; a cell's results in ``out`` always win."""
+    ``earlier``: measured rows of maps written before (:func:`earlier_rows`: the same seeds and
+    profile), kept for the cells whose results are not in ``out`` - measured on another machine (a
+    lent GPU) or in a folder since cleared - and not trained again; a cell's results in ``out`` win."""
     import torch
+
+    from benchmarks.results import machine
 
     has_gpu = torch.cuda.is_available()
     rows: dict[str, dict] = {}
+    waiting: list[Cell] = []
     for cell in all_cells():
         chosen = cell in cells
         results = finished(cell, out, seeds)
-        kept = (earlier or {}).get(cell.key) if results is None else None
-        if kept is not None and sorted(kept.get("seeds", [])) == sorted(seeds):
-            rows[cell.key] = kept  # measured before, not trained again
+        if results is None and cell.key in (earlier or {}):
+            rows[cell.key] = earlier[cell.key]  # measured before, not trained again
             continue
         if results is None and chosen and not report_only and (has_gpu or gpu_cells or cell.lm not in GPU_LMS):
             t = time.perf_counter()
@@ -240,30 +247,42 @@ def build_map(out: Path, seeds: list[int], cells: list[Cell], ml1m: Path | None 
             print(f"map: cell {cell.key} done in {(time.perf_counter() - t) / 60:.1f} min", flush=True)
         if results is not None:
             rows[cell.key] = cell_row(cell, results)
-            continue
+        else:
+            waiting.append(cell)
+    here = _cpu_of(machine())
+    for cell in waiting:  # after every measured row is known: any of them may give a waiting cell its figures
+        chosen = cell in cells
         if cell.lm in GPU_LMS and not has_gpu:
             # the training rows of a measured cell of the same data (every split is 80/10/10 of it)
             same_data = next((r for k, r in rows.items() if Cell.parse(k).data == cell.data and r.get("rows")), None)
+            train_rows = same_data["rows"]["train"] if same_data else None
             note = f"waits for a GPU: {cell.lm} needs one (its CPU speed not probed yet: --cells {cell.key})"
-            # a cell of the same LM measured on this kind of machine: its speed, in its settings, beats a probe
+            # a cell of the same LM measured on this CPU: its speed over a whole run, in its settings,
+            # beats a probe of a few batches
             ran = next(((k, r) for k, r in rows.items() if Cell.parse(k).lm == cell.lm and r.get("device") == "cpu"
+                        and _cpu_of(r.get("machine", "")) == here
                         and {"pretrain", "finetune-with-lm"} <= set(r.get("samples_per_s") or {})), None)
             if ran is not None:
                 given = ", ".join(f"{k}={v}" for k, v in (ran[1].get("overrides") or {}).items())
                 probe = {**ran[1]["samples_per_s"], "source": f"measured in cell {ran[0]}" + (f", {given}" if given else "")}
-                note = waiting_note(cell, probe, same_data["rows"]["train"] if same_data else None, seeds)
+                note = waiting_note(cell, probe, train_rows, seeds)
             elif (chosen and not report_only) or (out / "probes" / cell.lm / "cost.json").exists():
                 probe = probe_lm(cell.lm, prepare_home("movielens-100k", out, ml1m), out)
-                note = waiting_note(cell, probe, same_data["rows"]["train"] if same_data else None, seeds)
+                note = waiting_note(cell, probe, train_rows, seeds)
             rows[cell.key] = {"status": note}
         else:
             rows[cell.key] = {"status": f"not run yet on 2 CPU cores: resumable with `make bench-map` "
                                         f"(--cells {cell.key})"}
     result = {"seeds": seeds, "profile": profile, "sets": list(sets),
               "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-              "command": command, "cells": rows}
+              "command": command, "cells": {c.key: rows[c.key] for c in all_cells()}}
     write_json_atomic(out / "map.json", result)
     return result
+
+
+def _cpu_of(machine: str) -> str:
+    """The CPU model and core count of a ``benchmarks.results.machine()`` line (not its torch / Python)."""
+    return ",".join(machine.split(",")[:2])
 
 
 def _diff(m: dict, key: str = "paired_auc_diff") -> str:
@@ -392,9 +411,12 @@ def main(argv: list[str] | None = None) -> int:
     # the rows measured before, here or where the map is published, carry over (the map is filled in
     # across machines and days; a published map stays whole after its local folder is cleared)
     try:
-        earlier = earlier_rows(out / "map.json", *([args.publish / "map.json"] if args.publish else []))
+        earlier = earlier_rows([out / "map.json", *([args.publish / "map.json"] if args.publish else [])],
+                               args.seeds, args.profile)
     except ValueError as exc:
         parser.error(str(exc))
+    if args.cells and not args.report_only:  # cells named to be run are measured here, not read back
+        earlier = {k: r for k, r in earlier.items() if k not in args.cells}
     result = build_map(out, args.seeds, cells, args.ml_1m, args.gpu_cells, args.report_only, args.profile,
                        tuple(args.set), command, earlier)
     (out / "map.md").write_text(markdown(result), encoding="utf-8")

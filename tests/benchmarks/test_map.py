@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
 from benchmarks import map as bmap
+from benchmarks.results import machine
 from tests.benchmarks.test_report import RESULTS
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -83,9 +85,7 @@ def test_the_map_reads_finished_cells_marks_the_rest_and_states_paired_verdicts(
 def test_rows_measured_before_are_kept_local_results_win_and_overrides_are_shown(tmp_path):
     published, out = tmp_path / "docs", tmp_path / "map"
     gt, rnd = "bert-2l-128--movielens-100k--global-temporal", "bert-2l-128--movielens-100k--random"
-    first = bmap.build_map(tmp_path / "elsewhere", [1, 2, 3], bmap.all_cells(), report_only=True)
-    assert first["cells"][gt]["status"].startswith("not run yet")  # nothing measured there
-    # a map measured on another machine and published, then its local folder cleared
+    # a map measured elsewhere (the fixtures' profile: smoke) and published, its folder since cleared
     before = tmp_path / "before"
     _write_cell(before, gt, _cell_results([1, 2, 3], [-0.002, -0.003, -0.001]))
     _write_cell(before, rnd, _cell_results([1, 2, 3], [0.004, -0.001, 0.002]))
@@ -96,9 +96,11 @@ def test_rows_measured_before_are_kept_local_results_win_and_overrides_are_shown
     again = _cell_results([1, 2, 3], [0.001, 0.002, 0.003]) | {"overrides": {"plm": "bert-2l-128", "amp": "bf16"}}
     _write_cell(out, rnd, again)
 
-    result = bmap.build_map(out, [1, 2, 3], bmap.all_cells(), report_only=True,
-                            earlier=bmap.earlier_rows(out / "map.json", published / "map.json"))
+    earlier = bmap.earlier_rows([out / "map.json", published / "map.json"], [1, 2, 3], "smoke")
+    assert set(earlier) == {gt, rnd}
+    result = bmap.build_map(out, [1, 2, 3], bmap.all_cells(), report_only=True, earlier=earlier)
     cells = result["cells"]
+    assert list(cells) == [c.key for c in bmap.all_cells()]  # the map's order, whatever was kept
     assert cells[gt]["status"] == "measured"  # kept from the published map
     assert cells[gt]["models"][WITH_LM]["paired_auc_diff"] == [-0.002, -0.003, -0.001]
     assert cells[rnd]["models"][WITH_LM]["paired_auc_diff"] == [0.001, 0.002, 0.003]  # local wins
@@ -106,19 +108,42 @@ def test_rows_measured_before_are_kept_local_results_win_and_overrides_are_shown
     md = bmap.markdown(result)
     assert "| bert-2l-128 (amp=bf16) | movielens-100k | random |" in md
     assert "| bert-2l-128 | movielens-100k | global-temporal |" in md
-    # a row of other seeds is not this map's: the cell is marked, not kept
-    other = bmap.build_map(tmp_path / "m3", [1, 2], bmap.all_cells(), report_only=True,
-                           earlier=bmap.earlier_rows(published / "map.json"))
-    assert other["cells"][gt]["status"].startswith("not run yet")
-    # the latest measured row of two maps wins; a file that is no map.json is named
-    older = json.loads((published / "map.json").read_text())
-    older["cells"][gt] = {**older["cells"][gt], "created_at": "2000-01-01T00:00:00Z", "seeds": [9]}
-    (tmp_path / "older.json").write_text(json.dumps(older))
-    assert bmap.earlier_rows(tmp_path / "older.json", published / "map.json")[gt]["seeds"] == [1, 2, 3]
-    (tmp_path / "bad.json").write_text("[1, 2]")
-    with pytest.raises(ValueError, match=r"bad.json is not a map.json the map wrote"):
-        bmap.earlier_rows(tmp_path / "bad.json")
-    assert bmap.earlier_rows(tmp_path / "missing.json") == {}
+    # rows of other seeds or another profile are not this map's: the cell is marked, not kept
+    assert bmap.earlier_rows([published / "map.json"], [1, 2], "smoke") == {}
+    assert bmap.earlier_rows([published / "map.json"], [1, 2, 3], "cpu") == {}
+    # the latest row of this map's seeds wins, in either order, and a newer row of other seeds does not
+    # hide an older one of these
+    newer = json.loads((published / "map.json").read_text())
+    newer["cells"][gt] |= {"created_at": "2999-01-01T00:00:00Z", "wall_minutes": 1.0}
+    (tmp_path / "newer.json").write_text(json.dumps(newer))
+    other = json.loads((published / "map.json").read_text())
+    other["cells"][gt] |= {"created_at": "2999-06-01T00:00:00Z", "seeds": [1, 2]}
+    (tmp_path / "other.json").write_text(json.dumps(other))
+    for order in ([tmp_path / "newer.json", published / "map.json"], [published / "map.json", tmp_path / "newer.json"]):
+        assert bmap.earlier_rows([*order, tmp_path / "other.json"], [1, 2, 3], "smoke")[gt]["wall_minutes"] == 1.0
+    # a file that is no map.json is named; a missing one is skipped
+    for bad in ("[1, 2]", '{"cells": [1]}', "{"):
+        (tmp_path / "bad.json").write_text(bad)
+        with pytest.raises(ValueError, match=r"bad.json is not a map.json the map wrote"):
+            bmap.earlier_rows([tmp_path / "bad.json"], [1, 2, 3])
+    assert bmap.earlier_rows([tmp_path / "missing.json"], [1, 2, 3]) == {}
+
+
+def test_the_command_keeps_a_published_row_and_writes_it_back_whole(tmp_path):
+    """``--report-only --publish DIR`` on a cleared folder: the published rows come back unchanged."""
+    published, before = tmp_path / "docs", tmp_path / "before"
+    gt = "bert-2l-128--movielens-100k--global-temporal"
+    _write_cell(before, gt, _cell_results([1, 2, 3], [-0.002, -0.003, -0.001]))
+    row = bmap.build_map(before, [1, 2, 3], bmap.all_cells(), report_only=True)["cells"][gt]
+    published.mkdir()
+    shutil.copyfile(before / "map.json", published / "map.json")
+    assert bmap.main(["--report-only", "--profile", "smoke", "--out", str(tmp_path / "cleared"),
+                      "--publish", str(published)]) == 0
+    assert json.loads((published / "map.json").read_text())["cells"][gt] == row
+    assert "-0.0020 ± 0.0010 (loss)" in (published / "map.md").read_text()
+    # run again on the folder's own map.json alone (no --publish): still kept
+    assert bmap.main(["--report-only", "--profile", "smoke", "--out", str(tmp_path / "cleared")]) == 0
+    assert json.loads((tmp_path / "cleared" / "map.json").read_text())["cells"][gt] == row
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU cells run where a GPU is")
@@ -127,15 +152,29 @@ def test_a_measured_cell_of_a_gpu_lm_gives_its_speed_to_the_cells_still_waiting(
     ran = _cell_results([1, 2, 3], [0.001, 0.0, -0.001]) | {"overrides": {"plm": "minilm-l6", "amp": "bf16"}}
     ran["efficiency"] = {"device": "cpu", "total_seconds": 9000.0, "training_cost": {"rows": [
         {"stage": "pretrain", "samples_per_s": 64.0}, {"stage": "finetune-with-lm", "samples_per_s": 80.0}]}}
-    _write_cell(out, "minilm-l6--movielens-100k--global-temporal", ran)
+    ran["machine"] = machine()  # measured on this CPU
+    # the last minilm cell of the map measured: the cells before it in the map's order get its speed too
+    _write_cell(out, "minilm-l6--movielens-1m-subset--random", ran)
+    # a probe of a few batches is there too, with other figures: the measured run wins
+    (out / "probes" / "minilm-l6").mkdir(parents=True)
+    (out / "probes" / "minilm-l6" / "cost.json").write_text(json.dumps({"device": "cpu", "rows": [
+        {"stage": "pretrain", "samples_per_s": 20.0}, {"stage": "finetune-with-lm", "samples_per_s": 30.0}]}))
     cells = bmap.build_map(out, [1, 2, 3], bmap.all_cells(), report_only=True)["cells"]
-    assert cells["minilm-l6--movielens-100k--global-temporal"]["status"] == "measured"
-    # no probe run: the measured cell's speed, in its settings; 3 seeds x 79,999 rows x (1/64 + 1/80) s
-    assert cells["minilm-l6--movielens-100k--random"]["status"] == (
+    assert cells["minilm-l6--movielens-1m-subset--random"]["status"] == "measured"
+    # the cell of the same data before it: 3 seeds x 79,999 rows (the measured cell's) x (1/64 + 1/80) s
+    assert cells["minilm-l6--movielens-1m-subset--global-temporal"]["status"] == (
         "waits for a GPU: minilm-l6 PA-MLM 64 and LM finetuning 80 samples/s on this CPU (measured in cell "
-        "minilm-l6--movielens-100k--global-temporal, amp=bf16); one epoch of each over 79,999 training rows x "
+        "minilm-l6--movielens-1m-subset--random, amp=bf16); one epoch of each over 79,999 training rows x "
         "3 seeds is >= 1.9 h of training alone on this machine")
-    assert not (out / "probes").exists()
+    # no measured cell of its data: the speed without the hours
+    assert cells["minilm-l6--movielens-100k--random"]["status"].endswith("(measured in cell "
+                                                                     "minilm-l6--movielens-1m-subset--random, amp=bf16)")
+    # measured on another CPU: not this machine's speed - the probe's figures instead
+    ran["machine"] = "Some Other CPU (x86_64), 64 cores, no GPU, torch 2.13.0+cpu, 3.11.7"
+    (out / "cells" / "minilm-l6--movielens-1m-subset--random" / "results.json").write_text(json.dumps(ran))
+    cells = bmap.build_map(out, [1, 2, 3], bmap.all_cells(), report_only=True)["cells"]
+    assert cells["minilm-l6--movielens-1m-subset--global-temporal"]["status"].startswith(
+        "waits for a GPU: minilm-l6 PA-MLM 20 and LM finetuning 30 samples/s on this CPU; one epoch")
 
 
 def test_a_waiting_cell_states_the_measured_cpu_speed_and_the_hours_it_implies():
