@@ -31,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,11 +139,13 @@ def finished(cell: Cell, out: Path, seeds: list[int]) -> dict | None:
     return results if sorted(results["seeds"]) == sorted(seeds) else None
 
 
-def probe_lm(lm: str, home: Path, out: Path) -> dict:
+def probe_lm(lm: str, home: Callable[[], Path], out: Path) -> dict:
     """CPU samples/s of the two LM stages of ``lm`` (the cost benchmark, 4 batches, 1 round), kept in
-    ``<out>/probes/<lm>/cost.json`` so later calls reuse it."""
+    ``<out>/probes/<lm>/cost.json`` so later calls reuse it; ``home()`` (the project home to probe in) is
+    only asked for when there is no such probe yet, so reading a kept one needs no warehouse."""
     folder = out / "probes" / lm
     if not (folder / "cost.json").exists():
+        home = home()
         env = {**os.environ, "CLICKPROMPT_HOME": str(home)}
         if lm != "bert-2l-128":
             _clickprompt(home, "plm", "fetch", lm, log=out / "logs" / f"probe-{lm}.log")
@@ -267,7 +270,7 @@ def build_map(out: Path, seeds: list[int], cells: list[Cell], ml1m: Path | None 
                 probe = {**ran[1]["samples_per_s"], "source": f"measured in cell {ran[0]}" + (f", {given}" if given else "")}
                 note = waiting_note(cell, probe, train_rows, seeds)
             elif (chosen and not report_only) or (out / "probes" / cell.lm / "cost.json").exists():
-                probe = probe_lm(cell.lm, prepare_home("movielens-100k", out, ml1m), out)
+                probe = probe_lm(cell.lm, lambda: prepare_home("movielens-100k", out, ml1m), out)
                 note = waiting_note(cell, probe, train_rows, seeds)
             rows[cell.key] = {"status": note}
         else:

@@ -147,7 +147,9 @@ def test_the_command_keeps_a_published_row_and_writes_it_back_whole(tmp_path):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU cells run where a GPU is")
-def test_a_measured_cell_of_a_gpu_lm_gives_its_speed_to_the_cells_still_waiting(tmp_path):
+def test_a_measured_cell_of_a_gpu_lm_gives_its_speed_to_the_cells_still_waiting(tmp_path, monkeypatch):
+    # a fresh clone: no warehouse in the project home - reading a kept probe must not need one
+    monkeypatch.setenv("CLICKPROMPT_HOME", str(tmp_path / "fresh-home"))
     out = tmp_path / "map"
     ran = _cell_results([1, 2, 3], [0.001, 0.0, -0.001]) | {"overrides": {"plm": "minilm-l6", "amp": "bf16"}}
     ran["efficiency"] = {"device": "cpu", "total_seconds": 9000.0, "training_cost": {"rows": [
