@@ -301,6 +301,12 @@ def _diff(m: dict, key: str = "paired_auc_diff") -> str:
     return f"{statistics.mean(d):+.4f} ± {spread:.4f} ({sign})"
 
 
+def _lm_label(cell: Cell, row: dict) -> str:
+    """A cell's LM with its runs' overrides of the profile, e.g. ``minilm-l6 (amp=bf16)``."""
+    given = ", ".join(f"{k}={v}" for k, v in (row.get("overrides") or {}).items())
+    return f"{cell.lm} ({given})" if given else cell.lm
+
+
 def markdown(result: dict) -> str:
     seeds = ", ".join(map(str, result["seeds"]))
     lines = [
@@ -322,8 +328,7 @@ def markdown(result: dict) -> str:
     ]
     for key, row in result["cells"].items():
         cell = Cell.parse(key)
-        given = ", ".join(f"{k}={v}" for k, v in (row.get("overrides") or {}).items())
-        head = f"| {cell.lm}{f' ({given})' if given else ''} | {cell.data} | {cell.split} |"
+        head = f"| {_lm_label(cell, row)} | {cell.data} | {cell.split} |"
         if row["status"] != "measured":
             lines.append(f"{head} {row['status']} | | | | | | |")
             continue
@@ -375,7 +380,8 @@ def plot(result: dict, path: Path) -> None:
                 ax.errorbar(statistics.mean(d), yy, xerr=statistics.stdev(d) if len(d) > 1 else 0, fmt="D",
                             color=color, capsize=3)
     ax.axvline(0, color="black", linewidth=0.8)
-    ax.set_yticks(range(len(measured)), [k.replace("--", "\n", 1) for k, _ in measured], fontsize=7)
+    ax.set_yticks(range(len(measured)), [f"{_lm_label(Cell.parse(k), r)}\n{k.split('--', 1)[1]}"
+                                         for k, r in measured], fontsize=7)
     ax.invert_yaxis()
     ax.set_xlabel("test AUC − DCNv2 AUC of the same seed (dots: seeds; diamond: mean ± sd)")
     ax.set_title("Where ClickPrompt gains: paired differences per measured cell", pad=22)
