@@ -48,6 +48,8 @@ SPLITS = ("global-temporal", "random")
 MODELS = ("DCNv2", "ClickPrompt CTR-only (DCNv2)", "ClickPrompt with LM")
 SHARED_ML1M = REPO_ROOT.parent / "shared" / "data" / "ml-1m-subset"  # where this workspace keeps the subset
 RESULTS = "results.json"
+RUNS = ("base-dcnv2", "cp-dcnv2")  # a cell's runs: the backbone and ClickPrompt (CTR-only and with LM)
+SETS = "map_sets.json"  # in a cell's folder: the map's --set options it was started with
 
 
 @dataclass(frozen=True)
@@ -120,8 +122,10 @@ def run_cell(cell: Cell, home: Path, out: Path, seeds: list[int], profile: str =
     """The benchmark suite's headline runs of one cell (``profile``: a benchmark profile; ``sets``:
     overrides for every run, after the cell's own); resumes an interrupted attempt."""
     folder = out / "cells" / cell.key
+    folder.mkdir(parents=True, exist_ok=True)  # the --set options, so a note can say how to resume it alike
+    write_json_atomic(folder / SETS, list(sets))
     sets = (f"plm={cell.lm}", *(f"{k}={v}" for k, v in LMS[cell.lm].items()), *sets)
-    args = ["bench", "--profile", profile, "--only", "base-dcnv2", "cp-dcnv2", "--seeds", *map(str, seeds),
+    args = ["bench", "--profile", profile, "--only", *RUNS, "--seeds", *map(str, seeds),
             "--split", cell.split, "--no-data-timing", "--out", str(folder)]
     for s in sets:
         args += ["--set", s]
@@ -129,6 +133,20 @@ def run_cell(cell: Cell, home: Path, out: Path, seeds: list[int], profile: str =
         _clickprompt(home, "plm", "fetch", cell.lm, log=out / "logs" / f"{cell.key}.log")
     _clickprompt(home, *args, log=out / "logs" / f"{cell.key}.log")
     return folder / RESULTS
+
+
+def runs_done(cell: Cell, out: Path, seeds: list[int]) -> str | None:
+    """What an interrupted cell has finished (its runs with metrics, the suite's resume rule), e.g.
+    ``"3 of 6 runs (seed 1 whole)"``; None when nothing."""
+    from models.train.run import RUN_METRICS
+
+    runs = out / "cells" / cell.key / "runs"
+    done = {(name, s) for name in RUNS for s in seeds if (runs / f"{name}-seed{s}" / RUN_METRICS).is_file()}
+    if not done:
+        return None
+    whole = [s for s in seeds if all((name, s) in done for name in RUNS)]
+    said = f" (seed{'s' if len(whole) > 1 else ''} {' '.join(map(str, whole))} whole)" if whole else ""
+    return f"{len(done)} of {len(RUNS) * len(seeds)} runs{said}"
 
 
 def finished(cell: Cell, out: Path, seeds: list[int]) -> dict | None:
@@ -276,11 +294,26 @@ def build_map(out: Path, seeds: list[int], cells: list[Cell], ml1m: Path | None 
         else:
             rows[cell.key] = {"status": f"not run yet on 2 CPU cores: resumable with `make bench-map` "
                                         f"(--cells {cell.key})"}
+        done = runs_done(cell, out, seeds)
+        if done:  # an interrupted cell: what is there, and how to go on
+            flags = " --gpu-cells" if cell.lm in GPU_LMS and not has_gpu else ""
+            started = out / "cells" / cell.key / SETS
+            if started.is_file():
+                flags += "".join(f" --set {s}" for s in json.loads(started.read_text(encoding="utf-8")))
+            rows[cell.key]["status"] = (f"partly run here, {done} finished in {_shown(out / 'cells' / cell.key)}: "
+                                        f"`python -m benchmarks.map --cells {cell.key}{flags}` resumes it; "
+                                        + rows[cell.key]["status"])
     result = {"seeds": seeds, "profile": profile, "sets": list(sets),
               "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "command": command, "cells": {c.key: rows[c.key] for c in all_cells()}}
     write_json_atomic(out / "map.json", result)
     return result
+
+
+def _shown(path: Path) -> str:
+    """A path as a note shows it: relative to the repository when inside it (no machine paths in a map)."""
+    path = path.resolve()
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
 
 
 def _cpu_of(machine: str) -> str:

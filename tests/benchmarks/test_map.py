@@ -179,6 +179,31 @@ def test_a_measured_cell_of_a_gpu_lm_gives_its_speed_to_the_cells_still_waiting(
         "waits for a GPU: minilm-l6 PA-MLM 20 and LM finetuning 30 samples/s on this CPU; one epoch")
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU cells run where a GPU is")
+def test_an_interrupted_cell_says_what_finished_and_the_command_that_resumes_it_alike(tmp_path):
+    out = tmp_path / "map"
+    runs = out / "cells" / "minilm-l6--movielens-100k--random" / "runs"
+    for run in ("base-dcnv2-seed1", "cp-dcnv2-seed1", "base-dcnv2-seed2"):
+        (runs / run).mkdir(parents=True)
+        (runs / run / "metrics.json").write_text("{}")
+    (runs / "cp-dcnv2-seed2").mkdir()  # started, not finished: no metrics
+    (runs.parent / "map_sets.json").write_text(json.dumps(["amp=bf16"]))
+    bert = out / "cells" / "bert-2l-128--movielens-1m-subset--random" / "runs" / "base-dcnv2-seed3"
+    bert.mkdir(parents=True)
+    (bert / "metrics.json").write_text("{}")
+    cells = bmap.build_map(out, [1, 2, 3], [], report_only=True)["cells"]
+    assert cells["minilm-l6--movielens-100k--random"]["status"].startswith(
+        f"partly run here, 3 of 6 runs (seed 1 whole) finished in {runs.parent.resolve()}: `python -m "
+        "benchmarks.map --cells minilm-l6--movielens-100k--random --gpu-cells --set amp=bf16` resumes it; "
+        "waits for a GPU: minilm-l6")
+    # a CPU cell started without --set: resumed by its name alone
+    assert cells["bert-2l-128--movielens-1m-subset--random"]["status"].startswith(
+        "partly run here, 1 of 6 runs finished in ")
+    assert ("`python -m benchmarks.map --cells bert-2l-128--movielens-1m-subset--random` resumes it; not run yet"
+            in cells["bert-2l-128--movielens-1m-subset--random"]["status"])
+    assert cells["minilm-l6--movielens-100k--global-temporal"]["status"].startswith("waits for a GPU")
+
+
 def test_a_waiting_cell_states_the_measured_cpu_speed_and_the_hours_it_implies():
     cell = bmap.Cell("minilm-l6", "movielens-1m-subset", "random")
     note = bmap.waiting_note(cell, {"pretrain": 20.0, "finetune-with-lm": 30.0}, 240_000, [1, 2, 3])
