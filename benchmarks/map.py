@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -49,7 +50,7 @@ MODELS = ("DCNv2", "ClickPrompt CTR-only (DCNv2)", "ClickPrompt with LM")
 SHARED_ML1M = REPO_ROOT.parent / "shared" / "data" / "ml-1m-subset"  # where this workspace keeps the subset
 RESULTS = "results.json"
 RUNS = ("base-dcnv2", "cp-dcnv2")  # a cell's runs: the backbone and ClickPrompt (CTR-only and with LM)
-SETS = "map_sets.json"  # in a cell's folder: the map's --set options it was started with
+STARTED = "map_started.json"  # in a cell's folder: the seeds, profile and --set options it was started with
 
 
 @dataclass(frozen=True)
@@ -122,8 +123,8 @@ def run_cell(cell: Cell, home: Path, out: Path, seeds: list[int], profile: str =
     """The benchmark suite's headline runs of one cell (``profile``: a benchmark profile; ``sets``:
     overrides for every run, after the cell's own); resumes an interrupted attempt."""
     folder = out / "cells" / cell.key
-    folder.mkdir(parents=True, exist_ok=True)  # the --set options, so a note can say how to resume it alike
-    write_json_atomic(folder / SETS, list(sets))
+    folder.mkdir(parents=True, exist_ok=True)  # so a note can say how to resume it alike
+    write_json_atomic(folder / STARTED, {"seeds": seeds, "profile": profile, "sets": list(sets)})
     sets = (f"plm={cell.lm}", *(f"{k}={v}" for k, v in LMS[cell.lm].items()), *sets)
     args = ["bench", "--profile", profile, "--only", *RUNS, "--seeds", *map(str, seeds),
             "--split", cell.split, "--no-data-timing", "--out", str(folder)]
@@ -135,18 +136,40 @@ def run_cell(cell: Cell, home: Path, out: Path, seeds: list[int], profile: str =
     return folder / RESULTS
 
 
-def runs_done(cell: Cell, out: Path, seeds: list[int]) -> str | None:
-    """What an interrupted cell has finished (its runs with metrics, the suite's resume rule), e.g.
-    ``"3 of 6 runs (seed 1 whole)"``; None when nothing."""
+def default_out() -> Path:
+    return (Paths.default().artifacts / "bench" / "map").resolve()
+
+
+def interrupted_note(cell: Cell, out: Path, seeds: list[int], profile: str, gpu_cells: bool) -> str | None:
+    """What an interrupted cell of this map (its seeds and profile) has finished - its runs with
+    metrics; the suite checks each one's config again when it resumes - and the command, with the
+    options the cell was started with, that goes on; None when nothing of it is there."""
     from models.train.run import RUN_METRICS
 
-    runs = out / "cells" / cell.key / "runs"
-    done = {(name, s) for name in RUNS for s in seeds if (runs / f"{name}-seed{s}" / RUN_METRICS).is_file()}
+    folder = out / "cells" / cell.key
+    started = json.loads((folder / STARTED).read_text(encoding="utf-8")) if (folder / STARTED).is_file() else {}
+    if started and (started.get("profile") != profile or sorted(started.get("seeds", [])) != sorted(seeds)):
+        return None  # runs of another map: not this one's
+    done = {(name, s) for name in RUNS for s in seeds if (folder / "runs" / f"{name}-seed{s}" / RUN_METRICS).is_file()}
     if not done:
         return None
+    command = ["python", "-m", "benchmarks.map", "--cells", cell.key] + (["--gpu-cells"] if gpu_cells else [])
+    if out.resolve() != default_out():
+        command += ["--out", _shown(out)]
+    if sorted(seeds) != [1, 2, 3]:
+        command += ["--seeds", *map(str, seeds)]
+    if profile != "cpu":
+        command += ["--profile", profile]
+    for option in started.get("sets", []):
+        command += ["--set", option]
+    command = " ".join(map(shlex.quote, command))
+    total = len(RUNS) * len(seeds)
+    if len(done) == total:
+        return (f"all {total} runs finished in {_shown(folder)} but not the cell's report: `{command}` "
+                f"writes it")
     whole = [s for s in seeds if all((name, s) in done for name in RUNS)]
     said = f" (seed{'s' if len(whole) > 1 else ''} {' '.join(map(str, whole))} whole)" if whole else ""
-    return f"{len(done)} of {len(RUNS) * len(seeds)} runs{said}"
+    return f"partly run: {len(done)} of {total} runs finished{said} in {_shown(folder)}; `{command}` resumes it"
 
 
 def finished(cell: Cell, out: Path, seeds: list[int]) -> dict | None:
@@ -294,15 +317,10 @@ def build_map(out: Path, seeds: list[int], cells: list[Cell], ml1m: Path | None 
         else:
             rows[cell.key] = {"status": f"not run yet on 2 CPU cores: resumable with `make bench-map` "
                                         f"(--cells {cell.key})"}
-        done = runs_done(cell, out, seeds)
-        if done:  # an interrupted cell: what is there, and how to go on
-            flags = " --gpu-cells" if cell.lm in GPU_LMS and not has_gpu else ""
-            started = out / "cells" / cell.key / SETS
-            if started.is_file():
-                flags += "".join(f" --set {s}" for s in json.loads(started.read_text(encoding="utf-8")))
-            rows[cell.key]["status"] = (f"partly run here, {done} finished in {_shown(out / 'cells' / cell.key)}: "
-                                        f"`python -m benchmarks.map --cells {cell.key}{flags}` resumes it; "
-                                        + rows[cell.key]["status"])
+        gpu_lm_here = cell.lm in GPU_LMS and not has_gpu
+        partly = interrupted_note(cell, out, seeds, profile, gpu_lm_here)
+        if partly:  # what is there and how to go on; a GPU LM's cell still says what a run costs here
+            rows[cell.key]["status"] = f"{partly}; {rows[cell.key]['status']}" if gpu_lm_here else partly
     result = {"seeds": seeds, "profile": profile, "sets": list(sets),
               "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
               "command": command, "cells": {c.key: rows[c.key] for c in all_cells()}}
@@ -311,9 +329,13 @@ def build_map(out: Path, seeds: list[int], cells: list[Cell], ml1m: Path | None 
 
 
 def _shown(path: Path) -> str:
-    """A path as a note shows it: relative to the repository when inside it (no machine paths in a map)."""
+    """A path as a note shows it: relative to the repository, else to the project home, when inside
+    one (no machine paths in a published map)."""
     path = path.resolve()
-    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+    for root in (REPO_ROOT, Paths.default().home):
+        if path.is_relative_to(root):
+            return str(path.relative_to(root))
+    return str(path)
 
 
 def _cpu_of(machine: str) -> str:
@@ -444,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
         cells = [Cell.parse(k) for k in args.cells] if args.cells else all_cells()
     except ValueError as exc:
         parser.error(str(exc))
-    out = (args.out or Paths.default().artifacts / "bench" / "map").resolve()
+    out = (args.out or default_out()).resolve()
     out.mkdir(parents=True, exist_ok=True)
     from benchmarks.results import invocation  # torch and the suite: only when the map runs
 

@@ -13,6 +13,7 @@ import torch
 
 from benchmarks import map as bmap
 from benchmarks.results import machine
+from core.settings import REPO_ROOT
 from tests.benchmarks.test_report import RESULTS
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -179,29 +180,70 @@ def test_a_measured_cell_of_a_gpu_lm_gives_its_speed_to_the_cells_still_waiting(
         "waits for a GPU: minilm-l6 PA-MLM 20 and LM finetuning 30 samples/s on this CPU; one epoch")
 
 
+def _runs(out: Path, key: str, finished: list[str], started: dict | None = None) -> Path:
+    """A cell's folder with ``finished`` runs (metrics written) and, optionally, how the map started it."""
+    folder = out / "cells" / key
+    for run in finished:
+        (folder / "runs" / run).mkdir(parents=True)
+        (folder / "runs" / run / "metrics.json").write_text("{}")
+    if started is not None:
+        (folder / "map_started.json").write_text(json.dumps(started))
+    return folder
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the GPU cells run where a GPU is")
 def test_an_interrupted_cell_says_what_finished_and_the_command_that_resumes_it_alike(tmp_path):
     out = tmp_path / "map"
-    runs = out / "cells" / "minilm-l6--movielens-100k--random" / "runs"
-    for run in ("base-dcnv2-seed1", "cp-dcnv2-seed1", "base-dcnv2-seed2"):
-        (runs / run).mkdir(parents=True)
-        (runs / run / "metrics.json").write_text("{}")
-    (runs / "cp-dcnv2-seed2").mkdir()  # started, not finished: no metrics
-    (runs.parent / "map_sets.json").write_text(json.dumps(["amp=bf16"]))
-    bert = out / "cells" / "bert-2l-128--movielens-1m-subset--random" / "runs" / "base-dcnv2-seed3"
-    bert.mkdir(parents=True)
-    (bert / "metrics.json").write_text("{}")
+    started = {"seeds": [1, 2, 3], "profile": "cpu", "sets": ["amp=bf16", "train.note=a b"]}
+    minilm = _runs(out, "minilm-l6--movielens-100k--random", ["base-dcnv2-seed1", "cp-dcnv2-seed1",
+                                                              "base-dcnv2-seed2"], started)
+    (minilm / "runs" / "cp-dcnv2-seed2").mkdir()  # started, not finished: no metrics
+    _runs(out, "bert-2l-128--movielens-1m-subset--random", ["base-dcnv2-seed3"])
+    _runs(out, "bert-2l-128--movielens-100k--random", [f"{r}-seed{s}" for r in bmap.RUNS for s in (1, 2, 3)])
+    # a measured cell keeps its row, its runs notwithstanding
+    _write_cell(out, "bert-2l-128--movielens-100k--global-temporal", _cell_results([1, 2, 3], [0.001, 0.0, -0.001]))
+    _runs(out, "bert-2l-128--movielens-100k--global-temporal", ["base-dcnv2-seed1"])
+    # started by a map of another profile: not this map's runs
+    _runs(out, "bert-2l-128--movielens-1m-subset--global-temporal", ["base-dcnv2-seed1"],
+          {"seeds": [1, 2, 3], "profile": "smoke", "sets": []})
     cells = bmap.build_map(out, [1, 2, 3], [], report_only=True)["cells"]
+    where = f"{tmp_path.resolve()}/map/cells"
+    # the --set options it started with, quoted for a shell, and the GPU LM's cost here after them
     assert cells["minilm-l6--movielens-100k--random"]["status"].startswith(
-        f"partly run here, 3 of 6 runs (seed 1 whole) finished in {runs.parent.resolve()}: `python -m "
-        "benchmarks.map --cells minilm-l6--movielens-100k--random --gpu-cells --set amp=bf16` resumes it; "
-        "waits for a GPU: minilm-l6")
-    # a CPU cell started without --set: resumed by its name alone
-    assert cells["bert-2l-128--movielens-1m-subset--random"]["status"].startswith(
-        "partly run here, 1 of 6 runs finished in ")
-    assert ("`python -m benchmarks.map --cells bert-2l-128--movielens-1m-subset--random` resumes it; not run yet"
-            in cells["bert-2l-128--movielens-1m-subset--random"]["status"])
+        f"partly run: 3 of 6 runs finished (seed 1 whole) in {where}/minilm-l6--movielens-100k--random; "
+        f"`python -m benchmarks.map --cells minilm-l6--movielens-100k--random --gpu-cells --out {tmp_path.resolve()}/map "
+        "--set amp=bf16 --set 'train.note=a b'` resumes it; waits for a GPU: minilm-l6")
+    # a CPU cell: the note replaces "not run yet"
+    assert cells["bert-2l-128--movielens-1m-subset--random"]["status"] == (
+        f"partly run: 1 of 6 runs finished in {where}/bert-2l-128--movielens-1m-subset--random; `python -m "
+        f"benchmarks.map --cells bert-2l-128--movielens-1m-subset--random --out {tmp_path.resolve()}/map` resumes it")
+    assert cells["bert-2l-128--movielens-100k--random"]["status"].startswith(
+        f"all 6 runs finished in {where}/bert-2l-128--movielens-100k--random but not the cell's report: ")
+    assert cells["bert-2l-128--movielens-100k--global-temporal"]["status"] == "measured"
+    assert cells["bert-2l-128--movielens-1m-subset--global-temporal"]["status"].startswith("not run yet")
     assert cells["minilm-l6--movielens-100k--global-temporal"]["status"].startswith("waits for a GPU")
+    # another map's seeds and profile are in the command too
+    note = bmap.interrupted_note(bmap.Cell.parse("bert-2l-128--movielens-1m-subset--global-temporal"), out, [1],
+                                 "smoke", False)
+    assert note is None  # that map's runs were of seed 1 2 3
+    _runs(out, "bert-2l-128--movielens-1m-subset--random", ["base-dcnv2-seed1"])
+    note = bmap.interrupted_note(bmap.Cell.parse("bert-2l-128--movielens-1m-subset--random"), out, [1], "smoke", False)
+    assert note.endswith(f"--out {tmp_path.resolve()}/map --seeds 1 --profile smoke` resumes it")
+
+
+def test_a_started_cell_records_how_it_was_started_and_notes_show_paths_inside_the_repository(tmp_path, monkeypatch):
+    called = []
+    monkeypatch.setattr(bmap, "_clickprompt", lambda home, *args, log: called.append(args))
+    bmap.run_cell(bmap.Cell.parse("bert-2l-128--movielens-100k--random"), tmp_path, tmp_path / "map", [1, 2],
+                  "smoke", ("amp=bf16",))
+    started = json.loads((tmp_path / "map" / "cells" / "bert-2l-128--movielens-100k--random"
+                          / "map_started.json").read_text())
+    assert started == {"seeds": [1, 2], "profile": "smoke", "sets": ["amp=bf16"]}
+    assert called[0][:3] == ("bench", "--profile", "smoke") and "amp=bf16" in called[0]
+    assert bmap._shown(REPO_ROOT / "artifacts" / "bench" / "map") == "artifacts/bench/map"
+    monkeypatch.setenv("CLICKPROMPT_HOME", str(tmp_path / "home"))
+    assert bmap._shown(tmp_path / "home" / "artifacts" / "x") == "artifacts/x"
+    assert bmap._shown(tmp_path / "elsewhere") == str((tmp_path / "elsewhere").resolve())
 
 
 def test_a_waiting_cell_states_the_measured_cpu_speed_and_the_hours_it_implies():
