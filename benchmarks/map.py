@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks.suite import HEADLINE_RUNS, plan_suite
 from core.io import write_json_atomic
 from core.settings import REPO_ROOT, Paths
 
@@ -49,7 +50,7 @@ SPLITS = ("global-temporal", "random")
 MODELS = ("DCNv2", "ClickPrompt CTR-only (DCNv2)", "ClickPrompt with LM")
 SHARED_ML1M = REPO_ROOT.parent / "shared" / "data" / "ml-1m-subset"  # where this workspace keeps the subset
 RESULTS = "results.json"
-RUNS = ("base-dcnv2", "cp-dcnv2")  # a cell's runs: the backbone and ClickPrompt (CTR-only and with LM)
+DEFAULT_SEEDS, DEFAULT_PROFILE = [1, 2, 3], "cpu"  # the command's defaults: a resume command leaves them out
 STARTED = "map_started.json"  # in a cell's folder: the seeds, profile and --set options it was started with
 
 
@@ -126,7 +127,7 @@ def run_cell(cell: Cell, home: Path, out: Path, seeds: list[int], profile: str =
     folder.mkdir(parents=True, exist_ok=True)  # so a note can say how to resume it alike
     write_json_atomic(folder / STARTED, {"seeds": seeds, "profile": profile, "sets": list(sets)})
     sets = (f"plm={cell.lm}", *(f"{k}={v}" for k, v in LMS[cell.lm].items()), *sets)
-    args = ["bench", "--profile", profile, "--only", *RUNS, "--seeds", *map(str, seeds),
+    args = ["bench", "--profile", profile, "--only", *HEADLINE_RUNS, "--seeds", *map(str, seeds),
             "--split", cell.split, "--no-data-timing", "--out", str(folder)]
     for s in sets:
         args += ["--set", s]
@@ -150,24 +151,25 @@ def interrupted_note(cell: Cell, out: Path, seeds: list[int], profile: str, gpu_
     started = json.loads((folder / STARTED).read_text(encoding="utf-8")) if (folder / STARTED).is_file() else {}
     if started and (started.get("profile") != profile or sorted(started.get("seeds", [])) != sorted(seeds)):
         return None  # runs of another map: not this one's
-    done = {(name, s) for name in RUNS for s in seeds if (folder / "runs" / f"{name}-seed{s}" / RUN_METRICS).is_file()}
+    plan = plan_suite(profile, seeds, folder, only=list(HEADLINE_RUNS))  # the suite's own run folders
+    done = {(run.name, s) for run in plan.runs for s in seeds if (plan.run_dir(run, s) / RUN_METRICS).is_file()}
     if not done:
         return None
     command = ["python", "-m", "benchmarks.map", "--cells", cell.key] + (["--gpu-cells"] if gpu_cells else [])
     if out.resolve() != default_out():
         command += ["--out", _shown(out)]
-    if sorted(seeds) != [1, 2, 3]:
+    if sorted(seeds) != DEFAULT_SEEDS:
         command += ["--seeds", *map(str, seeds)]
-    if profile != "cpu":
+    if profile != DEFAULT_PROFILE:
         command += ["--profile", profile]
     for option in started.get("sets", []):
         command += ["--set", option]
     command = " ".join(map(shlex.quote, command))
-    total = len(RUNS) * len(seeds)
+    total = len(plan.runs) * len(seeds)
     if len(done) == total:
         return (f"all {total} runs finished in {_shown(folder)} but not the cell's report: `{command}` "
                 f"writes it")
-    whole = [s for s in seeds if all((name, s) in done for name in RUNS)]
+    whole = [s for s in seeds if all((run.name, s) in done for run in plan.runs)]
     said = f" (seed{'s' if len(whole) > 1 else ''} {' '.join(map(str, whole))} whole)" if whole else ""
     return f"partly run: {len(done)} of {total} runs finished{said} in {_shown(folder)}; `{command}` resumes it"
 
@@ -450,11 +452,11 @@ def plot(result: dict, path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=None, help="default <home>/artifacts/bench/map")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--seeds", type=int, nargs="+", default=DEFAULT_SEEDS)
     parser.add_argument("--ml-1m", type=Path, default=None, help=f"GroupLens ml-1m files (default {SHARED_ML1M})")
     parser.add_argument("--cells", nargs="+", default=None, metavar="KEY",
                         help="cells to run (default all that may run here): " + " ".join(c.key for c in all_cells()))
-    parser.add_argument("--profile", default="cpu", help="benchmark profile of every cell (benchmarks/suite.py)")
+    parser.add_argument("--profile", default=DEFAULT_PROFILE, help="benchmark profile of every cell (benchmarks/suite.py)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override for every run of every cell (after the cell's LM settings)")
     parser.add_argument("--gpu-cells", action="store_true", help="run the GPU cells on this CPU too (hours)")
