@@ -212,6 +212,14 @@ def waiting_note(cell: Cell, probe: dict, train_rows: int | None, seeds: list[in
             f"{len(seeds)} seeds is >= {hours:.1f} h of training alone on this machine")
 
 
+def _wall(row: dict) -> str:
+    """The cell's wall time, or for a cell resumed across invocations its runs' training time in all."""
+    if row.get("reused_runs"):
+        return (f"{row['training_minutes']} min of training in all (resumed: {row['reused_runs']} of its runs "
+                f"trained in earlier invocations; the last took {row['wall_minutes']} min)")
+    return f"{row['wall_minutes']} min"
+
+
 def cell_row(cell: Cell, results: dict) -> dict:
     """What the map keeps of a cell's results.json."""
     models = results["models"]
@@ -223,6 +231,10 @@ def cell_row(cell: Cell, results: dict) -> dict:
            "training_set": ts.get("identity"), "models": {}, "long_tail": {},
            "samples_per_s": cost, "device": eff.get("device"),
            "wall_minutes": round(eff.get("total_seconds", 0) / 60, 1), "profile": results.get("profile"),
+           # a cell resumed across invocations: its last one's wall time is not the cell's cost - the
+           # runs' own training times (as recorded when each trained) are
+           "training_minutes": round(eff.get("training_seconds", 0) / 60, 1),
+           "reused_runs": len(eff.get("reused_runs", [])),
            # the overrides every run of the cell got (the profile's own, the LM's settings, --set), less
            # the LM the cell names
            "overrides": {k: v for k, v in (results.get("overrides") or {}).items() if k != "plm"}}
@@ -401,7 +413,7 @@ def markdown(result: dict) -> str:
                      f"{_diff(m.get('ClickPrompt CTR-only (DCNv2)', {}))} | "
                      f"{_diff(m.get('ClickPrompt with LM', {}))} | "
                      f"{_diff(m.get('ClickPrompt with LM', {}), 'paired_logloss_diff')} | {speed} | "
-                     f"{row['wall_minutes']} min |")
+                     f"{_wall(row)} |")
     tails = [(k, r) for k, r in result["cells"].items() if r["status"] == "measured" and r["long_tail"]]
     if tails:
         lines += ["", "Long tail (test AUC, mean over seeds; bottom 10% of users / items by training frequency, "

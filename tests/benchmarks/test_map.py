@@ -79,6 +79,12 @@ def test_the_map_reads_finished_cells_marks_the_rest_and_states_paired_verdicts(
     # LogLoss is lower on every seed: better (lower is better there), never read as a loss
     assert "-0.0200 ± 0.0000 (better)" in rows["random"] and "(worse)" not in md
     assert "79,999 / 10,000 (85.8%)" in rows["global-temporal"]
+    # resumed (a run taken from an earlier invocation): the runs' training time, not the last invocation's
+    assert rows["random"].endswith("| 45.0 min of training in all (resumed: 1 of its runs trained in earlier "
+                                   "invocations; the last took 50.0 min) |")
+    one_go = {**cells["bert-2l-128--movielens-100k--random"], "reused_runs": 0}
+    md_one = bmap.markdown({**result, "cells": {"bert-2l-128--movielens-100k--random": one_go}})
+    assert [line for line in md_one.splitlines() if line.startswith("| bert-2l-128")][0].endswith("| 50.0 min |")
     bmap.plot(result, out / "map.png")
     assert (out / "map.png").read_bytes().startswith(PNG)
 
