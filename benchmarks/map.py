@@ -214,7 +214,7 @@ def waiting_note(cell: Cell, probe: dict, train_rows: int | None, seeds: list[in
 
 def _wall(row: dict) -> str:
     """The cell's wall time, or for a cell resumed across invocations its runs' training time in all."""
-    if row.get("reused_runs"):
+    if row.get("reused_runs") and row.get("training_minutes"):
         return (f"{row['training_minutes']} min of training in all (resumed: {row['reused_runs']} of its runs "
                 f"trained in earlier invocations; the last took {row['wall_minutes']} min)")
     return f"{row['wall_minutes']} min"
@@ -392,7 +392,7 @@ def markdown(result: dict) -> str:
         f"Created {result['created_at']}; `{result['command']}`.",
         "",
         "| LM | data | split | train / test rows (test unseen users) | DCNv2 AUC | CTR-only − DCNv2 "
-        "| with LM − DCNv2 | with LM LogLoss − DCNv2 | PA-MLM / LM-finetune samples/s (device) | wall |",
+        "| with LM − DCNv2 | with LM LogLoss − DCNv2 | PA-MLM / LM-finetune samples/s (device) | time |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for key, row in result["cells"].items():
