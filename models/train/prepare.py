@@ -33,7 +33,7 @@ from models.data import EncodedSplit, encode_split
 from models.encoding import FeatureEncoder
 from models.mlm import DecoderVocab, TokenMasker
 from models.plm import load_plm
-from models.runtime import pick_device, seed_everything
+from models.runtime import bound_cpu_heap, pick_device, seed_everything
 from models.train import distributed
 from models.train.config import TrainConfig
 from models.train.stages import TEXT_STAGES, Stage
@@ -155,6 +155,7 @@ def prepare(cfg: TrainConfig, data: TrainingData, run_dir: Path, stages: list[st
     """The run's context for ``stages``: prepared once per run (``<run_dir>/prepared/``), then shared;
     config and encoder kept with the run. ``plm_source``: the PLM folder (default ``cfg.plm``)."""
     seed_everything(cfg.seed)
+    bound_cpu_heap()  # $CLICKPROMPT_HEAP_MMAP_MB: process-wide, idempotent; memory and speed, never the numbers
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     text = bool(TEXT_STAGES & set(stages))
