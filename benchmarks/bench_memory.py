@@ -27,8 +27,11 @@ MODES = ("glibc", "bounded")  # $CLICKPROMPT_HEAP_MMAP_MB: 0 (glibc's own thresh
 
 
 def _vm() -> dict[str, float]:
-    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
-    return {k: int(status[k].split()[0]) / 1024 for k in ("VmRSS", "VmHWM")}
+    """Resident memory now and the process's peak so far (``benchmarks.efficiency.peak_rss_mb``), MB."""
+    from benchmarks.efficiency import peak_rss_mb
+
+    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith("VmRSS:"))
+    return {"VmRSS": int(line.split()[1]) / 1024, "VmHWM": peak_rss_mb()}
 
 
 def child(plm: str, rows: int, fits: int, sets: list[str], out: Path) -> None:

@@ -13,6 +13,7 @@ import torch
 
 from benchmarks import map as bmap
 from benchmarks.results import machine
+from benchmarks.suite import HEADLINE_RUNS
 from core.settings import REPO_ROOT
 from tests.benchmarks.test_report import RESULTS
 
@@ -205,7 +206,7 @@ def test_an_interrupted_cell_says_what_finished_and_the_command_that_resumes_it_
                                                               "base-dcnv2-seed2"], started)
     (minilm / "runs" / "cp-dcnv2-seed2").mkdir()  # started, not finished: no metrics
     _runs(out, "bert-2l-128--movielens-1m-subset--random", ["base-dcnv2-seed3"])
-    _runs(out, "bert-2l-128--movielens-100k--random", [f"{r}-seed{s}" for r in ("base-dcnv2", "cp-dcnv2") for s in (1, 2, 3)])
+    _runs(out, "bert-2l-128--movielens-100k--random", [f"{r}-seed{s}" for r in HEADLINE_RUNS for s in (1, 2, 3)])
     # a measured cell keeps its row, its runs notwithstanding
     _write_cell(out, "bert-2l-128--movielens-100k--global-temporal", _cell_results([1, 2, 3], [0.001, 0.0, -0.001]))
     _runs(out, "bert-2l-128--movielens-100k--global-temporal", ["base-dcnv2-seed1"])
