@@ -129,7 +129,8 @@ def tokenize_samples(
         full = prefix + row_ids + suffix
         ids[r, : len(full)] = full
         mask[r, : len(full)] = 1
-        offsets[r, len(prefix) : len(prefix) + len(row_off)] = row_off
+        if row_off:  # a row whose entity texts are all empty (ids the store lacks) has no text tokens
+            offsets[r, len(prefix) : len(prefix) + len(row_off)] = row_off
     return ids, mask, offsets
 
 

@@ -54,6 +54,24 @@ def test_assembled_tokens_equal_tokenizing_each_sample_text():
         assert ids.tolist() == direct["input_ids"] and mask.tolist() == direct["attention_mask"]
 
 
+def test_a_row_without_any_text_gets_the_special_tokens_alone():
+    """Serving a with-LM model: an id the online store lacks comes with an empty entity text; a
+    pair of two such ids has no text token at all (this raised a broadcast error, a 500)."""
+    from core.template import sample_texts
+    from models.data import token_fields, tokenize_samples
+    from tests.tiny_plm import tiny_bert, tiny_roberta
+
+    spec, frame = _frame()
+    frame.loc[1, "item_text"] = ""
+    frame.loc[3, ["user_text", "item_text"]] = ""
+    for _, tok in (tiny_bert(), tiny_roberta()):
+        ids, mask, offsets = tokenize_samples(spec, frame, tok, max_len=64)
+        direct = tok(sample_texts(spec, frame), max_length=64, truncation=True, padding="max_length")
+        assert ids.tolist() == direct["input_ids"] and mask.tolist() == direct["attention_mask"]
+        assert mask[3].sum() == len(tok("")["input_ids"]) and not offsets[3].any()
+        assert (token_fields(spec, frame, offsets)[3] == -1).all()  # no token is any field's value
+
+
 def test_token_fields_mark_each_value_and_not_the_template():
     from models.data import token_fields, tokenize_samples
     from tests.tiny_plm import tiny_bert

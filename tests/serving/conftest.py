@@ -2,8 +2,8 @@
 
 The data set is small but learnable (40 users x 24 items, 560 ratings in GroupLens's ML-100K
 layout): it goes through the real path - ingest, Feast apply, point-in-time training sets, the
-SQLite online store - and the smoke profile trains baseline, PA-MLM (the offline 2-layer BERT)
-and the CTR-only finetuning once per session, in well under a minute on 2 cores. User 2's
+SQLite online store - and the smoke profile trains baseline, PA-MLM (the offline 2-layer BERT),
+the with-LM and the CTR-only finetunings once per session, in well under a minute on 2 cores. User 2's
 profile gets a second version (occupation changes on 1998-01-15), so online and as-of scoring
 have a feature version to disagree about. User 41 and item 25 have profiles but no ratings
 (in the store, unknown to the model); user 9999 and item 9999 exist nowhere.
@@ -97,7 +97,8 @@ class TrainedHome:
 @pytest.fixture(scope="session")
 def trained_home(tmp_path_factory) -> TrainedHome:
     """Data -> Feast (offline + online) -> smoke training; the registry holds ctr v1 (the CTR-only
-    model, production) and v2 (the baseline, candidate)."""
+    model, production) and v2 (the baseline, candidate). The run's with-LM model is left unregistered
+    (tests/serving/test_with_lm_serving.py registers it under a name of its own)."""
     from core.spec import load_spec
     from core.training_data import load_training_data
     from feature_repo.online import materialize
@@ -119,8 +120,8 @@ def trained_home(tmp_path_factory) -> TrainedHome:
     fetch_plm("bert-2l-128", paths)
     run_dir = paths.runs / "smoke"
     cfg = load_config("smoke", SMOKE_OVERRIDES)
-    summary = run_training(cfg, load_training_data(ref), ["baseline", "pretrain", "finetune-ctr-only"], run_dir,
-                           paths.plm_source(cfg.plm))
+    stages = ["baseline", "pretrain", "finetune-with-lm", "finetune-ctr-only"]
+    summary = run_training(cfg, load_training_data(ref), stages, run_dir, paths.plm_source(cfg.plm))
     registry = Registry(paths)
     registry.register(run_dir, stage="finetune-ctr-only")
     registry.register(run_dir, stage="baseline")
