@@ -18,7 +18,7 @@ from torch import nn
 from models.ctr import CTRModel, build_ctr_model
 from models.encoding import FieldInfo
 from models.train.config import TrainConfig
-from models.train.stages import SERVABLE_STAGES, Stage
+from models.train.stages import SERVABLE_STAGES, serving_refusal
 
 if TYPE_CHECKING:
     from models.alt import AltModel
@@ -27,9 +27,8 @@ if TYPE_CHECKING:
     from models.prompt import PromptConfig
     from models.text_ctr import JointCTR, TextCTR
 
-# Stages whose model is the plain backbone (what the platform serves) and the one that needs the LM.
+# Stages whose model is the plain backbone (what the platform serves by default, no LM).
 CTR_ONLY_STAGES = SERVABLE_STAGES
-WITH_LM_STAGE = Stage.FINETUNE_WITH_LM
 
 
 def new_backbone(cfg: TrainConfig, fields: list[FieldInfo]) -> CTRModel:
@@ -74,12 +73,11 @@ def alt_objective(cfg: TrainConfig):
 def serving_model(cfg: TrainConfig, fields: list[FieldInfo], stage: str, plm_source: Path | str) -> nn.Module:
     """The model a registered stage is served with: the plain backbone for the CTR-only stages
     (no LM loaded), ClickPrompt with its PLM for finetune-with-lm (method clickprompt)."""
+    if refusal := serving_refusal(stage, cfg.method):
+        raise ValueError(refusal)
     if stage in CTR_ONLY_STAGES:
         return new_backbone(cfg, fields)
-    if stage == WITH_LM_STAGE and cfg.method == "clickprompt":
-        return new_clickprompt(cfg, fields, plm_source)
-    raise ValueError(f"cannot serve training stage {stage!r} of method {cfg.method!r} "
-                     "(the CTR-only stage of every method serves without the LM)")
+    return new_clickprompt(cfg, fields, plm_source)
 
 
 # --- score functions: a model and a batch -> click logits (B,) -----------------------------------

@@ -34,6 +34,7 @@ from pathlib import Path
 from core.io import sha256_file
 from core.locks import exclusive
 from core.settings import Paths
+from models.train.stages import serving_refusal
 from serving.artifacts import code_version, make_read_only, remove_tree
 from serving.promotion import METRICS, PromotionResult, WindowEvaluation, decide, metric_value
 from serving.versions import (  # noqa: F401 - importable from here too
@@ -219,6 +220,8 @@ class Registry:
             raise RegistryError(f"stage {stage!r} cannot be served; registrable stages: {sorted(FEATURE_SERVICES)}")
         run_dir = Path(run_dir).expanduser().resolve()
         config, metrics = read_run(run_dir, stage)
+        if refusal := serving_refusal(stage, config.get("method")):  # what the server could not load
+            raise RegistryError(f"{run_dir}: {refusal}")
         if metrics.get("stage", stage) != stage:
             raise RegistryError(f"{run_dir / stage / 'metrics.json'} belongs to stage {metrics.get('stage')!r}")
         config_hash = metrics.get("config_hash") or hashlib.sha256(

@@ -236,6 +236,9 @@ def test_incomplete_runs_are_rejected_and_leave_nothing(home, runs, tmp_path):
     write_run(pretrain, 0.7, 0.6, stage="pretrain")
     with pytest.raises(RegistryError, match="cannot be served"):
         registry.register(pretrain, stage="pretrain")
+    joint = write_run(tmp_path / "runs" / "alt-joint", 0.7, 0.6, stage="finetune-with-lm", method="alt")
+    with pytest.raises(RegistryError, match="stage 'finetune-with-lm' of method 'alt'.*CTR-only stage"):
+        registry.register(joint, stage="finetune-with-lm")  # the server could not rebuild it: refused now
     no_test = write_run(tmp_path / "runs" / "no-test", 0.7, 0.6)
     metrics = json.loads((no_test / "finetune-ctr-only" / "metrics.json").read_text())
     del metrics["test"]
