@@ -66,6 +66,51 @@ def positive_float(text: str) -> float:
     return value
 
 
+INT64_MAX = 2**63 - 1  # the stores' id type (the HTTP API refuses larger ids the same way)
+
+
+def entity_id(text: str) -> int:
+    """argparse type: a user / item id, a whole number the stores' int64 holds."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not -INT64_MAX - 1 <= value <= INT64_MAX:
+        raise argparse.ArgumentTypeError(f"{text} is out of range: ids are 64-bit integers (at most {INT64_MAX})")
+    return value
+
+
+def port(text: str) -> int:
+    """argparse type: a TCP port, 0 (any free one) to 65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port: give 0-65535")
+    return value
+
+
+def fractions(text: str) -> tuple[float, float, float]:
+    """argparse type: train,valid,test fractions, three numbers > 0 that add up to 1."""
+    try:
+        values = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give three numbers, e.g. 0.8,0.1,0.1") from None
+    if len(values) != 3 or not all(math.isfinite(v) and v > 0 for v in values) or abs(sum(values) - 1) > 1e-6:
+        raise argparse.ArgumentTypeError(f"{text!r}: give three numbers > 0 that add up to 1, e.g. 0.8,0.1,0.1")
+    return values
+
+
+def require_feature_store(paths: Paths) -> None:
+    """Commands that read Feast need the warehouse and an applied registry: say which step is missing."""
+    from ingestion.warehouse import require_warehouse
+
+    require_warehouse(paths.warehouse)
+    if not paths.feast_registry.exists():
+        raise UserError(f"no Feast registry at {paths.feast_registry}: run `clickprompt features apply` first")
+
+
 def known_backbones() -> list[str]:
     from models.ctr import CTR_MODELS
 

@@ -83,10 +83,9 @@ def cmd_data_status(args, paths: Paths) -> int:
     from core.locks import holder, lock_path
     from core.snapshots import snapshot_problem
     from ingestion.batch_log import ensure_log, latest_status
-    from ingestion.warehouse import WarehouseError, connect
+    from ingestion.warehouse import connect, require_warehouse
 
-    if not paths.warehouse.exists():
-        raise WarehouseError(f"no warehouse at {paths.warehouse}: run `clickprompt data ingest` first")
+    require_warehouse(paths.warehouse)
     with connect(paths.warehouse) as con:
         ensure_log(con)
         rows = latest_status(con).to_dict("records")

@@ -7,10 +7,12 @@ import argparse
 from pathlib import Path
 from typing import Callable
 
-from cli.common import print_json, spec_of
+from cli.common import entity_id, fractions, print_json, require_feature_store, spec_of
 from core.names import CLICKPROMPT_SERVICE, CTR_SERVICE
 from core.settings import Paths
 from core.spec import SPLIT_POLICIES
+
+SERVICES = (CTR_SERVICE, CLICKPROMPT_SERVICE)  # the versioned feature services every spec's features apply
 
 
 def _current_snapshots(paths: Paths, spec) -> None:
@@ -24,7 +26,9 @@ def _current_snapshots(paths: Paths, spec) -> None:
 
 def cmd_features_apply(args, paths: Paths) -> int:
     from feature_repo.store import apply
+    from ingestion.warehouse import require_warehouse
 
+    require_warehouse(paths.warehouse)
     spec = spec_of(paths, args.dataset)
     _current_snapshots(paths, spec)
     defs = apply(spec, paths)
@@ -35,6 +39,7 @@ def cmd_features_apply(args, paths: Paths) -> int:
 def cmd_features_materialize(args, paths: Paths) -> int:
     from feature_repo.online import materialize
 
+    require_feature_store(paths)
     spec = spec_of(paths, args.dataset)
     _current_snapshots(paths, spec)
     out = materialize(spec, paths)
@@ -45,10 +50,10 @@ def cmd_features_materialize(args, paths: Paths) -> int:
 def cmd_features_training_set(args, paths: Paths) -> int:
     from feature_repo.training_sets import build_training_sets
 
-    fractions = tuple(float(x) for x in args.fractions.split(","))
+    require_feature_store(paths)
     spec = spec_of(paths, args.dataset)
     _current_snapshots(paths, spec)
-    ref = build_training_sets(spec, paths, service=args.service, fractions=fractions, policy=args.split)
+    ref = build_training_sets(spec, paths, service=args.service, fractions=args.fractions, policy=args.split)
     print_json({"ref": ref.to_dict(), "manifest": ref.manifest().to_dict()})
     return 0
 
@@ -90,6 +95,7 @@ def cmd_features_engines(args, paths: Paths) -> int:
 def cmd_features_online(args, paths: Paths) -> int:
     from feature_repo.online import online_features
 
+    require_feature_store(paths)
     spec = spec_of(paths, args.dataset)
     row = {spec.entities["user"].key: args.user_id, spec.entities["item"].key: args.item_id}
     values = online_features(paths, [row], service=args.service)
@@ -109,15 +115,17 @@ def add_commands(sub, add: Callable) -> None:
     dataset_opt(add(feats, "materialize", cmd_features_materialize, "load the online store (SQLite; Redis when configured)"))
     p = add(feats, "training-set", cmd_features_training_set, "point-in-time train/valid/test sets via Feast")
     dataset_opt(p)
-    p.add_argument("--service", default=CLICKPROMPT_SERVICE, help=f"feature service ({CTR_SERVICE} or {CLICKPROMPT_SERVICE})")
-    p.add_argument("--fractions", default="0.8,0.1,0.1", help="train,valid,test fractions")
+    p.add_argument("--service", default=CLICKPROMPT_SERVICE, choices=SERVICES, help="feature service (default "
+                   f"{CLICKPROMPT_SERVICE}: IDs and text; {CTR_SERVICE}: IDs only)")
+    p.add_argument("--fractions", type=fractions, default=(0.8, 0.1, 0.1), help="train,valid,test fractions "
+                   "(default 0.8,0.1,0.1)")
     p.add_argument("--split", choices=SPLIT_POLICIES, help="split policy (default: the data set spec's): "
                    "global-temporal | per-user-temporal | random")
     p = add(feats, "export-bundle", cmd_features_export_bundle, "write a training bundle (a training set, its spec, "
             "the run config, optionally the PLM) that `python -m models.train --bundle DIR` trains anywhere")
     p.add_argument("dir", help="the bundle folder (replaced whole if it exists)")
-    p.add_argument("--service", default=CLICKPROMPT_SERVICE, help="whose newest training set (default "
-                   f"{CLICKPROMPT_SERVICE})")
+    p.add_argument("--service", default=CLICKPROMPT_SERVICE, choices=SERVICES, help="whose newest training set "
+                   f"(default {CLICKPROMPT_SERVICE})")
     p.add_argument("--training-set", metavar="FOLDER", help="a build folder under data/training_sets (default: the "
                    "service's newest)")
     p.add_argument("--profile", default="demo", help="the run config's training profile")
@@ -129,6 +137,6 @@ def add_commands(sub, add: Callable) -> None:
         "and the Feast store config they give")
     p = add(feats, "online", cmd_features_online, "look up one user/item pair in the online store")
     dataset_opt(p)
-    p.add_argument("--user-id", type=int, required=True)
-    p.add_argument("--item-id", type=int, required=True)
-    p.add_argument("--service", default=CLICKPROMPT_SERVICE)
+    p.add_argument("--user-id", type=entity_id, required=True)
+    p.add_argument("--item-id", type=entity_id, required=True)
+    p.add_argument("--service", default=CLICKPROMPT_SERVICE, choices=SERVICES, help=f"default {CLICKPROMPT_SERVICE}")

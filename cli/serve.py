@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from cli.common import positive_float, positive_int, print_json
+from cli.common import entity_id, port, positive_float, positive_int, print_json
 from core.settings import Paths
-from models.train.stages import REGISTERED_STAGE, STAGES
+from models.train.stages import REGISTERED_STAGE, SERVABLE_STAGES, Stage
 
 # --- model registry, serving, scoring ---------------------------------------------------
 
@@ -57,6 +57,25 @@ def cmd_registry_show(args, paths: Paths) -> int:
     else:
         for key, value in mv.items():
             print(f"{key:<17} {json.dumps(value) if isinstance(value, dict) else value}")
+    return 0
+
+
+def cmd_registry_promotions(args, paths: Paths) -> int:
+    """The promotion log of a model: every decision, promoted or refused, with both figures and their basis."""
+    from serving.registry import Registry
+
+    log_ = Registry(paths).promotions(args.name)
+    if args.json:
+        print_json(log_)
+        return 0
+    if not log_:
+        print(f"no promotion decision for model {args.name!r} yet")
+    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    for e in log_:
+        outcome = "promoted" if e["promoted"] else "refused"
+        print(f"{e['decided_at']}  v{e['version']} {outcome}{' (forced)' if e.get('forced') else ''}: {e['metric']} "
+              f"{fmt(e['candidate_value'])} vs production v{e['previous_version'] or '-'} {fmt(e['production_value'])}"
+              f" [{e.get('basis') or 'own test splits'}; margin {e.get('margin', 0)}] - {e['reason']}")
     return 0
 
 
@@ -146,8 +165,9 @@ def add_commands(sub, add: Callable) -> None:
     reg = sub.add_parser("registry", help="the model registry").add_subparsers(dest="registry_cmd", required=True)
     p = add(reg, "register", cmd_registry_register, "freeze a run's stage as the next candidate version")
     p.add_argument("--run", required=True, help="run folder, e.g. artifacts/runs/<run-id>")
-    p.add_argument("--stage", default=str(REGISTERED_STAGE), choices=[str(s) for s in STAGES],
-                   help=f"training stage to register (default {REGISTERED_STAGE})")
+    p.add_argument("--stage", default=str(REGISTERED_STAGE), choices=[str(s) for s in (*SERVABLE_STAGES,
+                   Stage.FINETUNE_WITH_LM)], help=f"training stage to register (default {REGISTERED_STAGE}; "
+                   f"{Stage.FINETUNE_WITH_LM}: the model that keeps the LM at serving)")
     p.add_argument("--name", default="ctr", help="model name (default ctr)")
     p.add_argument("--json", action="store_true")
     p = add(reg, "list", cmd_registry_list, "list registered versions")
@@ -156,6 +176,10 @@ def add_commands(sub, add: Callable) -> None:
     p = add(reg, "show", cmd_registry_show, "show one version's record")
     p.add_argument("version", type=int)
     p.add_argument("--name", default="ctr")
+    p.add_argument("--json", action="store_true")
+    p = add(reg, "promotions", cmd_registry_promotions, "the promotion log: every decision, promoted or refused, "
+            "with both figures, their basis and the margin")
+    p.add_argument("--name", default="ctr", help="registered model name (default ctr)")
     p.add_argument("--json", action="store_true")
     p = add(reg, "promote", cmd_registry_promote,
             "make a version production if it beats the current one (exit 1 when refused)")
@@ -167,7 +191,7 @@ def add_commands(sub, add: Callable) -> None:
 
     p = add(sub, "serve", cmd_serve, "serve the production model over HTTP (POST /predict, /predict/batch; GET /health)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: loopback only)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=port, default=8000, help="default 8000")
     p.add_argument("--name", default="ctr", help="registered model name (default ctr)")
     p.add_argument("--poll-seconds", type=positive_float, default=5.0, help="re-read the production version at least this often")
     p.add_argument("--access-log", action="store_true", help="log every request")
@@ -175,16 +199,16 @@ def add_commands(sub, add: Callable) -> None:
                    "reference machine: 1.6-2.2x the requests/s of 1 at 8 clients, see the serving benchmark)")
     p = add(sub, "ui", cmd_ui, "the MLflow UI over the project's runs and models (loopback; needs full mlflow)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: loopback only)")
-    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--port", type=port, default=5000, help="default 5000")
     p = add(sub, "predict", cmd_predict, "score one user/item pair in-process (online features, production model)")
-    p.add_argument("--user-id", type=int, required=True)
-    p.add_argument("--item-id", type=int, required=True)
-    p.add_argument("--name", default="ctr")
+    p.add_argument("--user-id", type=entity_id, required=True)
+    p.add_argument("--item-id", type=entity_id, required=True)
+    p.add_argument("--name", default="ctr", help="registered model name (default ctr)")
     p.add_argument("--json", action="store_true")
     p = add(sub, "score", cmd_score, "as-of batch scoring: point-in-time features per row, production model")
     p.add_argument("--input", required=True, help="parquet with user_id, item_id, event_timestamp")
     p.add_argument("--output", required=True, help="parquet to write: the input rows + click_probability, model_version")
-    p.add_argument("--name", default="ctr")
+    p.add_argument("--name", default="ctr", help="registered model name (default ctr)")
     p.add_argument("--json", action="store_true")
 
 

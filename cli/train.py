@@ -65,10 +65,8 @@ def cmd_pipeline(args, paths: Paths) -> int:
 
         if not distributed.init().is_main:  # a torchrun rank after 0: rank 0 runs the flow and leads
             return _follow_training()
-        from prefect.exceptions import ParameterTypeError
-
         from flows.train_pipeline import train_pipeline
-        from models.train.config import parse_set
+        from models.train.config import build_config, parse_set
 
         overrides = parse_set(args.set or [])
         if args.plm:
@@ -79,10 +77,8 @@ def cmd_pipeline(args, paths: Paths) -> int:
             source=args.source, overrides=overrides, to_registry=not args.no_register, refresh=args.refresh,
             split=args.split,
         )
-        try:  # before Prefect starts its temporary server
-            train_pipeline.validate_parameters(params)
-        except ParameterTypeError as exc:  # a bad --profile / --method / --stages value: one line
-            raise ValueError(" ".join(line.strip(" -") for line in str(exc).splitlines())) from exc
+        _check_flow_parameters(train_pipeline, params)
+        build_config(args.profile, args.method, args.backbone, overrides)  # a bad --set: one line, now
         prefect_home_ready()
         with distributed.leading():  # alone: a no-op
             summary = train_pipeline(**params)
@@ -92,6 +88,24 @@ def cmd_pipeline(args, paths: Paths) -> int:
     else:
         print(summary_table(summary))
     return 0
+
+
+def _check_flow_parameters(flow, params: dict) -> None:
+    """A bad --profile / --method / --stages / ... value as one line, before Prefect starts its server."""
+    import logging
+
+    from prefect.exceptions import ParameterTypeError
+
+    prefect_flows = logging.getLogger("prefect.flows")  # it logs the failure with every parameter: ours says it
+    level = prefect_flows.level
+    prefect_flows.setLevel(logging.CRITICAL)
+    try:
+        flow.validate_parameters(params)
+    except ParameterTypeError as exc:
+        lines = [line.strip(" -") for line in str(exc).splitlines()]
+        raise ValueError(" ".join(line for line in lines if line and not line.startswith("Parameters:"))) from exc
+    finally:
+        prefect_flows.setLevel(level)
 
 
 def _follow_training() -> int:
@@ -111,18 +125,17 @@ def _follow_training() -> int:
 
 
 def cmd_bench(args, paths: Paths) -> int:
-    from prefect.exceptions import ParameterTypeError
-
     from flows.run_benchmark import run_benchmark
     from models.train.config import parse_set
 
     params = dict(profile=args.profile, seeds=args.seeds, only=args.only, overrides=parse_set(args.set or []),
                   out=args.out, time_data=not args.no_data_timing, split=args.split,
                   training_set=args.training_set)
-    try:  # before Prefect starts its temporary server
-        run_benchmark.validate_parameters(params)
-    except ParameterTypeError as exc:
-        raise ValueError(str(exc)) from exc
+    _check_flow_parameters(run_benchmark, params)
+    if args.training_set:  # a folder that is no training set: said now, not from inside the flow
+        from core.training_data import TrainingSetRef
+
+        TrainingSetRef.of(args.training_set).manifest()
     prefect_home_ready()
     results = Path(run_benchmark(**params))
     print((results.parent / "report.md").read_text(encoding="utf-8"))
@@ -133,13 +146,16 @@ def cmd_bench(args, paths: Paths) -> int:
 def cmd_retrain(args, paths: Paths) -> int:
     """The weekly flow: challengers trained on a window, judged with the champion on the holdout."""
     from flows.retrain_model import retrain_model
-    from models.train.config import parse_set
+    from models.train.config import build_config, parse_set
 
+    params = dict(dataset=dataset_of(paths, args.dataset), profile=args.profile, backbone=args.backbone,
+                  stages=args.stages.split(",") if args.stages else None, window=args.window,
+                  window_days=args.window_days, holdout_days=args.holdout_days, metric=args.metric,
+                  margin=args.margin, overrides=parse_set(args.set or []))
+    _check_flow_parameters(retrain_model, params)
+    build_config(args.profile, None, args.backbone, params["overrides"])  # a bad --set: one line, now
     prefect_home_ready()
-    out = retrain_model(dataset=dataset_of(paths, args.dataset), profile=args.profile, backbone=args.backbone,
-                        stages=args.stages.split(",") if args.stages else None, window=args.window,
-                        window_days=args.window_days, holdout_days=args.holdout_days, metric=args.metric,
-                        margin=args.margin, overrides=parse_set(args.set or []))
+    out = retrain_model(**params)
     if args.json:
         print_json(out)
     else:

@@ -97,10 +97,16 @@ def schema_ddl(spec: DatasetSpec) -> list[str]:
     ]
 
 
+def require_warehouse(path: Path) -> None:
+    """A command that reads or changes committed data needs a warehouse: never create an empty one."""
+    if not path.exists():
+        raise WarehouseError(f"no warehouse at {path}: run `clickprompt data ingest` first")
+
+
 @contextmanager
 def connect(path: Path, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-    if read_only and not path.exists():
-        raise WarehouseError(f"no warehouse at {path}: run `clickprompt data ingest` first")
+    if read_only:
+        require_warehouse(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         con = duckdb.connect(str(path), read_only=read_only)
@@ -298,6 +304,7 @@ def rerender_text(spec: DatasetSpec, warehouse: Path, snapshot_dir: Path, gate: 
     """Re-render the text tables from the committed profiles (after a template or spec change;
     ingest renders them itself), gated before the commit. ``spark``: a Spark session (the Spark
     offline store's engine) renders them instead, in Spark SQL from the profile snapshots."""
+    require_warehouse(warehouse)  # re-rendering needs committed profiles; an empty file would look current
     with warehouse_lock(warehouse), connect(warehouse) as con:
         con.begin()
         try:

@@ -217,7 +217,8 @@ class Registry:
         if not _NAME.match(name):
             raise RegistryError(f"model name {name!r} must match {_NAME.pattern}")
         if stage not in FEATURE_SERVICES:
-            raise RegistryError(f"stage {stage!r} cannot be served; registrable stages: {sorted(FEATURE_SERVICES)}")
+            raise RegistryError(f"stage {stage!r} cannot be served; registrable stages: "
+                                f"{', '.join(sorted(map(str, FEATURE_SERVICES)))}")
         run_dir = Path(run_dir).expanduser().resolve()
         config, metrics = read_run(run_dir, stage)
         if refusal := serving_refusal(stage, config.get("method")):  # what the server could not load

@@ -333,6 +333,11 @@ def score_file(paths: Paths, input_path: Path, output_path: Path, name: str = DE
     """``clickprompt score``: read, check, join as of each row's time, score, write atomically."""
     started = time.perf_counter()
     input_path, output_path = Path(input_path), Path(output_path)
+    if output_path.is_dir():  # checked before any work: the scores would be renamed onto a folder
+        raise ScoringInputError(f"--output {output_path} is a folder: give the parquet file to write, "
+                                f"e.g. {output_path / 'scores.parquet'}")
+    if not output_path.parent.is_dir():
+        raise ScoringInputError(f"--output {output_path}: folder {output_path.parent} does not exist")
     lm = load_production(paths, name, registry)
     frame = read_entities(input_path, lm.spec)
     scored, counts = _score_entities(paths, frame, lm, where=str(input_path))

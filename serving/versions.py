@@ -118,6 +118,8 @@ def version_from_tags(name: str, version: int, tags: dict, source: str, champion
 
 def read_run(run_dir: Path, stage: str) -> tuple[dict, dict]:
     """The run's config and the stage's metrics; a RegistryError naming what is missing or not deployable."""
+    if not run_dir.is_dir():
+        raise RegistryError(f"{run_dir}: no such run folder (training runs are under artifacts/runs/)")
     stage_dir = run_dir / stage
     needed = [run_dir / "config.json", run_dir / "encoder.json", stage_dir / "model.safetensors",
               stage_dir / "metrics.json"]
@@ -128,7 +130,7 @@ def read_run(run_dir: Path, stage: str) -> tuple[dict, dict]:
     metrics = json.loads((stage_dir / "metrics.json").read_text(encoding="utf-8"))
     if "test" not in metrics or "auc" not in metrics["test"]:
         raise RegistryError(f"{stage_dir / 'metrics.json'} has no test metrics: stage {stage!r} is not a "
-                            f"deployable CTR model (registrable: {sorted(FEATURE_SERVICES)})")
+                            f"deployable CTR model (registrable: {', '.join(sorted(map(str, FEATURE_SERVICES)))})")
     return config, metrics
 
 

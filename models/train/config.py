@@ -11,7 +11,7 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 Method = Literal["clickprompt", "alt", "ctrl", "lm_only", "baseline"]
 METHODS: tuple[str, ...] = ("clickprompt", "alt", "ctrl", "lm_only", "baseline")
@@ -178,6 +178,38 @@ def _dotted(overrides: dict[str, Any]) -> dict:
     return nested
 
 
+class ConfigError(ValueError):
+    """A bad setting (``--set`` key or value), in one line: each problem's key, and for an unknown key
+    the keys its section has (the CLI prints it as ``error: ...``, exit 2)."""
+
+
+def _section(loc: tuple) -> tuple[str, list[str]]:
+    """The dotted name of the section ``loc`` lies in and that section's setting names."""
+    model: type[BaseModel] = TrainConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            break
+        model = field.annotation
+    return ".".join(map(str, loc[:-1])), sorted(model.model_fields)
+
+
+def _validated(raw: dict[str, Any]) -> TrainConfig:
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = []
+        for e in exc.errors():
+            key = ".".join(map(str, e["loc"])) or "config"
+            if e["type"] == "extra_forbidden":
+                section, known = _section(e["loc"])
+                problems.append(f"{key}: unknown setting; {'the settings of ' + section if section else 'settings'}: "
+                                f"{', '.join(known)}")
+            else:
+                problems.append(f"{key}={e.get('input')!r}: {e['msg']}")
+        raise ConfigError("bad training setting(s): " + "; ".join(problems)) from None
+
+
 def load_config(profile: str = "default", overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Defaults <- profile <- overrides (dotted keys allowed). Unknown keys raise."""
     if profile not in PROFILES:
@@ -191,7 +223,7 @@ def load_config(profile: str = "default", overrides: dict[str, Any] | None = Non
         profile_raw["backbone_config"] = _known_backbone_keys(nested["backbone"], profile_raw["backbone_config"])
     raw = _merge(_merge(TrainConfig().model_dump(), profile_raw), nested)
     raw["profile"] = profile
-    return TrainConfig.model_validate(raw)
+    return _validated(raw)
 
 
 def build_config(profile: str, method: str | None = None, backbone: str | None = None,
@@ -215,7 +247,7 @@ def build_config(profile: str, method: str | None = None, backbone: str | None =
 
 def with_overrides(cfg: TrainConfig, overrides: dict[str, Any]) -> TrainConfig:
     """``cfg`` with dotted ``overrides`` on top (a stored run config, say); unknown keys raise."""
-    return TrainConfig.model_validate(_merge(cfg.model_dump(), _dotted(overrides))) if overrides else cfg
+    return _validated(_merge(cfg.model_dump(), _dotted(overrides))) if overrides else cfg
 
 
 def _known_backbone_keys(backbone: str, settings: dict[str, Any]) -> dict[str, Any]:

@@ -85,6 +85,21 @@ def _run(capsys, *argv) -> tuple[int, str]:
     (["pipeline", "--plm", "no-such-lm"], "error: --plm no-such-lm: not a known language model (bert-2l-128, "),
     (["data", "init-spec", "--name", "x", "--events", "/nonexistent.csv"], "error: /nonexistent.csv: no such file"),
     (["plm", "fetch", "no-such-lm"], "error: unknown language model 'no-such-lm'; known: bert-2l-128, minilm-l6"),
+    # an empty home: the step that is missing is named, and nothing is created (an empty warehouse
+    # file would make `data status` report current snapshots)
+    (["text", "render"], "error: no warehouse at "),
+    (["features", "materialize"], "error: no warehouse at "),
+    (["features", "online", "--user-id", "1", "--item-id", "1"], "error: no warehouse at "),
+    (["features", "online", "--user-id", "1", "--item-id", "1", "--service", "nope"],
+     "error: clickprompt features online: argument --service: invalid choice: 'nope' (choose from 'ctr_v1', "),
+    (["features", "training-set", "--fractions", "0.5,0.5"], "error: clickprompt features training-set: argument "
+     "--fractions: '0.5,0.5': give three numbers > 0 that add up to 1"),
+    (["predict", "--user-id", "99999999999999999999", "--item-id", "2"], "error: clickprompt predict: argument "
+     "--user-id: 99999999999999999999 is out of range: ids are 64-bit integers"),
+    (["serve", "--port", "99999"], "error: clickprompt serve: argument --port: 99999 is not a port: give 0-65535"),
+    (["registry", "register", "--run", "/nonexistent-run"], "error: /nonexistent-run: no such run folder"),
+    (["registry", "register", "--run", "/nonexistent-run", "--stage", "pretrain"],
+     "error: clickprompt registry register: argument --stage: invalid choice: 'pretrain'"),
 ])
 def test_bad_input_is_refused_up_front_with_exit_2_and_one_line(paths, capsys, argv, message):
     started = time.monotonic()
@@ -98,3 +113,20 @@ def test_debug_shows_the_traceback_of_a_user_error(paths, capsys):
     code, err = _run(capsys, "--debug", "data", "fetch", "nosuch")
     assert code == 2 and err.startswith("Traceback (most recent call last):") and "NoRawFiles" in err
     assert err.rstrip().splitlines()[-1].startswith("error: nosuch: no raw files in ")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--profile", "smoke", "--set", "pretrain.epochs=abc"],
+     "error: bad training setting(s): pretrain.epochs='abc': Input should be a valid integer"),
+    (["train", "--set", "baseline.lr=0.1"], "error: bad training setting(s): baseline.lr: unknown setting; the "
+     "settings of baseline: batch_size, "),
+    (["retrain", "--profile", "nope"], "error: Flow run received invalid parameters: profile: Value error, unknown "
+     "profile 'nope'"),
+    (["retrain", "--set", "foo=1"], "error: bad training setting(s): foo: unknown setting; settings: alt, "),
+    (["bench", "--profile", "smoke", "--training-set", "/nonexistent"], "error: no training set in /nonexistent"),
+])
+def test_bad_flow_settings_are_refused_before_the_flow_starts(paths, capsys, argv, message):
+    """Flow commands check their settings before Prefect starts: one line, no Prefect error log."""
+    code, err = _run(capsys, *argv)
+    assert code == 2 and err.startswith(message) and err.count("\n") == 1, err
+    assert not paths.warehouse.exists() and not paths.runs.exists()

@@ -3,7 +3,7 @@
 import pytest
 
 from models.ctr import ctr_config
-from models.train.config import load_config
+from models.train.config import ConfigError, load_config
 
 
 def test_a_profiles_backbone_settings_carry_over_to_another_backbone_where_they_fit():
@@ -34,7 +34,13 @@ def test_explicit_backbone_settings_stay_strict():
 def test_dotted_overrides_and_unknown_keys():
     cfg = load_config("smoke", {"pretrain.epochs": 3, "seed": 7})
     assert cfg.pretrain.epochs == 3 and cfg.seed == 7 and cfg.pretrain.batch_size == 64  # the rest from smoke
-    with pytest.raises(ValueError, match="pretrain.epoch\n"):
+    # one line (the CLI's `error: ...`): the key, and for an unknown one the keys its section has
+    with pytest.raises(ConfigError, match=r"pretrain.epoch: unknown setting; the settings of pretrain: .*\bepochs\b"):
         load_config("smoke", {"pretrain.epoch": 3})
+    with pytest.raises(ConfigError, match=r"pretrain.epochs='abc': Input should be a valid integer") as bad:
+        load_config("smoke", {"pretrain.epochs": "abc", "seed": 7})
+    assert "\n" not in str(bad.value)
+    with pytest.raises(ConfigError, match=r"^bad training setting\(s\): lr: unknown setting; settings: .*\bseed\b"):
+        load_config("smoke", {"lr": 1})
     with pytest.raises(ValueError, match="unknown profile 'fast'"):
         load_config("fast")

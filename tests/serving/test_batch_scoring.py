@@ -115,6 +115,17 @@ def test_bad_input_names_the_file_and_column(trained_home, tmp_path, capsys, mon
     assert not (tmp_path / "scores.parquet").exists()
 
 
+def test_an_output_that_is_a_folder_is_refused_before_any_work(trained_home, tmp_path, capsys, monkeypatch):
+    src = tmp_path / "in" / "entities.parquet"
+    src.parent.mkdir()
+    pd.DataFrame({"user_id": [1], "item_id": [1], "event_timestamp": ["1998-01-01"]}).to_parquet(src)
+    out = tmp_path / "out"
+    out.mkdir()
+    code, _, err = run_score(capsys, monkeypatch, trained_home.paths, "--input", str(src), "--output", str(out))
+    assert code == 2 and f"--output {out} is a folder" in err and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"] and not list(out.iterdir())  # nothing written
+
+
 def test_unreadable_input_is_named(trained_home, tmp_path, capsys, monkeypatch):
     src = tmp_path / "entities.parquet"
     src.write_text("user_id,item_id\n1,2\n")

@@ -286,4 +286,15 @@ def test_cli_register_list_show_promote(home, runs, capsys):
     code, _, err = run_cli(capsys, "registry", "show", "9")
     assert code == 2 and "no version 9" in err
     code, _, err = run_cli(capsys, "registry", "register", "--run", str(home.home / "nowhere"))
-    assert code == 2 and "missing" in err
+    assert code == 2 and f"{home.home / 'nowhere'}: no such run folder" in err
+
+    # the promotion log: every decision above, refusals too, oldest first
+    code, out, _ = run_cli(capsys, "registry", "promotions", "--json")
+    decisions = json.loads(out)
+    assert code == 0 and [(d["version"], d["metric"], d["promoted"], d["forced"]) for d in decisions] == [
+        (1, "auc", True, False), (2, "auc", False, False), (2, "logloss", False, False), (2, "auc", True, True)]
+    assert decisions[1]["candidate_value"] == 0.70 and decisions[1]["production_value"] == 0.75
+    code, out, _ = run_cli(capsys, "registry", "promotions")
+    lines = out.splitlines()
+    assert code == 0 and len(lines) == 4 and " v2 refused: auc 0.7000 vs production v1 0.7500 " in lines[1]
+    assert " v2 promoted (forced): " in lines[3]
