@@ -7,6 +7,7 @@ switches its offline store to Spark and / or its online store to Redis by config
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import yaml
@@ -45,6 +46,10 @@ def repo_config(paths: Paths, backends: Backends | None = None):
 def open_store(paths: Paths, backends: Backends | None = None):
     from feast import FeatureStore
 
+    # Importing Feast puts simplefilter("once", DeprecationWarning) in front of the entry points'
+    # "ignore": ibis (Feast's DuckDB engine) then logged its fetch_arrow_table() deprecation on every
+    # join and materialization. Ours goes back in front (filterwarnings replaces an equal filter).
+    warnings.filterwarnings("ignore", message=r"fetch_arrow_table\(\) is deprecated", category=DeprecationWarning)
     return FeatureStore(config=repo_config(paths, backends))
 
 
