@@ -68,6 +68,8 @@ class Predictor:
         self._lock = threading.Lock()
         self.last_error: str | None = None
         self.refresh(force=True)
+        if self._model is None:  # the server still starts (a promotion is picked up later): say why it has none
+            log.warning("no model to serve yet (/health answers 503 until one is promoted): %s", self.last_error)
         if self._model is not None:  # Feast's first lookup initialises its provider (~0.25 s): pay it now
             try:
                 self.features.rows(self._model.feature_service, [(0, 0)], self._model.keys)

@@ -61,6 +61,16 @@ def test_responses_carry_the_latency_budget_per_stage(own_server):
     assert sum(v for k, v in laps.items() if k != "total") == pytest.approx(laps["total"], rel=0.05, abs=0.05)
 
 
+def test_a_name_without_a_production_version_starts_saying_why(trained_home, caplog):
+    """`clickprompt serve --name typo` starts (a later promotion is picked up) but says so in its log."""
+    with caplog.at_level("WARNING", logger="clickprompt.serving"):
+        with running(create_app(trained_home.paths, name="typo", poll_seconds=300)) as srv:
+            health = srv.client.get("/health")
+            assert health.status_code == 503 and health.json()["model_version"] is None
+    assert any("no model to serve yet" in r.message and "no production version of model 'typo'" in r.message
+               for r in caplog.records), caplog.text
+
+
 def test_the_online_store_missing_gives_503_and_recovers(own_server, trained_home):
     store = trained_home.paths.online_store
     aside = store.with_name("online_store.db.aside")
