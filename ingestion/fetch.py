@@ -215,7 +215,8 @@ def _own_files(name: str, paths: Paths, source: str | os.PathLike | None) -> Pat
         if dest.is_dir() and any(p.is_file() for p in dest.iterdir()):
             return dest
         raise NoRawFiles(f"{name}: no raw files in {dest}; put the files your spec's source block names there, "
-                         f"or pass their folder with --from FOLDER (offline sources exist for: {', '.join(sorted(DATASETS))})")
+                         f"or give their folder: `clickprompt data fetch {name} --from FOLDER` (train / pipeline: "
+                         f"--source FOLDER; offline sources exist for: {', '.join(sorted(DATASETS))})")
     folder = Path(source).expanduser()
     if not folder.is_dir():
         raise NoRawFiles(f"{name}: {folder} is not a folder of raw files")
@@ -245,7 +246,7 @@ def fetch_dataset(name: str, paths: Paths, source: str | os.PathLike | None = No
     if ds.default is None:
         raise FetchError(
             f"{name} has no offline source: download {ds.archive} from GroupLens ({ds.download_url}) "
-            f"and pass it with --from PATH_OR_URL (fetch_dataset({name!r}, paths, source=...))"
+            f"and give it: `clickprompt data fetch {name} --from PATH_OR_URL` (train / pipeline: --source PATH_OR_URL)"
         )
     asset = ds.default
     kept = _kept_from_source(name, paths)
