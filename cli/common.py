@@ -97,7 +97,9 @@ def fractions(text: str) -> tuple[float, float, float]:
         values = tuple(float(x) for x in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: give three numbers, e.g. 0.8,0.1,0.1") from None
-    if len(values) != 3 or not all(math.isfinite(v) and v > 0 for v in values) or abs(sum(values) - 1) > 1e-6:
+    from core.training_data import fractions_problem  # the rule the split itself applies
+
+    if not all(math.isfinite(v) for v in values) or fractions_problem(values):
         raise argparse.ArgumentTypeError(f"{text!r}: give three numbers > 0 that add up to 1, e.g. 0.8,0.1,0.1")
     return values
 

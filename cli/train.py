@@ -132,6 +132,9 @@ def cmd_bench(args, paths: Paths) -> int:
                   out=args.out, time_data=not args.no_data_timing, split=args.split,
                   training_set=args.training_set)
     _check_flow_parameters(run_benchmark, params)
+    from benchmarks.suite import plan_suite
+
+    plan_suite(args.profile, args.seeds, Path(args.out or "."), args.only, params["overrides"])  # a bad --set: now
     if args.training_set:  # a folder that is no training set: said now, not from inside the flow
         from core.training_data import TrainingSetRef
 

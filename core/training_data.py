@@ -28,6 +28,13 @@ DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)
 RANDOM_SPLIT_SEED = 2023  # the random policy's row order (fixed: one identity, one split)
 
 
+def fractions_problem(fractions) -> str | None:
+    """Why ``fractions`` are no train / valid / test split (three numbers > 0 summing to 1), or None."""
+    if len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1.0) > 1e-9:
+        return f"split fractions must be three positive numbers summing to 1, got {tuple(fractions)}"
+    return None
+
+
 @dataclass
 class SplitStats:
     rows: int

@@ -25,7 +25,7 @@ from pathlib import Path
 import duckdb
 
 from core.spec import SPLIT_POLICIES
-from core.training_data import RANDOM_SPLIT_SEED, SplitStats
+from core.training_data import RANDOM_SPLIT_SEED, SplitStats, fractions_problem
 
 
 def _literal(path: Path) -> str:
@@ -35,8 +35,8 @@ def _literal(path: Path) -> str:
 def _check(policy: str, fractions: tuple[float, float, float]) -> None:
     if policy not in SPLIT_POLICIES:
         raise ValueError(f"unknown split policy {policy!r}; known: {list(SPLIT_POLICIES)}")
-    if len(fractions) != 3 or abs(sum(fractions) - 1.0) > 1e-9 or min(fractions) <= 0:
-        raise ValueError(f"split fractions must be three positive numbers summing to 1, got {fractions}")
+    if problem := fractions_problem(fractions):
+        raise ValueError(problem)
 
 
 def _global_bounds(con: duckdb.DuckDBPyConnection, fractions: tuple[float, float, float]) -> tuple:

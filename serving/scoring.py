@@ -336,8 +336,6 @@ def score_file(paths: Paths, input_path: Path, output_path: Path, name: str = DE
     if output_path.is_dir():  # checked before any work: the scores would be renamed onto a folder
         raise ScoringInputError(f"--output {output_path} is a folder: give the parquet file to write, "
                                 f"e.g. {output_path / 'scores.parquet'}")
-    if not output_path.parent.is_dir():
-        raise ScoringInputError(f"--output {output_path}: folder {output_path.parent} does not exist")
     lm = load_production(paths, name, registry)
     frame = read_entities(input_path, lm.spec)
     scored, counts = _score_entities(paths, frame, lm, where=str(input_path))

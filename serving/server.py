@@ -68,8 +68,6 @@ class Predictor:
         self._lock = threading.Lock()
         self.last_error: str | None = None
         self.refresh(force=True)
-        if self._model is None:  # the server still starts (a promotion is picked up later): say why it has none
-            log.warning("no model to serve yet (/health answers 503 until one is promoted): %s", self.last_error)
         if self._model is not None:  # Feast's first lookup initialises its provider (~0.25 s): pay it now
             try:
                 self.features.rows(self._model.feature_service, [(0, 0)], self._model.keys)
@@ -180,6 +178,8 @@ def create_app(paths: Paths | None = None, name: str = DEFAULT_NAME, registry: R
     """The serving app of ``paths``' production model ``name`` (the model loads now, if there is one)."""
     paths = paths or Paths.default()
     predictor = predictor or Predictor(paths, name, registry, poll_seconds=poll_seconds)
+    if predictor.model is None:  # the server still starts (a promotion is picked up later): say why it has none
+        log.warning("no model to serve yet (/health answers 503 until one is promoted): %s", predictor.last_error)
     app = FastAPI(title="clickprompt serving", description=__doc__.splitlines()[0], version="1")
     app.state.predictor = predictor
     request_bodies.install(app)  # a bad body: 422 with a bounded, JSON-safe excerpt (never a 500)

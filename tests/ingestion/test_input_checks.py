@@ -94,6 +94,8 @@ def _run(capsys, *argv) -> tuple[int, str]:
      "error: clickprompt features online: argument --service: invalid choice: 'nope' (choose from 'ctr_v1', "),
     (["features", "training-set", "--fractions", "0.5,0.5"], "error: clickprompt features training-set: argument "
      "--fractions: '0.5,0.5': give three numbers > 0 that add up to 1"),
+    (["features", "training-set", "--fractions", "0.8,0.1,0.1000005"], "error: clickprompt features training-set: "
+     "argument --fractions: '0.8,0.1,0.1000005': give three numbers > 0 that add up to 1"),  # the split's own rule
     (["predict", "--user-id", "99999999999999999999", "--item-id", "2"], "error: clickprompt predict: argument "
      "--user-id: 99999999999999999999 is out of range: ids are 64-bit integers"),
     (["serve", "--port", "99999"], "error: clickprompt serve: argument --port: 99999 is not a port: give 0-65535"),
@@ -124,9 +126,25 @@ def test_debug_shows_the_traceback_of_a_user_error(paths, capsys):
      "profile 'nope'"),
     (["retrain", "--set", "foo=1"], "error: bad training setting(s): foo: unknown setting; settings: alt, "),
     (["bench", "--profile", "smoke", "--training-set", "/nonexistent"], "error: no training set in /nonexistent"),
+    (["bench", "--profile", "smoke", "--set", "pretrain.epochs=0"],
+     "error: bad training setting(s): pretrain.epochs=0: Input should be greater than or equal to 1"),
+    (["train", "--stages", "baseline,pretrian"], "error: Flow run received invalid parameters: stages.1: Value error, "
+     "unknown stage 'pretrian'"),
 ])
 def test_bad_flow_settings_are_refused_before_the_flow_starts(paths, capsys, argv, message):
-    """Flow commands check their settings before Prefect starts: one line, no Prefect error log."""
-    code, err = _run(capsys, *argv)
+    """Flow commands check their settings before Prefect starts: one line, and no error record from
+    Prefect's flow logger (its handler writes to the stderr of its import, which capsys cannot see)."""
+    import logging
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = records.append
+    prefect_flows = logging.getLogger("prefect.flows")
+    prefect_flows.addHandler(handler)
+    try:
+        code, err = _run(capsys, *argv)
+    finally:
+        prefect_flows.removeHandler(handler)
     assert code == 2 and err.startswith(message) and err.count("\n") == 1, err
+    assert [r.getMessage() for r in records if r.levelno >= logging.WARNING] == []
     assert not paths.warehouse.exists() and not paths.runs.exists()

@@ -124,6 +124,10 @@ def test_an_output_that_is_a_folder_is_refused_before_any_work(trained_home, tmp
     code, _, err = run_score(capsys, monkeypatch, trained_home.paths, "--input", str(src), "--output", str(out))
     assert code == 2 and f"--output {out} is a folder" in err and err.count("\n") == 1, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"] and not list(out.iterdir())  # nothing written
+    # a file in a folder that does not exist yet: the folder is made, as for any output
+    code, _, err = run_score(capsys, monkeypatch, trained_home.paths, "--input", str(src), "--output",
+                             str(out / "new" / "scores.parquet"))
+    assert code == 0 and len(pd.read_parquet(out / "new" / "scores.parquet")) == 1, err
 
 
 def test_unreadable_input_is_named(trained_home, tmp_path, capsys, monkeypatch):
