@@ -45,25 +45,24 @@ class UserError(ValueError):
     """Input the user can fix: ``error: <message>`` on one line, exit 2 (``--debug``: the traceback)."""
 
 
+def _number(text: str, kind: type, lo: float, hi: float, out_of_range: str):
+    """``text`` as ``kind`` (int or float) within [lo, hi], else argparse's one-line usage error."""
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a {'whole number' if kind is int else 'number'}") from None
+    if not ((kind is int or math.isfinite(value)) and lo <= value <= hi):  # an int may not fit a float
+        raise argparse.ArgumentTypeError(f"{text} {out_of_range}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """argparse type: a whole number >= 1 (a count of batches, days, workers ...)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a count: give a whole number >= 1")
-    return value
+    return _number(text, int, 1, math.inf, "is not a count: give a whole number >= 1")
 
 
 def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} must be a number > 0")
-    return value
+    return _number(text, float, math.ulp(0.0), math.inf, "must be a number > 0")
 
 
 INT64_MAX = 2**63 - 1  # the stores' id type (the HTTP API refuses larger ids the same way)
@@ -71,24 +70,13 @@ INT64_MAX = 2**63 - 1  # the stores' id type (the HTTP API refuses larger ids th
 
 def entity_id(text: str) -> int:
     """argparse type: a user / item id, a whole number the stores' int64 holds."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if not -INT64_MAX - 1 <= value <= INT64_MAX:
-        raise argparse.ArgumentTypeError(f"{text} is out of range: ids are 64-bit integers (at most {INT64_MAX})")
-    return value
+    return _number(text, int, -INT64_MAX - 1, INT64_MAX,
+                   f"is out of range: ids are 64-bit integers (at most {INT64_MAX})")
 
 
 def port(text: str) -> int:
     """argparse type: a TCP port, 0 (any free one) to 65535."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{text} is not a port: give 0-65535")
-    return value
+    return _number(text, int, 0, 65535, "is not a port: give 0-65535")
 
 
 def fractions(text: str) -> tuple[float, float, float]:
