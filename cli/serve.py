@@ -9,7 +9,7 @@ from typing import Callable
 
 from cli.common import entity_id, port, positive_float, positive_int, print_json
 from core.settings import Paths
-from models.train.stages import REGISTERED_STAGE, SERVABLE_STAGES, Stage
+from models.train.stages import REGISTERED_STAGE, REGISTRABLE_STAGES, Stage
 
 # --- model registry, serving, scoring ---------------------------------------------------
 
@@ -165,8 +165,8 @@ def add_commands(sub, add: Callable) -> None:
     reg = sub.add_parser("registry", help="the model registry").add_subparsers(dest="registry_cmd", required=True)
     p = add(reg, "register", cmd_registry_register, "freeze a run's stage as the next candidate version")
     p.add_argument("--run", required=True, help="run folder, e.g. artifacts/runs/<run-id>")
-    p.add_argument("--stage", default=str(REGISTERED_STAGE), choices=[str(s) for s in (*SERVABLE_STAGES,
-                   Stage.FINETUNE_WITH_LM)], help=f"training stage to register (default {REGISTERED_STAGE}; "
+    p.add_argument("--stage", default=str(REGISTERED_STAGE), choices=[str(s) for s in REGISTRABLE_STAGES],
+                   help=f"training stage to register (default {REGISTERED_STAGE}; "
                    f"{Stage.FINETUNE_WITH_LM}: the model that keeps the LM at serving)")
     p.add_argument("--name", default="ctr", help="model name (default ctr)")
     p.add_argument("--json", action="store_true")

@@ -6,6 +6,7 @@ switches its offline store to Spark and / or its online store to Redis by config
 
 from __future__ import annotations
 
+import functools
 import logging
 import warnings
 from pathlib import Path
@@ -43,14 +44,19 @@ def repo_config(paths: Paths, backends: Backends | None = None):
     return config
 
 
-def open_store(paths: Paths, backends: Backends | None = None):
+@functools.cache
+def _feature_store_class():
+    """Feast's FeatureStore, imported once. Importing Feast puts simplefilter("once", DeprecationWarning)
+    in front of the entry points' "ignore": ibis (Feast's DuckDB engine) then logged its
+    fetch_arrow_table() deprecation on every join and materialization, so ours goes back in front."""
     from feast import FeatureStore
 
-    # Importing Feast puts simplefilter("once", DeprecationWarning) in front of the entry points'
-    # "ignore": ibis (Feast's DuckDB engine) then logged its fetch_arrow_table() deprecation on every
-    # join and materialization. Ours goes back in front (filterwarnings replaces an equal filter).
     warnings.filterwarnings("ignore", message=r"fetch_arrow_table\(\) is deprecated", category=DeprecationWarning)
-    return FeatureStore(config=repo_config(paths, backends))
+    return FeatureStore
+
+
+def open_store(paths: Paths, backends: Backends | None = None):
+    return _feature_store_class()(config=repo_config(paths, backends))
 
 
 def apply(spec: DatasetSpec, paths: Paths, store=None, backends: Backends | None = None) -> Definitions:

@@ -34,7 +34,7 @@ from pathlib import Path
 from core.io import sha256_file
 from core.locks import exclusive
 from core.settings import Paths
-from models.train.stages import serving_refusal
+from models.train.stages import REGISTRABLE_STAGES, serving_refusal
 from serving.artifacts import code_version, make_read_only, remove_tree
 from serving.promotion import METRICS, PromotionResult, WindowEvaluation, decide, metric_value
 from serving.versions import (  # noqa: F401 - importable from here too
@@ -216,9 +216,8 @@ class Registry:
 
         if not _NAME.match(name):
             raise RegistryError(f"model name {name!r} must match {_NAME.pattern}")
-        if stage not in FEATURE_SERVICES:
-            raise RegistryError(f"stage {stage!r} cannot be served; registrable stages: "
-                                f"{', '.join(sorted(map(str, FEATURE_SERVICES)))}")
+        if stage not in REGISTRABLE_STAGES:  # before the run is read; the method is checked after
+            raise RegistryError(serving_refusal(stage, None))
         run_dir = Path(run_dir).expanduser().resolve()
         config, metrics = read_run(run_dir, stage)
         if refusal := serving_refusal(stage, config.get("method")):  # what the server could not load

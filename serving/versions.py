@@ -15,7 +15,7 @@ from pathlib import Path
 
 from core.io import sha256_file
 from core.names import CLICKPROMPT_SERVICE, CTR_SERVICE
-from models.train.stages import REGISTERED_STAGE, Stage
+from models.train.stages import REGISTERED_STAGE, REGISTRABLE_STAGES, Stage
 
 log = logging.getLogger("clickprompt.registry")
 
@@ -23,7 +23,7 @@ CANDIDATE, PRODUCTION, ARCHIVED = "candidate", "production", "archived"
 DEFAULT_NAME = "ctr"
 DEFAULT_STAGE = REGISTERED_STAGE
 # training stage -> the Feast feature service the model needs at serving time
-FEATURE_SERVICES: dict[str, str] = {
+FEATURE_SERVICES: dict[str, str] = {  # one per models.train.stages.REGISTRABLE_STAGES
     Stage.FINETUNE_CTR_ONLY: CTR_SERVICE,  # the deployable CTR-only model: ID features, no language model
     Stage.BASELINE: CTR_SERVICE,
     Stage.FINETUNE_WITH_LM: CLICKPROMPT_SERVICE,  # IDs + text: needs the language model at serving
@@ -130,7 +130,7 @@ def read_run(run_dir: Path, stage: str) -> tuple[dict, dict]:
     metrics = json.loads((stage_dir / "metrics.json").read_text(encoding="utf-8"))
     if "test" not in metrics or "auc" not in metrics["test"]:
         raise RegistryError(f"{stage_dir / 'metrics.json'} has no test metrics: stage {stage!r} is not a "
-                            f"deployable CTR model (registrable: {', '.join(sorted(map(str, FEATURE_SERVICES)))})")
+                            f"deployable CTR model (registrable: {', '.join(REGISTRABLE_STAGES)})")
     return config, metrics
 
 

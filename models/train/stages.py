@@ -37,6 +37,7 @@ FROM_SCRATCH = frozenset({Stage.BASELINE, Stage.PRETRAIN})
 SERVABLE_STAGES = (Stage.FINETUNE_CTR_ONLY, Stage.BASELINE)
 REGISTERED_STAGE = Stage.FINETUNE_CTR_ONLY  # what a pipeline registers (zero extra inference cost)
 WITH_LM_SERVING_METHODS = ("clickprompt",)  # whose finetune-with-lm model serving can rebuild (the LM kept)
+REGISTRABLE_STAGES = (*SERVABLE_STAGES, Stage.FINETUNE_WITH_LM)  # the last: of WITH_LM_SERVING_METHODS only
 RETRAIN_STAGES = (Stage.BASELINE, Stage.PRETRAIN, Stage.FINETUNE_CTR_ONLY)  # the weekly retrain's default
 
 # The default stage list of each method (``clickprompt train --method M``; --stages overrides).
@@ -54,14 +55,12 @@ def serving_refusal(stage: str, method: str | None) -> str | None:
     """Why a run's ``stage`` of ``method`` cannot be served, or None when it can: the registry asks
     before it registers, the model builder before it builds (one rule, so nothing is registered
     that the server would then fail to load)."""
-    if stage in SERVABLE_STAGES or (stage == Stage.FINETUNE_WITH_LM and method in WITH_LM_SERVING_METHODS):
-        return None
-    if stage == Stage.FINETUNE_WITH_LM:
+    if stage not in REGISTRABLE_STAGES:
+        return f"stage {stage!r} cannot be served; registrable stages: {', '.join(REGISTRABLE_STAGES)}"
+    if stage == Stage.FINETUNE_WITH_LM and method not in WITH_LM_SERVING_METHODS:
         return (f"cannot serve training stage {stage!r} of method {method!r}: serving keeps the LM only for "
                 f"method {' / '.join(WITH_LM_SERVING_METHODS)}; the CTR-only stage of every method serves without it")
-    return (f"cannot serve training stage {stage!r}; servable: "
-            f"{[str(s) for s in SERVABLE_STAGES]} and {Stage.FINETUNE_WITH_LM.value!r} of method "
-            f"{' / '.join(WITH_LM_SERVING_METHODS)}")
+    return None
 
 
 def stage(name: str) -> Stage:
