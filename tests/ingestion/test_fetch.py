@@ -188,6 +188,13 @@ def test_source_ml1m_zip_and_missing_default(raw_files, tmp_path):
     dest = fetch_dataset("movielens-1m", paths, source=str(archive))
     assert {p.name: p.read_bytes() for p in dest.iterdir()} == files
     assert len(load_raw(load_spec("movielens-1m"), dest).users) == 4
+    # what `train --dataset movielens-1m` does next: a plain fetch keeps the archive's files
+    stamps = {p.name: p.stat().st_mtime_ns for p in dest.iterdir()}
+    assert fetch_dataset("movielens-1m", paths) == dest
+    assert {p.name: p.stat().st_mtime_ns for p in dest.iterdir()} == stamps
+    (dest / "ratings.dat").write_bytes(b"1::1::5::978300760\n")  # no longer the fetched file: not kept
+    with pytest.raises(FetchError, match="movielens-1m has no offline source"):
+        fetch_dataset("movielens-1m", paths)
 
 
 def test_source_folder_is_copied(raw_files, write_raw, tmp_path):
