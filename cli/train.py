@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from cli.common import dataset_of, positive_int, prefect_home_ready, print_json
+from cli.common import UserError, dataset_of, positive_int, prefect_home_ready, print_json
 from core.names import DEFAULT_DATASET
 from core.settings import Paths
 from core.spec import SPLIT_POLICIES
@@ -79,6 +79,7 @@ def cmd_pipeline(args, paths: Paths) -> int:
         )
         _check_flow_parameters(train_pipeline, params)
         build_config(args.profile, args.method, args.backbone, overrides)  # a bad --set: one line, now
+        _check_fetchable(paths, params["dataset"], args.source)
         prefect_home_ready()
         with distributed.leading():  # alone: a no-op
             summary = train_pipeline(**params)
@@ -106,6 +107,18 @@ def _check_flow_parameters(flow, params: dict) -> None:
         raise ValueError(" ".join(line for line in lines if line and not line.startswith("Parameters:"))) from exc
     finally:
         prefect_flows.setLevel(level)
+
+
+def _check_fetchable(paths: Paths, dataset: str, source: str | None) -> None:
+    """A data set the flow could not fetch (no offline source, nothing fetched before, no --source)
+    as one line now, not as the flow's tracebacks after Prefect has started."""
+    from ingestion.fetch import fetch_problem
+    from ingestion.increments import batch_folders
+
+    if source is None and not batch_folders(paths.inbox(dataset)):  # batches: the flow takes them, no fetch
+        problem = fetch_problem(dataset, paths)
+        if problem:
+            raise UserError(problem)
 
 
 def _follow_training() -> int:

@@ -130,6 +130,10 @@ def test_debug_shows_the_traceback_of_a_user_error(paths, capsys):
      "error: bad training setting(s): pretrain.epochs=0: Input should be greater than or equal to 1"),
     (["train", "--stages", "baseline,pretrian"], "error: Flow run received invalid parameters: stages.1: Value error, "
      "unknown stage 'pretrian'"),
+    # no offline source and nothing fetched: said before the flow, not as its two tracebacks
+    (["train", "--dataset", "movielens-1m"], "error: movielens-1m has no offline source: download ml-1m.zip from "
+     "GroupLens (https://files.grouplens.org/datasets/movielens/ml-1m.zip) and give it: `clickprompt data fetch "
+     "movielens-1m --from PATH_OR_URL`"),
 ])
 def test_bad_flow_settings_are_refused_before_the_flow_starts(paths, capsys, argv, message):
     """Flow commands check their settings before Prefect starts: one line, and no error record from
