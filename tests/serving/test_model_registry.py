@@ -279,6 +279,10 @@ def test_cli_register_list_show_promote(home, runs, capsys):
     assert code == 1 and json.loads(out)["promoted"] is False  # 0.62 > 0.58
     code, out, _ = run_cli(capsys, "registry", "promote", "2", "--force")
     assert code == 0 and out.startswith("promoted: forced")
+    decisions = len(Registry(home).promotions())
+    code, out, err = run_cli(capsys, "registry", "promote", "2")  # again: a no-op, not a refusal
+    assert (code, out, err) == (0, "ctr v2 is already production; nothing to do\n", "")
+    assert len(Registry(home).promotions()) == decisions  # and no decision logged
 
     code, out, _ = run_cli(capsys, "registry", "list")
     lines = out.splitlines()
