@@ -6,9 +6,7 @@ switches its offline store to Spark and / or its online store to Redis by config
 
 from __future__ import annotations
 
-import functools
 import logging
-import warnings
 from pathlib import Path
 
 import yaml
@@ -44,19 +42,10 @@ def repo_config(paths: Paths, backends: Backends | None = None):
     return config
 
 
-@functools.cache
-def _feature_store_class():
-    """Feast's FeatureStore, imported once. Importing Feast puts simplefilter("once", DeprecationWarning)
-    in front of the entry points' "ignore": ibis (Feast's DuckDB engine) then logged its
-    fetch_arrow_table() deprecation on every join and materialization, so ours goes back in front."""
-    from feast import FeatureStore
-
-    warnings.filterwarnings("ignore", message=r"fetch_arrow_table\(\) is deprecated", category=DeprecationWarning)
-    return FeatureStore
-
-
 def open_store(paths: Paths, backends: Backends | None = None):
-    return _feature_store_class()(config=repo_config(paths, backends))
+    from feast import FeatureStore  # imported with the warning filters kept (feature_repo/__init__.py)
+
+    return FeatureStore(config=repo_config(paths, backends))
 
 
 def apply(spec: DatasetSpec, paths: Paths, store=None, backends: Backends | None = None) -> Definitions:

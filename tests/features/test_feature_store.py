@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from feast.types import Array, Int64, String
 
+from core.settings import REPO_ROOT
 from core.spec import load_spec
 from feature_repo.online import materialize, online_features
 from feature_repo.store import apply, open_store
@@ -124,3 +125,23 @@ def test_real_movielens_100k_training_sets(real_ml100k_ref):
     kolya = pd.concat(frames.values()).query("item_id == 242").iloc[0]
     assert kolya.item_text == "Movie ID is 242. Title is Kolya. Release year is 1996. Film genre is Comedy."
     assert frames["test"].event_timestamp.min() > train.event_timestamp.max()
+
+
+def test_importing_feast_leaves_the_warning_filters_alone():
+    """Feast's modules put simplefilter("once", DeprecationWarning) in front of the process's filters
+    when imported; through this package they are put back, so the CLI's "ignore" keeps third-party
+    deprecations (ibis, GX) out of its logs."""
+    import subprocess
+    import sys
+
+    code = (
+        "import warnings\n"
+        "warnings.simplefilter('ignore', DeprecationWarning)\n"
+        "before = list(warnings.filters)\n"
+        "import feature_repo.definitions, feature_repo.online, feature_repo.store, feature_repo.training_sets\n"
+        "import feast.feature_store, feast.infra.offline_stores.duckdb, feast.infra.online_stores.sqlite\n"
+        "print([f[0] + ' ' + f[2].__name__ for f in warnings.filters if f not in before])\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=REPO_ROOT).stdout
+    assert out.strip() == "[]"
