@@ -32,6 +32,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 
 from core.settings import Paths
 from serving import requests as request_bodies
@@ -180,7 +181,8 @@ def create_app(paths: Paths | None = None, name: str = DEFAULT_NAME, registry: R
     predictor = predictor or Predictor(paths, name, registry, poll_seconds=poll_seconds)
     if predictor.model is None:  # the server still starts (a promotion is picked up later): say why it has none
         log.warning("no model to serve yet (/health answers 503 until one is promoted): %s", predictor.last_error)
-    app = FastAPI(title="clickprompt serving", description=__doc__.splitlines()[0], version="1")
+    # FastAPI's /docs and /redoc pages load their scripts from a CDN; these serve bundled copies (offline hosts)
+    app = FastAPIOffline(title="clickprompt serving", description=__doc__.splitlines()[0], version="1")
     app.state.predictor = predictor
     request_bodies.install(app)  # a bad body: 422 with a bounded, JSON-safe excerpt (never a 500)
 

@@ -29,6 +29,23 @@ def test_health_names_the_production_version(server):
     assert body["training_stage"] == "finetune-ctr-only" and body["feature_service"] == "ctr_v1"
 
 
+def test_the_api_docs_render_offline(server):
+    """/docs and /redoc load Swagger UI / ReDoc from the server itself (FastAPI's default pages load
+    them from a CDN, which an offline host cannot reach), and Swagger UI is one that reads OpenAPI 3.1."""
+    spec = server.client.get("/openapi.json").json()
+    assert spec["openapi"].startswith("3.1") and "/predict" in spec["paths"]
+    for page, assets in [("/docs", ["swagger-ui-bundle.js", "swagger-ui.css"]), ("/redoc", ["redoc.standalone.js"])]:
+        html = server.client.get(page)
+        assert html.status_code == 200 and "cdn." not in html.text and "/openapi.json" in html.text
+        for asset in assets:
+            url = f"/static-offline-docs/{asset}"
+            assert url in html.text
+            body = server.client.get(url)
+            assert body.status_code == 200 and len(body.content) > 100_000
+    bundle = server.client.get("/static-offline-docs/swagger-ui-bundle.js").text
+    assert 'isOAS31' in bundle  # Swagger UI 5's OpenAPI 3.1 support (4.x cannot render FastAPI's spec)
+
+
 def test_predict_returns_probability_version_and_feature_timestamps(server):
     body = predict(server, 1, 1)
     assert 0.0 < body["click_probability"] < 1.0
