@@ -122,12 +122,14 @@ def load_plm(
         log.warning("%s: MLM head weights start untrained: %s", source, missing)
     elif missing and not allow_missing_keys:
         raise ValueError(f"{source}: weights missing from the checkpoint: {missing}")
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    if tokenizer.mask_token_id is None or tokenizer.pad_token_id is None:
-        raise ValueError(f"{source}: the tokenizer needs a mask and a pad token for masked LM training")
-    return model.eval(), tokenizer
+    return model.eval(), load_tokenizer(source)
 
 
 def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
     """The tokenizer of a PLM folder or hub name (without loading its weights)."""
-    return AutoTokenizer.from_pretrained(str(name_or_path))
+    if isinstance(name_or_path, Path) and not name_or_path.is_dir():
+        raise FileNotFoundError(f"no model folder at {name_or_path}")
+    tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
+    if tokenizer.mask_token_id is None or tokenizer.pad_token_id is None:
+        raise ValueError(f"{name_or_path}: the tokenizer needs a mask and a pad token for masked LM training")
+    return tokenizer

@@ -32,7 +32,7 @@ from models.ctr import CTRModel
 from models.data import EncodedSplit, encode_split
 from models.encoding import FeatureEncoder
 from models.mlm import DecoderVocab, TokenMasker
-from models.plm import load_plm
+from models.plm import load_tokenizer
 from models.runtime import bound_cpu_heap, pick_device, seed_everything
 from models.train import distributed
 from models.train.config import TrainConfig
@@ -161,9 +161,9 @@ def prepare(cfg: TrainConfig, data: TrainingData, run_dir: Path, stages: list[st
     text = bool(TEXT_STAGES & set(stages))
     key = prepared_key(cfg, data)
     tokenizer = None
-    if text:
+    if text:  # the tokenizer only: the stages that need the LM's weights load them (no 'Loading weights' here)
         plm_source = plm_source or cfg.plm
-        _, tokenizer = load_plm(plm_source)
+        tokenizer = load_tokenizer(plm_source)
     found = next((p for p in (_entry_path(run_dir, key, True), _entry_path(run_dir, key, False))
                   if p.is_file() and (p.name.endswith("-text.pt") or not text)), None)
     dist = distributed.current()

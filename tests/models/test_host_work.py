@@ -71,3 +71,25 @@ def test_compile_option_compiles_the_lm_encoder_in_place_keeping_weight_names(tm
     plain = TextCTR(tiny_bert()[0])
     Trainer(plain, StageConfig(compile=False), plain.parameter_groups(), tmp_path / "p", torch.device("cpu"))
     assert plain.plm.base_model.encoder._compiled_call_impl is None
+
+
+def test_a_run_is_prepared_with_the_tokenizer_alone(tmp_path, monkeypatch):
+    """A run's preparation tokenizes with the PLM's tokenizer; the LM's weights are loaded by the
+    stages that train it (a CTR-only stage after PA-MLM loads none: no 'Loading weights' for it)."""
+    import transformers
+
+    from models.train.config import load_config
+    from models.train.prepare import prepare
+    from tests.small_training import save_tiny_bert, small_training_data
+
+    data, _ = small_training_data(tmp_path)
+    plm = save_tiny_bert(tmp_path / "tiny")
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("the LM's weights were loaded to prepare a run")
+
+    monkeypatch.setattr(transformers.AutoModelForMaskedLM, "from_pretrained", no_weights)
+    cfg = load_config("smoke", {"max_len": 48})
+    ctx = prepare(cfg, data, tmp_path / "run", ["pretrain", "finetune-ctr-only"], plm)
+    assert ctx.tokenizer.mask_token_id is not None and ctx.splits["train"].input_ids.shape[1] <= 48
+    assert int((ctx.splits["train"].input_ids == ctx.tokenizer.mask_token_id).sum()) == 0
