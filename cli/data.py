@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Callable
 
-from cli.common import UserError, known_plms, positive_int, prefect_home_ready, print_json, spec_of
+from cli.common import UserError, dataset_of, known_plms, positive_int, prefect_home_ready, print_json, spec_of
 from core.names import DEFAULT_DATASET
 from core.settings import Paths
 
@@ -27,7 +27,7 @@ def cmd_data_ingest(args, paths: Paths) -> int:
     from ingestion.warehouse import ingest
     from validation import gate
 
-    spec = load_spec(args.dataset)
+    spec = load_spec(dataset_of(paths, args.dataset))
     if not args.source and batch_folders(paths.inbox(spec.name)):
         return _ingest_batches(args, paths, spec, gate)
     source = Path(args.source) if args.source else paths.raw(spec.name)
@@ -126,7 +126,7 @@ def cmd_data_replay(args, paths: Paths) -> int:
     from core.spec import load_spec
     from ingestion.replay import parse_period, replay
 
-    spec = load_spec(args.dataset)
+    spec = load_spec(dataset_of(paths, args.dataset))
     batches = replay(spec, paths.raw(spec.name), paths.inbox(spec.name), parse_period(args.every), args.batches)
     for b in batches:
         since = "the start" if b.start is None else f"{b.start:%Y-%m-%d %H:%M}"
@@ -137,11 +137,18 @@ def cmd_data_replay(args, paths: Paths) -> int:
 
 def cmd_data_update(args, paths: Paths) -> int:
     """The nightly flow: new batches, online store, trend report."""
+    from core.spec import load_spec
     from flows.update_data import RejectedBatches, update_data
+    from ingestion.increments import batch_folders
+    from ingestion.warehouse import require_warehouse
 
+    dataset = dataset_of(paths, args.dataset)
+    spec = load_spec(dataset)  # an unknown or broken spec: one line, before the flow
+    if not batch_folders(paths.inbox(spec.name)):  # batches may make the first load; else there must be one
+        require_warehouse(paths.warehouse)
     prefect_home_ready()
     try:
-        summary = update_data(dataset=args.dataset, max_batches=args.max_batches)
+        summary = update_data(dataset=dataset, max_batches=args.max_batches)
     except RejectedBatches as exc:
         print(f"rejected: {exc}")
         return 1
@@ -150,9 +157,16 @@ def cmd_data_update(args, paths: Paths) -> int:
     else:
         for r in summary["batches"]:
             print(f"batch {r['batch_id']}: {r['status']}, {r['events']:,} events")
-        print(f"online store: {summary['online']}")
+        print(f"online store: {_online_line(summary['online'])}")
         print(f"trend report: {summary['trend']['report']} (flagged: {summary['trend']['flagged'] or 'none'})")
     return 0
+
+
+def _online_line(online: dict | None) -> str:
+    """What the update did to the online store, in words."""
+    if online is None:
+        return "unchanged"
+    return f"{online['mode']} load of {', '.join(online['views'])} ({online['start']} to {online['end']})"
 
 
 def cmd_validate(args, paths: Paths) -> int:
@@ -200,7 +214,7 @@ def add_commands(sub, add: Callable) -> None:
     p.add_argument("dataset", help="movielens-100k (offline default) or movielens-1m (needs --from)")
     p.add_argument("--from", dest="source", help="GroupLens ml-100k.zip / ml-1m.zip: a path or URL, or a folder")
     p = add(data, "ingest", cmd_data_ingest, "load raw files into the DuckDB warehouse (validated, atomic)")
-    p.add_argument("--dataset", default=DEFAULT_DATASET)
+    p.add_argument("--dataset", help=f"data set spec name (default: the one in the warehouse, else {DEFAULT_DATASET})")
     p.add_argument("--source", help="folder of raw files (default data/raw/<dataset>)")
     p.add_argument("--warehouse", help="DuckDB file (default data/warehouse.duckdb)")
     p.add_argument("--quarantine", action="store_true", help="commit good rows; keep bad ones in table quarantine")
@@ -220,7 +234,7 @@ def add_commands(sub, add: Callable) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing spec")
     p = add(data, "replay", cmd_data_replay, "cut the fetched data set by event time into an initial load and "
                                               "period batches in the landing area data/inbox/<dataset>/")
-    p.add_argument("--dataset", default=DEFAULT_DATASET)
+    p.add_argument("--dataset", help=f"data set spec name (default: the one in the warehouse, else {DEFAULT_DATASET})")
     p.add_argument("--every", default="7d", help="period of a batch: 7d, 12h, ...")
     p.add_argument("--batches", type=positive_int, default=4, help="how many periods at the end become batches")
     p = add(data, "status", cmd_data_status, "each batch's last outcome (accepted / rejected / waiting and why) "
@@ -228,7 +242,7 @@ def add_commands(sub, add: Callable) -> None:
     p.add_argument("--json", action="store_true")
     p = add(data, "update", cmd_data_update, "the nightly flow: new batches (gated), online store (incremental), "
                                               "data-quality trend report")
-    p.add_argument("--dataset", default=DEFAULT_DATASET)
+    p.add_argument("--dataset", help="data set spec name (default: the one in the warehouse)")
     p.add_argument("--max-batches", type=positive_int, help="take at most so many new batches (oldest first)")
     p.add_argument("--json", action="store_true")
 

@@ -88,6 +88,7 @@ def _run(capsys, *argv) -> tuple[int, str]:
     # an empty home: the step that is missing is named, and nothing is created (an empty warehouse
     # file would make `data status` report current snapshots)
     (["text", "render"], "error: no warehouse at "),
+    (["data", "update"], "error: no warehouse at "),  # no batch waiting either: nothing to update
     (["features", "materialize"], "error: no warehouse at "),
     (["features", "online", "--user-id", "1", "--item-id", "1"], "error: no warehouse at "),
     (["features", "online", "--user-id", "1", "--item-id", "1", "--service", "nope"],
@@ -109,6 +110,16 @@ def test_bad_input_is_refused_up_front_with_exit_2_and_one_line(paths, capsys, a
     assert code == 2 and err.startswith(message) and err.count("\n") == 1, err
     assert time.monotonic() - started < 10  # before any fetch, ingest or feature work
     assert not paths.warehouse.exists() and not paths.raw("movielens-100k").exists()
+
+
+def test_data_commands_default_to_the_data_set_in_the_warehouse(own_data, capsys):  # noqa: F811
+    """A home holding one's own data set: `data ingest` / `replay` / `update` without --dataset act on
+    it (they used to act on movielens-100k: an update exited 0 having done nothing for the home's data)."""
+    paths, spec = own_data
+    assert _run(capsys, "data", "ingest", "--dataset", spec.name)[0] == 0
+    code = cli.main(["data", "ingest"])
+    assert code == 0 and capsys.readouterr().out.startswith(f"ingested {spec.name} into {paths.warehouse}")
+    assert not paths.raw(SPEC).exists()
 
 
 def test_debug_shows_the_traceback_of_a_user_error(paths, capsys):
