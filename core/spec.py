@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 SPEC_DIR = Path(__file__).resolve().parent / "specs"
 
@@ -201,12 +201,60 @@ def load_spec(name_or_path: str | Path) -> DatasetSpec:
     if not path.exists():
         raise FileNotFoundError(f"no data set spec {name_or_path!r} (known: {', '.join(known_datasets())}; "
                                 f"a spec of your own goes in {spec_dirs()[0]}/<name>.yaml)")
-    with path.open(encoding="utf-8") as fh:
-        raw = yaml.safe_load(fh)
     try:
-        return DatasetSpec.model_validate(raw)
-    except Exception as exc:  # pydantic's message names the bad key; add the file
-        raise ValueError(f"{path}: invalid data set spec: {exc}") from exc
+        with path.open(encoding="utf-8") as fh:
+            raw = yaml.safe_load(fh)
+    except yaml.YAMLError as exc:  # its message names the line and column
+        raise ValueError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from exc
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: a data set spec is a YAML mapping (name:, entities:, fields:, ...), "
+                         f"not {type(raw).__name__}")
+    try:
+        spec = DatasetSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise ValueError(f"{path}: invalid data set spec: {spec_problems(exc)}") from exc
+    if not Path(name_or_path).suffix and spec.name != path.stem:  # every later step finds it by its name
+        raise ValueError(f"{path}: the spec's name is {spec.name!r}, its file {path.name!r}: commands find a "
+                         f"spec by its file name, so make them match (name: {path.stem}, or rename the file)")
+    return spec
+
+
+def spec_problems(exc: ValidationError) -> str:
+    """pydantic's errors on one line, each with its key path; an unknown key gets the nearest known one."""
+    import difflib
+
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top)"
+        if err["type"] == "extra_forbidden":
+            model = _model_at(err["loc"][:-1])
+            known = list(model.model_fields) if model else []
+            near = difflib.get_close_matches(str(err["loc"][-1]), known, n=1, cutoff=0.6)
+            hint = f"did you mean {near[0]!r}?" if near else f"known: {', '.join(known)}" if known else ""
+            problems.append(f"{where}: unknown key" + (f" ({hint})" if hint else ""))
+        else:
+            problems.append(f"{where}: {err['msg']}")
+    return "; ".join(problems)
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The spec model at a key path of pydantic's (list indexes and dict keys skipped), else None."""
+    import typing
+
+    model: type[BaseModel] | None = DatasetSpec
+    for part in loc:
+        if model is None:
+            return None
+        if not isinstance(part, str) or part not in model.model_fields:
+            continue  # a list index or a dict key: the same element model
+        todo, model = [model.model_fields[part].annotation], None
+        while todo:  # the first model inside Optional[...] / list[...] / dict[..., ...] / unions
+            t = todo.pop(0)
+            if isinstance(t, type) and issubclass(t, BaseModel):
+                model = t
+                break
+            todo.extend(typing.get_args(t))
+    return model
 
 
 def known_datasets() -> list[str]:

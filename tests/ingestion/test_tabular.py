@@ -151,6 +151,35 @@ def test_a_spec_without_its_source_block_is_refused(tmp_path):
         load_spec(tmp_path / "str.yaml")
 
 
+def test_spec_mistakes_are_named_on_one_line(paths):
+    """Bad YAML names its line; an unknown key its path and the nearest known key of that block; a
+    spec whose name differs from its file name is refused where it is found (later steps look it up
+    by that name)."""
+    specs = paths.home / "specs"
+    specs.mkdir()
+    (specs / "broken.yaml").write_text("name: broken\nentities: [user, item\n")
+    with pytest.raises(ValueError, match=r"broken\.yaml: not valid YAML: while parsing a flow sequence .* line 2, "
+                                         r"column 11 expected ',' or '\]'"):
+        load_spec("broken")
+    typo = {**SPEC, "name": "typo", "source": {**SPEC["source"], "events": {
+        **{k: v for k, v in SPEC["source"]["events"].items() if k != "time_column"},
+        "time_colum": SPEC["source"]["events"]["time_column"]}}}
+    typo["fields"] = [{**SPEC["fields"][0], "kinde": "id"}, *SPEC["fields"][1:]]
+    (specs / "typo.yaml").write_text(yaml.safe_dump(typo))
+    with pytest.raises(ValueError) as info:
+        load_spec("typo")
+    message = str(info.value)
+    assert "\n" not in message and "https://" not in message
+    assert "fields.0.kinde: unknown key (did you mean 'kind'?)" in message
+    assert "source.events.time_colum: unknown key (did you mean 'time_column'?)" in message
+    (specs / "renamed.yaml").write_text(yaml.safe_dump({**SPEC, "name": "other"}))
+    with pytest.raises(ValueError, match=r"renamed\.yaml: the spec's name is 'other', its file 'renamed\.yaml'"):
+        load_spec("renamed")
+    (specs / "list.yaml").write_text("- name: list\n")
+    with pytest.raises(ValueError, match=r"list\.yaml: a data set spec is a YAML mapping"):
+        load_spec("list")
+
+
 def test_init_spec_drafts_a_spec_that_ingests(paths, capsys):
     import cli
 
