@@ -219,10 +219,15 @@ def allowed_text(values: list[str], limit: int = 25) -> str:
 
 
 def check_field(p: Parsed, spec_field: FieldSpec) -> None:
-    """Integer syntax (int64 fields) and the allowed set (categorical fields) of one raw str column."""
+    """Integer syntax (int64 fields), real numbers (numeric fields) and the allowed set (categorical
+    fields) of one raw str column."""
     name = spec_field.name
     col = p.frame[name]
-    if spec_field.dtype == "int64":
+    if spec_field.kind.value == "numeric":  # the warehouse casts to DOUBLE; the model multiplies by it
+        numbers = pd.to_numeric(col.str.strip(), errors="coerce").to_numpy(dtype="float64")
+        p.flag(~np.isfinite(numbers), name, lambda v: "missing value (expected a number)" if not str(v).strip()
+               else f"{str(v).strip()!r} is not a finite number")
+    elif spec_field.dtype == "int64":
         ok = check_int(p, name)
         if spec_field.kind.value == "id":
             ok = _check_id(p, spec_field, ok)

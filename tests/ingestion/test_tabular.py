@@ -7,6 +7,7 @@ from __future__ import annotations
 import random
 from datetime import datetime, timedelta, timezone
 
+import duckdb
 import pandas as pd
 import pytest
 import yaml
@@ -130,6 +131,34 @@ def test_bad_exports_name_file_line_and_field(own_data, damage, message):
     with pytest.raises(RawDataError, match=message):
         ingest(spec, paths.raw(spec.name), paths.warehouse, paths.snapshots, gate)
     assert not paths.warehouse.exists() or not (paths.snapshots / "manifest.json").exists()
+
+
+@pytest.mark.parametrize("spend, message", [
+    ("n/a", r"people\.csv line 5, field spend: 'n/a' is not a finite number$"),
+    ("inf", r"people\.csv line 5, field spend: 'inf' is not a finite number$"),
+    ("", r"people\.csv line 5, field spend: missing value \(expected a number\)$"),
+])
+def test_a_numeric_field_takes_finite_numbers_only(paths, spend, message):
+    """A numeric field is cast to DOUBLE in the warehouse and multiplies an embedding: a value that is
+    not a finite number is named by file, line and field (it used to fail the cast with a DuckDB traceback)."""
+    fields = [*SPEC["fields"], {"name": "spend", "entity": "user", "kind": "numeric", "display": "Spend"}]
+    users = {**SPEC["source"]["users"], "columns": {**SPEC["source"]["users"]["columns"], "spend": "spend"}}
+    spec_doc = {**SPEC, "name": "shop-spend", "fields": fields, "source": {**SPEC["source"], "users": users}}
+    (paths.home / "specs").mkdir()
+    (paths.home / "specs" / "shop-spend.yaml").write_text(yaml.safe_dump(spec_doc, sort_keys=False))
+    spec, folder = load_spec("shop-spend"), paths.raw("shop-spend")
+    write_export(folder)
+    people = pd.read_csv(folder / "people.csv", dtype=str)
+    people["spend"] = [f"{12.5 * k:.2f}" for k in range(len(people))]
+    people.loc[3, "spend"] = spend  # line 5: the header is line 1
+    people.to_csv(folder / "people.csv", index=False)
+    with pytest.raises(RawDataError, match=message):
+        ingest(spec, folder, paths.warehouse, paths.snapshots, gate)
+    people.loc[3, "spend"] = " 7.25 "
+    people.to_csv(folder / "people.csv", index=False)
+    ingest(spec, folder, paths.warehouse, paths.snapshots, gate)
+    with duckdb.connect(str(paths.warehouse), read_only=True) as con:
+        assert con.execute("SELECT spend FROM users WHERE user_id = 4").fetchone() == (7.25,)
 
 
 def test_quarantine_keeps_the_good_rows_of_an_export(own_data):
