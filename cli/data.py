@@ -82,13 +82,12 @@ def cmd_data_status(args, paths: Paths) -> int:
     """Each batch's last outcome, the waiting ones and why, and whether the snapshots show the warehouse."""
     from core.locks import holder, lock_path
     from core.snapshots import snapshot_problem
-    from ingestion.batch_log import ensure_log, latest_status
-    from ingestion.warehouse import connect, require_warehouse
+    from ingestion.batch_log import latest_status
+    from ingestion.warehouse import connect
 
-    require_warehouse(paths.warehouse)
-    with connect(paths.warehouse) as con:
-        ensure_log(con)
-        rows = latest_status(con).to_dict("records")
+    with connect(paths.warehouse, read_only=True) as con:  # a status check writes nothing (no batch log: none yet)
+        has_log = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'batch_log'").fetchone()[0]
+        rows = latest_status(con).to_dict("records") if has_log else []
     problem = snapshot_problem(paths.snapshots, paths.warehouse)
     if args.json:
         print_json({"batches": rows, "snapshots": problem or "current", "lock": holder(lock_path(paths.warehouse))})

@@ -227,30 +227,40 @@ def _ingest(spec: DatasetSpec, source: Path, warehouse: Path, snapshot_dir: Path
     step = _stepper(steps)
     raw = step("parse", lambda: load_raw(spec, Path(source), quarantine=quarantine))  # RawDataError before any write
     ingest_id = uuid.uuid4().hex[:12]
-    with connect(warehouse) as con:
-        con.begin()
-        try:
-            for ddl in schema_ddl(spec):
-                con.execute(ddl)
-            staged = step("stage", lambda: stage(con, spec, raw))
-            step("gate rows", lambda: gate(spec, staged))
-            staged = None  # the frames the gate saw: released before the upsert
-            step("upsert", lambda: [con.execute(f"INSERT OR REPLACE INTO {table} SELECT * FROM stage_{table}")
-                                    for table in ("users", "items", "interactions")])
-            step("render text", lambda: render_tables(con, spec))
-            step("gate text", lambda: gate(spec, {t: con.execute(f"SELECT * FROM {t}").df()
-                                                  for t in ("user_text", "item_text")}))
-            _record(con, spec, raw, ingest_id, source)
-            rows_after = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in SNAPSHOT_TABLES}
-            step("commit", con.commit)
-        except BaseException:
-            con.rollback()
-            raise
-        fault_point("after:ingest-commit")
-        snapshot_hash = step("snapshots", lambda: export_snapshots(con, spec, snapshot_dir))
+    first = not warehouse.exists()
+    committed = False
+    try:
+        with connect(warehouse) as con:
+            con.begin()
+            try:
+                for ddl in schema_ddl(spec):
+                    con.execute(ddl)
+                staged = step("stage", lambda: stage(con, spec, raw))
+                step("gate rows", lambda: gate(spec, staged))
+                staged = None  # the frames the gate saw: released before the upsert
+                step("upsert", lambda: [con.execute(f"INSERT OR REPLACE INTO {table} SELECT * FROM stage_{table}")
+                                        for table in ("users", "items", "interactions")])
+                step("render text", lambda: render_tables(con, spec))
+                step("gate text", lambda: gate(spec, {t: con.execute(f"SELECT * FROM {t}").df()
+                                                      for t in ("user_text", "item_text")}))
+                _record(con, spec, raw, ingest_id, source)
+                rows_after = {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in SNAPSHOT_TABLES}
+                step("commit", con.commit)
+                committed = True
+            except BaseException:
+                con.rollback()
+                raise
+            fault_point("after:ingest-commit")
+            snapshot_hash = step("snapshots", lambda: export_snapshots(con, spec, snapshot_dir))
+    except BaseException:
+        if first and not committed:  # a failed first ingest leaves no empty warehouse (status would call it current)
+            for path in (warehouse, warehouse.with_name(warehouse.name + ".wal")):
+                path.unlink(missing_ok=True)
+        raise
     reasons: dict[str, int] = {}
-    for r in raw.rejected:
-        reasons[r.reason.split(":")[0]] = reasons.get(r.reason.split(":")[0], 0) + 1
+    for r in raw.rejected:  # by file and field ("duplicate event" has none); a reason's own text may hold ':'
+        key = f"{r.file}, field {r.field}" if r.field else f"{r.file}, {r.reason.split(':')[0]}"
+        reasons[key] = reasons.get(key, 0) + 1
     return IngestReport(
         dataset=spec.name,
         warehouse=str(warehouse),

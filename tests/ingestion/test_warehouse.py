@@ -8,6 +8,7 @@ import duckdb
 import pandas as pd
 import pytest
 
+import cli
 from cli import main
 from core.snapshots import read_snapshot_manifest
 from core.spec import load_spec
@@ -108,6 +109,7 @@ def test_quarantine_commits_good_rows_and_keeps_bad_ones_with_reasons(paths, tmp
     rows[6] = "\t".join(rows[6].split("\t")[:2] + ["9"] + rows[6].split("\t")[3:])  # rating 9
     report = _ingest(paths, write_small_raw(tmp_path / "q", ratings=rows), quarantine=True)
     assert report.rejected == 2 and report.rows_after["interactions"] == 18
+    assert report.rejected_by_reason == {"u.data, field item_id": 1, "u.data, field rating": 1}
     with duckdb.connect(str(paths.warehouse), read_only=True) as con:
         kept = con.execute("SELECT file, line, field FROM quarantine ORDER BY line").fetchall()
     assert kept == [("u.data", 3, "item_id"), ("u.data", 7, "rating")]
@@ -122,6 +124,17 @@ def test_gate_failure_rolls_back(paths, small_raw, tmp_path):
         _ingest(paths, write_small_raw(tmp_path / "future", ratings=rows))
     assert "interactions" in str(err.value) and "event_timestamp" in str(err.value)
     assert _contents(paths) == before
+
+
+def test_a_failed_first_ingest_leaves_no_warehouse(paths, tmp_path, capsys):
+    """Rejected by the gate after the warehouse was opened: no empty warehouse stays behind (with one,
+    `data status` called its snapshots current and `features apply` went ahead on nothing)."""
+    rows = small_ratings() + ["1\t2\t5\t1900000000"]
+    with pytest.raises(ValidationError):
+        _ingest(paths, write_small_raw(tmp_path / "future", ratings=rows))
+    assert not paths.warehouse.exists() and not paths.warehouse.with_name(paths.warehouse.name + ".wal").exists()
+    assert cli.main(["data", "status"]) == 2 and "no warehouse at" in capsys.readouterr().err
+    assert not paths.warehouse.exists()
 
 
 def test_other_dataset_into_same_warehouse_is_refused(paths, small_raw):
