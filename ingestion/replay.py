@@ -67,6 +67,10 @@ def replay(spec: DatasetSpec, raw_dir: Path, inbox: Path, every: timedelta, batc
     """Write the initial load and ``batches`` period batches of ``raw_dir``'s data set into ``inbox``."""
     from ingestion.loaders import load_raw
 
+    if spec.loader != "movielens":  # the batches are written in a MovieLens layout, which only that loader reads
+        raise ValueError(f"replay writes MovieLens (RecBole) files and {spec.name} is read by loader {spec.loader!r}: "
+                         f"put each period's files, laid out as the spec's source block says, in a folder of "
+                         f"{inbox} yourself (one folder per batch, in arrival order by name)")
     if batches < 1:
         raise ValueError(f"replay needs at least one batch after the initial load, got {batches}")
     if batch_folders(inbox):

@@ -295,6 +295,10 @@ def load_tabular(spec: DatasetSpec, source: Path, quarantine: bool = False, part
         else:
             tables[entity] = _profiles_from_events(spec, entity, events) if len(events) else empty_table(
                 spec.fields_of(entity))
+    if partial and not files:  # a batch without any of the spec's files: refused, not taken as an empty batch
+        named = [t.path for t in (src.events, src.users, src.items) if t is not None]
+        raise RawDataError(folder.name, None, None, f"no files of {spec.name} in {folder}: expected at least one of "
+                           f"{', '.join(named)} (the spec's source block)", path=folder)
     interactions = events[[keys["user"], keys["item"], *EVENT_COLUMNS]].reset_index(drop=True)
     log.info("%s (spec %s, tabular): %d users, %d items, %d interactions, %d rejected rows", folder, spec.name,
              len(tables["user"]), len(tables["item"]), len(interactions), len(rejected))

@@ -161,6 +161,30 @@ def test_a_numeric_field_takes_finite_numbers_only(paths, spend, message):
         assert con.execute("SELECT spend FROM users WHERE user_id = 4").fetchone() == (7.25,)
 
 
+def test_a_batch_without_the_specs_files_is_rejected_and_replay_is_refused(own_data):
+    """A landing-area batch of an export holding none of the spec's files (empty, or another layout)
+    is rejected naming what was expected, not taken as an empty batch (it was used up silently);
+    replay, which writes MovieLens files, refuses a tabular data set instead of writing batches its
+    loader cannot read."""
+    from ingestion.increments import ingest_inbox
+    from ingestion.replay import replay
+
+    paths, spec = own_data
+    ingest(spec, paths.raw(spec.name), paths.warehouse, paths.snapshots, gate)
+    inbox = paths.inbox(spec.name)
+    (inbox / "0001-empty").mkdir(parents=True)
+    (inbox / "0002-recbole").mkdir()
+    (inbox / "0002-recbole" / "shop.inter").write_text("user_id:token\titem_id:token\n1\t2\n")
+    reports = ingest_inbox(spec, inbox, paths.warehouse, paths.snapshots, gate, "test")
+    assert [(r.batch_id, r.status) for r in reports] == [("0001-empty", "rejected"), ("0002-recbole", "rejected")]
+    assert all(f"no files of shop-clicks in {inbox / r.batch_id}: expected at least one of clicks.csv, people.csv"
+               in r.reason for r in reports)
+    with pytest.raises(ValueError, match=r"replay writes MovieLens \(RecBole\) files and shop-clicks is read by "
+                                         r"loader 'tabular'"):
+        replay(spec, paths.raw(spec.name), paths.home / "inbox2", timedelta(days=7), 2)
+    assert not (paths.home / "inbox2").exists()
+
+
 def test_quarantine_keeps_the_good_rows_of_an_export(own_data):
     paths, spec = own_data
     folder = paths.raw(spec.name)
