@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from cli.common import UserError, dataset_of, positive_int, prefect_home_ready, print_json
+from cli.common import UserError, dataset_of, positive_int, prefect_home_ready, print_json, require_feature_store
 from core.names import DEFAULT_DATASET
 from core.settings import Paths
 from core.spec import SPLIT_POLICIES
@@ -164,12 +164,16 @@ def cmd_retrain(args, paths: Paths) -> int:
     from flows.retrain_model import retrain_model
     from models.train.config import build_config, parse_set
 
+    if args.window_days is not None and args.window != "sliding":  # it would be ignored: a growing window
+        raise UserError("--window-days is the length of a sliding window: add --window sliding (the growing "
+                        "window trains on every day before the holdout)")
     params = dict(dataset=dataset_of(paths, args.dataset), profile=args.profile, backbone=args.backbone,
                   stages=args.stages.split(",") if args.stages else None, window=args.window,
-                  window_days=args.window_days, holdout_days=args.holdout_days, metric=args.metric,
+                  window_days=args.window_days or WINDOW_DAYS, holdout_days=args.holdout_days, metric=args.metric,
                   margin=args.margin, overrides=parse_set(args.set or []))
     _check_flow_parameters(retrain_model, params)
     build_config(args.profile, None, args.backbone, params["overrides"])  # a bad --set: one line, now
+    require_feature_store(paths)  # the window's training sets are Feast's: ingest and apply come first
     prefect_home_ready()
     out = retrain_model(**params)
     if args.json:
@@ -180,6 +184,8 @@ def cmd_retrain(args, paths: Paths) -> int:
         print(judgement_markdown(out["judgement"], out["run_id"]))
     return 0
 
+
+WINDOW_DAYS = 90  # a sliding window's default length
 
 DATASET_HELP = f"data set spec name (default: the one in the warehouse, else {DEFAULT_DATASET})"
 
@@ -224,7 +230,7 @@ def add_commands(sub, add: Callable) -> None:
     p.add_argument("--backbone")
     p.add_argument("--stages", help=f"comma list (default {','.join(RETRAIN_STAGES)})")
     p.add_argument("--window", default="growing", choices=["growing", "sliding"])
-    p.add_argument("--window-days", type=positive_int, default=90, help="length of a sliding window")
+    p.add_argument("--window-days", type=positive_int, help=f"length of a sliding window (default {WINDOW_DAYS})")
     p.add_argument("--holdout-days", type=positive_int, default=7, help="the most recent days: the judging window")
     p.add_argument("--metric", default="auc", choices=["auc", "logloss"])
     p.add_argument("--margin", type=float, default=0.001, help="how much better than production to be promoted")

@@ -89,6 +89,9 @@ def _run(capsys, *argv) -> tuple[int, str]:
     # file would make `data status` report current snapshots)
     (["text", "render"], "error: no warehouse at "),
     (["data", "update"], "error: no warehouse at "),  # no batch waiting either: nothing to update
+    (["retrain", "--profile", "smoke"], "error: no warehouse at "),  # was a Prefect traceback, then ENOENT
+    (["retrain", "--window-days", "3"], "error: --window-days is the length of a sliding window: add --window "
+     "sliding"),  # it was ignored: a growing window
     (["features", "materialize"], "error: no warehouse at "),
     (["features", "online", "--user-id", "1", "--item-id", "1"], "error: no warehouse at "),
     (["features", "online", "--user-id", "1", "--item-id", "1", "--service", "nope"],
