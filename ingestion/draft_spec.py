@@ -228,6 +228,10 @@ def draft_spec(name: str, events: Path, users: Path | None = None, items: Path |
         source[f"{entity}s"] = {"path": path.name, **src, "columns": mapping}
     rest = [c for c in ev.columns if c not in (user_key, item_key, time_col, label_col)]
     for col in rest:  # fields carried by the events: the item's by default (check which entity they describe)
+        if users is not None and items is not None:  # each entity's fields come from its own file then
+            notes.append(f"events column {col!r}: not drafted: users and items each have a file, which is where "
+                         f"their fields are read (a column describing the event itself has no place in a spec)")
+            continue
         entity = "user" if users is None and items is not None else "item"
         entry, why = _field(col.lower(), entity, ev[col])
         (fields if entity == "user" else item_fields).append(entry)

@@ -22,9 +22,11 @@ def ml100k_tables(real_ml100k_raw: Path):
 
 
 def export_csv_tables(raw, folder: Path) -> dict[str, Path]:
-    """Layout A: three CSV files with headers; genres '|'-joined; release_year missing for one film."""
+    """Layout A: three CSV files with headers; genres '|'-joined; release_year missing for one film; the
+    events carry a column of their own (the device), which no profile file holds."""
     folder.mkdir(parents=True)
-    raw.interactions.to_csv(folder / "ratings.csv", index=False)
+    devices = raw.interactions.timestamp.mod(3).map({0: "web", 1: "ios", 2: "android"})
+    raw.interactions.assign(device=devices).to_csv(folder / "ratings.csv", index=False)
     raw.users.to_csv(folder / "users.csv", index=False)
     items = raw.items.assign(genres=raw.items.genres.map("|".join))
     items.to_csv(folder / "items.csv", index=False)
@@ -64,6 +66,10 @@ def test_init_spec_drafts_a_spec_that_ingests_real_movielens_without_edits(paths
     year = spec.field("release_year" if layout is export_csv_tables else "year")
     assert year.kind.value == "text"  # one film has no year: not an id (ids may not be missing), nor int64
     assert spec.field("title").kind.value == "text"  # "Birdcage, The": commas, but not a list of values
+    if layout is export_csv_tables:  # users and items have files: the events' own column is noted, not drafted
+        assert "device" not in {f.name for f in spec.fields}
+        assert "# events column 'device': not drafted: users and items each have a file" in \
+            (paths.home / "specs" / "films.yaml").read_text()
     if layout is export_click_log:
         assert (spec.rating.min, spec.rating.max, spec.label.threshold) == (0, 1, 1)  # the float 0/1 column
         assert spec.source.events.columns["rating"] == "outcome"
