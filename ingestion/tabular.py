@@ -253,6 +253,15 @@ def load_tabular(spec: DatasetSpec, source: Path, quarantine: bool = False, part
 
     events_cols = list(dict.fromkeys([keys["user"], keys["item"], *EVENT_COLUMNS,
                                       *(f.name for e in keys for f in on_events[e])]))
+    tables: dict[str, pd.DataFrame] = {}
+    for entity in keys:  # profile files first: a whole load's events are checked against them
+        table_src = getattr(src, f"{entity}s")
+        if table_src is None:
+            continue
+        if partial and not any(c in table_src.path for c in "*?[") and not (folder / table_src.path).exists():
+            tables[entity] = empty_table(spec.fields_of(entity))
+        else:
+            tables[entity] = _profile_table(spec, entity, folder, table_src, quarantine, rejected, files, lines)
     events_path = folder / src.events.path
     if partial and not any(c in src.events.path for c in "*?[") and not events_path.exists():
         events = pd.DataFrame({c: pd.Series(dtype="int64") for c in (keys["user"], keys["item"], *EVENT_COLUMNS)})
@@ -272,6 +281,14 @@ def load_tabular(spec: DatasetSpec, source: Path, quarantine: bool = False, part
         p.flag(((ratings < lo) | (ratings > hi)).to_numpy(), "rating",
                lambda v: f"{str(v).strip()!r} is outside {lo}..{hi}")
         seconds = parse_times(p, "timestamp", src.events.time_format)
+        if not partial:  # a batch's events may use profiles of earlier batches (checked when it is committed)
+            for entity in tables:
+                known = tables[entity][keys[entity]]
+                ids = pd.to_numeric(p.frame[keys[entity]].str.strip(), errors="coerce")
+                where = getattr(src, f"{entity}s").path
+                p.flag((ids.notna() & ~ids.isin(known)).to_numpy(), keys[entity],
+                       lambda v, e=entity, w=where: f"{e} {str(v).strip()} has no profile in {w}: add its row there "
+                                                    "(or drop its events)")
         check_duplicate_events(p, pd.DataFrame({**{k: p.ints[k] if k in p.ints else pd.to_numeric(
             p.frame[k].str.strip(), errors="coerce") for k in (keys["user"], keys["item"])}, "timestamp": seconds}))
         for name, values in {**lists, "rating": ratings, "timestamp": seconds}.items():
@@ -283,16 +300,8 @@ def load_tabular(spec: DatasetSpec, source: Path, quarantine: bool = False, part
             if f.dtype == "int64" and f.kind != Kind.MULTI:
                 events[f.name] = to_int(events[f.name])
         events["rating"], events["timestamp"] = events["rating"].astype("int64"), events["timestamp"].astype("int64")
-    tables = {}
     for entity in keys:
-        table_src = getattr(src, f"{entity}s")
-        if table_src is not None:
-            path_given = folder / table_src.path
-            if partial and not any(c in table_src.path for c in "*?[") and not path_given.exists():
-                tables[entity] = empty_table(spec.fields_of(entity))
-            else:
-                tables[entity] = _profile_table(spec, entity, folder, table_src, quarantine, rejected, files, lines)
-        else:
+        if entity not in tables:  # no file of its own: its profiles come from the events
             tables[entity] = _profiles_from_events(spec, entity, events) if len(events) else empty_table(
                 spec.fields_of(entity))
     if partial and not files:  # a batch without any of the spec's files: refused, not taken as an empty batch

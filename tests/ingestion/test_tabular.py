@@ -185,6 +185,19 @@ def test_a_batch_without_the_specs_files_is_rejected_and_replay_is_refused(own_d
     assert not (paths.home / "inbox2").exists()
 
 
+def test_an_event_of_a_user_missing_from_the_users_file_is_named(own_data):
+    """A whole load checks its events against its profile files, as a batch does against the warehouse
+    (the first ingest used to take such events, leaving them without user features)."""
+    paths, spec = own_data
+    folder = paths.raw(spec.name)
+    (folder / "clicks.csv").write_text((folder / "clicks.csv").read_text() + "777,3,1,2024-03-05T10:00:00Z,Comedy\n")
+    with pytest.raises(RawDataError, match=r"^clicks\.csv line 802, field user_id: user 777 has no profile in "
+                                           r"people\.csv: add its row there \(or drop its events\)$"):
+        ingest(spec, folder, paths.warehouse, paths.snapshots, gate)
+    report = ingest(spec, folder, paths.warehouse, paths.snapshots, gate, quarantine=True)
+    assert report.rows_after["interactions"] == 800 and report.rejected == 1
+
+
 def test_quarantine_keeps_the_good_rows_of_an_export(own_data):
     paths, spec = own_data
     folder = paths.raw(spec.name)
