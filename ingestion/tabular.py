@@ -108,7 +108,7 @@ def _read_delimited(con: duckdb.DuckDBPyConnection, file_lines: FileLines,
                            path=path) from None
     if len(rejects):
         r = rejects.iloc[0]
-        line = file_lines.line_at(int(r.line_byte_position) - 1) if pd.notna(r.line_byte_position) else int(r.line)
+        line = file_lines.line_at(int(r.line_byte_position)) if pd.notna(r.line_byte_position) else int(r.line)
         raise RawDataError(path.name, line, None if r.column_name in (None, "") else str(r.column_name),
                            f"{str(r.error_type).lower().replace('_', ' ')}: {_first_line(r.error_message)} "
                            f"({len(rejects)} such line(s); separator {source.delimiter!r})", path=path)
