@@ -9,16 +9,21 @@ Every command calls the same flows and library functions as everything else. Hea
 Exit codes: 0 ok, 1 a gate failed (validation, promotion) or batches wait, 2 bad input or usage: one
 line ``error: ...`` on stderr, checked before any work where it can be (counts, backbone, stages,
 language model); ``--debug`` adds the traceback. 3 busy: another process holds the warehouse or the
-training run (``warehouse is busy (pid N since T)``).
+training run (``warehouse is busy (pid N since T)``). 130: interrupted (Ctrl-C), stopped within
+``INTERRUPT_GRACE_S``.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
+import threading
 import traceback
 import warnings
+from contextlib import contextmanager
 from typing import Callable
 
 from cli import data, features, serve, train
@@ -26,6 +31,8 @@ from cli.common import UserError, check_names
 from core.settings import Paths, apply_environment_defaults
 
 log = logging.getLogger("clickprompt")
+
+INTERRUPT_GRACE_S = 10.0  # after a Ctrl-C, the longest a command takes to stop
 
 
 class _Parser(argparse.ArgumentParser):
@@ -74,7 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         paths = Paths.default()
         check_names(args, paths)
-        return args.func(args, paths)
+        with bounded_interrupt():
+            return args.func(args, paths)
+    except KeyboardInterrupt:
+        print("interrupted: nothing half-written stays; the same command resumes from the last checkpoint",
+              file=sys.stderr)
+        return 130
     except Busy as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
@@ -88,6 +100,38 @@ def main(argv: list[str] | None = None) -> int:
             print(f"validation failed:\n{exc}", file=sys.stderr)
             return 1
         raise
+
+
+@contextmanager
+def bounded_interrupt(grace_s: float = INTERRUPT_GRACE_S):
+    """Ctrl-C stops a command within ``grace_s``. The first one raises KeyboardInterrupt as usual (a
+    training step stops; Prefect records the run as crashed); if the process is still there after
+    ``grace_s`` it exits (130). That happens when the terminal's Ctrl-C also stopped the temporary
+    Prefect server, to which the flow engine then keeps trying to report. A second Ctrl-C exits at
+    once. Every write of the project is atomic and training resumes from its last checkpoint, so an
+    exit here leaves nothing half-written. Outside the main thread (a command run by a test runner's
+    worker) Python's own handling stays."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    state = {"interrupted": False}
+
+    def on_interrupt(signum, frame):
+        if state["interrupted"]:
+            os._exit(130)
+        state["interrupted"] = True
+        print(f"\ninterrupted: stopping (Ctrl-C again to exit at once; exiting anyway in {grace_s:.0f} s)",
+              file=sys.stderr, flush=True)
+        timer = threading.Timer(grace_s, os._exit, args=(130,))
+        timer.daemon = True
+        timer.start()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 if __name__ == "__main__":
