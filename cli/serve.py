@@ -25,7 +25,10 @@ def _version_line(v: dict) -> str:
 def cmd_registry_register(args, paths: Paths) -> int:
     from serving.registry import Registry
 
-    mv = Registry(paths).register(Path(args.run), stage=args.stage, name=args.name).to_dict()
+    run = Path(args.run)
+    if not run.is_absolute() and not run.exists() and (paths.home / run).exists():
+        run = paths.home / run  # the README's artifacts/runs/<id>, given relative to the project home
+    mv = Registry(paths).register(run, stage=args.stage, name=args.name).to_dict()
     if args.json:
         print_json(mv)
     else:

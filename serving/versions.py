@@ -119,7 +119,8 @@ def version_from_tags(name: str, version: int, tags: dict, source: str, champion
 def read_run(run_dir: Path, stage: str) -> tuple[dict, dict]:
     """The run's config and the stage's metrics; a RegistryError naming what is missing or not deployable."""
     if not run_dir.is_dir():
-        raise RegistryError(f"{run_dir}: no such run folder (training runs are under artifacts/runs/)")
+        raise RegistryError(f"{run_dir}: no such run folder (training runs are under the project home's "
+                            f"artifacts/runs/)")
     stage_dir = run_dir / stage
     needed = [run_dir / "config.json", run_dir / "encoder.json", stage_dir / "model.safetensors",
               stage_dir / "metrics.json"]

@@ -258,6 +258,15 @@ def run_cli(capsys, *argv) -> tuple[int, str, str]:
     return code, out, err
 
 
+def test_cli_register_takes_a_run_path_relative_to_the_project_home(home, tmp_path, monkeypatch, capsys):
+    """`registry register --run artifacts/runs/<id>` as the README writes it, from any directory."""
+    write_run(home.home / "artifacts" / "runs" / "r1", 0.74, 0.59)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(capsys, "registry", "register", "--run", "artifacts/runs/r1", "--json")
+    assert code == 0, err
+    assert json.loads(out)["source_run"] == str(home.home / "artifacts" / "runs" / "r1")
+
+
 def test_cli_register_list_show_promote(home, runs, capsys):
     code, out, _ = run_cli(capsys, "registry", "register", "--run", str(runs["strong"]), "--json")
     assert code == 0 and json.loads(out)["version"] == 1
