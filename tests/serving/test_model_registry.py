@@ -261,7 +261,9 @@ def run_cli(capsys, *argv) -> tuple[int, str, str]:
 def test_cli_register_takes_a_run_path_relative_to_the_project_home(home, tmp_path, monkeypatch, capsys):
     """`registry register --run artifacts/runs/<id>` as the README writes it, from any directory."""
     write_run(home.home / "artifacts" / "runs" / "r1", 0.74, 0.59)
-    monkeypatch.chdir(tmp_path)
+    elsewhere = tmp_path / "elsewhere"  # the home is tmp_path itself
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
     code, out, err = run_cli(capsys, "registry", "register", "--run", "artifacts/runs/r1", "--json")
     assert code == 0, err
     assert json.loads(out)["source_run"] == str(home.home / "artifacts" / "runs" / "r1")
