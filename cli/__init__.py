@@ -41,6 +41,13 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
         self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
+    def parse_args(self, args=None, namespace=None):
+        """An unknown option is reported by the subcommand it was given to, so the hint is its --help."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            (getattr(parsed, "command_parser", None) or self).error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="clickprompt", description=__doc__.splitlines()[0])
@@ -50,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add(group, name: str, func: Callable, help: str) -> argparse.ArgumentParser:
         p = group.add_parser(name, help=help, description=help)
-        p.set_defaults(func=func)
+        p.set_defaults(func=func, command_parser=p)
         return p
 
     for group in (data, features, train, serve):
@@ -83,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         check_names(args, paths)
         with bounded_interrupt():
             return args.func(args, paths)
+    except BrokenPipeError:  # `clickprompt ... | head`: the reader has gone; no traceback at exit either
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # the shell's 128 + SIGPIPE
     except KeyboardInterrupt:
         print("interrupted: nothing half-written stays; the same command resumes from the last checkpoint",
               file=sys.stderr)

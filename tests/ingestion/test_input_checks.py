@@ -102,6 +102,8 @@ def _run(capsys, *argv) -> tuple[int, str]:
      "argument --fractions: '0.8,0.1,0.1000005': give three numbers > 0 that add up to 1"),  # the split's own rule
     (["predict", "--user-id", "99999999999999999999", "--item-id", "2"], "error: clickprompt predict: argument "
      "--user-id: 99999999999999999999 is out of range: ids are 64-bit integers"),
+    (["data", "status", "--bogus"], "error: clickprompt data status: unrecognized arguments: --bogus (see clickprompt "
+     "data status --help)"),  # the subcommand's help, not the top level's
     (["serve", "--port", "99999"], "error: clickprompt serve: argument --port: 99999 is not a port: give 0-65535"),
     (["registry", "register", "--run", "/nonexistent-run"], "error: /nonexistent-run: no such run folder"),
     (["registry", "register", "--run", "/nonexistent-run", "--stage", "pretrain"],

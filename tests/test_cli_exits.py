@@ -1,4 +1,4 @@
-"""Ctrl-C stops a command in bounded time (``cli.bounded_interrupt``): the first interrupt raises
+"""How a command ends when its user stops it. Ctrl-C stops a command in bounded time (``cli.bounded_interrupt``): the first interrupt raises
 KeyboardInterrupt as usual; a process that still does not stop (the flow engine reporting to a
 temporary Prefect server the same Ctrl-C stopped) exits 130 after the grace period."""
 
@@ -60,3 +60,16 @@ def test_an_interrupted_command_returns_130_with_one_line(monkeypatch, capsys):
     assert capsys.readouterr().err == ("interrupted: nothing half-written stays; the same command resumes from the "
                                        "last checkpoint\n")
     assert signal.getsignal(signal.SIGINT) is before  # the caller's handler is back
+
+
+def test_output_into_a_closed_pipe_ends_quietly():
+    """`clickprompt ... | head -1`: the reader goes away; the command ends with 141, no traceback."""
+    code = ("import sys, cli, cli.data\n"
+            "cli.data.cmd_data_status = lambda args, paths: [print('row ' * 20) for _ in range(200000)] and 0\n"
+            "sys.exit(cli.main(['data', 'status']))\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    assert proc.stdout.readline().startswith(b"row row")
+    proc.stdout.close()  # as head does after its line
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141 and "Traceback" not in err and "BrokenPipe" not in err, err
