@@ -1,6 +1,9 @@
-"""How a command ends when its user stops it. Ctrl-C stops a command in bounded time (``cli.bounded_interrupt``): the first interrupt raises
+"""How a command ends when its user stops it.
+
+Ctrl-C stops a command in bounded time (``cli.bounded_interrupt``): the first interrupt raises
 KeyboardInterrupt as usual; a process that still does not stop (the flow engine reporting to a
-temporary Prefect server the same Ctrl-C stopped) exits 130 after the grace period."""
+temporary Prefect server the same Ctrl-C stopped) exits 130 after the grace period. Output into a
+closed pipe ends quietly."""
 
 from __future__ import annotations
 
