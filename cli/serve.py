@@ -28,11 +28,14 @@ def cmd_registry_register(args, paths: Paths) -> int:
     run = Path(args.run)
     if not run.is_absolute() and not run.exists() and (paths.home / run).exists():
         run = paths.home / run  # the README's artifacts/runs/<id>, given relative to the project home
-    mv = Registry(paths).register(run, stage=args.stage, name=args.name).to_dict()
+    registry = Registry(paths)
+    already = registry.registered_as(run, stage=args.stage, name=args.name)
+    mv = registry.register(run, stage=args.stage, name=args.name).to_dict()
     if args.json:
-        print_json(mv)
+        print_json({**mv, "already_registered": already is not None})
     else:
-        print(f"registered {mv['name']} v{mv['version']} as candidate: {mv['artifact_dir']}")
+        print(f"already registered as {mv['name']} v{mv['version']} ({mv['stage']}): {mv['artifact_dir']}" if already
+              else f"registered {mv['name']} v{mv['version']} as candidate: {mv['artifact_dir']}")
         print(_version_line(mv))
     return 0
 

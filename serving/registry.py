@@ -224,6 +224,9 @@ class Registry:
             raise RegistryError(f"{run_dir}: {refusal}")
         if metrics.get("stage", stage) != stage:
             raise RegistryError(f"{run_dir / stage / 'metrics.json'} belongs to stage {metrics.get('stage')!r}")
+        if (same := self.registered_as(run_dir, stage, name)) is not None:  # a re-run with no new data, say
+            log.info("%s (%s) is %s v%d already: not registered again", run_dir, stage, name, same.version)
+            return same
         config_hash = metrics.get("config_hash") or hashlib.sha256(
             json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
         train_start, train_end = training_window(run_dir)
@@ -248,6 +251,18 @@ class Registry:
         mv = self.get(int(created_mv.version), name)
         log.info("registered %s v%d from %s (%s, test AUC %s)", name, mv.version, run_dir, stage, mv.metrics.get("auc"))
         return mv
+
+    def registered_as(self, run_dir: Path | str, stage: str = DEFAULT_STAGE,
+                      name: str = DEFAULT_NAME) -> ModelVersion | None:
+        """The version holding exactly this run's ``stage`` (same run folder, same weights and metrics),
+        if any: registering is idempotent, so a retrain with nothing new adds no duplicate version."""
+        run_dir = Path(run_dir).expanduser().resolve()
+        weights, metrics = run_dir / stage / "model.safetensors", run_dir / stage / "metrics.json"
+        if not (weights.is_file() and metrics.is_file()):
+            return None
+        mine = {"model.safetensors": sha256_file(weights), "metrics.json": sha256_file(metrics)}
+        return next((mv for mv in self.list(name) if mv.source_run == str(run_dir) and mv.training_stage == stage
+                     and all(mv.files.get(k) == v for k, v in mine.items())), None)
 
     # --- promote -----------------------------------------------------------------------
 

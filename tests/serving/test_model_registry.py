@@ -269,6 +269,18 @@ def test_cli_register_takes_a_run_path_relative_to_the_project_home(home, tmp_pa
     assert json.loads(out)["source_run"] == str(home.home / "artifacts" / "runs" / "r1")
 
 
+def test_registering_the_same_run_again_adds_no_version(home, runs, capsys):
+    """A retrain with no new data lands in the same run folder with the same weights: registering it
+    again returns its version (v5/v6 used to duplicate v3/v4); retrained weights make a new version."""
+    registry = Registry(home)
+    first = registry.register(runs["strong"])
+    assert registry.register(runs["strong"]).version == first.version == 1
+    code, out, _ = run_cli(capsys, "registry", "register", "--run", str(runs["strong"]))
+    assert code == 0 and out.startswith("already registered as ctr v1 (candidate): ")
+    (runs["strong"] / "finetune-ctr-only" / "model.safetensors").write_bytes(b"retrained weights")
+    assert registry.register(runs["strong"]).version == 2 and len(registry.list()) == 2
+
+
 def test_cli_register_list_show_promote(home, runs, capsys):
     code, out, _ = run_cli(capsys, "registry", "register", "--run", str(runs["strong"]), "--json")
     assert code == 0 and json.loads(out)["version"] == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 
 import pytest
 
@@ -142,7 +143,10 @@ def test_a_promotion_is_picked_up_without_restart(server, trained_home):
 
 def test_a_broken_new_version_leaves_the_old_one_serving(server, trained_home):
     registry = trained_home.registry
-    broken = registry.register(trained_home.run_dir)  # the CTR-only model again, then damaged on disk
+    copy = trained_home.run_dir.parent / f"{trained_home.run_dir.name}-copy"  # the same run again would be v1
+    shutil.copytree(trained_home.run_dir, copy, dirs_exist_ok=True)
+    broken = registry.register(copy)  # the CTR-only model again, then damaged on disk
+    assert broken.version > 1
     weights = broken.path / "model.safetensors"
     os.chmod(weights, 0o644)
     weights.write_bytes(weights.read_bytes()[:-16])
