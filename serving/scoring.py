@@ -252,15 +252,21 @@ def _check_timestamps(frame: pd.DataFrame, where: str) -> pd.Series:
     return ts.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
 
 
+TEXT_TABLES = {".csv": ",", ".tsv": "\t"}  # scoring files read and written as text, by suffix (else parquet)
+
+
 def read_entities(path: Path, spec: DatasetSpec) -> pd.DataFrame:
     """The input rows, checked: user and item ids (integers) and ``event_timestamp`` must be present."""
     path = Path(path)
     if not path.is_file():
         raise ScoringInputError(f"{path}: no such file")
+    text = path.suffix.lower() in TEXT_TABLES
     try:
-        frame = pd.read_parquet(path)
-    except Exception as exc:  # pyarrow raises several types for a non-parquet file
-        raise ScoringInputError(f"{path}: not a readable parquet file ({exc})") from exc
+        frame = pd.read_csv(path, sep=TEXT_TABLES[path.suffix.lower()]) if text else pd.read_parquet(path)
+    except Exception as exc:  # pyarrow and pandas raise several types for an unreadable file
+        kind = "CSV/TSV" if text else "parquet"
+        raise ScoringInputError(f"{path}: not a readable {kind} file ({' '.join(str(exc).split())}); "
+                                f"give parquet, .csv or .tsv") from exc
     required = [spec.entities["user"].key, spec.entities["item"].key, TIMESTAMP]
     missing = [c for c in required if c not in frame.columns]
     if missing:
@@ -328,18 +334,27 @@ def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
     atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
 
 
+def write_scores_atomic(frame: pd.DataFrame, path: Path) -> None:
+    """Parquet, or CSV / TSV by the file's suffix (timestamps as ISO-8601), written atomically."""
+    sep = TEXT_TABLES.get(Path(path).suffix.lower())
+    if sep is None:
+        write_parquet_atomic(frame, path)
+    else:
+        atomic_write(path, lambda tmp: frame.to_csv(tmp, sep=sep, index=False, date_format="%Y-%m-%dT%H:%M:%S.%f%z"))
+
+
 def score_file(paths: Paths, input_path: Path, output_path: Path, name: str = DEFAULT_NAME,
                registry: Registry | None = None) -> dict:
     """``clickprompt score``: read, check, join as of each row's time, score, write atomically."""
     started = time.perf_counter()
     input_path, output_path = Path(input_path), Path(output_path)
     if output_path.is_dir():  # checked before any work: the scores would be renamed onto a folder
-        raise ScoringInputError(f"--output {output_path} is a folder: give the parquet file to write, "
+        raise ScoringInputError(f"--output {output_path} is a folder: give the file to write (parquet, .csv, .tsv), "
                                 f"e.g. {output_path / 'scores.parquet'}")
     lm = load_production(paths, name, registry)
     frame = read_entities(input_path, lm.spec)
     scored, counts = _score_entities(paths, frame, lm, where=str(input_path))
-    write_parquet_atomic(scored, output_path)
+    write_scores_atomic(scored, output_path)
     p = scored["click_probability"]
     return {"input": str(input_path), "output": str(output_path), "rows": len(scored), "model": name,
             "model_version": lm.version, "feature_service": lm.feature_service,

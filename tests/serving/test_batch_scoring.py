@@ -61,6 +61,22 @@ def test_online_predict_equals_as_of_batch_score(server, trained_home, tmp_path,
                                [p["click_probability"] for p in online], rtol=0, atol=1e-6)
 
 
+def test_csv_in_csv_out_scores_as_parquet_does(trained_home, tmp_path, capsys, monkeypatch):
+    """`score --input x.csv --output y.csv` (ISO-8601 times in the text) gives the parquet path's scores."""
+    entities = pd.DataFrame({"user_id": [1, 2, 9999], "item_id": [1, 7, 4], "event_timestamp": [AFTER_ALL_VERSIONS] * 3})
+    entities.to_parquet(tmp_path / "e.parquet")
+    entities.assign(event_timestamp=entities.event_timestamp.map(lambda t: t.isoformat())).to_csv(
+        tmp_path / "e.csv", index=False)
+    for src, out in (("e.parquet", "s.parquet"), ("e.csv", "s.csv")):
+        code, _, err = run_score(capsys, monkeypatch, trained_home.paths, "--input", str(tmp_path / src),
+                                 "--output", str(tmp_path / out))
+        assert code == 0, err
+    parquet, text = pd.read_parquet(tmp_path / "s.parquet"), pd.read_csv(tmp_path / "s.csv")
+    assert list(text.columns) == list(parquet.columns) and list(text.user_id) == [1, 2, 9999]
+    np.testing.assert_allclose(text.click_probability, parquet.click_probability, rtol=0, atol=1e-9)
+    assert (pd.to_datetime(text.event_timestamp, utc=True) == parquet.event_timestamp.dt.tz_convert("UTC")).all()
+
+
 def test_as_of_scoring_uses_the_feature_version_valid_at_each_row(trained_home, tmp_path):
     """User 2 changed job on PROFILE_CHANGE: a row before it is scored with the old profile."""
     rows = pd.DataFrame({
@@ -135,7 +151,7 @@ def test_unreadable_input_is_named(trained_home, tmp_path, capsys, monkeypatch):
     src.write_text("user_id,item_id\n1,2\n")
     code, _, err = run_score(capsys, monkeypatch, trained_home.paths, "--input", str(src),
                              "--output", str(tmp_path / "scores.parquet"))
-    assert code == 2 and f"{src}: not a readable parquet file" in err
+    assert code == 2 and f"{src}: not a readable parquet file" in err and "give parquet, .csv or .tsv" in err
     code, _, err = run_score(capsys, monkeypatch, trained_home.paths, "--input", str(tmp_path / "none.parquet"),
                              "--output", str(tmp_path / "scores.parquet"))
     assert code == 2 and "none.parquet: no such file" in err
