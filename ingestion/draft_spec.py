@@ -107,6 +107,10 @@ def _field(name: str, entity: str, col: pd.Series) -> tuple[dict, str]:
         if len(values):
             entry["range"] = [int(values.min()), int(values.max())]
         return entry, "integers: categorical int64 with the range seen"
+    if pd.api.types.is_float_dtype(col) and not missing and values.nunique() > MAX_CATEGORIES:
+        return ({"name": name, "entity": entity, "kind": "numeric", "display": display},
+                f"real numbers ({values.min():g}..{values.max():g}): numeric (the value scales a learned vector: "
+                "rescale a column of large numbers in the export)")
     text = (values.astype("int64") if _integral(col) else values).astype(str).str.strip()
     why_missing = f"{missing} missing values, kept as missing; " if missing else ""
     for sep in MULTI_SEPARATORS:
@@ -189,6 +193,12 @@ def draft_spec(name: str, events: Path, users: Path | None = None, items: Path |
     if missing:
         raise ValueError(f"{events}: no column looks like the {', '.join(missing)} (columns: {list(ev.columns)}); "
                          "name them with the options shown, or write the spec by hand (README: bring your own data)")
+    for what, key in (("user", user_key), ("item", item_key)):  # the warehouse's keys are integers
+        if not (_integral(ev[key]) and ev[key].notna().all()):
+            odd = ev[key][~ev[key].astype(str).str.fullmatch(r"\s*-?\d+(\.0+)?\s*")].head(1).tolist()
+            raise ValueError(f"{events}: the {what} key column {key!r} holds {odd[0] if odd else 'missing values'!r}: "
+                             f"keys are whole numbers; map your {what} ids to integers in the export (keep the "
+                             f"lookup to read scores back), then draft again")
     fields = [{"name": "user_id", "entity": "user", "kind": "id", "display": "User ID", "dtype": "int64"}]
     item_fields = [{"name": "item_id", "entity": "item", "kind": "id", "display": "Item ID", "dtype": "int64"}]
     label = ev[label_col].dropna()

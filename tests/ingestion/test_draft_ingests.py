@@ -92,3 +92,19 @@ def test_init_spec_names_the_first_line_of_mixed_line_endings(paths, capsys):
     assert cli.main(["data", "init-spec", "--name", "x", "--events", str(events)]) == 2
     assert capsys.readouterr().err == ("error: events.csv line 3: mixed line endings: this line ends with LF, line 1 "
                                        "with CRLF (Windows); save the file with one kind of line end\n")
+
+
+def test_prices_are_drafted_numeric_and_string_keys_are_refused(tmp_path):
+    """A column of real numbers is a numeric field (it was drafted as an id); keys that are not whole
+    numbers are refused at draft time with what to do (the draft used to fail later, at ingest)."""
+    rows = [{"user_id": u, "item_id": u % 7 + 1, "rating": u % 5 + 1, "timestamp": 1_700_000_000 + u,
+             "price": round(3.5 + 0.37 * u, 2)} for u in range(1, 200)]
+    pd.DataFrame(rows).to_csv(tmp_path / "events.csv", index=False)
+    spec, notes = draft_spec("shop", tmp_path / "events.csv")
+    price = next(f for f in spec["fields"] if f["name"] == "price")
+    assert price["kind"] == "numeric" and "dtype" not in price
+    assert any(n.startswith("events column 'price': real numbers (3.87..77.13): numeric") for n in notes)
+    pd.DataFrame([{**r, "user_id": f"u{r['user_id']:03d}"} for r in rows]).to_csv(tmp_path / "named.csv", index=False)
+    with pytest.raises(ValueError, match=r"named\.csv: the user key column 'user_id' holds 'u001': keys are whole "
+                                         r"numbers; map your user ids to integers"):
+        draft_spec("shop", tmp_path / "named.csv")
