@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import select
 import signal
 import sys
 import threading
@@ -88,14 +89,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         paths = Paths.default()
         check_names(args, paths)
-        with bounded_interrupt():
-            return args.func(args, paths)
-    except BrokenPipeError:  # `clickprompt ... | head`: the reader has gone; no traceback at exit either
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141  # the shell's 128 + SIGPIPE
+        with bounded_interrupt(enabled=argv is None):  # the console command; not a caller's cli.main([...])
+            code = args.func(args, paths)
+            sys.stdout.flush()  # a closed pipe shows here, not as "Exception ignored" at exit
+            return code
+    except BrokenPipeError:
+        if not _stdout_gone():  # a pipe of the command's own (a socket, a subprocess): a real error
+            raise
+        return 141  # `clickprompt ... | head`: the reader has gone (the shell's 128 + SIGPIPE), no traceback
     except KeyboardInterrupt:
-        print("interrupted: nothing half-written stays; the same command resumes from the last checkpoint",
-              file=sys.stderr)
+        print("interrupted (exit 130): every write is atomic, so nothing is half-written; run the command "
+              "again to go on (training resumes from its last checkpoint)", file=sys.stderr)
         return 130
     except Busy as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -112,34 +116,59 @@ def main(argv: list[str] | None = None) -> int:
         raise
 
 
+def _stdout_gone() -> bool:
+    """Whether stdout's reader has closed it (a pipe's write end then polls as an error); if so stdout
+    is pointed at /dev/null, so nothing more fails at exit."""
+    try:
+        fd = sys.stdout.fileno()
+        poll = select.poll()
+        poll.register(fd, select.POLLOUT)
+        gone = any(events & (select.POLLERR | select.POLLHUP) for _, events in poll.poll(0))
+    except (OSError, ValueError, AttributeError):  # no real stdout (a test's capture), or no poll here
+        return False
+    if gone:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), fd)
+    return gone
+
+
 @contextmanager
-def bounded_interrupt(grace_s: float = INTERRUPT_GRACE_S):
+def bounded_interrupt(grace_s: float = INTERRUPT_GRACE_S, enabled: bool = True):
     """Ctrl-C stops a command within ``grace_s``. The first one raises KeyboardInterrupt as usual (a
     training step stops; Prefect records the run as crashed); if the process is still there after
     ``grace_s`` it exits (130). That happens when the terminal's Ctrl-C also stopped the temporary
     Prefect server, to which the flow engine then keeps trying to report. A second Ctrl-C exits at
     once. Every write of the project is atomic and training resumes from its last checkpoint, so an
-    exit here leaves nothing half-written. Outside the main thread (a command run by a test runner's
-    worker) Python's own handling stays."""
-    if threading.current_thread() is not threading.main_thread():
+    exit here leaves nothing half-written. Python's own handling stays for a caller's ``cli.main([...])``
+    (``enabled`` False: a test runner must not be exited), outside the main thread, and where SIGINT is
+    ignored (a background job of a script). A command that stops by itself cancels the exit."""
+    previous = signal.getsignal(signal.SIGINT)
+    if not enabled or threading.current_thread() is not threading.main_thread() or previous in (signal.SIG_IGN, None):
         yield
         return
-    state = {"interrupted": False}
+    state: dict = {"timer": None}
 
     def on_interrupt(signum, frame):
-        if state["interrupted"]:
+        if state["timer"] is not None:
             os._exit(130)
-        state["interrupted"] = True
         print(f"\ninterrupted: stopping (Ctrl-C again to exit at once; exiting anyway in {grace_s:.0f} s)",
               file=sys.stderr, flush=True)
-        timer = threading.Timer(grace_s, os._exit, args=(130,))
-        timer.daemon = True
-        timer.start()
+        state["timer"] = threading.Timer(grace_s, os._exit, args=(130,))
+        state["timer"].daemon = True
+        state["timer"].start()
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGINT, on_interrupt)
+    signal.signal(signal.SIGINT, on_interrupt)
     try:
         yield
+    except KeyboardInterrupt:
+        raise  # main returns 130 at once; the timer still bounds a hang at interpreter exit
+    except BaseException:
+        if state["timer"] is not None:
+            state["timer"].cancel()  # it handled the interrupt and stopped with an error of its own
+        raise
+    else:
+        if state["timer"] is not None:
+            state["timer"].cancel()  # it handled the interrupt and stopped by itself
     finally:
         signal.signal(signal.SIGINT, previous)
 

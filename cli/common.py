@@ -31,11 +31,12 @@ def spec_of(paths: Paths, name: str | None):
     return load_spec(name or warehouse_dataset(paths.warehouse) or DEFAULT_DATASET)
 
 
-def dataset_of(paths: Paths, name: str | None) -> str:
-    """The data set named, or the one the warehouse holds (default: the embedded one)."""
+def dataset_of(paths: Paths, name: str | None, warehouse: Path | None = None) -> str:
+    """The data set named, or the one the warehouse holds (``warehouse``, default the home's; else
+    the embedded one)."""
     from ingestion.warehouse import warehouse_dataset
 
-    return name or warehouse_dataset(paths.warehouse) or DEFAULT_DATASET
+    return name or warehouse_dataset(warehouse or paths.warehouse) or DEFAULT_DATASET
 
 
 # --- bad input, refused before any work -----------------------------------------------------

@@ -27,7 +27,7 @@ def cmd_data_ingest(args, paths: Paths) -> int:
     from ingestion.warehouse import ingest
     from validation import gate
 
-    spec = load_spec(dataset_of(paths, args.dataset))
+    spec = load_spec(dataset_of(paths, args.dataset, Path(args.warehouse) if args.warehouse else None))
     if not args.source and batch_folders(paths.inbox(spec.name)):
         return _ingest_batches(args, paths, spec, gate)
     source = Path(args.source) if args.source else paths.raw(spec.name)
@@ -206,7 +206,7 @@ def cmd_plm_fetch(args, paths: Paths) -> int:
 
 def add_commands(sub, add: Callable) -> None:
     def dataset_opt(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--dataset", help="data set spec name (default: the one in the warehouse)")
+        p.add_argument("--dataset", help=f"data set spec name (default: the one in the warehouse, else {DEFAULT_DATASET})")
 
     data = sub.add_parser("data", help="fetch and ingest raw data").add_subparsers(dest="data_cmd", required=True)
     p = add(data, "fetch", cmd_data_fetch, "fetch a data set's raw files into data/raw/<dataset>/")
@@ -241,7 +241,7 @@ def add_commands(sub, add: Callable) -> None:
     p.add_argument("--json", action="store_true")
     p = add(data, "update", cmd_data_update, "the nightly flow: new batches (gated), online store (incremental), "
                                               "data-quality trend report")
-    p.add_argument("--dataset", help="data set spec name (default: the one in the warehouse)")
+    p.add_argument("--dataset", help=f"data set spec name (default: the one in the warehouse, else {DEFAULT_DATASET})")
     p.add_argument("--max-batches", type=positive_int, help="take at most so many new batches (oldest first)")
     p.add_argument("--json", action="store_true")
 

@@ -88,19 +88,13 @@ def cmd_registry_promotions(args, paths: Paths) -> int:
 def cmd_registry_promote(args, paths: Paths) -> int:
     from serving.registry import Registry
 
-    registry = Registry(paths)
-    current = registry.production(args.name)
-    if current is not None and current.version == args.version:  # idempotent: nothing to decide, nothing logged
-        reason = f"{args.name} v{args.version} is already production; nothing to do"
-        if args.json:
-            print_json({"name": args.name, "version": args.version, "promoted": False,
-                        "already_production": True, "reason": reason})
-        else:
-            print(reason)
-        return 0
-    result = registry.promote(args.version, name=args.name, metric=args.metric, force=args.force)
+    result = Registry(paths).promote(args.version, name=args.name, metric=args.metric, force=args.force)
     if args.json:
         print_json(result.to_dict())
+    if result.already:  # a no-op (exit 0), not a refusal
+        if not args.json:
+            print(result.reason)
+        return 0
     if not result.promoted:
         print(f"promotion refused: {result.reason}", file=sys.stderr)
         return 1

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from cli.common import UserError, dataset_of, positive_int, prefect_home_ready, print_json, require_feature_store
-from core.names import DEFAULT_DATASET
+from core.names import DEFAULT_DATASET, DEFAULT_WINDOW_DAYS
 from core.settings import Paths
 from core.spec import SPLIT_POLICIES
 from models.train.stages import RETRAIN_STAGES, STAGES
@@ -169,7 +169,7 @@ def cmd_retrain(args, paths: Paths) -> int:
                         "window trains on every day before the holdout)")
     params = dict(dataset=dataset_of(paths, args.dataset), profile=args.profile, backbone=args.backbone,
                   stages=args.stages.split(",") if args.stages else None, window=args.window,
-                  window_days=args.window_days or WINDOW_DAYS, holdout_days=args.holdout_days, metric=args.metric,
+                  window_days=args.window_days or DEFAULT_WINDOW_DAYS, holdout_days=args.holdout_days, metric=args.metric,
                   margin=args.margin, overrides=parse_set(args.set or []))
     _check_flow_parameters(retrain_model, params)
     build_config(args.profile, None, args.backbone, params["overrides"])  # a bad --set: one line, now
@@ -184,8 +184,6 @@ def cmd_retrain(args, paths: Paths) -> int:
         print(judgement_markdown(out["judgement"], out["run_id"]))
     return 0
 
-
-WINDOW_DAYS = 90  # a sliding window's default length
 
 DATASET_HELP = f"data set spec name (default: the one in the warehouse, else {DEFAULT_DATASET})"
 
@@ -230,7 +228,7 @@ def add_commands(sub, add: Callable) -> None:
     p.add_argument("--backbone")
     p.add_argument("--stages", help=f"comma list (default {','.join(RETRAIN_STAGES)})")
     p.add_argument("--window", default="growing", choices=["growing", "sliding"])
-    p.add_argument("--window-days", type=positive_int, help=f"length of a sliding window (default {WINDOW_DAYS})")
+    p.add_argument("--window-days", type=positive_int, help=f"length of a sliding window (default {DEFAULT_WINDOW_DAYS})")
     p.add_argument("--holdout-days", type=positive_int, default=7, help="the most recent days: the judging window")
     p.add_argument("--metric", default="auc", choices=["auc", "logloss"])
     p.add_argument("--margin", type=float, default=0.001, help="how much better than production to be promoted")

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
+from core.names import DEFAULT_WINDOW_DAYS
 from core.settings import Paths
 from core.spec import DatasetSpec, load_spec
 from flows.build_features import build_training_set
@@ -94,7 +95,7 @@ def retrain_model(
     backbone: Backbone | None = None,
     stages: list[Stage] | None = None,
     window: Literal["growing", "sliding"] = "growing",
-    window_days: int = 90,
+    window_days: int = DEFAULT_WINDOW_DAYS,
     holdout_days: int = 7,
     metric: Literal["auc", "logloss"] = "auc",
     margin: float = 0.001,

@@ -37,6 +37,15 @@ class FileLines:
         """1-based physical line of a 0-based byte offset."""
         return int(np.searchsorted(self.newlines, byte, side="left")) + 1
 
+    def record_line_at(self, byte: int) -> int:
+        """The line of the record DuckDB reports at ``byte``: it gives the position after the previous
+        record (the line's first byte with CRLF, the one after it with LF, before any blank lines it
+        skipped), so blank lines from there on are stepped over."""
+        line, text = self.line_at(byte), self.lines()
+        while line < len(text) and not text[line - 1].strip("\r"):
+            line += 1
+        return line
+
     def check_line_ends(self, name: str) -> None:
         """Every record ends the same way (LF or CRLF), or the first one that differs is named."""
         if not len(self.ends):

@@ -218,12 +218,15 @@ def _no_default(ds: DatasetSource) -> str:
             f"and give it: `clickprompt data fetch {ds.name} --from PATH_OR_URL` (train / pipeline: --source PATH_OR_URL)")
 
 
+def _has_raw_files(dest: Path) -> bool:
+    return dest.is_dir() and any(p.is_file() for p in dest.iterdir())
+
+
 def fetch_problem(name: str, paths: Paths) -> str | None:
     """Why ``fetch_dataset(name, paths)`` without a source would fail before downloading anything
     (no offline default and nothing fetched before), else None: the CLI says it before a flow starts."""
     if name not in DATASETS:
-        dest = paths.raw(name)
-        return None if dest.is_dir() and any(p.is_file() for p in dest.iterdir()) else _no_raw_files(name, paths)
+        return None if _has_raw_files(paths.raw(name)) else _no_raw_files(name, paths)
     if DATASETS[name].default is None and _kept_from_source(name, paths) is None:
         return _no_default(DATASETS[name])
     return None
@@ -234,7 +237,7 @@ def _own_files(name: str, paths: Paths, source: str | os.PathLike | None) -> Pat
     ``data/raw/<name>/`` with its hashes checked, or the files already there."""
     dest = paths.raw(name)
     if source is None:
-        if dest.is_dir() and any(p.is_file() for p in dest.iterdir()):
+        if _has_raw_files(dest):
             return dest
         raise NoRawFiles(_no_raw_files(name, paths))
     folder = Path(source).expanduser()

@@ -223,7 +223,7 @@ def check_field(p: Parsed, spec_field: FieldSpec) -> None:
     fields) of one raw str column."""
     name = spec_field.name
     col = p.frame[name]
-    if spec_field.kind.value == "numeric":  # the warehouse casts to DOUBLE; the model multiplies by it
+    if spec_field.kind.value == "numeric" and spec_field.dtype != "int64":  # cast to DOUBLE; it scales a vector
         numbers = pd.to_numeric(col.str.strip(), errors="coerce").to_numpy(dtype="float64")
         p.flag(~np.isfinite(numbers), name, lambda v: "missing value (expected a number)" if not str(v).strip()
                else f"{str(v).strip()!r} is not a finite number")

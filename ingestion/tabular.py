@@ -108,7 +108,7 @@ def _read_delimited(con: duckdb.DuckDBPyConnection, file_lines: FileLines,
                            path=path) from None
     if len(rejects):
         r = rejects.iloc[0]
-        line = file_lines.line_at(int(r.line_byte_position)) if pd.notna(r.line_byte_position) else int(r.line)
+        line = file_lines.record_line_at(int(r.line_byte_position)) if pd.notna(r.line_byte_position) else int(r.line)
         raise RawDataError(path.name, line, None if r.column_name in (None, "") else str(r.column_name),
                            f"{str(r.error_type).lower().replace('_', ' ')}: {_first_line(r.error_message)} "
                            f"({len(rejects)} such line(s); separator {source.delimiter!r})", path=path)
@@ -283,12 +283,14 @@ def load_tabular(spec: DatasetSpec, source: Path, quarantine: bool = False, part
         seconds = parse_times(p, "timestamp", src.events.time_format)
         if not partial:  # a batch's events may use profiles of earlier batches (checked when it is committed)
             for entity in tables:
-                known = tables[entity][keys[entity]]
-                ids = pd.to_numeric(p.frame[keys[entity]].str.strip(), errors="coerce")
-                where = getattr(src, f"{entity}s").path
-                p.flag((ids.notna() & ~ids.isin(known)).to_numpy(), keys[entity],
-                       lambda v, e=entity, w=where: f"{e} {str(v).strip()} has no profile in {w}: add its row there "
-                                                    "(or drop its events)")
+                key, where = keys[entity], getattr(src, f"{entity}s").path
+                text = p.frame[key].str.strip()
+                whole = text.str.fullmatch(r"-?\d+").fillna(False).to_numpy(dtype=bool)  # others: flagged already
+                ids = pd.Series(0, index=text.index, dtype="int64")
+                ids[whole] = to_int(text[whole])  # exact: a float column would blur ids past 2**53
+                p.flag(whole & ~ids.isin(tables[entity][key]).to_numpy(), key,
+                       lambda v, e=entity, w=where: f"{e} {str(v).strip()} has no profile in {w} (its row is missing "
+                                                    "or was rejected): add or mend its row there, or drop its events")
         check_duplicate_events(p, pd.DataFrame({**{k: p.ints[k] if k in p.ints else pd.to_numeric(
             p.frame[k].str.strip(), errors="coerce") for k in (keys["user"], keys["item"])}, "timestamp": seconds}))
         for name, values in {**lists, "rating": ratings, "timestamp": seconds}.items():

@@ -122,9 +122,21 @@ def connect(path: Path, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConn
 
 
 def warehouse_dataset(path: Path) -> str | None:
-    """The data set a warehouse holds, or None when it is empty / absent."""
+    """The data set a warehouse holds, or None when it is empty / absent. While another process writes
+    it (DuckDB then refuses even a read-only open), the snapshots written beside it say, so a command
+    that only needs the name goes on to wait for the warehouse's lock instead of failing busy."""
     if not path.exists():
         return None
+    try:
+        return _dataset_in(path)
+    except Busy:
+        manifest = path.parent / "snapshots" / "manifest.json"
+        if manifest.is_file():
+            return json.loads(manifest.read_text(encoding="utf-8")).get("dataset")
+        raise
+
+
+def _dataset_in(path: Path) -> str | None:
     with connect(path, read_only=True) as con:
         has_meta = con.execute(
             "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'"

@@ -25,6 +25,7 @@ class PromotionResult:
     forced: bool
     basis: str = ""  # what both figures were measured on
     margin: float = 0.0
+    already: bool = False  # the version was production already: nothing decided, nothing logged
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -67,9 +68,8 @@ def beats(candidate: float | None, production: float | None, metric: str, margin
 
 def decide(name: str, version: int, cand_value: float | None, current: int | None, prod_value: float | None,
            metric: str, force: bool, margin: float = 0.0) -> tuple[bool, str]:
-    """(promoted, reason) for candidate ``version`` against production ``current`` (None: none yet)."""
-    if current is not None and current == version:
-        return False, f"{name} v{version} is already production"
+    """(promoted, reason) for candidate ``version`` against production ``current`` (None: none yet;
+    the production version itself never comes here: ``Registry.promote`` answers it as a no-op)."""
     need = f" by the margin {margin:g}" if margin > 0 else ""
     if force or beats(cand_value, prod_value, metric, margin):
         if current is None:

@@ -258,11 +258,11 @@ class Registry:
         if any: registering is idempotent, so a retrain with nothing new adds no duplicate version."""
         run_dir = Path(run_dir).expanduser().resolve()
         weights, metrics = run_dir / stage / "model.safetensors", run_dir / stage / "metrics.json"
-        if not (weights.is_file() and metrics.is_file()):
+        same_run = [mv for mv in self.list(name) if mv.source_run == str(run_dir) and mv.training_stage == stage]
+        if not same_run or not (weights.is_file() and metrics.is_file()):  # hashed only when it may match
             return None
         mine = {"model.safetensors": sha256_file(weights), "metrics.json": sha256_file(metrics)}
-        return next((mv for mv in self.list(name) if mv.source_run == str(run_dir) and mv.training_stage == stage
-                     and all(mv.files.get(k) == v for k, v in mine.items())), None)
+        return next((mv for mv in same_run if all(mv.files.get(k) == v for k, v in mine.items())), None)
 
     # --- promote -----------------------------------------------------------------------
 
@@ -291,6 +291,9 @@ class Registry:
             candidate = self.get(version, name)
             current = self.production(name)
             previous = current.version if current else None
+            if previous == version:  # idempotent: a deploy script run twice is not a refusal
+                return PromotionResult(name, version, False, f"{name} v{version} is already production; nothing to do",
+                                       metric, None, None, previous, force, already=True)
             if evaluation is None:
                 basis = "each version's own test split"
                 cand_value = metric_value(candidate.metrics, metric)

@@ -50,6 +50,35 @@ def test_a_command_that_does_not_stop_exits_130_after_the_grace_period():
         in output
 
 
+STOPS_BY_ITSELF = """
+import signal, time
+from cli import bounded_interrupt
+signal.signal(signal.SIGINT, signal.default_int_handler)
+with bounded_interrupt(grace_s=1.0):
+    try:
+        print("ready", flush=True)
+        time.sleep(30)
+    except KeyboardInterrupt:
+        print("caught", flush=True)
+time.sleep(2)  # past the grace period: the cancelled exit must not fire
+print("exited normally", flush=True)
+"""
+
+
+def test_a_command_that_stops_by_itself_keeps_its_own_exit():
+    code, _, output = _run_and_interrupt(STOPS_BY_ITSELF)
+    assert code == 0 and "exited normally" in output, (code, output)
+
+
+def test_an_ignored_sigint_stays_ignored():
+    """A background job of a script starts with SIGINT ignored: the command does not take it over."""
+    code = ("import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nfrom cli import bounded_interrupt\n"
+            "with bounded_interrupt():\n    inside = signal.getsignal(signal.SIGINT)\n"
+            "print(inside is signal.SIG_IGN, signal.getsignal(signal.SIGINT) is signal.SIG_IGN)\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "True"]
+
+
 def test_an_interrupted_command_returns_130_with_one_line(monkeypatch, capsys):
     import cli
     import cli.data
@@ -60,8 +89,8 @@ def test_an_interrupted_command_returns_130_with_one_line(monkeypatch, capsys):
     monkeypatch.setattr(cli.data, "cmd_data_status", interrupted)
     before = signal.getsignal(signal.SIGINT)
     assert cli.main(["data", "status"]) == 130
-    assert capsys.readouterr().err == ("interrupted: nothing half-written stays; the same command resumes from the "
-                                       "last checkpoint\n")
+    assert capsys.readouterr().err == ("interrupted (exit 130): every write is atomic, so nothing is half-written; "
+                                       "run the command again to go on (training resumes from its last checkpoint)\n")
     assert signal.getsignal(signal.SIGINT) is before  # the caller's handler is back
 
 

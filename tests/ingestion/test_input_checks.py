@@ -124,6 +124,8 @@ def test_data_commands_default_to_the_data_set_in_the_warehouse(own_data, capsys
     assert _run(capsys, "data", "ingest", "--dataset", spec.name)[0] == 0
     code = cli.main(["data", "ingest"])
     assert code == 0 and capsys.readouterr().out.startswith(f"ingested {spec.name} into {paths.warehouse}")
+    code, err = _run(capsys, "data", "replay")  # replay refuses a tabular data set: the message names which
+    assert code == 2 and err.startswith(f"error: replay writes MovieLens (RecBole) files and {spec.name} is read")
     assert not paths.raw(SPEC).exists()
 
 

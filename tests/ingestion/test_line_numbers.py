@@ -22,7 +22,7 @@ def _reshape(folder, crlf: bool, bad_row: str = BAD_ROW) -> tuple[list[str], int
     row = rest[50].split(",")
     row[4] = f'"\n{row[4]}\n"'  # the same categories (each value is stripped), over three lines
     rest[50] = ",".join(row)
-    physical = [*head, "", *"\n".join(rest).split("\n"), bad_row]
+    physical = [*head, "", *"\n".join(rest).split("\n"), *bad_row.split("\n")]  # a bad row may bring blank lines
     end = "\r\n" if crlf else "\n"
     (folder / "clicks.csv").write_bytes((end.join(physical) + end).encode())
     return physical, len(physical)
@@ -45,7 +45,8 @@ def test_errors_and_quarantine_name_the_physical_line(own_data, crlf):  # noqa: 
 
 @pytest.mark.parametrize("crlf", [False, True])  # DuckDB's byte position of a rejected line differs by one
 @pytest.mark.parametrize("bad_row, error", [(BAD_ROW.replace("5,", "1,") + ",extra", "too many columns"),
-                                            ("7,3,1", "missing columns")])
+                                            ("7,3,1", "missing columns"),
+                                            ("\n\n7,3,1", "missing columns")])  # right after two blank lines
 def test_a_structural_error_after_a_blank_line_and_quoted_newlines_names_its_physical_line(
         own_data, crlf, bad_row, error):  # noqa: F811
     paths, spec = own_data

@@ -192,7 +192,7 @@ def test_an_event_of_a_user_missing_from_the_users_file_is_named(own_data):
     folder = paths.raw(spec.name)
     (folder / "clicks.csv").write_text((folder / "clicks.csv").read_text() + "777,3,1,2024-03-05T10:00:00Z,Comedy\n")
     with pytest.raises(RawDataError, match=r"^clicks\.csv line 802, field user_id: user 777 has no profile in "
-                                           r"people\.csv: add its row there \(or drop its events\)$"):
+                                           r"people\.csv \(its row is missing or was rejected\): add or mend its row there, or drop its events$"):
         ingest(spec, folder, paths.warehouse, paths.snapshots, gate)
     report = ingest(spec, folder, paths.warehouse, paths.snapshots, gate, quarantine=True)
     assert report.rows_after["interactions"] == 800 and report.rejected == 1
