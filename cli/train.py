@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 from typing import Callable
 
@@ -102,9 +103,11 @@ def _check_flow_parameters(flow, params: dict) -> None:
     prefect_flows.setLevel(logging.CRITICAL)
     try:
         flow.validate_parameters(params)
-    except ParameterTypeError as exc:
-        lines = [line.strip(" -") for line in str(exc).splitlines()]
-        raise ValueError(" ".join(line for line in lines if line and not line.startswith("Parameters:"))) from exc
+    except ParameterTypeError as exc:  # "Flow run received invalid parameters:\n - profile: Value error, ..."
+        lines = [line.strip(" -") for line in str(exc).splitlines()[1:]]
+        problems = [re.sub(r"^(\w+)(\.\d+)?: (Value error, )?", lambda m: f"--{m.group(1).replace('_', '-')}: ", line)
+                    for line in lines if line and not line.startswith("Parameters:")]
+        raise ValueError("; ".join(problems) or str(exc)) from exc
     finally:
         prefect_flows.setLevel(level)
 

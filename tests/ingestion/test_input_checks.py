@@ -140,14 +140,12 @@ def test_debug_shows_the_traceback_of_a_user_error(paths, capsys):
      "error: bad training setting(s): pretrain.epochs='abc': Input should be a valid integer"),
     (["train", "--set", "baseline.lr=0.1"], "error: bad training setting(s): baseline.lr: unknown setting; the "
      "settings of baseline: batch_size, "),
-    (["retrain", "--profile", "nope"], "error: Flow run received invalid parameters: profile: Value error, unknown "
-     "profile 'nope'"),
+    (["retrain", "--profile", "nope"], "error: --profile: unknown profile 'nope'; known: "),
     (["retrain", "--set", "foo=1"], "error: bad training setting(s): foo: unknown setting; settings: alt, "),
     (["bench", "--profile", "smoke", "--training-set", "/nonexistent"], "error: no training set in /nonexistent"),
     (["bench", "--profile", "smoke", "--set", "pretrain.epochs=0"],
      "error: bad training setting(s): pretrain.epochs=0: Input should be greater than or equal to 1"),
-    (["train", "--stages", "baseline,pretrian"], "error: Flow run received invalid parameters: stages.1: Value error, "
-     "unknown stage 'pretrian'"),
+    (["train", "--stages", "baseline,pretrian"], "error: --stages: unknown stage 'pretrian'; known: "),
     # no offline source and nothing fetched: said before the flow, not as its two tracebacks
     (["train", "--dataset", "movielens-1m"], "error: movielens-1m has no offline source: download ml-1m.zip from "
      "GroupLens (https://files.grouplens.org/datasets/movielens/ml-1m.zip) and give it: `clickprompt data fetch "
