@@ -158,19 +158,16 @@ def bounded_interrupt(grace_s: float = INTERRUPT_GRACE_S, enabled: bool = True):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, on_interrupt)
+    stopped_by_interrupt = False
     try:
         yield
     except KeyboardInterrupt:
-        raise  # main returns 130 at once; the timer still bounds a hang at interpreter exit
-    except BaseException:
-        if state["timer"] is not None:
-            state["timer"].cancel()  # it handled the interrupt and stopped with an error of its own
+        stopped_by_interrupt = True  # main returns 130 at once; the timer still bounds a hang at exit
         raise
-    else:
-        if state["timer"] is not None:
-            state["timer"].cancel()  # it handled the interrupt and stopped by itself
     finally:
         signal.signal(signal.SIGINT, previous)
+        if state["timer"] is not None and not stopped_by_interrupt:
+            state["timer"].cancel()  # it handled the interrupt and ended by itself (or with its own error)
 
 
 if __name__ == "__main__":

@@ -23,12 +23,11 @@ def prefect_home_ready() -> None:
     PREFECT_HOME.value().mkdir(parents=True, exist_ok=True)
 
 
-def spec_of(paths: Paths, name: str | None):
-    """The spec named, or the one of the data set the warehouse holds (default: the embedded one)."""
+def spec_of(paths: Paths, name: str | None, warehouse: Path | None = None):
+    """The spec of ``dataset_of``'s data set."""
     from core.spec import load_spec
-    from ingestion.warehouse import warehouse_dataset
 
-    return load_spec(name or warehouse_dataset(paths.warehouse) or DEFAULT_DATASET)
+    return load_spec(dataset_of(paths, name, warehouse))
 
 
 def dataset_of(paths: Paths, name: str | None, warehouse: Path | None = None) -> str:

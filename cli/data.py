@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Callable
 
-from cli.common import UserError, dataset_of, known_plms, positive_int, prefect_home_ready, print_json, spec_of
+from cli.common import UserError, known_plms, positive_int, prefect_home_ready, print_json, spec_of
 from core.names import DEFAULT_DATASET
 from core.settings import Paths
 
@@ -22,12 +22,11 @@ def cmd_data_fetch(args, paths: Paths) -> int:
 
 
 def cmd_data_ingest(args, paths: Paths) -> int:
-    from core.spec import load_spec
     from ingestion.increments import batch_folders
     from ingestion.warehouse import ingest
     from validation import gate
 
-    spec = load_spec(dataset_of(paths, args.dataset, Path(args.warehouse) if args.warehouse else None))
+    spec = spec_of(paths, args.dataset, Path(args.warehouse) if args.warehouse else None)
     if not args.source and batch_folders(paths.inbox(spec.name)):
         return _ingest_batches(args, paths, spec, gate)
     source = Path(args.source) if args.source else paths.raw(spec.name)
@@ -86,8 +85,7 @@ def cmd_data_status(args, paths: Paths) -> int:
     from ingestion.warehouse import connect
 
     with connect(paths.warehouse, read_only=True) as con:  # a status check writes nothing (no batch log: none yet)
-        has_log = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'batch_log'").fetchone()[0]
-        rows = latest_status(con).to_dict("records") if has_log else []
+        rows = latest_status(con).to_dict("records")
     problem = snapshot_problem(paths.snapshots, paths.warehouse)
     if args.json:
         print_json({"batches": rows, "snapshots": problem or "current", "lock": holder(lock_path(paths.warehouse))})
@@ -122,10 +120,9 @@ def cmd_data_init_spec(args, paths: Paths) -> int:
 
 
 def cmd_data_replay(args, paths: Paths) -> int:
-    from core.spec import load_spec
     from ingestion.replay import parse_period, replay
 
-    spec = load_spec(dataset_of(paths, args.dataset))
+    spec = spec_of(paths, args.dataset)
     batches = replay(spec, paths.raw(spec.name), paths.inbox(spec.name), parse_period(args.every), args.batches)
     for b in batches:
         since = "the start" if b.start is None else f"{b.start:%Y-%m-%d %H:%M}"
@@ -136,18 +133,16 @@ def cmd_data_replay(args, paths: Paths) -> int:
 
 def cmd_data_update(args, paths: Paths) -> int:
     """The nightly flow: new batches, online store, trend report."""
-    from core.spec import load_spec
     from flows.update_data import RejectedBatches, update_data
     from ingestion.increments import batch_folders
     from ingestion.warehouse import require_warehouse
 
-    dataset = dataset_of(paths, args.dataset)
-    spec = load_spec(dataset)  # an unknown or broken spec: one line, before the flow
+    spec = spec_of(paths, args.dataset)  # an unknown or broken spec: one line, before the flow
     if not batch_folders(paths.inbox(spec.name)):  # batches may make the first load; else there must be one
         require_warehouse(paths.warehouse)
     prefect_home_ready()
     try:
-        summary = update_data(dataset=dataset, max_batches=args.max_batches)
+        summary = update_data(dataset=spec.name, max_batches=args.max_batches)
     except RejectedBatches as exc:
         print(f"rejected: {exc}")
         return 1

@@ -36,9 +36,14 @@ def snapshot_hash(snapshot_dir: Path) -> str | None:
     return json.loads(path.read_text(encoding="utf-8"))["snapshot_hash"] if path.exists() else None
 
 
+def has_table(con, name: str) -> bool:
+    """Whether the open DuckDB connection's database holds table ``name``."""
+    return bool(con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [name]).fetchone()[0])
+
+
 def state_of(con) -> str | None:
     """The warehouse state of an open DuckDB connection (None: empty, or written before states existed)."""
-    if not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'").fetchone()[0]:
+    if not has_table(con, "meta"):
         return None
     row = con.execute("SELECT value FROM meta WHERE key = ?", [STATE_KEY]).fetchone()
     return row[0] if row else None

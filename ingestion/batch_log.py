@@ -16,6 +16,7 @@ import duckdb
 import pandas as pd
 
 from core.io import digest, sha256_file
+from core.snapshots import has_table
 from ingestion.warehouse import WarehouseError, connect
 
 ACCEPTED, REJECTED, WAITING = "accepted", "rejected", "waiting"
@@ -97,7 +98,9 @@ def pending_batches(inbox: Path, warehouse: Path) -> list[tuple[Path, str, dict[
 
 def latest_status(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """The latest batch_log row of each batch (batch_id, status, reason, waiting_on, new_events, ingested_at);
-    the connection's warehouse has the log tables (``ensure_log``)."""
+    none where the warehouse has no batch log yet (read-only callers do not create it)."""
+    if not has_table(con, "batch_log"):
+        return pd.DataFrame(columns=["batch_id", "status", "reason", "waiting_on", "new_events", "ingested_at"])
     return con.execute("""SELECT batch_id, status, reason, waiting_on, new_events, ingested_at FROM batch_log
         QUALIFY row_number() OVER (PARTITION BY batch_id ORDER BY ingested_at DESC) = 1 ORDER BY batch_id""").df()
 

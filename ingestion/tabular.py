@@ -234,6 +234,11 @@ def _profiles_from_events(spec: DatasetSpec, entity: EntityName, events: pd.Data
     return runs[fields].assign(valid_from=runs["timestamp"].to_numpy()).reset_index(drop=True)
 
 
+def _absent(folder: Path, path: str) -> bool:
+    """A batch may lack a table: its file (not a glob pattern, which ``resolve`` checks) is not there."""
+    return not any(c in path for c in "*?[") and not (folder / path).exists()
+
+
 def load_tabular(spec: DatasetSpec, source: Path, quarantine: bool = False, partial: bool = False) -> RawTables:
     """Read a data set laid out as its spec's ``source`` says into canonical tables (module doc).
 
@@ -258,12 +263,11 @@ def load_tabular(spec: DatasetSpec, source: Path, quarantine: bool = False, part
         table_src = getattr(src, f"{entity}s")
         if table_src is None:
             continue
-        if partial and not any(c in table_src.path for c in "*?[") and not (folder / table_src.path).exists():
+        if partial and _absent(folder, table_src.path):
             tables[entity] = empty_table(spec.fields_of(entity))
         else:
             tables[entity] = _profile_table(spec, entity, folder, table_src, quarantine, rejected, files, lines)
-    events_path = folder / src.events.path
-    if partial and not any(c in src.events.path for c in "*?[") and not events_path.exists():
+    if partial and _absent(folder, src.events.path):
         events = pd.DataFrame({c: pd.Series(dtype="int64") for c in (keys["user"], keys["item"], *EVENT_COLUMNS)})
     else:
         p = read_table(resolve(folder, src.events, "events"), src.events, "interactions")

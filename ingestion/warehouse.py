@@ -38,7 +38,7 @@ import pandas as pd
 
 from core.faults import fault_point
 from core.locks import Busy
-from core.snapshots import busy_warehouse, temp_files
+from core.snapshots import busy_warehouse, has_table, temp_files
 from core.spec import DatasetSpec, EntityName, FieldSpec, Kind
 from ingestion.snapshots import SNAPSHOT_TABLES, bump_state, export_snapshots, reconcile_snapshots, warehouse_lock
 from ingestion.text_sql import render_spark, render_tables
@@ -138,10 +138,7 @@ def warehouse_dataset(path: Path) -> str | None:
 
 def _dataset_in(path: Path) -> str | None:
     with connect(path, read_only=True) as con:
-        has_meta = con.execute(
-            "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta'"
-        ).fetchone()[0]
-        if not has_meta:
+        if not has_table(con, "meta"):
             return None
         row = con.execute("SELECT value FROM meta WHERE key = 'dataset'").fetchone()
     return row[0] if row else None
