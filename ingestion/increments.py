@@ -225,7 +225,7 @@ def _commit_batch(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, raw, valid_
     def gated(frames: dict[str, pd.DataFrame]) -> None:
         present = {name: frame for name, frame in frames.items() if len(frame)}  # a batch may lack a table
         if present:
-            checks.append(gate(spec, present))
+            checks.append(gate(spec, present, lines=raw.lines))
 
     con.begin()
     try:

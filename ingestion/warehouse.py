@@ -31,9 +31,10 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Iterator, Mapping, Protocol
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from core.faults import fault_point
@@ -51,8 +52,12 @@ log = logging.getLogger("clickprompt.warehouse")
 __all__ = ["SNAPSHOT_TABLES", "Busy", "export_snapshots", "reconcile_snapshots", "warehouse_lock"]  # re-exported: callers import them from here
 
 
-# Checks frames named by table / view (users, interactions, user_text, ...) and raises on failure.
-Gate = Callable[[DatasetSpec, Mapping[str, pd.DataFrame]], object]
+class Gate(Protocol):
+    """Checks frames named by table / view (users, interactions, user_text, ...) and raises on
+    failure; ``lines`` (the loader's ``RawTables.lines``) lets it name the raw lines of bad rows."""
+
+    def __call__(self, spec: DatasetSpec, frames: Mapping[str, pd.DataFrame], *,
+                 lines: Mapping[str, tuple[str, np.ndarray]] | None = None) -> object: ...
 
 
 class WarehouseError(RuntimeError):
@@ -245,7 +250,7 @@ def _ingest(spec: DatasetSpec, source: Path, warehouse: Path, snapshot_dir: Path
                 for ddl in schema_ddl(spec):
                     con.execute(ddl)
                 staged = step("stage", lambda: stage(con, spec, raw))
-                step("gate rows", lambda: gate(spec, staged))
+                step("gate rows", lambda: gate(spec, staged, lines=raw.lines))
                 staged = None  # the frames the gate saw: released before the upsert
                 step("upsert", lambda: [con.execute(f"INSERT OR REPLACE INTO {table} SELECT * FROM stage_{table}")
                                         for table in ("users", "items", "interactions")])

@@ -1,4 +1,5 @@
-"""Run the spec's GX suites on pandas frames and report failures by suite, column and example.
+"""Run the spec's GX suites on pandas frames and report failures by suite, column and example
+(and, given the loader's line numbers, the raw file and lines of the failing rows).
 
 One ephemeral GX context per process (cached), progress bars and analytics off, nothing
 written to disk. Flows call ``run_suites(...).raise_if_failed()`` before training; tests call
@@ -43,6 +44,7 @@ class Failure:
     unexpected_count: int | None  # rows (list elements for list columns) that failed; None if not a row check
     examples: list  # up to MAX_EXAMPLES unexpected values, JSON-safe (timestamps as ISO strings)
     details: str = ""  # the check's description, observed value or the error GX raised
+    at: str = ""  # where the first failing rows came from, e.g. "ratings.csv lines 21, 34"; "" if unknown
 
 
 @dataclass
@@ -113,12 +115,14 @@ def run_suites(
     frames: dict[str, pd.DataFrame],
     now: datetime | None = None,
     suites: list[str] | None = None,
+    lines: Mapping[str, tuple[str, np.ndarray]] | None = None,
 ) -> ValidationReport:
     """Validate each frame against the suite of the same name (see ``build_suites``).
 
     Without ``suites``, every given frame is validated and the others are skipped; a name in
     ``suites`` with no frame is reported as a "missing table" failure. Frames or suite names
-    that match no suite raise ValueError (a typo must not skip validation silently).
+    that match no suite raise ValueError (a typo must not skip validation silently). ``lines``:
+    frame name -> (raw file, 1-based line of each frame row), the loader's ``RawTables.lines``.
     """
     built = build_suites(spec, now)
     unknown = sorted((set(frames) | set(suites or [])) - set(built))
@@ -130,7 +134,7 @@ def run_suites(
         if name not in wanted:
             continue
         if name in frames:
-            results.append(validate_frame(suite, frames[name]))
+            results.append(validate_frame(suite, frames[name], (lines or {}).get(name)))
         else:
             missing = Failure("missing table", None, None, [], f"no frame named {name!r} was given")
             results.append(SuiteResult(name, success=False, evaluated=0, failures=[missing]))
@@ -144,24 +148,33 @@ def snapshot_result(problem: str | None) -> SuiteResult:
     return SuiteResult("snapshots", success=not failures, evaluated=1, failures=failures)
 
 
-def gate(spec: DatasetSpec, frames: Mapping[str, pd.DataFrame], now: datetime | None = None) -> ValidationReport:
+def gate(spec: DatasetSpec, frames: Mapping[str, pd.DataFrame], now: datetime | None = None,
+         lines: Mapping[str, tuple[str, np.ndarray]] | None = None) -> ValidationReport:
     """The data path's quality gate (``ingestion.warehouse.Gate``): every given frame against its
-    suite; raises ValidationError naming the column, expectation and examples on any failure."""
-    return run_suites(spec, dict(frames), now=now).raise_if_failed()
+    suite; raises ValidationError naming the column, expectation and examples on any failure, and
+    the raw file and lines of the failing rows where ``lines`` has the frame's (see ``run_suites``)."""
+    return run_suites(spec, dict(frames), now=now, lines=lines).raise_if_failed()
 
 
-def validate_frame(suite: ExpectationSuite, frame: pd.DataFrame) -> SuiteResult:
-    """Run one suite on one frame; list-element checks run on the exploded list column."""
+def validate_frame(suite: ExpectationSuite, frame: pd.DataFrame,
+                   lines: tuple[str, np.ndarray] | None = None) -> SuiteResult:
+    """Run one suite on one frame; list-element checks run on the exploded list column. ``lines``:
+    (raw file, 1-based line of each row of ``frame``), to name where failing rows came from."""
+    if lines is not None and len(lines[1]) != len(frame):
+        lines = None  # not this frame's rows (a profile derived from events): failures name no lines
+    if lines is not None and not frame.index.equals(pd.RangeIndex(len(frame))):
+        frame = frame.reset_index(drop=True)  # GX reports index labels; lines go by position
     element_checks = [e for e in suite.expectations if is_element_check(e)]
     row_checks = [e for e in suite.expectations if not is_element_check(e)]
     # The suite's expectations are bound to it (GX refuses to share them): the run gets copies.
     rows = ExpectationSuite(name=suite.name, expectations=[e.copy(update={"id": None}) for e in row_checks])
-    results = list(_batch(frame).validate(rows, result_format=RESULT_FORMAT).results)
+    checked = [(r, frame) for r in _batch(frame).validate(rows, result_format=RESULT_FORMAT).results]
     for e in element_checks:
         if e.column in frame.columns:  # a missing column is reported by its ExpectColumnToExist
-            elements = frame[[e.column]].explode(e.column, ignore_index=True)
-            results.append(_batch(elements).validate(e, result_format=RESULT_FORMAT))
-    failures = [_failure(r) for r in results if not r.success]
+            elements = frame[[e.column]].explode(e.column)  # each element keeps its row's index
+            checked.append((_batch(elements).validate(e, result_format=RESULT_FORMAT), elements))
+    results = [r for r, _ in checked]
+    failures = [_failure(r, _located(r, checked_frame, lines)) for r, checked_frame in checked if not r.success]
     failures.sort(key=lambda f: (f.column or "", f.expectation, f.details))
     return SuiteResult(suite.name, success=not failures, evaluated=len(results), failures=failures)
 
@@ -187,7 +200,21 @@ def _batch(frame: pd.DataFrame):
     return _batch_definition().get_batch(batch_parameters={"dataframe": frame})
 
 
-def _failure(result: Any) -> Failure:
+def _located(result: Any, frame: pd.DataFrame, lines: tuple[str, np.ndarray] | None) -> str:
+    """The raw file and lines of a failed row check's first failing rows ("u.data lines 3, 9").
+    BASIC results carry no row index: the failed check alone runs again in SUMMARY format."""
+    if lines is None or not (result.result or {}).get("unexpected_count"):
+        return ""
+    again = _batch(frame).validate(result.expectation_config.to_domain_obj(), result_format="SUMMARY")
+    index = (again.result or {}).get("partial_unexpected_index_list") or []
+    numbers = sorted({int(lines[1][i]) for i in index})[:MAX_EXAMPLES]
+    if not numbers:
+        return ""
+    more = ", ..." if result.result["unexpected_count"] > len(numbers) else ""
+    return f"{lines[0]} line{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers))}{more}"
+
+
+def _failure(result: Any, at: str = "") -> Failure:
     """A failed ExpectationValidationResult as a Failure."""
     config = result.expectation_config
     kwargs = config.kwargs
@@ -205,6 +232,7 @@ def _failure(result: Any) -> Failure:
         unexpected_count=outcome.get("unexpected_count"),
         examples=[_json_safe(v) for v in (outcome.get("partial_unexpected_list") or [])[:MAX_EXAMPLES]],
         details="; ".join(d for d in details if d),
+        at=at,
     )
 
 
@@ -249,4 +277,6 @@ def _format_failure(f: Failure) -> str:
         text += f", e.g. {json.dumps(f.examples[:MAX_EXAMPLES], ensure_ascii=False)}"
     if f.details:
         text += f" ({f.details})"
+    if f.at:
+        text += f" at {f.at}"
     return text

@@ -113,10 +113,19 @@ def test_a_corrupted_batch_is_rejected_whole_and_names_file_line_field(lifecycle
     [report] = _take_one(paths)
     assert report.status == "rejected" and "line 2, field user_id: user 99999 has no profile" in report.reason
     assert read_snapshot_manifest(paths.snapshots)["snapshot_hash"] == before
+    # a row only the GX gate rejects (an event in 2100): named by file and line too
+    future = paths.inbox(SPEC.name) / "0001-z-future-event"
+    future.mkdir()
+    (future / "ml-100k.inter").write_text("user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+                                          "1\t1\t4\t890000000\n1\t2\t4\t4102444800\n")
+    [report] = _take_one(paths)
+    assert report.status == "rejected" and "column event_timestamp" in report.reason
+    assert "at ml-100k.inter line 3" in report.reason
+    assert read_snapshot_manifest(paths.snapshots)["snapshot_hash"] == before
     # rejected batches are not retried while their files are unchanged
     assert pending_batches(paths.inbox(SPEC.name), paths.warehouse)[0][0].name == written[2].folder.name
     history = quality_history(paths.warehouse)
-    assert set(history.loc[history.status == "rejected", "batch_id"]) == {bad.name, orphan.name}
+    assert set(history.loc[history.status == "rejected", "batch_id"]) == {bad.name, orphan.name, future.name}
 
 
 def test_a_changed_profile_is_seen_point_in_time_and_online(lifecycle):

@@ -10,6 +10,7 @@ from ingestion.rows import RawDataError
 from ingestion.warehouse import ingest
 from tests.ingestion.test_tabular import own_data  # noqa: F401  (fixture)
 from validation import gate
+from validation.runner import ValidationError
 
 BAD_ROW = "7,3,5,2024-03-05T10:00:00Z,Comedy"  # rating 5 is outside 0..1
 
@@ -64,3 +65,14 @@ def test_mixed_line_endings_name_the_first_line_that_differs(own_data):  # noqa:
     with pytest.raises(RawDataError, match=r"^clicks.csv line 42: mixed line endings: this line ends with LF, "
                                            r"line 1 with CRLF \(Windows\); save the file with one kind of line end$"):
         ingest(spec, folder, paths.warehouse, paths.snapshots, gate)
+
+
+def test_a_row_the_gate_rejects_names_its_physical_line(own_data):  # noqa: F811
+    """A row the parser takes but the GX gate rejects (an event in the future) is named by file and
+    physical line too, past a blank line and a quoted field over three lines."""
+    paths, spec = own_data
+    future = "7,3,1,2099-03-05T10:00:00Z,Comedy"
+    _, bad_line = _reshape(paths.raw(spec.name), crlf=False, bad_row=future)
+    with pytest.raises(ValidationError, match=rf"column event_timestamp: 1 unexpected, e\.g\. \[\"2099-03-05T10:00:00"
+                                              rf"\+00:00\"\] \(.*\) at clicks.csv line {bad_line}$"):
+        ingest(spec, paths.raw(spec.name), paths.warehouse, paths.snapshots, gate)

@@ -123,6 +123,7 @@ def test_gate_failure_rolls_back(paths, small_raw, tmp_path):
     with pytest.raises(ValidationError) as err:
         _ingest(paths, write_small_raw(tmp_path / "future", ratings=rows))
     assert "interactions" in str(err.value) and "event_timestamp" in str(err.value)
+    assert "at u.data line 21" in str(err.value)  # the appended row: 20 good lines before it
     assert _contents(paths) == before
 
 

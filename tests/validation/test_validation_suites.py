@@ -349,6 +349,25 @@ def test_validation_error_carries_the_report_and_its_failures(spec):
     assert run_suites(spec, good_frames_100k(), now=NOW).raise_if_failed().success
 
 
+def test_failures_name_the_raw_file_and_lines_of_their_rows(spec):
+    """With the loader's line numbers a failed row check says where its rows came from; a list
+    column's bad element names its row's line; a frame without line numbers names none."""
+    frames = good_frames_100k()
+    set_cell("interactions", "rating", 2, 9)(frames)
+    set_cell("items", "genres", 1, ["Action", "Cyberpunk"])(frames)
+    frames["items"].index = [10, 11, 12]  # lines go by position, whatever the frame's index
+    lines = {"interactions": ("ratings.csv", np.array([2, 3, 5, 6, 8, 9])),
+             "items": ("movies.dat", np.array([7, 8, 9]))}
+    report = run_suites(spec, frames, now=NOW, lines=lines)
+    rating = next(f for f in report.suite("interactions").failures if f.column == "rating")
+    assert rating.at == "ratings.csv line 5" and rating.examples == [9]
+    genres = next(f for f in report.suite("items").failures if f.column == "genres")
+    assert genres.at == "movies.dat line 8"
+    assert "e.g. [9] at ratings.csv line 5" in report.format_text()
+    unlocated = run_suites(spec, frames, now=NOW)
+    assert {f.at for s in unlocated.suites for f in s.failures} == {""}
+
+
 # --- other specs -----------------------------------------------------------------------------------------
 
 
