@@ -171,7 +171,29 @@ def interrupted_note(cell: Cell, out: Path, seeds: list[int], profile: str, gpu_
                 f"writes it")
     whole = [s for s in seeds if all((run.name, s) in done for run in plan.runs)]
     said = f" (seed{'s' if len(whole) > 1 else ''} {' '.join(map(str, whole))} whole)" if whole else ""
-    return f"partly run: {len(done)} of {total} runs finished{said} in {_shown(folder)}; `{command}` resumes it"
+    return (f"partly run: {len(done)} of {total} runs finished{said} in {_shown(folder)}; `{command}` resumes it"
+            + _whole_seeds(plan, whole))
+
+
+def _whole_seeds(plan, whole: list[int]) -> str:
+    """The paired differences of the seeds a partly run cell has whole, marked as what they are."""
+    from benchmarks.results import aggregate  # torch: not for the map's --help
+    from models.train.run import RUN_METRICS
+
+    if not whole:
+        return ""
+    metrics = {run.name: {s: json.loads((plan.run_dir(run, s) / RUN_METRICS).read_text(encoding="utf-8"))
+                          for s in whole} for run in plan.runs}
+    models = aggregate(plan.variants, metrics, whole)
+    parts = []
+    for label, m in models.items():
+        if m["reference"] is None:
+            parts.append(f"{label} AUC {m['auc_mean']:.4f}")
+        else:
+            diffs = ", ".join(f"{d:+.4f}" for d in m["paired_auc_diff"])
+            parts.append(f"{label} − {m['reference']} {diffs}")
+    count = f"{len(whole)} seed{'s' if len(whole) > 1 else ''}"
+    return f"; so far, {count} (not a result until every seed is in): " + "; ".join(parts)
 
 
 def finished(cell: Cell, out: Path, seeds: list[int]) -> dict | None:

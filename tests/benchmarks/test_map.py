@@ -15,6 +15,7 @@ from benchmarks import map as bmap
 from benchmarks.results import machine
 from benchmarks.suite import HEADLINE_RUNS
 from core.settings import REPO_ROOT
+from models.train.stages import Stage
 from tests.benchmarks.test_report import RESULTS
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -187,12 +188,21 @@ def test_a_measured_cell_of_a_gpu_lm_gives_its_speed_to_the_cells_still_waiting(
         "waits for a GPU: minilm-l6 PA-MLM 20 and LM finetuning 30 samples/s on this CPU; one epoch")
 
 
+def _run_metrics(run: str) -> dict:
+    """A finished headline run's metrics.json as far as the map reads it: each stage's test figures."""
+    test = {"base-dcnv2": {Stage.BASELINE: 0.6840}, "cp-dcnv2": {Stage.FINETUNE_CTR_ONLY: 0.6851,
+                                                                  Stage.FINETUNE_WITH_LM: 0.6829}}[run.rsplit("-seed", 1)[0]]
+    return {"backbone": "dcnv2", "method": "baseline" if run.startswith("base") else "clickprompt",
+            "stages": {stage: {"test": {"auc": auc, "logloss": 0.6, "n": 10}, "trained_on": {"rows": 100, "epochs": 1.0}}
+                       for stage, auc in test.items()}}
+
+
 def _runs(out: Path, key: str, finished: list[str], started: dict | None = None) -> Path:
     """A cell's folder with ``finished`` runs (metrics written) and, optionally, how the map started it."""
     folder = out / "cells" / key
     for run in finished:
         (folder / "runs" / run).mkdir(parents=True)
-        (folder / "runs" / run / "metrics.json").write_text("{}")
+        (folder / "runs" / run / "metrics.json").write_text(json.dumps(_run_metrics(run)))
     if started is not None:
         (folder / "map_started.json").write_text(json.dumps(started))
     return folder
@@ -219,7 +229,9 @@ def test_an_interrupted_cell_says_what_finished_and_the_command_that_resumes_it_
     assert cells["minilm-l6--movielens-100k--random"]["status"].startswith(
         f"partly run: 3 of 6 runs finished (seed 1 whole) in {where}/minilm-l6--movielens-100k--random; "
         f"`python -m benchmarks.map --cells minilm-l6--movielens-100k--random --gpu-cells --out {tmp_path.resolve()}/map "
-        "--set amp=bf16 --set 'train.note=a b'` resumes it; waits for a GPU: minilm-l6")
+        "--set amp=bf16 --set 'train.note=a b'` resumes it; so far, 1 seed (not a result until every seed is in): "
+        "DCNv2 AUC 0.6840; ClickPrompt CTR-only (DCNv2) − DCNv2 +0.0011; ClickPrompt with LM − DCNv2 -0.0011; "
+        "waits for a GPU: minilm-l6")
     # a CPU cell: the note replaces "not run yet"
     assert cells["bert-2l-128--movielens-1m-subset--random"]["status"] == (
         f"partly run: 1 of 6 runs finished in {where}/bert-2l-128--movielens-1m-subset--random; `python -m "
