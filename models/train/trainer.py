@@ -294,8 +294,8 @@ class Trainer:
         elif dist.enabled and not dist.is_main:
             self._fork_rng(0)
         best_path = self.run_dir / "best.safetensors"
-        started = time.perf_counter() - state["seconds"]
-        samples = 0
+        started = time.perf_counter() - state["seconds"]  # the run's clock, over every process that trained it
+        here, samples = time.perf_counter(), 0  # this process's: the rate shown is of the samples it trained
         self._net = self._data_parallel()
         bar = tqdm(total=total, initial=state["step"], desc=self.desc, unit="step", mininterval=2.0, dynamic_ncols=True,
                    disable=not dist.is_main)
@@ -313,15 +313,15 @@ class Trainer:
                     state["batch"] = b + 1
                     samples += len(batches[b])
                     bar.update(1)
-                    losses.add(loss, samples, time.perf_counter() - started)
+                    losses.add(loss, samples, time.perf_counter() - here)
                     if eval_fn is not None and (b + 1) in eval_points:
-                        losses.flush(samples, time.perf_counter() - started)
+                        losses.flush(samples, time.perf_counter() - here)
                         self._evaluate(state, eval_fn, monitor, sign, state["epoch"] + (b + 1) / n_batches, loss,
                                        best_path)
                         if state["stopped"]:
                             break
                     if state["step"] % cfg.checkpoint_every == 0:
-                        losses.flush(samples, time.perf_counter() - started)
+                        losses.flush(samples, time.perf_counter() - here)
                         state["seconds"] = time.perf_counter() - started
                         self._save_checkpoint(state, scheduler)
                     if on_step is not None:
@@ -330,7 +330,7 @@ class Trainer:
                     state["epoch"] += 1
                     state["batch"] = 0
         finally:
-            losses.flush()
+            losses.flush(samples, time.perf_counter() - here)  # the bar ends on the rate of the whole fit
             bar.close()
             self._net = None
         state["seconds"] = time.perf_counter() - started

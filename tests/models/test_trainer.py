@@ -1,5 +1,7 @@
 """The trainer: resumable checkpoints give the same result as an uninterrupted run; early stopping."""
 
+import time
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -57,6 +59,39 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path):
     assert result.steps == 30  # 3 epochs x 10 batches, not 30 + 12
     for (name, a), (_, c) in zip(model_a.state_dict().items(), model_c.state_dict().items()):
         assert torch.equal(a, c), name
+
+
+def test_a_resumed_run_shows_the_rate_of_its_own_samples(tmp_path, monkeypatch):
+    """The bar's samples/s after a resume: this process's samples over this process's time (it showed
+    them over the whole run's seconds, earlier processes included: 1 sample/s for 18)."""
+    import models.train.trainer as trainer_module
+
+    train = _split()
+    _, first = _trainer(tmp_path, "run")
+
+    def slow_then_crash(step):
+        if step == 5:
+            time.sleep(2.0)  # the first process's seconds, saved with the step-8 checkpoint
+        if step == 10:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        first.fit(train, _step, on_step=slow_then_crash)
+    shown = []
+
+    class Recording(trainer_module.LossLog):
+        def flush(self, samples=0, elapsed=0.0):
+            if self.pending:
+                shown.append((samples, elapsed))
+            super().flush(samples, elapsed)
+
+    monkeypatch.setattr(trainer_module, "LossLog", Recording)
+    _, again = _trainer(tmp_path, "run")
+    t = time.perf_counter()
+    assert again.fit(train, _step).steps == 30
+    wall = time.perf_counter() - t
+    assert shown and all(elapsed <= wall for _, elapsed in shown), (shown, wall)
+    assert shown[-1][0] == len(train) * 3 - 8 * 64  # the samples of steps 9-30 (checkpoint at 8)
 
 
 def test_checkpoint_of_another_config_is_not_resumed(tmp_path):
