@@ -112,6 +112,9 @@ def cmd_serve(args, paths: Paths) -> int:
 
 
 def cmd_predict(args, paths: Paths) -> int:
+    from serving.registry import Registry
+
+    Registry(paths).require_production(args.name)  # before Feast and torch load: 1 s, not 7, to say there is none
     from serving.server import Predictor
 
     _, rows = Predictor(paths, args.name, poll_seconds=float("inf")).predict([(args.user_id, args.item_id)])
@@ -127,6 +130,9 @@ def cmd_predict(args, paths: Paths) -> int:
 
 
 def cmd_score(args, paths: Paths) -> int:
+    from serving.registry import Registry
+
+    Registry(paths).require_production(args.name)  # before torch loads (score_file loads the version itself)
     from serving.scoring import score_file
 
     summary = score_file(paths, Path(args.input), Path(args.output), name=args.name)

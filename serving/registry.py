@@ -49,6 +49,7 @@ from serving.versions import (  # noqa: F401 - importable from here too
     PROMOTION_TAG,
     ArtifactIntegrityError,
     ModelVersion,
+    NoProductionModelError,
     RegistryError,
     now_iso,
     read_run,
@@ -149,6 +150,13 @@ class Registry:
     def production(self, name: str = DEFAULT_NAME) -> ModelVersion | None:
         version = self.production_version(name)
         return None if version is None else self.get(version, name)
+
+    def require_production(self, name: str = DEFAULT_NAME) -> ModelVersion:
+        """The production version, or NoProductionModelError saying how to get one."""
+        mv = self.production(name)
+        if mv is None:
+            raise NoProductionModelError.of(name, self.uri)
+        return mv
 
     def production_version(self, name: str = DEFAULT_NAME) -> int | None:
         """Only the version behind the ``champion`` alias (what a server polls)."""

@@ -45,10 +45,6 @@ class ScoringInputError(ValueError):
     """Bad batch-scoring input; the message names the file and the column."""
 
 
-class NoProductionModelError(RegistryError):
-    """No version of the model is in production yet."""
-
-
 @dataclass(frozen=True)
 class LoadedModel:
     """A registered model ready to score: weights in eval mode, its encoder, spec and feature service."""
@@ -114,13 +110,7 @@ def load_model(mv: ModelVersion, paths: Paths, device: str = "cpu") -> LoadedMod
 
 def load_production(paths: Paths, name: str = DEFAULT_NAME, registry: Registry | None = None,
                     device: str = "cpu") -> LoadedModel:
-    registry = registry or Registry(paths)
-    mv = registry.production(name)
-    if mv is None:
-        raise NoProductionModelError(
-            f"no production version of model {name!r} in {registry.uri}: "
-            "`clickprompt registry register --run RUN_DIR` then `clickprompt registry promote VERSION`")
-    return load_model(mv, paths, device)
+    return load_model((registry or Registry(paths)).require_production(name), paths, device)
 
 
 # --- the shared path: feature rows -> tensors -> probability ------------------------------------

@@ -38,9 +38,9 @@ from core.settings import Paths
 from serving import requests as request_bodies
 from serving.bodies import MAX_BODY_BYTES, BatchPrediction, BodyLimit, Prediction
 from serving.online_features import FeaturesUnavailable, OnlineFeatures
-from serving.registry import DEFAULT_NAME, Registry
+from serving.registry import DEFAULT_NAME, NoProductionModelError, Registry
 from serving.requests import MAX_BATCH, BatchRequest, PredictRequest  # noqa: F401  (MAX_BATCH: the limit)
-from serving.scoring import LoadedModel, NoProductionModelError, load_model, score_frame
+from serving.scoring import LoadedModel, load_model, score_frame
 from serving.timing import NO_LAPS, ServerTiming
 
 log = logging.getLogger("clickprompt.serving")
@@ -101,7 +101,7 @@ class Predictor:
             current = self._model
             if version is None:
                 if current is None:
-                    self.last_error = f"no production version of model {self.name!r} in {self.registry.uri}"
+                    self.last_error = str(NoProductionModelError.of(self.name, self.registry.uri))
             elif current is None or current.version != version:
                 loaded = load_model(self.registry.get(version, self.name), self.paths, self.device)
                 self._check_features(loaded)

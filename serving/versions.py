@@ -40,6 +40,15 @@ class RegistryError(ValueError):
     """Bad registry input: an unknown version, an incomplete run folder, a bad name or metric."""
 
 
+class NoProductionModelError(RegistryError):
+    """No version of the model is in production yet."""
+
+    @classmethod
+    def of(cls, name: str, uri: str) -> "NoProductionModelError":
+        return cls(f"no production version of model {name!r} in {uri}: `clickprompt registry register "
+                   "--run RUN_DIR` then `clickprompt registry promote VERSION`")
+
+
 class ArtifactIntegrityError(RegistryError):
     """A registered artifact no longer matches the hashes recorded when it was registered."""
 

@@ -129,6 +129,19 @@ def test_cli_predict_gives_the_http_answer(server, trained_home, monkeypatch, ca
     assert "unknown: user" in capsys.readouterr().out
 
 
+def test_predict_and_score_without_a_production_version_say_how_to_get_one(trained_home, monkeypatch, capsys,
+                                                                           tmp_path):
+    monkeypatch.setenv("CLICKPROMPT_HOME", str(trained_home.paths.home))
+    hint = ("no production version of model 'unpromoted' in sqlite:///{}: `clickprompt registry register --run RUN_DIR` "
+            "then `clickprompt registry promote VERSION`").format(trained_home.paths.home / "mlruns.db")
+    assert cli.main(["predict", "--user-id", "2", "--item-id", "3", "--name", "unpromoted"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {hint}"
+    assert cli.main(["score", "--input", str(tmp_path / "in.parquet"), "--output", str(tmp_path / "out.parquet"),
+                     "--name", "unpromoted"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {hint}"
+    assert not (tmp_path / "out.parquet").exists()
+
+
 def test_a_promotion_is_picked_up_without_restart(server, trained_home):
     registry = trained_home.registry
     before = predict(server, 1, 1)
