@@ -36,6 +36,16 @@ def _take_one(paths: Paths, run: str = "test"):
     return ingest_inbox(SPEC, paths.inbox(SPEC.name), paths.warehouse, paths.snapshots, gate, run, limit=1)
 
 
+def _events_batch(paths: Paths, name: str, *rows: str):
+    """A landing batch of events alone (RecBole's header, then ``rows``), taken: (its folder, its report)."""
+    folder = paths.inbox(SPEC.name) / name
+    folder.mkdir()
+    header = "user_id:token\titem_id:token\trating:float\ttimestamp:float"
+    (folder / "ml-100k.inter").write_text("\n".join([header, *rows]) + "\n")
+    [report] = _take_one(paths)
+    return folder, report
+
+
 @pytest.fixture(scope="module")
 def lifecycle(real_ml100k_raw, tmp_path_factory):
     """A home whose landing area holds the replay (initial + 3 weeks); batch 2 also brings a
@@ -106,19 +116,11 @@ def test_a_corrupted_batch_is_rejected_whole_and_names_file_line_field(lifecycle
     assert read_snapshot_manifest(paths.snapshots)["snapshot_hash"] == before
     assert len(_snapshot_events(paths)) == n_before
     # events of users whose profile has not arrived: rejected too, naming the row
-    orphan = paths.inbox(SPEC.name) / "0001-y-early-events"
-    orphan.mkdir()
-    (orphan / "ml-100k.inter").write_text("user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
-                                          "99999\t1\t4\t890000000\n")
-    [report] = _take_one(paths)
+    orphan, report = _events_batch(paths, "0001-y-early-events", "99999\t1\t4\t890000000")
     assert report.status == "rejected" and "line 2, field user_id: user 99999 has no profile" in report.reason
     assert read_snapshot_manifest(paths.snapshots)["snapshot_hash"] == before
     # a row only the GX gate rejects (an event in 2100): named by file and line too
-    future = paths.inbox(SPEC.name) / "0001-z-future-event"
-    future.mkdir()
-    (future / "ml-100k.inter").write_text("user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
-                                          "1\t1\t4\t890000000\n1\t2\t4\t4102444800\n")
-    [report] = _take_one(paths)
+    future, report = _events_batch(paths, "0001-z-future-event", "1\t1\t4\t890000000", "1\t2\t4\t4102444800")
     assert report.status == "rejected" and "column event_timestamp" in report.reason
     assert "at ml-100k.inter line 3" in report.reason
     assert read_snapshot_manifest(paths.snapshots)["snapshot_hash"] == before
