@@ -60,11 +60,6 @@ class RunContext:
     decoder_vocab: DecoderVocab | None = None  # the MLM decoder's rows (None: the whole vocabulary)
     results: dict[str, dict] = field(default_factory=dict)
 
-    @property
-    def fingerprint(self) -> str:
-        """What a checkpoint must match to be resumed: same config, same training data."""
-        return f"{self.cfg.config_hash()}-{self.data_id[:16]}"
-
     def stage_dir(self, stage: str) -> Path:
         path = self.run_dir / stage
         if distributed.current().is_main:  # rank 0 alone writes the run folder

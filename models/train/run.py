@@ -8,7 +8,8 @@ whole test split with its best weights, a pretraining stage on its held-out chec
 into the run's ``metrics.json``, written once, complete (its presence marks a finished run).
 
 The resume rule, one for every caller: a stage (or a run) is finished when its metrics carry the
-same fingerprint (config hash + the training set's manifest hash); an interrupted stage resumes
+same fingerprint (config hash + the training set's manifest hash; a finetuning's also names the
+pretraining it started from, ``stage_fingerprint``); an interrupted stage resumes
 from its last checkpoint with the same fingerprint (``models.train.trainer``); anything else is
 trained again. Early stopping uses the validation split; the test split is scored once.
 
@@ -27,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from core.io import digest, write_json_atomic
+from core.io import digest, sha256_file, write_json_atomic
 from core.locks import exclusive
 from core.training_data import TrainingData
 from models.ctr import count_params
@@ -38,7 +39,7 @@ from models.train import distributed
 from models.train.config import TrainConfig
 from models.train.prepare import PREPARED_DIR, RunContext, prepare
 from models.train.setups import SETUPS, StageSetup, fusion_parts
-from models.train.stages import ALIGNMENT_METHODS, STAGES, Stage, check_stages
+from models.train.stages import ALIGNMENT_METHODS, FROM_SCRATCH, STAGES, Stage, check_stages
 from models.train.trainer import FitResult, Trainer, result_dict
 
 log = logging.getLogger("clickprompt.train")
@@ -73,6 +74,17 @@ def fingerprint(cfg: TrainConfig, data_id: str) -> str:
     return f"{cfg.config_hash()}-{data_id[:16]}"
 
 
+def stage_fingerprint(run_dir: Path, stage: str, cfg: TrainConfig, data_id: str) -> str:
+    """``fingerprint``, and for a stage that starts from the run's pretraining, which one (the digest of
+    ``pretrain/metrics.json``, or none): a finetuning trained before its pretraining is trained again
+    after it, not taken (or resumed) as if it had started from it."""
+    base = fingerprint(cfg, data_id)
+    if stage in FROM_SCRATCH:
+        return base
+    upstream = run_dir / Stage.PRETRAIN / "metrics.json"
+    return f"{base}-{sha256_file(upstream)[:12] if upstream.is_file() else 'no-pretrain'}"
+
+
 def fit_stage(ctx: RunContext, stage: Stage) -> dict:
     """Train ``stage`` (resumable), then score it once: a CTR stage on the whole test split with its
     best weights (a with-LM model's branches on the same rows too), a pretraining stage on its
@@ -83,7 +95,7 @@ def fit_stage(ctx: RunContext, stage: Stage) -> dict:
     sc, out_dir = setup.stage_cfg, ctx.stage_dir(stage)
     desc = f"{stage}-{ctx.cfg.method}" if stage == Stage.PRETRAIN and ctx.cfg.method in ALIGNMENT_METHODS else stage
     trainer = Trainer(setup.model, sc, setup.param_groups, out_dir, ctx.device, ctx.cfg.amp, ctx.cfg.seed,
-                      desc=desc, fingerprint=ctx.fingerprint)
+                      desc=desc, fingerprint=stage_fingerprint(ctx.run_dir, stage, ctx.cfg, ctx.data_id))
     rows = (setup.train if setup.train is not None else ctx.split("train", stage)).head(sc.max_train_samples,
                                                                                           ctx.cfg.seed)
     if setup.before_fit is not None:  # a resumed fit then loads its checkpoint's weights over these
@@ -106,7 +118,7 @@ def _finish_stage(ctx: RunContext, stage: Stage, setup: StageSetup, fit: FitResu
         metrics.update(valid_auc=fit.best_metric, **_test_metrics(ctx, stage, setup))
     metrics.update(trained_on={"rows": fit.train_rows, "epochs": round(fit.epochs_run, 3)}, fit=result_dict(fit),
                    config_hash=ctx.cfg.config_hash(), snapshot_hash=ctx.snapshot_hash, training_set_hash=ctx.data_id,
-                   fingerprint=ctx.fingerprint, **setup.extra())
+                   fingerprint=stage_fingerprint(ctx.run_dir, stage, ctx.cfg, ctx.data_id), **setup.extra())
     metrics.setdefault("params", count_params(setup.model))
     save_weights(setup.model, out_dir / "model.safetensors")
     write_json_atomic(out_dir / "metrics.json", metrics)
@@ -201,7 +213,7 @@ def finished_stage(run_dir: Path, stage: str, cfg: TrainConfig, data_id: str) ->
     if not path.is_file():
         return None
     metrics = json.loads(path.read_text(encoding="utf-8"))
-    return metrics if metrics.get("fingerprint") == fingerprint(cfg, data_id) else None
+    return metrics if metrics.get("fingerprint") == stage_fingerprint(run_dir, stage, cfg, data_id) else None
 
 
 def finished_run(run_dir: Path, cfg: TrainConfig, data_id: str, stages: list[str]) -> dict | None:
@@ -210,8 +222,7 @@ def finished_run(run_dir: Path, cfg: TrainConfig, data_id: str, stages: list[str
     if not path.is_file():
         return None
     run = json.loads(path.read_text(encoding="utf-8"))
-    want = fingerprint(cfg, data_id)
-    if all(run["stages"].get(s, {}).get("fingerprint") == want for s in stages):
+    if all(run["stages"].get(s, {}).get("fingerprint") == stage_fingerprint(run_dir, s, cfg, data_id) for s in stages):
         return run
     return None
 
