@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     except Busy as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
-    except (UserError, RawDataError, WarehouseError, FetchError, FileNotFoundError, ValueError) as exc:
+    except (UserError, RawDataError, WarehouseError, FetchError, FileNotFoundError, FileExistsError, ValueError) as exc:
         if args.debug:
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)

@@ -123,7 +123,7 @@ def add_commands(sub, add: Callable) -> None:
                    "global-temporal | per-user-temporal | random")
     p = add(feats, "export-bundle", cmd_features_export_bundle, "write a training bundle (a training set, its spec, "
             "the run config, optionally the PLM) that `python -m models.train --bundle DIR` trains anywhere")
-    p.add_argument("dir", help="the bundle folder (replaced whole if it exists)")
+    p.add_argument("dir", help="the bundle folder: new, empty or an earlier bundle (replaced whole); any other folder is refused")
     p.add_argument("--service", default=CLICKPROMPT_SERVICE, choices=SERVICES, help="whose newest training set "
                    f"(default {CLICKPROMPT_SERVICE})")
     p.add_argument("--training-set", metavar="FOLDER", help="a build folder under data/training_sets (default: the "

@@ -34,8 +34,16 @@ CONFIG_FILE = "config.json"
 def export_bundle(ref: TrainingSetRef, out: Path, cfg: TrainConfig | None = None,
                   plm_folder: Path | None = None) -> Path:
     """Write ``out`` (replacing a previous bundle there whole) from the training set ``ref``, with the
-    run config ``cfg`` and a copy of ``plm_folder`` when given."""
-    out = Path(out)
+    run config ``cfg`` and a copy of ``plm_folder`` when given. Any other folder at ``out`` (not empty,
+    not a bundle) is refused: replacing it would delete its files."""
+    out = Path(out).resolve()
+    here = Path.cwd().resolve()
+    if out == here or out in here.parents:  # swapped away, a shell there would stand in a deleted folder
+        raise ValueError(f"{out} is the working directory or holds it: a bundle replaces its folder whole; give "
+                         "a new folder, e.g. ./bundle")
+    if out.exists() and not (out / BUNDLE_FILE).is_file() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"{out} exists and is not a training bundle (no {BUNDLE_FILE}): a bundle replaces "
+                              "its folder whole, so give a new or empty folder")
     manifest = ref.manifest()  # refuses a changed folder
     ref.verify_files(manifest)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")

@@ -62,7 +62,8 @@ def test_a_retrain_then_a_pipeline_each_train_on_their_own_sets(flow_home, small
     assert pd.Timestamp(version.train_end) < holdout
 
 
-def test_a_bundle_trains_with_torch_alone_to_the_pipelines_metrics(flow_home, small_pipeline, tmp_path, capsys):
+def test_a_bundle_trains_with_torch_alone_to_the_pipelines_metrics(flow_home, small_pipeline, tmp_path, capsys,
+                                                                    monkeypatch):
     stages = ["baseline", "pretrain", "finetune-ctr-only"]
     summary = train_pipeline(**small_pipeline, stages=stages, to_registry=False)
     ref = TrainingSetRef.from_dict(summary["training_set_ref"])
@@ -73,6 +74,23 @@ def test_a_bundle_trains_with_torch_alone_to_the_pipelines_metrics(flow_home, sm
     assert "python -m models.train --bundle" in capsys.readouterr().out
     meta = json.loads((bundle / "bundle.json").read_text())
     assert meta["training_set"]["manifest_hash"] == ref.manifest_hash and (bundle / "plm" / "config.json").is_file()
+    # a bundle replaces its folder whole: an earlier bundle, an empty folder ("." too), never other files
+    assert cli_main(args) == 0 and (bundle / "bundle.json").is_file()
+    capsys.readouterr()
+    mine = tmp_path / "notes"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("mine")
+    assert cli_main(["features", "export-bundle", str(mine), "--training-set", str(ref.folder)]) == 2
+    assert capsys.readouterr().err == (f"error: {mine} exists and is not a training bundle (no bundle.json): a bundle "
+                                       "replaces its folder whole, so give a new or empty folder\n")
+    assert [p.name for p in mine.iterdir()] == ["keep.txt"]
+    (tmp_path / "empty").mkdir()
+    assert cli_main(["features", "export-bundle", str(tmp_path / "empty"), "--training-set", str(ref.folder)]) == 0
+    assert (tmp_path / "empty" / "bundle.json").is_file()
+    monkeypatch.chdir(tmp_path / "empty")
+    capsys.readouterr()
+    assert cli_main(["features", "export-bundle", ".", "--training-set", str(ref.folder)]) == 2
+    assert "is the working directory or holds it: a bundle replaces its folder whole" in capsys.readouterr().err
 
     out = tmp_path / "run"
     code = textwrap.dedent(f"""
