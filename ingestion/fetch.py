@@ -208,9 +208,14 @@ class NoRawFiles(FetchError):
 
 
 def _no_raw_files(name: str, paths: Paths) -> str:
+    from core.spec import known_datasets
+
+    offline = sorted(n for n, ds in DATASETS.items() if ds.default is not None)
+    known = known_datasets()
+    typo = "" if name in known else f"; there is no spec named {name!r} either (known: {', '.join(known)})"
     return (f"{name}: no raw files in {paths.raw(name)}; put the files your spec's source block names there, "
             f"or give their folder: `clickprompt data fetch {name} --from FOLDER` (train / pipeline: "
-            f"--source FOLDER; offline sources exist for: {', '.join(sorted(DATASETS))})")
+            f"--source FOLDER; an offline source exists for {', '.join(offline)}){typo}")
 
 
 def _no_default(ds: DatasetSource) -> str:

@@ -273,7 +273,9 @@ def test_registries():
     assert not any(m.endswith(".pt") for m in PLMS["bert-2l-128"].members)  # no pickles
     with pytest.raises(KeyError, match="known: bert-2l-128, minilm-l6"):
         fetch_plm("gpt-17", Paths(Path("/nonexistent")))
-    with pytest.raises(NoRawFiles, match=r"netflix: no raw files in .*raw/netflix; put the files your spec"):
+    with pytest.raises(NoRawFiles, match=r"netflix: no raw files in .*raw/netflix; put the files your spec.*"
+                                         r"an offline source exists for movielens-100k\); there is no spec named "
+                                         r"'netflix' either \(known: .*movielens-100k"):
         fetch_dataset("netflix", Paths(Path("/nonexistent")))
 
 
