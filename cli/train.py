@@ -37,8 +37,7 @@ def _train_bundle(args) -> int:
     if args.plm:
         overrides["plm"] = args.plm
     stages = None if args.stages in (None, "all") else args.stages.split(",")
-    profile = args.profile if args.profile != "demo" or not (args.bundle / "config.json").is_file() else None
-    run_dir, summary = train_bundle(args.bundle, args.out, profile, stages, overrides)
+    run_dir, summary = train_bundle(args.bundle, args.out, args.profile, stages, overrides)  # None: the bundle's
     if args.json:
         print_json(summary)
     else:
@@ -72,6 +71,7 @@ def cmd_pipeline(args, paths: Paths) -> int:
         overrides = parse_set(args.set or [])
         if args.plm:
             overrides["plm"] = args.plm
+        args.profile = args.profile or TRAIN_PROFILE
         params = dict(
             dataset=dataset_of(paths, args.dataset), profile=args.profile, method=args.method, backbone=args.backbone,
             run_id=args.run_id, stages=None if args.stages in (None, "all") else args.stages.split(","),
@@ -188,12 +188,14 @@ def cmd_retrain(args, paths: Paths) -> int:
     return 0
 
 
+TRAIN_PROFILE = "demo"  # train / pipeline without --profile
 DATASET_HELP = f"data set spec name (default: the one in the warehouse, else {DEFAULT_DATASET})"
 
 
 def _training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", help=DATASET_HELP)
-    p.add_argument("--profile", default="demo", help="smoke | demo | default | paper")
+    p.add_argument("--profile", help=f"smoke | demo | default | paper (default {TRAIN_PROFILE}; with --bundle: "
+                   "the bundle's own config)")
     p.add_argument("--method", default="clickprompt", help="clickprompt | alt | ctrl | lm_only | baseline: the "
                    "pretraining objective and the default stages")
     p.add_argument("--backbone", help="CTR model name (dcnv2, dnn, autoint, fm, deepfm, dcn, xdeepfm, pnn)")

@@ -149,3 +149,16 @@ def test_two_pipelines_never_train_one_run_id_at_once(flow_home, small_pipeline,
         proc.wait()
     summary = train_pipeline(**small_pipeline, stages=["baseline"], run_id=run_id, to_registry=False)
     assert summary["run_id"] == run_id and (flow_home.runs / run_id / "baseline" / "metrics.json").is_file()
+
+
+def test_train_bundle_takes_the_bundles_config_unless_a_profile_is_asked_for(tmp_path, monkeypatch, capsys):
+    """`--profile demo` with --bundle trained the bundle's config: demo was the flag's default, so it
+    could not be told from no flag at all."""
+    import models.train.__main__ as entry
+
+    asked = []
+    monkeypatch.setattr(entry, "train_bundle", lambda bundle, out, profile, stages, overrides:
+                        asked.append(profile) or (tmp_path / "run", {"stages": {}}))
+    for extra in ([], ["--profile", "demo"], ["--profile", "smoke"]):
+        assert cli_main(["train", "--bundle", str(tmp_path), "--json", *extra]) == 0
+    assert asked == [None, "demo", "smoke"]
