@@ -19,8 +19,7 @@ from prefect.context import TaskRunContext
 
 from core.settings import Paths
 from core.training_data import TrainingSetRef
-from flows.common import cache_key, cached, file_digest, retry_fetch
-from models.train.stages import FROM_SCRATCH, Stage
+from flows.common import cache_key, cached, retry_fetch
 
 if TYPE_CHECKING:
     from models.train.config import TrainConfig
@@ -44,9 +43,10 @@ def default_run_id(cfg: "TrainConfig", ref: TrainingSetRef | dict) -> str:
 
 
 def _stage_key(context: TaskRunContext, p: dict[str, Any]) -> str:
-    run_dir, stage = p["run_dir"], p["stage"]
-    upstream = None if stage in FROM_SCRATCH else file_digest(run_dir / Stage.PRETRAIN / "metrics.json")
-    return cache_key("train", p, str(run_dir), stage, p["cfg"].config_hash(), p["ref"]["manifest_hash"], upstream)
+    from models.train.run import stage_fingerprint
+
+    run_dir, stage = p["run_dir"], p["stage"]  # the fingerprint: config, data and, for a finetuning, its pretraining
+    return cache_key("train", p, str(run_dir), stage, stage_fingerprint(run_dir, stage, p["cfg"], p["ref"]["manifest_hash"]))
 
 
 @task(cache_key_fn=_stage_key, persist_result=True, result_serializer="json", task_run_name="train-{stage}")

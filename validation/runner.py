@@ -161,7 +161,7 @@ def validate_frame(suite: ExpectationSuite, frame: pd.DataFrame,
     """Run one suite on one frame; list-element checks run on the exploded list column. ``lines``:
     (raw file, 1-based line of each row of ``frame``), to name where failing rows came from."""
     if lines is not None and len(lines[1]) != len(frame):
-        lines = None  # not this frame's rows (a profile derived from events): failures name no lines
+        lines = None  # not this frame's rows (a loader bug): naming no lines beats naming wrong ones
     if lines is not None and not frame.index.equals(pd.RangeIndex(len(frame))):
         frame = frame.reset_index(drop=True)  # GX reports index labels; lines go by position
     element_checks = [e for e in suite.expectations if is_element_check(e)]
@@ -207,10 +207,11 @@ def _located(result: Any, frame: pd.DataFrame, lines: tuple[str, np.ndarray] | N
         return ""
     again = _batch(frame).validate(result.expectation_config.to_domain_obj(), result_format="SUMMARY")
     index = (again.result or {}).get("partial_unexpected_index_list") or []
-    numbers = sorted({int(lines[1][i]) for i in index})[:MAX_EXAMPLES]
+    rows = sorted({int(lines[1][i]) for i in index})  # a list column's elements share their row's line
+    numbers = rows[:MAX_EXAMPLES]
     if not numbers:
         return ""
-    more = ", ..." if result.result["unexpected_count"] > len(numbers) else ""
+    more = ", ..." if result.result["unexpected_count"] > len(index) or len(rows) > len(numbers) else ""
     return f"{lines[0]} line{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers))}{more}"
 
 

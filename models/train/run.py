@@ -20,6 +20,7 @@ alone writes, evaluates and scores, and each stage's metrics reach every rank by
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import shutil
@@ -76,13 +77,24 @@ def fingerprint(cfg: TrainConfig, data_id: str) -> str:
 
 def stage_fingerprint(run_dir: Path, stage: str, cfg: TrainConfig, data_id: str) -> str:
     """``fingerprint``, and for a stage that starts from the run's pretraining, which one (the digest of
-    ``pretrain/metrics.json``, or none): a finetuning trained before its pretraining is trained again
-    after it, not taken (or resumed) as if it had started from it."""
+    the weights it loads, ``pretrain/model.safetensors``, or none): a finetuning trained before its
+    pretraining is trained again after it, not taken (or resumed) as if it had started from it. The
+    weights, not the metrics: a finished pretraining scored again rewrites its seconds, not its weights."""
     base = fingerprint(cfg, data_id)
     if stage in FROM_SCRATCH:
         return base
-    upstream = run_dir / Stage.PRETRAIN / "metrics.json"
-    return f"{base}-{sha256_file(upstream)[:12] if upstream.is_file() else 'no-pretrain'}"
+    weights = run_dir / Stage.PRETRAIN / "model.safetensors"
+    return f"{base}-{_digest_of(weights)[:12] if weights.is_file() else 'no-pretrain'}"
+
+
+def _digest_of(path: Path) -> str:
+    stat = path.stat()
+    return _cached_digest(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_digest(path: str, mtime_ns: int, size: int) -> str:  # hundreds of MB for a base-sized LM: once
+    return sha256_file(Path(path))
 
 
 def fit_stage(ctx: RunContext, stage: Stage) -> dict:

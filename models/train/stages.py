@@ -31,7 +31,7 @@ STAGES: tuple[Stage, ...] = tuple(Stage)  # every stage, in training order
 # ClickPrompt's run ("all"): the reference, PA-MLM, then both finetunings
 CLICKPROMPT_STAGES = (Stage.BASELINE, Stage.PRETRAIN, Stage.FINETUNE_WITH_LM, Stage.FINETUNE_CTR_ONLY)
 TEXT_STAGES = frozenset({Stage.PRETRAIN, Stage.FINETUNE_WITH_LM, Stage.FINETUNE_LM_ONLY})  # need the PLM's tokens
-# stages that never start from the run's pretraining checkpoint (a finetuning's cache key includes it)
+# stages that never start from the run's pretraining checkpoint (a finetuning's fingerprint names it)
 FROM_SCRATCH = frozenset({Stage.BASELINE, Stage.PRETRAIN})
 # what may be served: the backbone's inference graph, no LM at inference time
 SERVABLE_STAGES = (Stage.FINETUNE_CTR_ONLY, Stage.BASELINE)

@@ -101,7 +101,7 @@ class Trainer:
         fingerprint: str = "",
     ) -> None:
         self.model, self.cfg, self.run_dir, self.device, self.seed, self.desc = model, cfg, run_dir, device, seed, desc
-        self.fingerprint = fingerprint  # a checkpoint with another fingerprint (config, data) is not resumed
+        self.fingerprint = fingerprint  # a checkpoint with another one (config, data, pretraining) is not resumed
         self.amp_dtype = amp_dtype(device, amp)
         groups = optimizer_groups(model, param_groups, cfg.lr_lm, cfg.lr_ctr, cfg.no_decay)
         # the fused kernel (CPU and CUDA): one pass over every parameter instead of a loop per tensor

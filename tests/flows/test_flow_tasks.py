@@ -76,9 +76,12 @@ def test_feature_and_stage_keys_follow_the_snapshot_and_upstream_weights(paths):
     # a stage trained on another training set (another manifest) is another cache entry
     assert stage_key(cfg, "baseline", {"folder": "sets/b", "manifest_hash": "b" * 64}) != keys["baseline"]
     (run_dir / "pretrain").mkdir(parents=True)
-    (run_dir / "pretrain" / "metrics.json").write_text("{}")  # a (re)trained PA-MLM checkpoint
+    (run_dir / "pretrain" / "model.safetensors").write_bytes(b"weights")  # a (re)trained PA-MLM checkpoint
     assert stage_key(cfg, "baseline") == keys["baseline"]
-    assert stage_key(cfg, "finetune-ctr-only") != keys["finetune-ctr-only"]
+    trained = stage_key(cfg, "finetune-ctr-only")
+    assert trained != keys["finetune-ctr-only"]
+    (run_dir / "pretrain" / "metrics.json").write_text("{}")  # scored again, the same weights: the same entry
+    assert stage_key(cfg, "finetune-ctr-only") == trained
     other = train_config("smoke", "clickprompt", None, {"baseline.epochs": 1})
     assert stage_key(other, "baseline") != keys["baseline"]
 

@@ -22,3 +22,9 @@ def test_a_finetuning_trained_before_its_pretraining_is_trained_again_after_it(t
     assert after["test"]["auc"] != alone["test"]["auc"]  # other weights: not the from-scratch ones kept
     assert finished_stage(run, "finetune-ctr-only", cfg, data.data_id) is not None
     assert finished_stage(run, "pretrain", cfg, data.data_id) is not None  # pretraining's own rule is unchanged
+    # the finished pretraining run again (a bench or bundle run calls every stage): scored and written
+    # again, the same weights - the finetuning stays finished
+    before = (run / "pretrain" / "metrics.json").read_bytes()
+    run_training(cfg, data, ["pretrain"], run, plm)
+    assert (run / "pretrain" / "metrics.json").read_bytes() != before
+    assert finished_stage(run, "finetune-ctr-only", cfg, data.data_id) is not None
