@@ -106,21 +106,22 @@ def fit_stage(ctx: RunContext, stage: Stage) -> dict:
     setup = SETUPS[stage](ctx)
     sc, out_dir = setup.stage_cfg, ctx.stage_dir(stage)
     desc = f"{stage}-{ctx.cfg.method}" if stage == Stage.PRETRAIN and ctx.cfg.method in ALIGNMENT_METHODS else stage
+    fp = stage_fingerprint(ctx.run_dir, stage, ctx.cfg, ctx.data_id)  # its checkpoints' and its metrics'
     trainer = Trainer(setup.model, sc, setup.param_groups, out_dir, ctx.device, ctx.cfg.amp, ctx.cfg.seed,
-                      desc=desc, fingerprint=stage_fingerprint(ctx.run_dir, stage, ctx.cfg, ctx.data_id))
+                      desc=desc, fingerprint=fp)
     rows = (setup.train if setup.train is not None else ctx.split("train", stage)).head(sc.max_train_samples,
                                                                                           ctx.cfg.seed)
     if setup.before_fit is not None:  # a resumed fit then loads its checkpoint's weights over these
         setup.before_fit(rows)
     fit = trainer.fit(rows, setup.step_fn, setup.eval_fn, monitor=setup.monitor, mode=setup.mode)
     # rank 0 scores and writes; every rank returns its metrics
-    metrics = distributed.broadcast_object(_finish_stage(ctx, stage, setup, fit) if distributed.current().is_main
+    metrics = distributed.broadcast_object(_finish_stage(ctx, stage, setup, fit, fp) if distributed.current().is_main
                                            else None)
     ctx.results[stage] = metrics
     return metrics
 
 
-def _finish_stage(ctx: RunContext, stage: Stage, setup: StageSetup, fit: FitResult) -> dict:
+def _finish_stage(ctx: RunContext, stage: Stage, setup: StageSetup, fit: FitResult, fp: str) -> dict:
     """The fitted stage scored (test split or held-out checks), its weights and metrics.json written."""
     out_dir = ctx.stage_dir(stage)
     metrics: dict = {"stage": str(stage), "method": ctx.cfg.method, "backbone": ctx.cfg.backbone}
@@ -130,7 +131,7 @@ def _finish_stage(ctx: RunContext, stage: Stage, setup: StageSetup, fit: FitResu
         metrics.update(valid_auc=fit.best_metric, **_test_metrics(ctx, stage, setup))
     metrics.update(trained_on={"rows": fit.train_rows, "epochs": round(fit.epochs_run, 3)}, fit=result_dict(fit),
                    config_hash=ctx.cfg.config_hash(), snapshot_hash=ctx.snapshot_hash, training_set_hash=ctx.data_id,
-                   fingerprint=stage_fingerprint(ctx.run_dir, stage, ctx.cfg, ctx.data_id), **setup.extra())
+                   fingerprint=fp, **setup.extra())
     metrics.setdefault("params", count_params(setup.model))
     save_weights(setup.model, out_dir / "model.safetensors")
     write_json_atomic(out_dir / "metrics.json", metrics)
