@@ -4,6 +4,7 @@ on disk (safetensors, written atomically) and batched prediction over an encoded
 from __future__ import annotations
 
 import ctypes
+import json
 import logging
 import os
 import random
@@ -13,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_model, save_file
 from torch import nn
 
 from core.io import atomic_write
@@ -107,11 +108,39 @@ def bound_cpu_heap() -> int | None:
 
 
 def save_weights(model: nn.Module, path: Path) -> None:
-    """safetensors, written atomically (a crash never leaves half a file).
+    """safetensors, written atomically (a crash never leaves half a file), the same bytes for the same
+    weights: a run's fingerprints and a bundle's digests name weights, not the process that wrote them.
 
-    ``save_model`` stores tied tensors (an LM's word embeddings and MLM decoder) once.
+    Tied tensors (an LM's word embeddings and MLM decoder) are stored once under the first name in
+    sorted order, as ``safetensors.torch.save_model`` does; ``load_weights`` ties them again. The
+    names dropped go in a single metadata entry: safetensors writes its metadata map in a per-process
+    random order, so more than one entry would give other bytes on every save.
     """
-    atomic_write(path, lambda tmp: save_model(model, str(tmp)))
+    state = model.state_dict()
+    tied = tied_names(state)
+    tensors = {k: v.contiguous() for k, v in state.items() if k not in tied}
+    metadata = {"tied": json.dumps(tied, sort_keys=True)} if tied else None
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+
+def tied_names(state: dict[str, torch.Tensor]) -> dict[str, str]:
+    """{name dropped: name kept} for the tensors of ``state`` that share one storage; the kept name
+    is the first in sorted order of those covering the whole storage."""
+    groups: dict[tuple, list[str]] = {}
+    for name, t in state.items():
+        storage = t.untyped_storage()
+        if t.device.type != "meta" and storage.nbytes():
+            groups.setdefault((t.device, storage.data_ptr(), storage.nbytes()), []).append(name)
+    tied: dict[str, str] = {}
+    for names in groups.values():
+        if len(names) < 2:
+            continue
+        whole = sorted(n for n in names if state[n].data_ptr() == state[n].untyped_storage().data_ptr()
+                       and state[n].nbytes == state[n].untyped_storage().nbytes())
+        if not whole:
+            raise RuntimeError(f"tensors {sorted(names)} share a storage none of them covers: cannot be saved once")
+        tied.update({n: whole[0] for n in names if n != whole[0]})
+    return tied
 
 
 def load_weights(model: nn.Module, path: Path, strict: bool = True) -> None:
