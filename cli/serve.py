@@ -223,8 +223,9 @@ def add_commands(sub, add: Callable) -> None:
     p.add_argument("--json", action="store_true")
     p = add(sub, "score", cmd_score, "as-of batch scoring: point-in-time features per row, production model")
     p.add_argument("--input", required=True,
-                   help="parquet, .csv or .tsv with user_id, item_id, event_timestamp (ISO-8601 in text)")
-    p.add_argument("--output", required=True, help="file to write (parquet, .csv or .tsv by suffix): the input "
+                   help="parquet, .csv, .tsv, .json or .jsonl (by suffix) with user_id, item_id, event_timestamp "
+                        "(ISO-8601 in text)")
+    p.add_argument("--output", required=True, help="file to write (.parquet, .csv, .tsv, .json or .jsonl, by suffix): the input "
                    "rows + click_probability, model_version")
     p.add_argument("--name", default="ctr", help="registered model name (default ctr)")
     p.add_argument("--json", action="store_true")

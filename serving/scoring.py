@@ -242,21 +242,39 @@ def _check_timestamps(frame: pd.DataFrame, where: str) -> pd.Series:
     return ts.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
 
 
-TEXT_TABLES = {".csv": ",", ".tsv": "\t"}  # scoring files read and written as text, by suffix (else parquet)
+TABLE_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv", ".json": "json",
+                 ".jsonl": "jsonl", ".ndjson": "jsonl"}  # scoring files, read and written by their suffix
+FORMAT_NAMES = ".parquet, .csv, .tsv, .json (an array of records) or .jsonl (a record a line)"
+_SEPARATORS = {"csv": ",", "tsv": "\t"}
+_ISO = "%Y-%m-%dT%H:%M:%S.%f%z"
+
+
+def table_format(path: Path, role: str) -> str:
+    """The format of a scoring file by its suffix; another suffix is refused before any work (``role``:
+    how the user named it, e.g. ``--output``), not read or written as parquet under another name."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in TABLE_FORMATS:
+        raise ScoringInputError(f"{role} {path}: {f'no format for suffix {suffix!r}' if suffix else 'no suffix'}; "
+                                f"name the file {FORMAT_NAMES}")
+    return TABLE_FORMATS[suffix]
 
 
 def read_entities(path: Path, spec: DatasetSpec) -> pd.DataFrame:
     """The input rows, checked: user and item ids (integers) and ``event_timestamp`` must be present."""
     path = Path(path)
+    kind = table_format(path, "--input")
     if not path.is_file():
         raise ScoringInputError(f"{path}: no such file")
-    text = path.suffix.lower() in TEXT_TABLES
     try:
-        frame = pd.read_csv(path, sep=TEXT_TABLES[path.suffix.lower()]) if text else pd.read_parquet(path)
+        if kind == "parquet":
+            frame = pd.read_parquet(path)
+        elif kind in _SEPARATORS:
+            frame = pd.read_csv(path, sep=_SEPARATORS[kind])
+        else:  # ids as numbers, times as ISO-8601 text (checked below like a CSV's)
+            frame = pd.read_json(path, orient="records", lines=kind == "jsonl", convert_dates=False)
     except Exception as exc:  # pyarrow and pandas raise several types for an unreadable file
-        kind = "CSV/TSV" if text else "parquet"
         raise ScoringInputError(f"{path}: not a readable {kind} file ({' '.join(str(exc).split())}); "
-                                f"give parquet, .csv or .tsv") from exc
+                                f"give {FORMAT_NAMES}") from exc
     required = [spec.entities["user"].key, spec.entities["item"].key, TIMESTAMP]
     missing = [c for c in required if c not in frame.columns]
     if missing:
@@ -325,12 +343,16 @@ def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
 
 
 def write_scores_atomic(frame: pd.DataFrame, path: Path) -> None:
-    """Parquet, or CSV / TSV by the file's suffix (timestamps as ISO-8601), written atomically."""
-    sep = TEXT_TABLES.get(Path(path).suffix.lower())
-    if sep is None:
+    """In the format of the file's suffix (text formats: timestamps as ISO-8601), written atomically."""
+    kind = table_format(path, "--output")
+    if kind == "parquet":
         write_parquet_atomic(frame, path)
+    elif kind in _SEPARATORS:
+        atomic_write(path, lambda tmp: frame.to_csv(tmp, sep=_SEPARATORS[kind], index=False, date_format=_ISO))
     else:
-        atomic_write(path, lambda tmp: frame.to_csv(tmp, sep=sep, index=False, date_format="%Y-%m-%dT%H:%M:%S.%f%z"))
+        text = frame.assign(**{c: frame[c].dt.strftime(_ISO) for c in frame.columns
+                               if pd.api.types.is_datetime64_any_dtype(frame[c])})
+        atomic_write(path, lambda tmp: text.to_json(tmp, orient="records", lines=kind == "jsonl", force_ascii=False))
 
 
 def score_file(paths: Paths, input_path: Path, output_path: Path, name: str = DEFAULT_NAME,
@@ -339,8 +361,10 @@ def score_file(paths: Paths, input_path: Path, output_path: Path, name: str = DE
     started = time.perf_counter()
     input_path, output_path = Path(input_path), Path(output_path)
     if output_path.is_dir():  # checked before any work: the scores would be renamed onto a folder
-        raise ScoringInputError(f"--output {output_path} is a folder: give the file to write (parquet, .csv, .tsv), "
+        raise ScoringInputError(f"--output {output_path} is a folder: give the file to write ({FORMAT_NAMES}), "
                                 f"e.g. {output_path / 'scores.parquet'}")
+    table_format(output_path, "--output")  # before any work too, as the input's
+    table_format(input_path, "--input")
     lm = load_production(paths, name, registry)
     frame = read_entities(input_path, lm.spec)
     scored, counts = _score_entities(paths, frame, lm, where=str(input_path))

@@ -77,6 +77,39 @@ def test_csv_in_csv_out_scores_as_parquet_does(trained_home, tmp_path, capsys, m
     assert (pd.to_datetime(text.event_timestamp, utc=True) == parquet.event_timestamp.dt.tz_convert("UTC")).all()
 
 
+def test_json_and_json_lines_in_and_out_score_as_parquet_does(trained_home, tmp_path, capsys, monkeypatch):
+    """`.json` (an array of records) and `.jsonl` (a record a line), read and written by suffix."""
+    entities = pd.DataFrame({"user_id": [1, 2, 9999], "item_id": [1, 7, 4], "event_timestamp": [AFTER_ALL_VERSIONS] * 3})
+    entities.to_parquet(tmp_path / "e.parquet")
+    records = [{"user_id": int(u), "item_id": int(i), "event_timestamp": AFTER_ALL_VERSIONS.isoformat()}
+               for u, i in zip(entities.user_id, entities.item_id)]
+    (tmp_path / "e.json").write_text(json.dumps(records))
+    (tmp_path / "e.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    for src, out in (("e.parquet", "s.parquet"), ("e.json", "s.json"), ("e.jsonl", "s.jsonl")):
+        code, _, err = run_score(capsys, monkeypatch, trained_home.paths, "--input", str(tmp_path / src),
+                                 "--output", str(tmp_path / out))
+        assert code == 0, err
+    parquet = pd.read_parquet(tmp_path / "s.parquet")
+    as_json = json.loads((tmp_path / "s.json").read_text())
+    as_lines = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
+    assert as_json == as_lines and [r["user_id"] for r in as_json] == [1, 2, 9999]
+    assert list(as_json[0]) == list(parquet.columns)
+    np.testing.assert_allclose([r["click_probability"] for r in as_json], parquet.click_probability, rtol=0, atol=1e-9)
+    assert all(pd.Timestamp(r["event_timestamp"]) == AFTER_ALL_VERSIONS for r in as_json)
+
+
+def test_a_file_of_no_known_format_is_refused_before_any_work(trained_home, tmp_path, capsys, monkeypatch):
+    """`--output scores.txt` was written as parquet under that name: now refused, with the formats to use."""
+    src = tmp_path / "entities.parquet"
+    pd.DataFrame({"user_id": [1], "item_id": [1], "event_timestamp": ["1998-01-01"]}).to_parquet(src)
+    for flag, given in (("--output", "scores.txt"), ("--output", "scores"), ("--input", "entities.xlsx")):
+        argv = {"--input": str(src), "--output": str(tmp_path / "s.parquet"), flag: str(tmp_path / given)}
+        code, _, err = run_score(capsys, monkeypatch, trained_home.paths, *[x for kv in argv.items() for x in kv])
+        assert code == 2 and f"{flag} {tmp_path / given}: " in err and ".jsonl (a record a line)" in err, err
+        assert err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["entities.parquet"]  # nothing written
+
+
 def test_as_of_scoring_uses_the_feature_version_valid_at_each_row(trained_home, tmp_path):
     """User 2 changed job on PROFILE_CHANGE: a row before it is scored with the old profile."""
     rows = pd.DataFrame({
@@ -151,7 +184,7 @@ def test_unreadable_input_is_named(trained_home, tmp_path, capsys, monkeypatch):
     src.write_text("user_id,item_id\n1,2\n")
     code, _, err = run_score(capsys, monkeypatch, trained_home.paths, "--input", str(src),
                              "--output", str(tmp_path / "scores.parquet"))
-    assert code == 2 and f"{src}: not a readable parquet file" in err and "give parquet, .csv or .tsv" in err
+    assert code == 2 and f"{src}: not a readable parquet file" in err and "give .parquet, .csv, .tsv, .json" in err
     code, _, err = run_score(capsys, monkeypatch, trained_home.paths, "--input", str(tmp_path / "none.parquet"),
                              "--output", str(tmp_path / "scores.parquet"))
     assert code == 2 and "none.parquet: no such file" in err
