@@ -7,7 +7,9 @@ after its batch commit, before the materialization), and the nightly flow loads 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sys
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -41,7 +43,8 @@ def materialize(spec: DatasetSpec, paths: Paths, end: datetime | None = None, st
     store = store or open_store(paths)
     start = spec.time.min - timedelta(days=1)
     end = end or data_end(paths)
-    store.materialize(start_date=start, end_date=end)
+    with _banner_to_stderr():
+        store.materialize(start_date=start, end_date=end)
     _mark_loaded(store, paths, end)
     views = [fv.name for fv in store.list_feature_views()]
     log.info("materialized %s for [%s, %s]", views, start.isoformat(), end.isoformat())
@@ -61,15 +64,22 @@ def materialize_incremental(spec: DatasetSpec, paths: Paths, since: datetime | N
     if not views or any(t is None for t in last):
         return materialize(spec, paths, end, store)
     start = min(last)
-    if since is not None and since < start:
-        store.materialize(start_date=since, end_date=end)
-        mode, start = "window (late versions)", since
-    else:
-        store.materialize_incremental(end_date=end)
-        mode = "incremental"
+    with _banner_to_stderr():
+        if since is not None and since < start:
+            store.materialize(start_date=since, end_date=end)
+            mode, start = "window (late versions)", since
+        else:
+            store.materialize_incremental(end_date=end)
+            mode = "incremental"
     _mark_loaded(store, paths, end)
     log.info("materialized %s from %s to %s (%s)", [fv.name for fv in views], start.isoformat(), end.isoformat(), mode)
     return {"views": [fv.name for fv in views], "start": start.isoformat(), "end": end.isoformat(), "mode": mode}
+
+
+def _banner_to_stderr():
+    """Feast prints its "Materializing N feature views ..." banner to stdout: sent to stderr, with its
+    progress bars, so a command's stdout holds only its own output (``--json`` stays parseable)."""
+    return contextlib.redirect_stdout(sys.stderr)
 
 
 def _marker_file(paths: Paths):

@@ -98,8 +98,10 @@ def test_profiles_never_expire_as_of_much_later(small_home):
     assert row.occupation == "writer" and row.title == "GoldenEye"
 
 
-def test_materialize_then_online_lookup_returns_warehouse_values(small_home):
+def test_materialize_then_online_lookup_returns_warehouse_values(small_home, capsys):
     materialize(SPEC, small_home)
+    out, err = capsys.readouterr()  # Feast's banner is not a command's output: `... --json | jq` stays parseable
+    assert out == "" and "Materializing" in err
     got = online_features(small_home, [{"user_id": 3, "item_id": 2}, {"user_id": 999, "item_id": 1}])
     assert got["occupation"] == ["writer", None] and got["age"] == [23, None]
     assert got["title"] == ["GoldenEye", "Toy Story"]
