@@ -81,10 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("feast", "great_expectations", "httpx", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if not args.debug:
+        one_line_errors_in_flow_logs()
     from core.locks import Busy
-    from ingestion.fetch import FetchError
-    from ingestion.loaders import RawDataError
-    from ingestion.warehouse import WarehouseError
 
     try:
         paths = Paths.default()
@@ -104,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     except Busy as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 3
-    except (UserError, RawDataError, WarehouseError, FetchError, FileNotFoundError, FileExistsError, ValueError) as exc:
+    except one_line_errors() as exc:
         if args.debug:
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
@@ -114,6 +113,40 @@ def main(argv: list[str] | None = None) -> int:
             print(f"validation failed:\n{exc}", file=sys.stderr)
             return 1
         raise
+
+
+def one_line_errors() -> tuple[type[BaseException], ...]:
+    """The errors a command reports on one line, ``error: ...`` (exit 2), without a traceback."""
+    from ingestion.fetch import FetchError
+    from ingestion.loaders import RawDataError
+    from ingestion.warehouse import WarehouseError
+
+    return UserError, RawDataError, WarehouseError, FetchError, FileNotFoundError, FileExistsError, ValueError
+
+
+class _NoTraceback(logging.Filter):
+    """Prefect logs a failed flow or task run with its traceback. For an error the command reports
+    itself on one line (busy, bad input, a failed gate) that traceback is noise before the line:
+    the record keeps its message (which names the error), without the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from core.locks import Busy
+
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and (isinstance(exc, (Busy, *one_line_errors())) or type(exc).__name__ == "ValidationError"):
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+_NO_TRACEBACK = _NoTraceback()
+
+
+def one_line_errors_in_flow_logs() -> logging.Filter:
+    """Install ``_NoTraceback`` on Prefect's flow- and task-run loggers (once: ``addFilter`` does not
+    add a filter twice); ``--debug`` skips it. Returns the filter, for a caller to remove."""
+    for name in ("prefect.flow_runs", "prefect.task_runs"):
+        logging.getLogger(name).addFilter(_NO_TRACEBACK)
+    return _NO_TRACEBACK
 
 
 def _stdout_gone() -> bool:

@@ -5,6 +5,7 @@ with torch alone to the pipeline's figures."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pandas as pd
 import pytest
 
 from cli import main as cli_main
+from cli import one_line_errors_in_flow_logs
 from core.spec import load_spec
 from core.training_data import TrainingSetRef
 from feature_repo.store import apply
@@ -127,6 +129,15 @@ def test_a_bundle_names_what_is_wrong(tmp_path, capsys):
     assert "is not a training bundle (no bundle.json)" in capsys.readouterr().err
 
 
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.seen: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.seen.append(record)
+
+
 def test_two_pipelines_never_train_one_run_id_at_once(flow_home, small_pipeline, monkeypatch):
     """A real second process holds the run's lock: the pipeline on that run id fails with one line
     naming the holder, before training anything, and trains once the holder is gone."""
@@ -138,13 +149,22 @@ def test_two_pipelines_never_train_one_run_id_at_once(flow_home, small_pipeline,
     run_id = "smoke-locked"
     lock = flow_home.runs / run_id / RUN_LOCK
     proc = hold(lock, f"run {run_id}", 120)
+    records = _Records()
+    flow_log = logging.getLogger("prefect.flow_runs")
+    flow_log.addHandler(records)
+    no_traceback = one_line_errors_in_flow_logs()  # as the CLI does: the command prints the one line
     try:
         with pytest.raises(Busy) as caught:
             train_pipeline(**small_pipeline, stages=["baseline"], run_id=run_id, to_registry=False)
         assert str(caught.value) == f"run {run_id} is busy (pid {proc.pid} since {holder(lock)['since']})"
+        failed = [r for r in records.seen if "is busy" in r.getMessage()]
+        assert failed and all(r.exc_info is None for r in failed)  # Prefect's record, without the traceback
         assert not (flow_home.runs / run_id / "baseline").exists()  # nothing trained under the other's lock
         assert [p.name for p in flow_home.runs.iterdir()] == [run_id]
     finally:
+        flow_log.removeHandler(records)
+        for name in ("prefect.flow_runs", "prefect.task_runs"):
+            logging.getLogger(name).removeFilter(no_traceback)
         proc.kill()
         proc.wait()
     summary = train_pipeline(**small_pipeline, stages=["baseline"], run_id=run_id, to_registry=False)
