@@ -112,9 +112,10 @@ def save_weights(model: nn.Module, path: Path) -> None:
     weights: a run's fingerprints and a bundle's digests name weights, not the process that wrote them.
 
     Tied tensors (an LM's word embeddings and MLM decoder) are stored once under the first name in
-    sorted order, as ``safetensors.torch.save_model`` does; ``load_weights`` ties them again. The
-    names dropped go in a single metadata entry: safetensors writes its metadata map in a per-process
-    random order, so more than one entry would give other bytes on every save.
+    sorted order, as ``safetensors.torch.save_model`` does; ``load_weights`` fills the kept name and
+    the model's own tie gives the other its values. The names dropped go in a single metadata entry:
+    safetensors writes its metadata map in a per-process random order, so more than one entry would
+    give other bytes on every save.
     """
     state = model.state_dict()
     tied = tied_names(state)
@@ -132,13 +133,12 @@ def tied_names(state: dict[str, torch.Tensor]) -> dict[str, str]:
         if t.device.type != "meta" and storage.nbytes():
             groups.setdefault((t.device, storage.data_ptr(), storage.nbytes()), []).append(name)
     tied: dict[str, str] = {}
-    for names in groups.values():
-        if len(names) < 2:
-            continue
+    for names in groups.values():  # a lone slice of a larger storage is refused too, as safetensors does
         whole = sorted(n for n in names if state[n].data_ptr() == state[n].untyped_storage().data_ptr()
                        and state[n].nbytes == state[n].untyped_storage().nbytes())
         if not whole:
-            raise RuntimeError(f"tensors {sorted(names)} share a storage none of them covers: cannot be saved once")
+            raise RuntimeError(f"{sorted(names)}: no tensor covers its whole storage (a slice of a larger tensor); "
+                               "save a copy (.clone()) instead")
         tied.update({n: whole[0] for n in names if n != whole[0]})
     return tied
 
