@@ -81,14 +81,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     for noisy in ("feast", "great_expectations", "httpx", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    if not args.debug:
-        one_line_errors_in_flow_logs()
     from core.locks import Busy
 
     try:
         paths = Paths.default()
         check_names(args, paths)
-        with bounded_interrupt(enabled=argv is None):  # the console command; not a caller's cli.main([...])
+        # bounded_interrupt: the console command's, not a caller's cli.main([...])
+        with bounded_interrupt(enabled=argv is None), one_line_errors_on_the_terminal(enabled=not args.debug):
             code = args.func(args, paths)
             sys.stdout.flush()  # a closed pipe shows here, not as "Exception ignored" at exit
             return code
@@ -125,28 +124,59 @@ def one_line_errors() -> tuple[type[BaseException], ...]:
 
 
 class _NoTraceback(logging.Filter):
-    """Prefect logs a failed flow or task run with its traceback. For an error the command reports
-    itself on one line (busy, bad input, a failed gate) that traceback is noise before the line:
-    the record keeps its message (which names the error), without the traceback."""
+    """On the terminal's handlers: Prefect logs a failed flow or task run with its traceback, and for
+    an error the command reports itself on one line (busy, bad input, a failed gate) that traceback
+    is noise before the line. The record keeps its message (which names the error)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        from core.locks import Busy
-
         exc = record.exc_info[1] if record.exc_info else None
-        if exc is not None and (isinstance(exc, (Busy, *one_line_errors())) or type(exc).__name__ == "ValidationError"):
+        if exc is not None and _reported_on_one_line(exc):
             record.exc_info, record.exc_text = None, None
         return True
 
 
-_NO_TRACEBACK = _NoTraceback()
+class _ToTheTerminal(logging.Filter):
+    """On Prefect's run loggers: puts ``_NoTraceback`` on the root logger's stream handlers, where
+    Prefect installs its console handler when its first flow starts. Prefect's own run log (its API
+    handler, on these loggers, which handles a record before the root's handlers) keeps the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info:
+            for handler in logging.getLogger().handlers:
+                if isinstance(handler, logging.StreamHandler):
+                    handler.addFilter(_NO_TRACEBACK)  # once: addFilter does not add a filter twice
+        return True
 
 
-def one_line_errors_in_flow_logs() -> logging.Filter:
-    """Install ``_NoTraceback`` on Prefect's flow- and task-run loggers (once: ``addFilter`` does not
-    add a filter twice); ``--debug`` skips it. Returns the filter, for a caller to remove."""
-    for name in ("prefect.flow_runs", "prefect.task_runs"):
-        logging.getLogger(name).addFilter(_NO_TRACEBACK)
-    return _NO_TRACEBACK
+_NO_TRACEBACK, _TO_THE_TERMINAL = _NoTraceback(), _ToTheTerminal()
+_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
+
+
+def _reported_on_one_line(exc: BaseException) -> bool:
+    from core.locks import Busy
+
+    try:
+        return isinstance(exc, (Busy, *one_line_errors())) or type(exc).__name__ == "ValidationError"
+    except Exception:  # a filter must never fail the log call: keep the traceback
+        return False
+
+
+@contextmanager
+def one_line_errors_on_the_terminal(enabled: bool = True):
+    """While a command runs (not under ``--debug``): no Prefect traceback on the terminal for an error
+    the command reports on one line; Prefect's run log keeps it."""
+    if not enabled:
+        yield
+        return
+    for name in _RUN_LOGGERS:
+        logging.getLogger(name).addFilter(_TO_THE_TERMINAL)
+    try:
+        yield
+    finally:
+        for name in _RUN_LOGGERS:
+            logging.getLogger(name).removeFilter(_TO_THE_TERMINAL)
+        for handler in logging.getLogger().handlers:
+            handler.removeFilter(_NO_TRACEBACK)
 
 
 def _stdout_gone() -> bool:
