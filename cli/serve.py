@@ -131,8 +131,10 @@ def cmd_predict(args, paths: Paths) -> int:
 
 def cmd_score(args, paths: Paths) -> int:
     from serving.registry import Registry
+    from serving.tables import check_scoring_files
 
-    Registry(paths).require_production(args.name)  # before torch loads (score_file loads the version itself)
+    check_scoring_files(Path(args.input), Path(args.output))  # bad names first, then the model: before torch loads
+    Registry(paths).require_production(args.name)  # (score_file loads the version itself)
     from serving.scoring import score_file
 
     summary = score_file(paths, Path(args.input), Path(args.output), name=args.name)
@@ -225,8 +227,8 @@ def add_commands(sub, add: Callable) -> None:
     p.add_argument("--input", required=True,
                    help="parquet, .csv, .tsv, .json or .jsonl (by suffix) with user_id, item_id, event_timestamp "
                         "(ISO-8601 in text)")
-    p.add_argument("--output", required=True, help="file to write (.parquet, .csv, .tsv, .json or .jsonl, by suffix): the input "
-                   "rows + click_probability, model_version")
+    p.add_argument("--output", required=True, help="file to write (.parquet, .csv, .tsv, .json or .jsonl, by "
+                   "suffix): the input rows + click_probability, model_version")
     p.add_argument("--name", default="ctr", help="registered model name (default ctr)")
     p.add_argument("--json", action="store_true")
 

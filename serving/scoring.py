@@ -26,23 +26,19 @@ import pandas as pd
 import torch
 from torch import nn
 
-from core.io import atomic_write
 from core.settings import Paths
 from core.spec import DatasetSpec, Kind, load_spec
 from models.builder import serving_score_fn
 from models.data import EncodedSplit
 from models.encoding import OOV, FeatureEncoder
 from serving.registry import DEFAULT_NAME, ModelVersion, Registry, RegistryError
+from serving.tables import ScoringInputError, check_scoring_files, read_table, write_table
 from serving.timing import NO_LAPS
 
 log = logging.getLogger("clickprompt.scoring")
 
 TIMESTAMP = "event_timestamp"
 OUTPUT_COLUMNS = ("click_probability", "model_version")
-
-
-class ScoringInputError(ValueError):
-    """Bad batch-scoring input; the message names the file and the column."""
 
 
 @dataclass(frozen=True)
@@ -242,39 +238,9 @@ def _check_timestamps(frame: pd.DataFrame, where: str) -> pd.Series:
     return ts.dt.tz_convert("UTC").astype("datetime64[us, UTC]")
 
 
-TABLE_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "tsv", ".json": "json",
-                 ".jsonl": "jsonl", ".ndjson": "jsonl"}  # scoring files, read and written by their suffix
-FORMAT_NAMES = ".parquet, .csv, .tsv, .json (an array of records) or .jsonl (a record a line)"
-_SEPARATORS = {"csv": ",", "tsv": "\t"}
-_ISO = "%Y-%m-%dT%H:%M:%S.%f%z"
-
-
-def table_format(path: Path, role: str) -> str:
-    """The format of a scoring file by its suffix; another suffix is refused before any work (``role``:
-    how the user named it, e.g. ``--output``), not read or written as parquet under another name."""
-    suffix = Path(path).suffix.lower()
-    if suffix not in TABLE_FORMATS:
-        raise ScoringInputError(f"{role} {path}: {f'no format for suffix {suffix!r}' if suffix else 'no suffix'}; "
-                                f"name the file {FORMAT_NAMES}")
-    return TABLE_FORMATS[suffix]
-
-
 def read_entities(path: Path, spec: DatasetSpec) -> pd.DataFrame:
     """The input rows, checked: user and item ids (integers) and ``event_timestamp`` must be present."""
-    path = Path(path)
-    kind = table_format(path, "--input")
-    if not path.is_file():
-        raise ScoringInputError(f"{path}: no such file")
-    try:
-        if kind == "parquet":
-            frame = pd.read_parquet(path)
-        elif kind in _SEPARATORS:
-            frame = pd.read_csv(path, sep=_SEPARATORS[kind])
-        else:  # ids as numbers, times as ISO-8601 text (checked below like a CSV's)
-            frame = pd.read_json(path, orient="records", lines=kind == "jsonl", convert_dates=False)
-    except Exception as exc:  # pyarrow and pandas raise several types for an unreadable file
-        raise ScoringInputError(f"{path}: not a readable {kind} file ({' '.join(str(exc).split())}); "
-                                f"give {FORMAT_NAMES}") from exc
+    frame = read_table(Path(path))
     required = [spec.entities["user"].key, spec.entities["item"].key, TIMESTAMP]
     missing = [c for c in required if c not in frame.columns]
     if missing:
@@ -338,37 +304,16 @@ def score_entities(paths: Paths, frame: pd.DataFrame, lm: LoadedModel, store=Non
     return _score_entities(paths, frame, lm, store, where)[0]
 
 
-def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
-    atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
-
-
-def write_scores_atomic(frame: pd.DataFrame, path: Path) -> None:
-    """In the format of the file's suffix (text formats: timestamps as ISO-8601), written atomically."""
-    kind = table_format(path, "--output")
-    if kind == "parquet":
-        write_parquet_atomic(frame, path)
-    elif kind in _SEPARATORS:
-        atomic_write(path, lambda tmp: frame.to_csv(tmp, sep=_SEPARATORS[kind], index=False, date_format=_ISO))
-    else:
-        text = frame.assign(**{c: frame[c].dt.strftime(_ISO) for c in frame.columns
-                               if pd.api.types.is_datetime64_any_dtype(frame[c])})
-        atomic_write(path, lambda tmp: text.to_json(tmp, orient="records", lines=kind == "jsonl", force_ascii=False))
-
-
 def score_file(paths: Paths, input_path: Path, output_path: Path, name: str = DEFAULT_NAME,
                registry: Registry | None = None) -> dict:
     """``clickprompt score``: read, check, join as of each row's time, score, write atomically."""
     started = time.perf_counter()
     input_path, output_path = Path(input_path), Path(output_path)
-    if output_path.is_dir():  # checked before any work: the scores would be renamed onto a folder
-        raise ScoringInputError(f"--output {output_path} is a folder: give the file to write ({FORMAT_NAMES}), "
-                                f"e.g. {output_path / 'scores.parquet'}")
-    table_format(output_path, "--output")  # before any work too, as the input's
-    table_format(input_path, "--input")
+    check_scoring_files(input_path, output_path)
     lm = load_production(paths, name, registry)
     frame = read_entities(input_path, lm.spec)
     scored, counts = _score_entities(paths, frame, lm, where=str(input_path))
-    write_scores_atomic(scored, output_path)
+    write_table(scored, output_path)
     p = scored["click_probability"]
     return {"input": str(input_path), "output": str(output_path), "rows": len(scored), "model": name,
             "model_version": lm.version, "feature_service": lm.feature_service,

@@ -78,24 +78,31 @@ def test_csv_in_csv_out_scores_as_parquet_does(trained_home, tmp_path, capsys, m
 
 
 def test_json_and_json_lines_in_and_out_score_as_parquet_does(trained_home, tmp_path, capsys, monkeypatch):
-    """`.json` (an array of records) and `.jsonl` (a record a line), read and written by suffix."""
-    entities = pd.DataFrame({"user_id": [1, 2, 9999], "item_id": [1, 7, 4], "event_timestamp": [AFTER_ALL_VERSIONS] * 3})
+    """`.json` (an array of records) and `.jsonl` (a record a line), read and written by suffix: the
+    scores to the last digit, the caller's own columns as they were (text that looks like a number
+    stays text), timestamps as ISO-8601."""
+    entities = pd.DataFrame({"user_id": [1, 2, 9999], "item_id": [1, 7, 4], "event_timestamp": [AFTER_ALL_VERSIONS] * 3,
+                             "ref": ["01234", "1e3", "café"]})
     entities.to_parquet(tmp_path / "e.parquet")
-    records = [{"user_id": int(u), "item_id": int(i), "event_timestamp": AFTER_ALL_VERSIONS.isoformat()}
-               for u, i in zip(entities.user_id, entities.item_id)]
-    (tmp_path / "e.json").write_text(json.dumps(records))
-    (tmp_path / "e.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    for src, out in (("e.parquet", "s.parquet"), ("e.json", "s.json"), ("e.jsonl", "s.jsonl")):
+    records = [{"user_id": int(u), "item_id": int(i), "event_timestamp": AFTER_ALL_VERSIONS.isoformat(), "ref": r}
+               for u, i, r in zip(entities.user_id, entities.item_id, entities.ref)]
+    (tmp_path / "e.json").write_text(json.dumps(records), encoding="utf-8")
+    (tmp_path / "e.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    for src, out in (("e.parquet", "s.parquet"), ("e.json", "s.json"), ("e.jsonl", "s.jsonl"), ("e.parquet", "p.jsonl")):
         code, _, err = run_score(capsys, monkeypatch, trained_home.paths, "--input", str(tmp_path / src),
                                  "--output", str(tmp_path / out))
         assert code == 0, err
     parquet = pd.read_parquet(tmp_path / "s.parquet")
-    as_json = json.loads((tmp_path / "s.json").read_text())
-    as_lines = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
+    as_json = json.loads((tmp_path / "s.json").read_text(encoding="utf-8"))
+    as_lines = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text(encoding="utf-8").splitlines()]
+    from_parquet = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text(encoding="utf-8").splitlines()]
     assert as_json == as_lines and [r["user_id"] for r in as_json] == [1, 2, 9999]
-    assert list(as_json[0]) == list(parquet.columns)
-    np.testing.assert_allclose([r["click_probability"] for r in as_json], parquet.click_probability, rtol=0, atol=1e-9)
-    assert all(pd.Timestamp(r["event_timestamp"]) == AFTER_ALL_VERSIONS for r in as_json)
+    assert list(as_json[0]) == list(from_parquet[0]) == list(parquet.columns)
+    assert [r["ref"] for r in as_json] == [r["ref"] for r in from_parquet] == ["01234", "1e3", "café"]
+    for rows in (as_json, from_parquet):  # 15 significant digits: the float32 score exactly
+        np.testing.assert_allclose([r["click_probability"] for r in rows], parquet.click_probability, rtol=1e-14)
+        assert all(pd.Timestamp(r["event_timestamp"]) == AFTER_ALL_VERSIONS for r in rows)
+    assert from_parquet[0]["event_timestamp"] == "1998-03-01T00:00:00.000000+0000"
 
 
 def test_a_file_of_no_known_format_is_refused_before_any_work(trained_home, tmp_path, capsys, monkeypatch):
