@@ -10,8 +10,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import threading
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Iterator
 
 from core.backends import Backends
 from core.io import write_json_atomic
@@ -76,10 +77,17 @@ def materialize_incremental(spec: DatasetSpec, paths: Paths, since: datetime | N
     return {"views": [fv.name for fv in views], "start": start.isoformat(), "end": end.isoformat(), "mode": mode}
 
 
-def _banner_to_stderr():
+_STDOUT_SWAP = threading.Lock()
+
+
+@contextlib.contextmanager
+def _banner_to_stderr() -> Iterator[None]:
     """Feast prints its "Materializing N feature views ..." banner to stdout: sent to stderr, with its
-    progress bars, so a command's stdout holds only its own output (``--json`` stays parseable)."""
-    return contextlib.redirect_stdout(sys.stderr)
+    progress bars, so a command's stdout holds only its own output (``--json`` stays parseable). The
+    swap is process-wide (``sys.stdout``): one at a time, so two overlapping ones cannot leave stdout
+    pointing at stderr."""
+    with _STDOUT_SWAP, contextlib.redirect_stdout(sys.stderr):
+        yield
 
 
 def _marker_file(paths: Paths):
