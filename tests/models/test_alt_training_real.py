@@ -15,7 +15,7 @@ from models.train.config import load_config
 from models.train.run import run_training
 from models.train.stages import default_stages
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.training]  # make test-training: ~2.5 min of training
 
 # The smoke profile with the LM finetunings cut further (the CTR-only one costs seconds): these
 # tests check the wiring and the alignment signals, not the final AUCs (benchmarks/ territory).

@@ -9,7 +9,7 @@ from models.ctr import build_ctr_model
 from models.train.config import load_config
 from models.train.run import run_training
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.training]  # make test-training: ~2.5 min of training
 
 
 @pytest.fixture(scope="module")
