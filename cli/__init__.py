@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # validation gate failures carry their report
-        if type(exc).__name__ == "ValidationError":
+        if _gate_failed(exc):
             print(f"validation failed:\n{exc}", file=sys.stderr)
             return 1
         raise
@@ -121,6 +121,11 @@ def one_line_errors() -> tuple[type[BaseException], ...]:
     from ingestion.warehouse import WarehouseError
 
     return UserError, RawDataError, WarehouseError, FetchError, FileNotFoundError, FileExistsError, ValueError
+
+
+def _gate_failed(exc: BaseException) -> bool:
+    """A validation gate's failure (exit 1, its report printed); by name: GX loads only where a gate runs."""
+    return type(exc).__name__ == "ValidationError"
 
 
 class _NoTraceback(logging.Filter):
@@ -156,7 +161,7 @@ def _reported_on_one_line(exc: BaseException) -> bool:
     from core.locks import Busy
 
     try:
-        return isinstance(exc, (Busy, *one_line_errors())) or type(exc).__name__ == "ValidationError"
+        return isinstance(exc, (Busy, *one_line_errors())) or _gate_failed(exc)
     except Exception:  # a filter must never fail the log call: keep the traceback
         return False
 
