@@ -27,7 +27,7 @@ import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from core.io import digest, sha256_file, write_json_atomic
 from core.locks import exclusive
@@ -101,7 +101,10 @@ def fit_stage(ctx: RunContext, stage: Stage) -> dict:
     """Train ``stage`` (resumable), then score it once: a CTR stage on the whole test split with its
     best weights (a with-LM model's branches on the same rows too), a pretraining stage on its
     held-out checks. Writes ``<stage>/model.safetensors`` and ``<stage>/metrics.json``. Seeded per
-    stage: a stage's weights start the same whether it trains alone or after other stages."""
+    stage: a stage's weights start the same whether it trains alone or after other stages. Its
+    ``seconds``: the fit's own clock (every process that trained it, from its checkpoint) plus this
+    call's preparation and scoring, so a stage resumed or scored again keeps the time it took to train."""
+    called = time.perf_counter()
     seed_everything(ctx.cfg.seed)
     setup = SETUPS[stage](ctx)
     sc, out_dir = setup.stage_cfg, ctx.stage_dir(stage)
@@ -113,16 +116,21 @@ def fit_stage(ctx: RunContext, stage: Stage) -> dict:
                                                                                           ctx.cfg.seed)
     if setup.before_fit is not None:  # a resumed fit then loads its checkpoint's weights over these
         setup.before_fit(rows)
+    fitting = time.perf_counter()
     fit = trainer.fit(rows, setup.step_fn, setup.eval_fn, monitor=setup.monitor, mode=setup.mode)
+    in_fit = time.perf_counter() - fitting
     # rank 0 scores and writes; every rank returns its metrics
-    metrics = distributed.broadcast_object(_finish_stage(ctx, stage, setup, fit, fp) if distributed.current().is_main
-                                           else None)
+    metrics = distributed.broadcast_object(
+        _finish_stage(ctx, stage, setup, fit, fp, lambda: fit.seconds + time.perf_counter() - called - in_fit)
+        if distributed.current().is_main else None)
     ctx.results[stage] = metrics
     return metrics
 
 
-def _finish_stage(ctx: RunContext, stage: Stage, setup: StageSetup, fit: FitResult, fp: str) -> dict:
-    """The fitted stage scored (test split or held-out checks), its weights and metrics.json written."""
+def _finish_stage(ctx: RunContext, stage: Stage, setup: StageSetup, fit: FitResult, fp: str,
+                  seconds: Callable[[], float]) -> dict:
+    """The fitted stage scored (test split or held-out checks), its weights and metrics.json written
+    (``seconds()``: the stage's time once scored)."""
     out_dir = ctx.stage_dir(stage)
     metrics: dict = {"stage": str(stage), "method": ctx.cfg.method, "backbone": ctx.cfg.backbone}
     if setup.score_fn is None:
@@ -134,6 +142,7 @@ def _finish_stage(ctx: RunContext, stage: Stage, setup: StageSetup, fit: FitResu
                    fingerprint=fp, **setup.extra())
     metrics.setdefault("params", count_params(setup.model))
     save_weights(setup.model, out_dir / "model.safetensors")
+    metrics["seconds"] = round(seconds(), 2)
     write_json_atomic(out_dir / "metrics.json", metrics)
     if setup.score_fn is None:
         log.info("%s (%s): %s", stage, ctx.cfg.method, pretrain_summary(metrics))
@@ -174,11 +183,7 @@ def run_training(cfg: TrainConfig, data: TrainingData, stages: list[str], run_di
     distributed.announce((cfg, data, stages, run_dir, plm_source, finish, run_stages))  # the waiting ranks join in
     ctx = prepare(cfg, data, run_dir, [*stages, *(run_stages or [])], plm_source)
     for stage in stages:
-        t = time.perf_counter()
-        metrics = fit_stage(ctx, stage)
-        metrics["seconds"] = round(time.perf_counter() - t, 2)
-        if distributed.current().is_main:  # the stage's time kept with its metrics
-            write_json_atomic(run_dir / stage / "metrics.json", metrics)
+        fit_stage(ctx, stage)
     summary = {"config_hash": cfg.config_hash(), "profile": cfg.profile, "method": cfg.method,
                "snapshot_hash": ctx.snapshot_hash, "training_set_hash": ctx.data_id, "stages": ctx.results}
     if finish and distributed.current().is_main:

@@ -2,6 +2,8 @@
 only for the pretraining it started from (a CTR-only stage trained before PA-MLM was taken, after
 it, as if it had started from it, and reported ``initialised_from_pretrain: true``)."""
 
+import json
+
 from models.train.config import load_config
 from models.train.run import finished_stage, run_training
 from tests.small_training import save_tiny_bert, small_training_data
@@ -27,4 +29,8 @@ def test_a_finetuning_trained_before_its_pretraining_is_trained_again_after_it(t
     before = (run / "pretrain" / "metrics.json").read_bytes()
     run_training(cfg, data, ["pretrain"], run, plm)
     assert (run / "pretrain" / "metrics.json").read_bytes() != before
+    trained, scored = json.loads(before), json.loads((run / "pretrain" / "metrics.json").read_bytes())
+    # its time is still the time it took to train (the checkpoint's clock), plus this call's scoring
+    assert scored["fit"]["seconds"] >= trained["fit"]["seconds"]
+    assert scored["seconds"] >= scored["fit"]["seconds"] > 0
     assert finished_stage(run, "finetune-ctr-only", cfg, data.data_id) is not None
