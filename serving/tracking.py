@@ -5,8 +5,13 @@ The store is the project home's ``mlruns.db`` (SQLite: tracking and the model re
 no server) with artifacts under ``mlartifacts/``; ``MLFLOW_TRACKING_URI`` points both at a team
 server instead, with no code change.
 
-One MLflow run per run folder and its finished ``metrics.json``: logging the same finished run again
-(a cached flow re-run) returns the run already logged. What an MLflow run holds:
+One MLflow run per run folder and config: logging the same finished run again (a cached flow
+re-run) returns the run already logged, and a run folder that gained or retrained stages since (a
+pipeline with more ``--stages`` on the same run id) updates that MLflow run - the changed stages'
+metrics and curves are logged into it (a retrained stage's figures become the latest values of
+their history), its ``metrics.json`` artifact and tags are replaced - rather than starting a second
+one. A run folder trained again under another config (params are immutable in MLflow) gets a new
+MLflow run. What an MLflow run holds:
 
 * params: the run's typed config (``config.json``, ``TrainConfig.model_dump``), flattened with dots;
 * metrics per stage, ``<stage>.<name>``: test AUC / LogLoss, valid AUC, the with-LM model's branch
@@ -18,6 +23,7 @@ One MLflow run per run folder and its finished ``metrics.json``: logging the sam
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -33,6 +39,7 @@ log = logging.getLogger("clickprompt.tracking")
 
 TRAINING_EXPERIMENT = "clickprompt-training"
 RUN_DIR_TAG, METRICS_SHA_TAG = "clickprompt.run_dir", "clickprompt.metrics_sha256"
+CONFIG_TAG, STAGE_SHA_TAG = "clickprompt.config_sha256", "clickprompt.stage_sha256."  # + the stage's name
 
 
 def store_path(paths: Paths) -> Path:
@@ -130,10 +137,23 @@ def run_tags(run_dir: Path, run: dict, config: dict) -> dict[str, str]:
     return {k: v for k, v in tags.items() if v}
 
 
+def _digest(value: dict) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+
+
+def _logged_run(mlc, exp: str, run_dir: Path, config_digest: str):
+    """The MLflow run this run folder was logged as under this config, if any (the latest)."""
+    found = mlc.search_runs([exp], filter_string=f"tags.`{RUN_DIR_TAG}` = '{run_dir}' "
+                                                 f"and tags.`{CONFIG_TAG}` = '{config_digest}'",
+                            order_by=["attributes.start_time DESC"], max_results=1)
+    return found[0] if found else None
+
+
 def log_training_run(paths: Paths, run_dir: Path | str, experiment: str = TRAINING_EXPERIMENT,
                      tags: dict[str, str] | None = None, artifacts: Iterable[Path] = ()) -> str:
     """Log the finished run folder ``run_dir`` (its ``metrics.json``) as an MLflow run; returns its id.
-    The same finished run logged again returns the first MLflow run."""
+    The same finished run logged again returns the first MLflow run; one whose stages changed since
+    updates it (the module's docstring)."""
     from mlflow.entities import Metric, Param, RunTag
 
     run_dir = Path(run_dir).resolve()
@@ -142,21 +162,28 @@ def log_training_run(paths: Paths, run_dir: Path | str, experiment: str = TRAINI
         raise FileNotFoundError(f"{metrics_path} is missing: the run in {run_dir} has not finished")
     run = json.loads(metrics_path.read_text(encoding="utf-8"))
     config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-    digest = sha256_file(metrics_path)
+    digest, config_digest = sha256_file(metrics_path), _digest(config)
+    stage_digests = {s: _digest(m) for s, m in run["stages"].items()}
     mlc = client(paths)
     exp = experiment_id(mlc, paths, experiment)
-    found = mlc.search_runs([exp], filter_string=f"tags.`{METRICS_SHA_TAG}` = '{digest}' "
-                                                 f"and tags.`{RUN_DIR_TAG}` = '{run_dir}'", max_results=1)
-    if found:
-        return found[0].info.run_id
-    all_tags = {**run_tags(run_dir, run, config), **(tags or {}), METRICS_SHA_TAG: digest}
-    active = mlc.create_run(exp, run_name=run_dir.name)
-    run_id = active.info.run_id
+    logged = _logged_run(mlc, exp, run_dir, config_digest)
+    if logged is not None and logged.data.tags.get(METRICS_SHA_TAG) == digest:
+        return logged.info.run_id
+    if logged is None and (earlier := mlc.search_runs(  # logged before runs carried their config's digest
+            [exp], filter_string=f"tags.`{METRICS_SHA_TAG}` = '{digest}' and tags.`{RUN_DIR_TAG}` = '{run_dir}'",
+            max_results=1)):
+        return earlier[0].info.run_id
+    all_tags = {**run_tags(run_dir, run, config), **(tags or {}), CONFIG_TAG: config_digest}
+    if logged is None:
+        run_id, changed = mlc.create_run(exp, run_name=run_dir.name).info.run_id, list(run["stages"])
+    else:  # the stages that are new or differ from what was logged
+        run_id = logged.info.run_id
+        changed = [s for s in run["stages"] if logged.data.tags.get(STAGE_SHA_TAG + s) != stage_digests[s]]
     try:
         now = int(time.time() * 1000)
-        metrics = [Metric(k, v, now, 0) for s, m in run["stages"].items() for k, v in stage_metrics(s, m).items()]
-        metrics += [Metric(k, v, now, step) for s, m in run["stages"].items() for k, v, step in curve(s, m)]
-        params = [Param(k, v[:6000]) for k, v in flatten(config).items()]
+        metrics = [Metric(k, v, now, 0) for s in changed for k, v in stage_metrics(s, run["stages"][s]).items()]
+        metrics += [Metric(k, v, now, step) for s in changed for k, v, step in curve(s, run["stages"][s])]
+        params = [Param(k, v[:6000]) for k, v in flatten(config).items()] if logged is None else []
         tag_list = [RunTag(k, str(v)) for k, v in all_tags.items()]
         for i in range(0, len(metrics), 1000):  # MLflow's batch limits: 1000 metrics, 100 params / tags
             mlc.log_batch(run_id, metrics=metrics[i:i + 1000])
@@ -167,11 +194,16 @@ def log_training_run(paths: Paths, run_dir: Path | str, experiment: str = TRAINI
                 mlc.log_artifact(run_id, str(path))
             elif path.is_dir():
                 mlc.log_artifacts(run_id, str(path), path.name)
+        # last: what was logged, so a logging that fails part-way is completed by the next one
+        done = [RunTag(STAGE_SHA_TAG + s, stage_digests[s]) for s in changed] + [RunTag(METRICS_SHA_TAG, digest)]
+        for i in range(0, len(done), 100):
+            mlc.log_batch(run_id, tags=done[i:i + 100])
         mlc.set_terminated(run_id)
     except BaseException:
         mlc.set_terminated(run_id, status="FAILED")
         raise
-    log.info("run %s logged to MLflow (%s) as run %s", run_dir.name, tracking_uri(paths), run_id)
+    log.info("run %s %s MLflow (%s) as run %s%s", run_dir.name, "logged to" if logged is None else "updated in",
+             tracking_uri(paths), run_id, "" if logged is None else f" (stages {', '.join(changed)})")
     return run_id
 
 

@@ -56,3 +56,31 @@ def test_pipeline_run_is_an_mlflow_run_with_the_run_folders_values(flow_home, sm
     again = train_pipeline(**small_pipeline, stages=["baseline"], to_registry=False)
     assert again["mlflow_run_id"] == summary["mlflow_run_id"]
     assert len(mlc.search_runs([run.info.experiment_id])) == 1
+
+
+def test_a_run_folder_that_gains_a_stage_updates_its_mlflow_run(flow_home, small_pipeline, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    first = train_pipeline(**small_pipeline, stages=["baseline"], to_registry=False)
+    mlc = MlflowClient(tracking_uri=tracking_uri(flow_home))
+    exp = mlc.get_experiment_by_name(TRAINING_EXPERIMENT).experiment_id
+    before = mlc.get_run(first["mlflow_run_id"])
+    assert not any(k.startswith("finetune-ctr-only.") for k in before.data.metrics)
+
+    # the same config and training set, so the same run folder: one more stage trained into it
+    more = train_pipeline(**small_pipeline, stages=["baseline", "finetune-ctr-only"], to_registry=False)
+    assert more["run_id"] == first["run_id"]
+    assert more["mlflow_run_id"] == first["mlflow_run_id"]
+    assert [r.info.run_id for r in mlc.search_runs([exp])] == [first["mlflow_run_id"]]
+    run_dir = flow_home.runs / more["run_id"]
+    recorded = json.loads((run_dir / "metrics.json").read_text())
+    after = mlc.get_run(more["mlflow_run_id"])
+    ctr = recorded["stages"]["finetune-ctr-only"]
+    assert after.data.metrics["finetune-ctr-only.test_logloss"] == ctr["test"]["logloss"]
+    assert after.data.metrics["finetune-ctr-only.rows"] == ctr["trained_on"]["rows"]
+    assert after.data.params == before.data.params
+    # the baseline, unchanged, was not logged twice; the artifact is the run folder's metrics.json now
+    history = mlc.get_metric_history(after.info.run_id, "baseline.test_logloss")
+    assert [p.value for p in history] == [recorded["stages"]["baseline"]["test"]["logloss"]]
+    local = mlc.download_artifacts(after.info.run_id, "metrics.json", str(flow_home.home / "dl"))
+    assert json.loads(open(local).read()) == recorded
+    assert after.info.status == "FINISHED"
