@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     apply_environment_defaults()  # before any Prefect / Feast / GX / transformers import
+    # Prefect, imported in a home that does not exist yet, warns that it could not create its folder
+    # there (it creates only the last level); prefect_ready creates it, parents too, before a flow runs
+    warnings.filterwarnings("ignore", message="Failed to create the Prefect home directory", category=UserWarning)
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2, one line already printed)
@@ -203,8 +206,8 @@ def _stdout_gone() -> bool:
 def bounded_interrupt(grace_s: float = INTERRUPT_GRACE_S, enabled: bool = True):
     """Ctrl-C stops a command within ``grace_s``. The first one raises KeyboardInterrupt as usual (a
     training step stops; Prefect records the run as crashed); if the process is still there after
-    ``grace_s`` it exits (130). That happens when the terminal's Ctrl-C also stopped the temporary
-    Prefect server, to which the flow engine then keeps trying to report. A second Ctrl-C exits at
+    ``grace_s`` it exits (130): a flow engine still retrying a Prefect server that went away, say
+    (the temporary one is kept out of the terminal's Ctrl-C: ``prefect_ready``). A second Ctrl-C exits at
     once. Every write of the project is atomic and training resumes from its last checkpoint, so an
     exit here leaves nothing half-written. Python's own handling stays for a caller's ``cli.main([...])``
     (``enabled`` False: a test runner must not be exited), outside the main thread, and where SIGINT is

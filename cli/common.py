@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import signal
 from pathlib import Path
 
 from core.names import DEFAULT_DATASET
@@ -15,12 +16,26 @@ def print_json(obj) -> None:
     print(json.dumps(obj, indent=2, default=str))
 
 
-def prefect_home_ready() -> None:
-    """Create the project's Prefect home before a flow starts its temporary server (Prefect creates
-    only the last level of the folder)."""
-    from prefect.settings import PREFECT_HOME
+def prefect_ready() -> None:
+    """Before a command runs flows: the project's Prefect home created (Prefect creates only the last
+    level of the folder) and, where no Prefect API is set (``PREFECT_API_URL``), Prefect's temporary
+    server started now, out of the terminal's Ctrl-C. A terminal sends Ctrl-C's SIGINT to its whole
+    foreground process group, and the server Prefect starts is a child in that group: it used to stop
+    at once, and the flow engine then failed to report the run as crashed (a page of "Error logging
+    to API" and events-worker errors, the run left "Running" in Prefect's records). The server is
+    started with SIGINT blocked in this thread, a block its process inherits; Prefect's client then
+    finds it (one temporary server per process) and its exit handler still stops it."""
+    from prefect.server.api.server import SubprocessASGIServer
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME
 
     PREFECT_HOME.value().mkdir(parents=True, exist_ok=True)
+    if PREFECT_API_URL.value():
+        return
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        SubprocessASGIServer().start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # a Ctrl-C meanwhile is delivered now
 
 
 def spec_of(paths: Paths, name: str | None, warehouse: Path | None = None):

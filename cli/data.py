@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Callable
 
-from cli.common import UserError, known_plms, positive_int, prefect_home_ready, print_json, spec_of
+from cli.common import UserError, known_plms, positive_int, prefect_ready, print_json, spec_of
 from core.names import DEFAULT_DATASET
 from core.settings import Paths
 
@@ -140,7 +140,7 @@ def cmd_data_update(args, paths: Paths) -> int:
     spec = spec_of(paths, args.dataset)  # an unknown or broken spec: one line, before the flow
     if not batch_folders(paths.inbox(spec.name)):  # batches may make the first load; else there must be one
         require_warehouse(paths.warehouse)
-    prefect_home_ready()
+    prefect_ready()
     try:
         summary = update_data(dataset=spec.name, max_batches=args.max_batches)
     except RejectedBatches as exc:

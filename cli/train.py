@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Callable
 
-from cli.common import UserError, dataset_of, positive_int, prefect_home_ready, print_json, require_feature_store
+from cli.common import UserError, dataset_of, positive_int, prefect_ready, print_json, require_feature_store
 from core.names import DEFAULT_DATASET, DEFAULT_WINDOW_DAYS
 from core.settings import Paths
 from core.spec import SPLIT_POLICIES
@@ -81,7 +81,7 @@ def cmd_pipeline(args, paths: Paths) -> int:
         _check_flow_parameters(train_pipeline, params)
         build_config(args.profile, args.method, args.backbone, overrides)  # a bad --set: one line, now
         _check_fetchable(paths, params["dataset"], args.source)
-        prefect_home_ready()
+        prefect_ready()
         with distributed.leading():  # alone: a no-op
             summary = train_pipeline(**params)
         distributed.teardown()
@@ -155,7 +155,7 @@ def cmd_bench(args, paths: Paths) -> int:
         from core.training_data import TrainingSetRef
 
         TrainingSetRef.of(args.training_set).manifest()
-    prefect_home_ready()
+    prefect_ready()
     results = Path(run_benchmark(**params))
     print((results.parent / "report.md").read_text(encoding="utf-8"))
     print(f"written to {results.parent}")
@@ -177,7 +177,7 @@ def cmd_retrain(args, paths: Paths) -> int:
     _check_flow_parameters(retrain_model, params)
     build_config(args.profile, None, args.backbone, params["overrides"])  # a bad --set: one line, now
     require_feature_store(paths)  # the window's training sets are Feast's: ingest and apply come first
-    prefect_home_ready()
+    prefect_ready()
     out = retrain_model(**params)
     if args.json:
         print_json(out)

@@ -105,3 +105,39 @@ def test_output_into_a_closed_pipe_ends_quietly():
     proc.stdout.close()  # as head does after its line
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 141 and "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_ctrl_c_in_a_terminal_stops_the_pipeline_and_prefect_records_the_crash(tmp_path, small_raw):
+    """A terminal's Ctrl-C reaches its whole foreground process group: the command and Prefect's
+    temporary server, a child of it. The server must outlive the interrupt so the flow engine can
+    record the crash: no "Error logging to API", no run left "Running" in Prefect's records. The home
+    is new (not created yet): Prefect's import must not warn that it could not create its folder."""
+    import os
+    import sqlite3
+
+    home = tmp_path / "new-home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}  # Prefect's own temporary server
+    env["CLICKPROMPT_HOME"] = str(home)
+    cmd = [sys.executable, "-m", "cli", "pipeline", "--profile", "smoke", "--source", str(small_raw), "--no-register"]
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)  # its own group, as a terminal's foreground job
+    seen = []
+    try:
+        for line in proc.stderr:  # the ingest flow has read the raw files: flows are running
+            seen.append(line)
+            if "clickprompt.loaders:" in line:
+                break
+        os.killpg(proc.pid, signal.SIGINT)
+        _, rest = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    output = "".join(seen) + rest
+    assert proc.returncode == 130, output
+    assert "interrupted (exit 130)" in output
+    assert "Error logging to API" not in output and "failed to process item" not in output, output
+    assert "Failed to create the Prefect home" not in output, output
+    with sqlite3.connect(home / ".prefect" / "prefect.db") as db:
+        states = dict(db.execute("select f.name, r.state_type from flow_run r join flow f on f.id = r.flow_id"))
+    assert states["train-pipeline"] == "CRASHED", states
+    assert "RUNNING" not in states.values(), states
