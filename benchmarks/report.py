@@ -14,7 +14,7 @@ results.json (written by ``benchmarks.results.write_results``):
                  ctr_only_ms_per_1000, with_lm_ms_per_1000, with_lm_over_ctr_only, ctr_only_samples_per_s,
                  with_lm_samples_per_s, pamlm_prompted_samples_per_s, pamlm_plain_samples_per_s,
                  pamlm_prompted_over_plain; always: stage_seconds: {run: {stage: s}}, peak_rss_mb;
-                 optional: data_path_seconds: {stage: s}, peak_cuda_mb, total_seconds (this invocation),
+                 optional: data_path_seconds: {stage: s}, peak_cuda_mb, total_seconds (this invocation: flow start to report),
                  training_seconds (all runs, as recorded when they trained), reused_runs}
 """
 
@@ -260,7 +260,8 @@ def _efficiency(results: dict) -> list[str]:
         memory += f"; peak CUDA memory allocated: {eff['peak_cuda_mb']:,.0f} MB"
     lines += [memory]
     if "total_seconds" in eff:
-        line = f"- wall time of this benchmark: {eff['total_seconds'] / 60:.1f} min"
+        line = (f"- wall time of this benchmark (its flow's start to this report, the efficiency measurements "
+                f"included): {eff['total_seconds'] / 60:.1f} min")
         if eff.get("reused_runs"):
             line += f" ({len(eff['reused_runs'])} runs taken from an earlier attempt)"
         if "training_seconds" in eff:
