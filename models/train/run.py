@@ -102,8 +102,9 @@ def fit_stage(ctx: RunContext, stage: Stage) -> dict:
     best weights (a with-LM model's branches on the same rows too), a pretraining stage on its
     held-out checks. Writes ``<stage>/model.safetensors`` and ``<stage>/metrics.json``. Seeded per
     stage: a stage's weights start the same whether it trains alone or after other stages. Its
-    ``seconds``: the fit's own clock (every process that trained it, from its checkpoint) plus this
-    call's preparation and scoring, so a stage resumed or scored again keeps the time it took to train."""
+    ``seconds``: the time of the processes that trained it before (its checkpoint's) plus this whole
+    call, preparation and scoring included, so a stage resumed or scored again keeps the time it took
+    to train."""
     called = time.perf_counter()
     seed_everything(ctx.cfg.seed)
     setup = SETUPS[stage](ctx)
@@ -116,12 +117,10 @@ def fit_stage(ctx: RunContext, stage: Stage) -> dict:
                                                                                           ctx.cfg.seed)
     if setup.before_fit is not None:  # a resumed fit then loads its checkpoint's weights over these
         setup.before_fit(rows)
-    fitting = time.perf_counter()
     fit = trainer.fit(rows, setup.step_fn, setup.eval_fn, monitor=setup.monitor, mode=setup.mode)
-    in_fit = time.perf_counter() - fitting
     # rank 0 scores and writes; every rank returns its metrics
     metrics = distributed.broadcast_object(
-        _finish_stage(ctx, stage, setup, fit, fp, lambda: fit.seconds + time.perf_counter() - called - in_fit)
+        _finish_stage(ctx, stage, setup, fit, fp, lambda: fit.resumed_seconds + time.perf_counter() - called)
         if distributed.current().is_main else None)
     ctx.results[stage] = metrics
     return metrics

@@ -65,11 +65,12 @@ class FitResult:
     steps: int
     epochs_run: float
     stopped_early: bool
-    seconds: float
+    seconds: float  # the fit's clock, over every process that trained it
     samples_per_s: float
     loss_first: float  # mean training loss of the first steps (up to 10) ...
     loss_last: float  # ... and of the last steps of this fit: did the loss fall?
     history: list[dict] = field(default_factory=list)
+    resumed_seconds: float = 0.0  # of ``seconds``, those of the processes before this one (its checkpoint's)
 
 
 class _StepModule(nn.Module):
@@ -247,7 +248,7 @@ class Trainer:
                          state["step"], monitor, state["best"], state["best_step"])
 
     @staticmethod
-    def _result(state: dict, rows: int, n_batches: int) -> FitResult:
+    def _result(state: dict, rows: int, n_batches: int, resumed_seconds: float) -> FitResult:
         epochs_run = state["epoch"] + state["batch"] / n_batches
         return FitResult(
             train_rows=rows,
@@ -261,6 +262,7 @@ class Trainer:
             loss_first=float(np.mean(state["losses_first"])) if state["losses_first"] else float("nan"),
             loss_last=float(np.mean(state["losses_last"])) if state["losses_last"] else float("nan"),
             history=state["history"],
+            resumed_seconds=round(resumed_seconds, 2),
         )
 
     def fit(
@@ -294,6 +296,7 @@ class Trainer:
         elif dist.enabled and not dist.is_main:
             self._fork_rng(0)
         best_path = self.run_dir / "best.safetensors"
+        resumed_seconds = state["seconds"]
         started = time.perf_counter() - state["seconds"]  # the run's clock, over every process that trained it
         here, samples = time.perf_counter(), 0  # this process's: the rate shown is of the samples it trained
         self._net = self._data_parallel()
@@ -340,7 +343,7 @@ class Trainer:
                 save_weights(self.model, best_path)
             load_weights(self.model, best_path)
         distributed.broadcast_module(self.model)  # every rank ends with the best weights
-        return self._result(state, len(train), n_batches)
+        return self._result(state, len(train), n_batches, resumed_seconds)
 
 
 def result_dict(result: FitResult) -> dict:

@@ -32,5 +32,6 @@ def test_a_finetuning_trained_before_its_pretraining_is_trained_again_after_it(t
     trained, scored = json.loads(before), json.loads((run / "pretrain" / "metrics.json").read_bytes())
     # its time is still the time it took to train (the checkpoint's clock), plus this call's scoring
     assert scored["fit"]["seconds"] >= trained["fit"]["seconds"]
-    assert scored["seconds"] >= scored["fit"]["seconds"] > 0
+    assert scored["seconds"] >= scored["fit"]["seconds"] > 0 and scored["seconds"] >= trained["fit"]["seconds"]
+    assert scored["fit"]["resumed_seconds"] == trained["fit"]["seconds"] and trained["fit"]["resumed_seconds"] == 0
     assert finished_stage(run, "finetune-ctr-only", cfg, data.data_id) is not None
