@@ -209,13 +209,12 @@ class Registry:
 
     def _lineage(self, run_dir: Path) -> str | None:
         """The MLflow run the training run was logged as (``serving.tracking``), if any."""
-        from serving.tracking import RUN_DIR_TAG, TRAINING_EXPERIMENT
+        from serving.tracking import TRAINING_EXPERIMENT, runs_of_folder
 
         exp = self.client.get_experiment_by_name(TRAINING_EXPERIMENT)
         if exp is None:
             return None
-        found = self.client.search_runs([exp.experiment_id], filter_string=f"tags.`{RUN_DIR_TAG}` = '{run_dir}'",
-                                        order_by=["attributes.start_time DESC"], max_results=1)
+        found = runs_of_folder(self.client, [exp.experiment_id], run_dir)
         return found[0].info.run_id if found else None
 
     def register(self, run_dir: Path | str, stage: str = DEFAULT_STAGE, name: str = DEFAULT_NAME) -> ModelVersion:

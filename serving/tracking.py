@@ -5,13 +5,14 @@ The store is the project home's ``mlruns.db`` (SQLite: tracking and the model re
 no server) with artifacts under ``mlartifacts/``; ``MLFLOW_TRACKING_URI`` points both at a team
 server instead, with no code change.
 
-One MLflow run per run folder and config: logging the same finished run again (a cached flow
-re-run) returns the run already logged, and a run folder that gained or retrained stages since (a
-pipeline with more ``--stages`` on the same run id) updates that MLflow run - the changed stages'
-metrics and curves are logged into it (a retrained stage's figures become the latest values of
-their history), its ``metrics.json`` artifact and tags are replaced - rather than starting a second
-one. A run folder trained again under another config (params are immutable in MLflow) gets a new
-MLflow run. What an MLflow run holds:
+One MLflow run per run folder and training: logging the same finished run again (a cached flow
+re-run) returns the run already logged; a run folder that gained stages since, or whose stages were
+scored again (the same training, the same validation curve), updates that MLflow run - the new
+stages' metrics and curves, the changed figures, ``metrics.json`` and the tags - rather than starting
+a second one. A stage trained again (its validation curve differs) or another config (params are
+immutable in MLflow) starts a new MLflow run of the folder, so what a registered version links to
+keeps the figures it was trained with. A run is found by digests in its tags (of its folder's path,
+its config, each stage's metrics and curve), never by matching a path in a filter string. What an MLflow run holds:
 
 * params: the run's typed config (``config.json``, ``TrainConfig.model_dump``), flattened with dots;
 * metrics per stage, ``<stage>.<name>``: test AUC / LogLoss, valid AUC, the with-LM model's branch
@@ -39,7 +40,8 @@ log = logging.getLogger("clickprompt.tracking")
 
 TRAINING_EXPERIMENT = "clickprompt-training"
 RUN_DIR_TAG, METRICS_SHA_TAG = "clickprompt.run_dir", "clickprompt.metrics_sha256"
-CONFIG_TAG, STAGE_SHA_TAG = "clickprompt.config_sha256", "clickprompt.stage_sha256."  # + the stage's name
+RUN_DIR_KEY_TAG, CONFIG_TAG = "clickprompt.run_dir_sha256", "clickprompt.config_sha256"
+STAGE_SHA_TAG, CURVE_SHA_TAG = "clickprompt.stage_sha256.", "clickprompt.curve_sha256."  # + the stage's name
 
 
 def store_path(paths: Paths) -> Path:
@@ -126,6 +128,7 @@ def run_tags(run_dir: Path, run: dict, config: dict) -> dict[str, str]:
             "training_set_hash": run.get("training_set_hash") or "", "code_version": code_version(),
             "device": str(pick_device(config.get("device", "auto"))), "profile": str(run.get("profile")),
             "method": str(run.get("method")), "backbone": str(run.get("backbone")), RUN_DIR_TAG: str(run_dir),
+            RUN_DIR_KEY_TAG: run_dir_key(run_dir),
             "mlflow.runName": run_dir.name}
     ts = run_dir / "training_set.json"
     if ts.is_file():
@@ -137,23 +140,42 @@ def run_tags(run_dir: Path, run: dict, config: dict) -> dict[str, str]:
     return {k: v for k, v in tags.items() if v}
 
 
-def _digest(value: dict) -> str:
+def _digest(value) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
 
-def _logged_run(mlc, exp: str, run_dir: Path, config_digest: str):
-    """The MLflow run this run folder was logged as under this config, if any (the latest)."""
-    found = mlc.search_runs([exp], filter_string=f"tags.`{RUN_DIR_TAG}` = '{run_dir}' "
-                                                 f"and tags.`{CONFIG_TAG}` = '{config_digest}'",
-                            order_by=["attributes.start_time DESC"], max_results=1)
-    return found[0] if found else None
+def run_dir_key(run_dir: Path) -> str:
+    """The run folder's path as a digest: a filter string matches it whatever characters the path holds."""
+    return hashlib.sha256(str(run_dir).encode()).hexdigest()
+
+
+def runs_of_folder(mlc, experiment_ids: list[str], run_dir: Path) -> list:
+    """The MLflow runs logged of ``run_dir``, newest first. Runs logged before they carried the path's
+    digest are found by the path itself, where a filter string can hold it (no quote in it)."""
+    newest = ["attributes.start_time DESC"]
+    found = mlc.search_runs(experiment_ids, filter_string=f"tags.`{RUN_DIR_KEY_TAG}` = '{run_dir_key(run_dir)}'",
+                            order_by=newest)
+    if not found and "'" not in str(run_dir):
+        found = [r for r in mlc.search_runs(experiment_ids, filter_string=f"tags.`{RUN_DIR_TAG}` = '{run_dir}'",
+                                            order_by=newest) if RUN_DIR_KEY_TAG not in r.data.tags]
+    return found
+
+
+def _digests(run: dict, config: dict, run_dir: Path, digest: str) -> dict[str, str]:
+    """What identifies the logged state: the folder, its config, its metrics.json and each stage's
+    metrics and validation curve."""
+    tags = {RUN_DIR_KEY_TAG: run_dir_key(run_dir), CONFIG_TAG: _digest(config), METRICS_SHA_TAG: digest}
+    for stage, m in run["stages"].items():
+        tags[STAGE_SHA_TAG + stage] = _digest(m)
+        tags[CURVE_SHA_TAG + stage] = _digest(m.get("fit", {}).get("history", []))
+    return tags
 
 
 def log_training_run(paths: Paths, run_dir: Path | str, experiment: str = TRAINING_EXPERIMENT,
                      tags: dict[str, str] | None = None, artifacts: Iterable[Path] = ()) -> str:
     """Log the finished run folder ``run_dir`` (its ``metrics.json``) as an MLflow run; returns its id.
-    The same finished run logged again returns the first MLflow run; one whose stages changed since
-    updates it (the module's docstring)."""
+    The same finished run logged again returns the MLflow run already logged; a run folder with new or
+    re-scored stages updates it, one with a stage trained again starts a new one (the module's docstring)."""
     from mlflow.entities import Metric, Param, RunTag
 
     run_dir = Path(run_dir).resolve()
@@ -162,28 +184,37 @@ def log_training_run(paths: Paths, run_dir: Path | str, experiment: str = TRAINI
         raise FileNotFoundError(f"{metrics_path} is missing: the run in {run_dir} has not finished")
     run = json.loads(metrics_path.read_text(encoding="utf-8"))
     config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-    digest, config_digest = sha256_file(metrics_path), _digest(config)
-    stage_digests = {s: _digest(m) for s, m in run["stages"].items()}
+    digests = _digests(run, config, run_dir, sha256_file(metrics_path))
     mlc = client(paths)
     exp = experiment_id(mlc, paths, experiment)
-    logged = _logged_run(mlc, exp, run_dir, config_digest)
-    if logged is not None and logged.data.tags.get(METRICS_SHA_TAG) == digest:
-        return logged.info.run_id
-    if logged is None and (earlier := mlc.search_runs(  # logged before runs carried their config's digest
-            [exp], filter_string=f"tags.`{METRICS_SHA_TAG}` = '{digest}' and tags.`{RUN_DIR_TAG}` = '{run_dir}'",
-            max_results=1)):
-        return earlier[0].info.run_id
-    all_tags = {**run_tags(run_dir, run, config), **(tags or {}), CONFIG_TAG: config_digest}
+    logged = next(iter(runs_of_folder(mlc, [exp], run_dir)), None)
+    if logged is not None and CONFIG_TAG not in logged.data.tags:  # logged before runs carried their digests
+        if logged.data.tags.get(METRICS_SHA_TAG) != digests[METRICS_SHA_TAG]:
+            logged = None  # not knowing what it was logged from, a new MLflow run
+        else:  # the same metrics.json, byte for byte: it is this state; it now says so
+            mlc.log_batch(logged.info.run_id, tags=[RunTag(k, v) for k, v in digests.items()])
+            return logged.info.run_id
+    if logged is not None:
+        had = logged.data.tags
+        if had.get(CONFIG_TAG) != digests[CONFIG_TAG] or any(
+                had.get(CURVE_SHA_TAG + s, digests[CURVE_SHA_TAG + s]) != digests[CURVE_SHA_TAG + s] for s in run["stages"]):
+            logged = None  # another config, or a stage trained again: a new MLflow run
+        elif had.get(METRICS_SHA_TAG) == digests[METRICS_SHA_TAG]:
+            return logged.info.run_id
+    all_tags = {**run_tags(run_dir, run, config), **(tags or {})}
     if logged is None:
         run_id, changed = mlc.create_run(exp, run_name=run_dir.name).info.run_id, list(run["stages"])
-    else:  # the stages that are new or differ from what was logged
-        run_id = logged.info.run_id
-        changed = [s for s in run["stages"] if logged.data.tags.get(STAGE_SHA_TAG + s) != stage_digests[s]]
+        had, had_metrics, had_params = {}, {}, {}
+    else:  # the stages that are new or whose figures changed (a stage scored again: its seconds)
+        run_id, had_metrics, had_params = logged.info.run_id, logged.data.metrics, logged.data.params
+        changed = [s for s in run["stages"] if had.get(STAGE_SHA_TAG + s) != digests[STAGE_SHA_TAG + s]]
     try:
         now = int(time.time() * 1000)
-        metrics = [Metric(k, v, now, 0) for s in changed for k, v in stage_metrics(s, run["stages"][s]).items()]
-        metrics += [Metric(k, v, now, step) for s in changed for k, v, step in curve(s, run["stages"][s])]
-        params = [Param(k, v[:6000]) for k, v in flatten(config).items()] if logged is None else []
+        metrics = [Metric(k, v, now, 0) for s in changed for k, v in stage_metrics(s, run["stages"][s]).items()
+                   if had_metrics.get(k) != v]
+        metrics += [Metric(k, v, now, step) for s in changed if CURVE_SHA_TAG + s not in had
+                    for k, v, step in curve(s, run["stages"][s])]  # a curve already logged is the same curve
+        params = [Param(k, v[:6000]) for k, v in flatten(config).items() if k not in had_params]
         tag_list = [RunTag(k, str(v)) for k, v in all_tags.items()]
         for i in range(0, len(metrics), 1000):  # MLflow's batch limits: 1000 metrics, 100 params / tags
             mlc.log_batch(run_id, metrics=metrics[i:i + 1000])
@@ -195,15 +226,19 @@ def log_training_run(paths: Paths, run_dir: Path | str, experiment: str = TRAINI
             elif path.is_dir():
                 mlc.log_artifacts(run_id, str(path), path.name)
         # last: what was logged, so a logging that fails part-way is completed by the next one
-        done = [RunTag(STAGE_SHA_TAG + s, stage_digests[s]) for s in changed] + [RunTag(METRICS_SHA_TAG, digest)]
+        done = [RunTag(k, v) for k, v in digests.items()]
         for i in range(0, len(done), 100):
             mlc.log_batch(run_id, tags=done[i:i + 100])
         mlc.set_terminated(run_id)
     except BaseException:
-        mlc.set_terminated(run_id, status="FAILED")
+        if logged is None:  # an update leaves the finished run's status, and its figures, as they were
+            mlc.set_terminated(run_id, status="FAILED")
         raise
-    log.info("run %s %s MLflow (%s) as run %s%s", run_dir.name, "logged to" if logged is None else "updated in",
-             tracking_uri(paths), run_id, "" if logged is None else f" (stages {', '.join(changed)})")
+    if logged is None:
+        log.info("run %s logged to MLflow (%s) as run %s", run_dir.name, tracking_uri(paths), run_id)
+    else:
+        log.info("run %s: MLflow run %s updated (%s)", run_dir.name, run_id,
+                 f"stages {', '.join(changed)}" if changed else "its metrics.json")
     return run_id
 
 
