@@ -202,6 +202,21 @@ def _stdout_gone() -> bool:
     return gone
 
 
+def _exit_now() -> None:
+    """Exit 130 at once. ``os._exit`` skips the exit handlers, among them the one that stops
+    Prefect's temporary server, which a terminal's Ctrl-C no longer reaches (``prefect_ready``): it is
+    told to stop here, without waiting for it."""
+    server_module = sys.modules.get("prefect.server.api.server")  # never imported here: only if in use
+    server = getattr(server_module, "SubprocessASGIServer", None)
+    process = getattr(server._instances.get(None), "server_process", None) if server is not None else None
+    if process is not None:
+        try:
+            process.terminate()
+        except OSError:
+            pass
+    os._exit(130)
+
+
 @contextmanager
 def bounded_interrupt(grace_s: float = INTERRUPT_GRACE_S, enabled: bool = True):
     """Ctrl-C stops a command within ``grace_s``. The first one raises KeyboardInterrupt as usual (a
@@ -220,10 +235,10 @@ def bounded_interrupt(grace_s: float = INTERRUPT_GRACE_S, enabled: bool = True):
 
     def on_interrupt(signum, frame):
         if state["timer"] is not None:
-            os._exit(130)
+            _exit_now()
         print(f"\ninterrupted: stopping (Ctrl-C again to exit at once; exiting anyway in {grace_s:.0f} s)",
               file=sys.stderr, flush=True)
-        state["timer"] = threading.Timer(grace_s, os._exit, args=(130,))
+        state["timer"] = threading.Timer(grace_s, _exit_now)
         state["timer"].daemon = True
         state["timer"].start()
         raise KeyboardInterrupt

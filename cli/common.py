@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import signal
+import threading
 from pathlib import Path
 
 from core.names import DEFAULT_DATASET
@@ -18,24 +19,34 @@ def print_json(obj) -> None:
 
 def prefect_ready() -> None:
     """Before a command runs flows: the project's Prefect home created (Prefect creates only the last
-    level of the folder) and, where no Prefect API is set (``PREFECT_API_URL``), Prefect's temporary
-    server started now, out of the terminal's Ctrl-C. A terminal sends Ctrl-C's SIGINT to its whole
-    foreground process group, and the server Prefect starts is a child in that group: it used to stop
-    at once, and the flow engine then failed to report the run as crashed (a page of "Error logging
-    to API" and events-worker errors, the run left "Running" in Prefect's records). The server is
-    started with SIGINT blocked in this thread, a block its process inherits; Prefect's client then
-    finds it (one temporary server per process) and its exit handler still stops it."""
+    level of the folder) and, where Prefect would start its temporary server (no ``PREFECT_API_URL``),
+    that server started now, out of the terminal's Ctrl-C. A terminal sends Ctrl-C's SIGINT to its
+    whole foreground process group, and the server is a child in that group: it used to stop at once,
+    and the flow engine then failed to report the run as crashed (a page of "Error logging to API" and
+    events-worker errors, the run left "Running" in Prefect's records). The server is started from a
+    thread that blocks SIGINT, a block its process inherits; this thread stays interruptible while the
+    server starts. Prefect's client then finds the same server (one temporary server per process) and
+    its exit handler stops it (``cli._exit_now`` where an exit skips the handlers)."""
     from prefect.server.api.server import SubprocessASGIServer
-    from prefect.settings import PREFECT_API_URL, PREFECT_HOME
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, PREFECT_SERVER_EPHEMERAL_ENABLED
 
     PREFECT_HOME.value().mkdir(parents=True, exist_ok=True)
-    if PREFECT_API_URL.value():
-        return
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    try:
-        SubprocessASGIServer().start()
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)  # a Ctrl-C meanwhile is delivered now
+    if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value() or not hasattr(signal, "pthread_sigmask"):
+        return  # a server of the user's; or Prefect's refusal, or its own start (no signal masks here), as before
+    failed: list[BaseException] = []
+
+    def start() -> None:
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            SubprocessASGIServer().start()
+        except BaseException as exc:  # said in the calling thread
+            failed.append(exc)
+
+    starter = threading.Thread(target=start, name="prefect-server-start", daemon=True)
+    starter.start()
+    starter.join()  # a Ctrl-C meanwhile stops the command here; the server, if it came up, is stopped at exit
+    if failed:
+        raise failed[0]
 
 
 def spec_of(paths: Paths, name: str | None, warehouse: Path | None = None):

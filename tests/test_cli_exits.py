@@ -138,6 +138,61 @@ def test_ctrl_c_in_a_terminal_stops_the_pipeline_and_prefect_records_the_crash(t
     assert "Error logging to API" not in output and "failed to process item" not in output, output
     assert "Failed to create the Prefect home" not in output, output
     with sqlite3.connect(home / ".prefect" / "prefect.db") as db:
-        states = dict(db.execute("select f.name, r.state_type from flow_run r join flow f on f.id = r.flow_id"))
-    assert states["train-pipeline"] == "CRASHED", states
-    assert "RUNNING" not in states.values(), states
+        flows = db.execute("select f.name, r.state_type from flow_run r join flow f on f.id = r.flow_id").fetchall()
+        tasks = db.execute("select name, state_type from task_run").fetchall()
+    assert ("train-pipeline", "CRASHED") in flows, flows
+    assert not [row for row in flows + tasks if row[1] in ("RUNNING", "PENDING", "SCHEDULED")], (flows, tasks)
+
+
+STARTS_PREFECTS_SERVER_THEN_HANGS = """
+import time
+from core.settings import apply_environment_defaults
+apply_environment_defaults()
+from cli import bounded_interrupt
+from cli.common import prefect_ready
+from prefect.server.api.server import SubprocessASGIServer
+prefect_ready()
+print(SubprocessASGIServer().server_process.pid, flush=True)
+with bounded_interrupt(grace_s=30.0):
+    ready = False
+    while True:
+        try:
+            if not ready:
+                ready = print("ready", flush=True) or True
+            while True:
+                time.sleep(0.05)
+        except KeyboardInterrupt:
+            print("caught", flush=True)
+"""
+
+
+def test_a_second_ctrl_c_exits_at_once_and_stops_prefects_server(tmp_path):
+    """The server is out of the terminal's Ctrl-C, and the exit at once skips the exit handlers that
+    stop it: it must be stopped anyway, not left running."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["CLICKPROMPT_HOME"] = str(tmp_path / "home")
+    proc = subprocess.Popen([sys.executable, "-c", STARTS_PREFECTS_SERVER_THEN_HANGS], cwd=REPO_ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        server = int(proc.stdout.readline())
+        assert proc.stdout.readline().strip() == "ready"
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.stdout.readline().strip() == "caught"
+        os.kill(server, 0)  # the first Ctrl-C, sent to the whole group, left the server running
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=10) == 130
+        for _ in range(100):  # the server stops within a few seconds of being told to
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("Prefect's server still runs after the command exited")
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
