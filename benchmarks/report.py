@@ -260,8 +260,8 @@ def _efficiency(results: dict) -> list[str]:
         memory += f"; peak CUDA memory allocated: {eff['peak_cuda_mb']:,.0f} MB"
     lines += [memory]
     if "total_seconds" in eff:
-        line = (f"- wall time of this benchmark (its flow's start to this report, the efficiency measurements "
-                f"included): {eff['total_seconds'] / 60:.1f} min")
+        line = (f"- wall time of this benchmark (from its flow's start until its results were written, the "
+                f"efficiency measurements included): {eff['total_seconds'] / 60:.1f} min")
         if eff.get("reused_runs"):
             line += f" ({len(eff['reused_runs'])} runs taken from an earlier attempt)"
         if "training_seconds" in eff:

@@ -67,7 +67,7 @@ def test_render_writes_report_and_valid_pngs(tmp_path):
     assert "| cp-dcnv2 | finetune-ctr-only | 8.2 |" in report  # time per training stage
     assert "| ingest | 1.04 |" in report and "| total | 4.41 |" in report  # time per data-path stage
     assert "peak resident memory of the benchmark process (training included): 2,100 MB" in report
-    assert "efficiency measurements included): 50.0 min (1 runs taken from an earlier attempt); training time of all runs, as recorded when they ran: 45.0 min" in report
+    assert "the efficiency measurements included): 50.0 min (1 runs taken from an earlier attempt); training time of all runs, as recorded when they ran: 45.0 min" in report
     assert ("Tail: users with at most 3 training events (95 of 900 training users, 11%; every id at the threshold "
             "counts) and users unseen in training; items with at most 1 training events (180 of 1,500") in report
     assert "| DCNv2 | 0.7100 ± 0.0040 | 0.6000 ± 0.0100 (n=120) | 0.5500 ± 0.0200 (n=80) | n/a (n=3) |" in report

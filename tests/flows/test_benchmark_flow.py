@@ -113,7 +113,7 @@ def test_benchmark_flow_compares_clickprompt_with_its_backbone_per_seed_and_resu
     wall = time.perf_counter() - called
     assert "data_path_seconds" not in again["efficiency"]
     # its wall time counts the efficiency measurements, most of a benchmark that trains nothing
-    assert 0.3 * wall < again["efficiency"]["total_seconds"] <= wall  # 0.02 x before it counted them
+    assert 0.1 * wall < again["efficiency"]["total_seconds"] <= wall  # 0.59 x here; 0.02 x before it counted them
     assert again["efficiency"]["reused_runs"] == ["base-dcnv2-seed1", "base-dcnv2-seed2", "cp-dcnv2-seed1",
                                                   "cp-dcnv2-seed2"]
     assert again["models"]["ClickPrompt with LM"]["per_seed"] == models["ClickPrompt with LM"]["per_seed"]
