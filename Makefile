@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.install-stamp
 export CLICKPROMPT_HOME ?= $(CURDIR)
 
-.PHONY: install engines demo data test test-training test-bench test-engines bench bench-map bench-cost lint clean
+.PHONY: install engines demo data test test-training test-processes test-bench test-engines bench bench-map bench-cost lint clean
 
 install: $(STAMP)
 
@@ -78,6 +78,11 @@ test: install
 # which stays within ~10 minutes without it.
 test-training: install
 	$(BIN)/python -m pytest -q -m training
+
+# The CLI as a terminal runs it: its own process group, Prefect's own temporary server (started, as a
+# user's would be, in each test), Ctrl-C sent to the whole group; ~1 min.
+test-processes: install
+	$(BIN)/python -m pytest -q -m processes
 
 # The benchmark-marked tests: the whole benchmark suite, smoke profile, 3 seeds, on real
 # MovieLens-100K in a temporary home (9-20 min on 2 cores, host-dependent); CI runs it after `make test`.

@@ -12,6 +12,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from core.settings import REPO_ROOT
 
 HANGS_AFTER_INTERRUPT = """
@@ -107,6 +109,7 @@ def test_output_into_a_closed_pipe_ends_quietly():
     assert proc.wait(timeout=60) == 141 and "Traceback" not in err and "BrokenPipe" not in err, err
 
 
+@pytest.mark.processes
 def test_ctrl_c_in_a_terminal_stops_the_pipeline_and_prefect_records_the_crash(tmp_path, small_raw):
     """A terminal's Ctrl-C reaches its whole foreground process group: the command and Prefect's
     temporary server, a child of it. The server must outlive the interrupt so the flow engine can
@@ -166,6 +169,7 @@ with bounded_interrupt(grace_s=30.0):
 """
 
 
+@pytest.mark.processes
 def test_a_second_ctrl_c_exits_at_once_and_stops_prefects_server(tmp_path):
     """The server is out of the terminal's Ctrl-C, and the exit at once skips the exit handlers that
     stop it: it must be stopped anyway, not left running."""
