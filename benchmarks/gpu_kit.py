@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.map import GPU_LMS, LMS, Cell, all_cells, prepare_home
+from benchmarks.map import GPU_LMS, LMS, Cell, MapError, all_cells, prepare_home
 from core.io import write_json_atomic
 from core.settings import Paths
 
@@ -107,7 +107,7 @@ def pack(out: Path, cells: list[Cell], map_out: Path, ml1m: Path | None = None, 
     size = _mib(tmp)
     if size > limit_mib:
         shutil.rmtree(tmp)
-        raise ValueError(f"the kit would be {size:.1f} MiB, over {limit_mib} MiB (a lent machine takes 64 MiB with "
+        raise MapError(f"the kit would be {size:.1f} MiB, over {limit_mib} MiB (a lent machine takes 64 MiB with "
                          "the repository): pack fewer cells per call (--cells)")
     kit["mib"] = round(size, 1)
     write_json_atomic(tmp / KIT_FILE, kit)
@@ -233,6 +233,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--map-out", type=Path, default=None)
     args = parser.parse_args(argv)
     map_out = (getattr(args, "map_out", None) or Paths.default().artifacts / "bench" / "map").resolve()
+    try:
+        _command(args, map_out)
+    except (MapError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _command(args: argparse.Namespace, map_out: Path) -> None:
     if args.command == "pack":
         kit = pack(args.dir.resolve(), [Cell.parse(k) for k in args.cells], map_out, args.ml_1m, not args.no_wheels)
         print(json.dumps(kit, indent=2))
@@ -244,7 +253,6 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({k: v["status"] for k, v in summary["cells"].items()}, indent=2))
     else:
         print("placed:", ", ".join(unpack(args.files, map_out)) or "nothing")
-    return 0
 
 
 if __name__ == "__main__":

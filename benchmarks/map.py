@@ -92,8 +92,13 @@ def _clickprompt(home: Path, *args: str, log: Path | None = None) -> None:
             if "clickprompt.bench" in line or line.startswith("error"):
                 print(line.rstrip(), flush=True)
         if proc.wait():
-            raise RuntimeError(f"`clickprompt {' '.join(args)}` failed (exit {proc.returncode}) in home {home}; "
+            raise MapError(f"`clickprompt {' '.join(args)}` failed (exit {proc.returncode}) in home {home}; "
                                f"its output: {log}")
+
+
+class MapError(RuntimeError):
+    """What the map (or the GPU kit) cannot go on without, said on one line: a step to run first, a
+    command of the project that failed (its output included)."""
 
 
 def prepare_home(data: str, out: Path, ml1m: Path | None) -> Path:
@@ -101,7 +106,7 @@ def prepare_home(data: str, out: Path, ml1m: Path | None) -> Path:
     if data == "movielens-100k":
         home = Paths.default().home
         if not (home / "data" / "warehouse.duckdb").exists():
-            raise RuntimeError(f"no warehouse in {home}: run `make data` first (MovieLens-100K)")
+            raise MapError(f"no warehouse in {home}: run `make data` first (MovieLens-100K)")
         return home
     home = out / "homes" / DATA[data]
     if (home / "data" / "warehouse.duckdb").exists():
@@ -501,6 +506,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--publish", type=Path, default=None, metavar="DIR",
                         help="also copy map.md, map.png and map.json there (e.g. docs/bench)")
     args = parser.parse_args(argv)
+    try:
+        return _map(parser, args, argv)
+    except (MapError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _map(parser: argparse.ArgumentParser, args: argparse.Namespace, argv: list[str] | None) -> int:
     try:
         cells = [Cell.parse(k) for k in args.cells] if args.cells else all_cells()
     except ValueError as exc:

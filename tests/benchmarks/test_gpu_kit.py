@@ -39,3 +39,13 @@ def test_plm_weights_travel_as_float16_and_train_as_float32(tmp_path):
     assert gpu_kit._mib(tmp_path / "half") < gpu_kit._mib(tmp_path / "plm")
     assert json.loads((tmp_path / "wide" / "config.json").read_text()) == \
         json.loads((tmp_path / "plm" / "config.json").read_text())
+
+
+def test_pack_before_the_data_is_ingested_says_what_to_run_first(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CLICKPROMPT_HOME", str(tmp_path / "home"))
+    code = gpu_kit.main(["pack", str(tmp_path / "kit"), "--cells", "bert-2l-128--movielens-100k--global-temporal",
+                         "--no-wheels"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err == f"error: no warehouse in {tmp_path / 'home'}: run `make data` first (MovieLens-100K)\n"
+    assert not (tmp_path / "kit").exists()
