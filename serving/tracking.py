@@ -12,7 +12,10 @@ stages' metrics and curves, the changed figures, ``metrics.json`` and the tags -
 a second one. A stage trained again (its validation curve differs) or another config (params are
 immutable in MLflow) starts a new MLflow run of the folder, so what a registered version links to
 keeps the figures it was trained with. A run is found by digests in its tags (of its folder's path,
-its config, each stage's metrics and curve), never by matching a path in a filter string. What an MLflow run holds:
+its config, each stage's metrics and curve); only FINISHED runs count (one whose logging failed or
+was cut off is left as it is, and the next logging starts anew). Runs logged before the digests
+existed are found by their path where a filter string can hold it, and adopted when their
+``metrics.json`` and params are the same. What an MLflow run holds:
 
 * params: the run's typed config (``config.json``, ``TrainConfig.model_dump``), flattened with dots;
 * metrics per stage, ``<stage>.<name>``: test AUC / LogLoss, valid AUC, the with-LM model's branch
@@ -150,14 +153,15 @@ def run_dir_key(run_dir: Path) -> str:
 
 
 def runs_of_folder(mlc, experiment_ids: list[str], run_dir: Path) -> list:
-    """The MLflow runs logged of ``run_dir``, newest first. Runs logged before they carried the path's
-    digest are found by the path itself, where a filter string can hold it (no quote in it)."""
-    newest = ["attributes.start_time DESC"]
-    found = mlc.search_runs(experiment_ids, filter_string=f"tags.`{RUN_DIR_KEY_TAG}` = '{run_dir_key(run_dir)}'",
-                            order_by=newest)
+    """The FINISHED MLflow runs logged of ``run_dir``, newest first. Runs logged before they carried
+    the path's digest are found by the path itself, where a filter string can hold it (no quote in it)."""
+    newest, finished = ["attributes.start_time DESC"], "attributes.status = 'FINISHED'"
+    found = mlc.search_runs(experiment_ids, order_by=newest,
+                            filter_string=f"tags.`{RUN_DIR_KEY_TAG}` = '{run_dir_key(run_dir)}' and {finished}")
     if not found and "'" not in str(run_dir):
-        found = [r for r in mlc.search_runs(experiment_ids, filter_string=f"tags.`{RUN_DIR_TAG}` = '{run_dir}'",
-                                            order_by=newest) if RUN_DIR_KEY_TAG not in r.data.tags]
+        found = [r for r in mlc.search_runs(experiment_ids, order_by=newest,
+                                            filter_string=f"tags.`{RUN_DIR_TAG}` = '{run_dir}' and {finished}")
+                 if RUN_DIR_KEY_TAG not in r.data.tags]
     return found
 
 
@@ -188,17 +192,19 @@ def log_training_run(paths: Paths, run_dir: Path | str, experiment: str = TRAINI
     mlc = client(paths)
     exp = experiment_id(mlc, paths, experiment)
     logged = next(iter(runs_of_folder(mlc, [exp], run_dir)), None)
-    if logged is not None and CONFIG_TAG not in logged.data.tags:  # logged before runs carried their digests
-        if logged.data.tags.get(METRICS_SHA_TAG) != digests[METRICS_SHA_TAG]:
-            logged = None  # not knowing what it was logged from, a new MLflow run
-        else:  # the same metrics.json, byte for byte: it is this state; it now says so
+    params_now = {k: v[:6000] for k, v in flatten(config).items()}
+    if logged is not None and RUN_DIR_KEY_TAG not in logged.data.tags:  # logged before runs carried digests
+        if logged.data.tags.get(METRICS_SHA_TAG) == digests[METRICS_SHA_TAG] and logged.data.params == params_now:
+            # the same metrics.json, byte for byte, and config: it is this state; it now says so
             mlc.log_batch(logged.info.run_id, tags=[RunTag(k, v) for k, v in digests.items()])
             return logged.info.run_id
+        logged = None  # not knowing what else it was logged from, a new MLflow run
     if logged is not None:
         had = logged.data.tags
-        if had.get(CONFIG_TAG) != digests[CONFIG_TAG] or any(
+        stages_had = {k[len(STAGE_SHA_TAG):] for k in had if k.startswith(STAGE_SHA_TAG)}
+        if had.get(CONFIG_TAG) != digests[CONFIG_TAG] or stages_had - set(run["stages"]) or any(
                 had.get(CURVE_SHA_TAG + s, digests[CURVE_SHA_TAG + s]) != digests[CURVE_SHA_TAG + s] for s in run["stages"]):
-            logged = None  # another config, or a stage trained again: a new MLflow run
+            logged = None  # another config, a stage trained again or gone: a new MLflow run
         elif had.get(METRICS_SHA_TAG) == digests[METRICS_SHA_TAG]:
             return logged.info.run_id
     all_tags = {**run_tags(run_dir, run, config), **(tags or {})}
@@ -212,12 +218,15 @@ def log_training_run(paths: Paths, run_dir: Path | str, experiment: str = TRAINI
         now = int(time.time() * 1000)
         metrics = [Metric(k, v, now, 0) for s in changed for k, v in stage_metrics(s, run["stages"][s]).items()
                    if had_metrics.get(k) != v]
-        metrics += [Metric(k, v, now, step) for s in changed if CURVE_SHA_TAG + s not in had
-                    for k, v, step in curve(s, run["stages"][s])]  # a curve already logged is the same curve
-        params = [Param(k, v[:6000]) for k, v in flatten(config).items() if k not in had_params]
+        new_curves = [s for s in changed if CURVE_SHA_TAG + s not in had]  # one logged is this same curve
+        metrics += [Metric(k, v, now, step) for s in new_curves for k, v, step in curve(s, run["stages"][s])]
+        params = [Param(k, v) for k, v in params_now.items() if k not in had_params]
         tag_list = [RunTag(k, str(v)) for k, v in all_tags.items()]
         for i in range(0, len(metrics), 1000):  # MLflow's batch limits: 1000 metrics, 100 params / tags
             mlc.log_batch(run_id, metrics=metrics[i:i + 1000])
+        curves_done = [RunTag(CURVE_SHA_TAG + s, digests[CURVE_SHA_TAG + s]) for s in new_curves]
+        for i in range(0, len(curves_done), 100):  # at once: a logging that fails after this never logs them twice
+            mlc.log_batch(run_id, tags=curves_done[i:i + 100])
         for i in range(0, max(len(params), len(tag_list)), 100):
             mlc.log_batch(run_id, params=params[i:i + 100], tags=tag_list[i:i + 100])
         for path in [metrics_path, run_dir / "training_set.json", *map(Path, artifacts)]:

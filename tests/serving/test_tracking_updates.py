@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 from mlflow import MlflowClient
-from mlflow.entities import RunTag
+from mlflow.entities import Param, RunTag
 
 from core.io import sha256_file
 from serving.tracking import (
@@ -17,6 +17,7 @@ from serving.tracking import (
     RUN_DIR_TAG,
     TRAINING_EXPERIMENT,
     experiment_id,
+    flatten,
     log_training_run,
     tracking_uri,
 )
@@ -82,9 +83,10 @@ def test_a_run_logged_before_the_digests_is_adopted_not_doubled(paths, monkeypat
     _write(run_dir, {"baseline": base})
     mlc = MlflowClient(tracking_uri=tracking_uri(paths))
     exp = experiment_id(mlc, paths, TRAINING_EXPERIMENT)
-    old = mlc.create_run(exp, run_name="older").info.run_id  # as the earlier code logged it: path and digest
+    old = mlc.create_run(exp, run_name="older").info.run_id  # as the earlier code logged it: path, digest, params
     mlc.log_batch(old, tags=[RunTag(RUN_DIR_TAG, str(run_dir)),
-                             RunTag(METRICS_SHA_TAG, sha256_file(run_dir / "metrics.json"))])
+                             RunTag(METRICS_SHA_TAG, sha256_file(run_dir / "metrics.json"))],
+                  params=[Param(k, v) for k, v in flatten(CONFIG).items()])
     mlc.set_terminated(old)
 
     assert log_training_run(paths, run_dir) == old
@@ -93,3 +95,27 @@ def test_a_run_logged_before_the_digests_is_adopted_not_doubled(paths, monkeypat
     assert log_training_run(paths, run_dir) == old  # ... so a stage gained later updates it
     assert mlc.get_run(old).data.metrics["finetune-ctr-only.test_auc"] == 0.71
     assert len(_runs(paths)) == 1
+
+
+def test_failed_unknown_and_shrunken_states_start_a_new_run(paths, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    run_dir = (paths.runs / "r").resolve()
+    base, ctr = _stage(0.70, 10.0, [0.69]), _stage(0.71, 20.0, [0.70])
+    _write(run_dir, {"baseline": base, "finetune-ctr-only": ctr})
+    mlc = MlflowClient(tracking_uri=tracking_uri(paths))
+    exp = experiment_id(mlc, paths, TRAINING_EXPERIMENT)
+    legacy = mlc.create_run(exp, run_name="r").info.run_id  # an old-code run of another metrics.json
+    mlc.log_batch(legacy, tags=[RunTag(RUN_DIR_TAG, str(run_dir)), RunTag(METRICS_SHA_TAG, "0" * 64)])
+    mlc.set_terminated(legacy)
+    first = log_training_run(paths, run_dir)
+    assert first != legacy
+
+    mlc.set_terminated(first, status="FAILED")  # a logging that failed: never taken up again
+    second = log_training_run(paths, run_dir)
+    assert second not in (first, legacy)
+
+    _write(run_dir, {"baseline": base})  # a stage gone from the folder: the run no longer describes it
+    third = log_training_run(paths, run_dir)
+    assert third not in (first, second, legacy)
+    assert "finetune-ctr-only.test_auc" not in mlc.get_run(third).data.metrics
+    assert len(_runs(paths)) == 4
