@@ -61,6 +61,14 @@ class Measured:
                 "batch_size": self.batch_size, "note": self.note}
 
 
+class _NoCheckpointWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("no PA-MLM checkpoint")
+
+
+_NO_CHECKPOINT_WARNING = _NoCheckpointWarning()
+
+
 class StageBench:
     """One stage's model and trainer step over a fixed list of batches (the stage's own batch size)."""
 
@@ -68,12 +76,12 @@ class StageBench:
         self.ctx, self.stage = ctx, stage
         # a timing's own folder has no PA-MLM checkpoint: the stage's warning that it starts from the
         # plain PLM would read, in a benchmark's log, as if the benchmarked run had none
-        train_log, level = logging.getLogger("clickprompt.train"), logging.getLogger("clickprompt.train").level
-        train_log.setLevel(logging.ERROR)
+        train_log = logging.getLogger("clickprompt.train")
+        train_log.addFilter(_NO_CHECKPOINT_WARNING)
         try:
             self.setup: StageSetup = SETUPS[stage](ctx)
         finally:
-            train_log.setLevel(level)
+            train_log.removeFilter(_NO_CHECKPOINT_WARNING)
         sc = self.setup.stage_cfg
         self.trainer = Trainer(self.setup.model, sc, self.setup.param_groups, workdir / stage, ctx.device, ctx.cfg.amp,
                                ctx.cfg.seed, desc=f"cost-{stage}")

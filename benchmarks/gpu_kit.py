@@ -32,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.map import GPU_LMS, LMS, Cell, MapError, all_cells, prepare_home
+from benchmarks.map import GPU_LMS, LMS, Cell, MapError, MissingInput, all_cells, prepare_home
 from core.io import write_json_atomic
 from core.settings import Paths
 
@@ -73,6 +73,21 @@ def _wheels(out: Path) -> list[str]:
 def pack(out: Path, cells: list[Cell], map_out: Path, ml1m: Path | None = None, wheels: bool = True,
          limit_mib: float = LIMIT_MIB) -> dict:
     """Write the kit folder ``out`` (replaced whole): bundles, half-width PLMs, wheels, ``kit.json``."""
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        kit = _fill(tmp, cells, map_out, ml1m, wheels, limit_mib)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # nothing half-written is left beside the kit
+        raise
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return kit
+
+
+def _fill(tmp: Path, cells: list[Cell], map_out: Path, ml1m: Path | None, wheels: bool, limit_mib: float) -> dict:
+    """``pack``'s content written into ``tmp``: the bundles, the PLMs, the wheels, ``kit.json``."""
     import torch
 
     from core.names import CLICKPROMPT_SERVICE
@@ -80,39 +95,33 @@ def pack(out: Path, cells: list[Cell], map_out: Path, ml1m: Path | None = None, 
     from feature_repo.training_sets import training_set_folder  # here only: the lent machine has no Feast
     from models.train.bundle import export_bundle
 
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     kit: dict = {"cells": [c.key for c in cells], "bundles": {}, "plms": {}, "wheels": [],
                  "packed_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     for data, split in dict.fromkeys((c.data, c.split) for c in cells):
         home = Paths(prepare_home(data, map_out, ml1m))
         folder = training_set_folder(home, CLICKPROMPT_SERVICE, split, DEFAULT_FRACTIONS)
         if not folder.is_dir():
-            raise FileNotFoundError(f"no {split} training set of {data} in {home.home}: build it with "
-                                    f"`CLICKPROMPT_HOME={home.home} clickprompt features training-set --split {split}` "
-                                    "(or run the map's CPU cell of the same data and split first)")
+            raise MissingInput(f"no {split} training set of {data} in {home.home}: build it with "
+                               f"`CLICKPROMPT_HOME={home.home} clickprompt features training-set --split {split}` "
+                               "(or run the map's CPU cell of the same data and split first)")
         export_bundle(TrainingSetRef.of(folder), tmp / "bundles" / f"{data}--{split}")
         kit["bundles"][f"{data}--{split}"] = folder.name
     for lm in dict.fromkeys(c.lm for c in cells):
         homes = [Paths(prepare_home(data, map_out, ml1m)).plms for data in dict.fromkeys(c.data for c in cells)]
         src = next((h / lm for h in homes if (h / lm).is_dir()), None)
         if src is None:
-            raise FileNotFoundError(f"{lm} is not fetched in {' or '.join(map(str, homes))}: run "
-                                    f"`clickprompt plm fetch {lm}` there")
+            raise MissingInput(f"{lm} is not fetched in {' or '.join(map(str, homes))}: run "
+                               f"`clickprompt plm fetch {lm}` there")
         _cast_plm(src, tmp / "plms" / lm, torch.float16)
         kit["plms"][lm] = "float16 for transport; widened to float32 before training"
     if wheels:
         kit["wheels"] = _wheels(tmp / "wheels")
     size = _mib(tmp)
     if size > limit_mib:
-        shutil.rmtree(tmp)
         raise MapError(f"the kit would be {size:.1f} MiB, over {limit_mib} MiB (a lent machine takes 64 MiB with "
-                         "the repository): pack fewer cells per call (--cells)")
+                       "the repository): pack fewer cells per call (--cells)")
     kit["mib"] = round(size, 1)
     write_json_atomic(tmp / KIT_FILE, kit)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
     return kit
 
 
@@ -235,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     map_out = (getattr(args, "map_out", None) or Paths.default().artifacts / "bench" / "map").resolve()
     try:
         _command(args, map_out)
-    except (MapError, FileNotFoundError) as exc:
+    except MapError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

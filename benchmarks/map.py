@@ -101,6 +101,10 @@ class MapError(RuntimeError):
     command of the project that failed (its output included)."""
 
 
+class MissingInput(MapError, FileNotFoundError):
+    """Files the map or the kit needs are not there (what to run or pass is in the message)."""
+
+
 def prepare_home(data: str, out: Path, ml1m: Path | None) -> Path:
     """The project home a data set's cells train in, its data ingested and the toy LM fetched."""
     if data == "movielens-100k":
@@ -113,7 +117,7 @@ def prepare_home(data: str, out: Path, ml1m: Path | None) -> Path:
         return home
     source = ml1m or SHARED_ML1M
     if not (source / "ratings.dat").exists():
-        raise FileNotFoundError(f"the MovieLens-1M cells need GroupLens ml-1m files (ratings.dat, users.dat, "
+        raise MissingInput(f"the MovieLens-1M cells need GroupLens ml-1m files (ratings.dat, users.dat, "
                                 f"movies.dat): none in {source}; pass --ml-1m DIR or leave out the "
                                 f"{data} cells with --cells")
     home.mkdir(parents=True, exist_ok=True)
@@ -508,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return _map(parser, args, argv)
-    except (MapError, FileNotFoundError) as exc:
+    except MapError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

@@ -48,4 +48,4 @@ def test_pack_before_the_data_is_ingested_says_what_to_run_first(tmp_path, monke
     assert code == 2
     err = capsys.readouterr().err
     assert err == f"error: no warehouse in {tmp_path / 'home'}: run `make data` first (MovieLens-100K)\n"
-    assert not (tmp_path / "kit").exists()
+    assert list(tmp_path.iterdir()) == []  # no kit, and no half-written one beside it
