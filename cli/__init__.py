@@ -206,15 +206,16 @@ def _exit_now() -> None:
     """Exit 130 at once. ``os._exit`` skips the exit handlers, among them the one that stops
     Prefect's temporary server, which a terminal's Ctrl-C no longer reaches (``prefect_ready``): it is
     told to stop here, without waiting for it."""
-    server_module = sys.modules.get("prefect.server.api.server")  # never imported here: only if in use
-    server = getattr(server_module, "SubprocessASGIServer", None)
-    process = getattr(server._instances.get(None), "server_process", None) if server is not None else None
-    if process is not None:
-        try:
+    try:
+        server_module = sys.modules.get("prefect.server.api.server")  # never imported here: only if in use
+        server = getattr(server_module, "SubprocessASGIServer", None)
+        process = getattr(server._instances.get(None), "server_process", None) if server is not None else None
+        if process is not None:
             process.terminate()
-        except OSError:
-            pass
-    os._exit(130)
+    except Exception:  # Prefect's internals moved, or the process is gone: the exit comes first
+        pass
+    finally:
+        os._exit(130)
 
 
 @contextmanager

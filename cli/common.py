@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextvars
 import json
 import math
 import signal
@@ -34,6 +35,7 @@ def prefect_ready() -> None:
     if PREFECT_API_URL.value() or not PREFECT_SERVER_EPHEMERAL_ENABLED.value() or not hasattr(signal, "pthread_sigmask"):
         return  # a server of the user's; or Prefect's refusal, or its own start (no signal masks here), as before
     failed: list[BaseException] = []
+    abandoned = threading.Event()
 
     def start() -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
@@ -41,10 +43,18 @@ def prefect_ready() -> None:
             SubprocessASGIServer().start()
         except BaseException as exc:  # said in the calling thread
             failed.append(exc)
+        if abandoned.is_set():  # the command was interrupted meanwhile: no server left behind
+            SubprocessASGIServer().stop()
 
-    starter = threading.Thread(target=start, name="prefect-server-start", daemon=True)
+    # the caller's Prefect settings (a temporary_settings context) go with it: a thread starts without them
+    starter = threading.Thread(target=contextvars.copy_context().run, args=(start,), name="prefect-server-start",
+                               daemon=True)
     starter.start()
-    starter.join()  # a Ctrl-C meanwhile stops the command here; the server, if it came up, is stopped at exit
+    try:
+        starter.join()  # a Ctrl-C meanwhile stops the command here
+    except BaseException:
+        abandoned.set()
+        raise
     if failed:
         raise failed[0]
 
