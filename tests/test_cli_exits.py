@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -34,9 +35,24 @@ with bounded_interrupt(grace_s=1.0):
 """
 
 
+def _as_a_foreground_job() -> None:
+    """A terminal's foreground job takes SIGINT; a test runner started in the background of a script
+    (``make test &``) ignores it, and its children would inherit that."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _watchdog(proc: subprocess.Popen, seconds: float) -> threading.Timer:
+    """Kill ``proc`` after ``seconds``: a read from it then ends (and the test fails) instead of hanging."""
+    timer = threading.Timer(seconds, proc.kill)
+    timer.daemon = True
+    timer.start()
+    return timer
+
+
 def _run_and_interrupt(code: str) -> tuple[int, float, str]:
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO_ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_as_a_foreground_job)
+    _watchdog(proc, 60)
     assert proc.stdout.readline().strip() == "ready"
     started = time.monotonic()
     proc.send_signal(signal.SIGINT)
@@ -124,8 +140,9 @@ def test_ctrl_c_in_a_terminal_stops_the_pipeline_and_prefect_records_the_crash(t
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}  # Prefect's own temporary server
     env["CLICKPROMPT_HOME"] = str(home)
     cmd = [sys.executable, "-m", "cli", "pipeline", "--profile", "smoke", "--source", str(small_raw), "--no-register"]
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)  # its own group, as a terminal's foreground job
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, preexec_fn=_as_a_foreground_job)  # its own group, as a terminal's job
+    _watchdog(proc, 240)
     seen = []
     try:
         for line in proc.stderr:  # the ingest flow has read the raw files: flows are running
@@ -193,7 +210,9 @@ def test_a_second_ctrl_c_exits_at_once_and_stops_prefects_server(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env["CLICKPROMPT_HOME"] = str(tmp_path / "home")
     proc = subprocess.Popen([sys.executable, "-c", STARTS_PREFECTS_SERVER_THEN_HANGS], cwd=REPO_ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=_as_a_foreground_job)
+    _watchdog(proc, 180)
     try:
         server = int(proc.stdout.readline())
         assert proc.stdout.readline().strip() == "ready"
