@@ -129,18 +129,28 @@ def run(kit_dir: Path, out: Path, cells: list[Cell] | None = None, seeds: list[i
         profile: str = "cpu", sets: dict | None = None, shape: str | None = "bert-base",
         budget_s: float = 480, shape_batch: int = 1024) -> dict:
     """Train the kit's cells (the map's configs) and time the paper-shape step; results under ``out``."""
-    import torch
-
-    from benchmarks.map import cell_row
-    from benchmarks.results import train_run, write_results
-    from benchmarks.suite import plan_suite
-
     kit = json.loads((kit_dir / KIT_FILE).read_text(encoding="utf-8"))
     cells = cells or [Cell.parse(k) for k in kit["cells"]]
     seeds = seeds or [1, 2, 3]
     back = out / RESULTS_BACK
     back.mkdir(parents=True, exist_ok=True)
     home = Paths(Path(tempfile.mkdtemp(prefix="gpu-kit-")))
+    try:  # the working home (the PLMs widened to float32, a random base-sized PLM: hundreds of MB) goes after
+        return _run_cells(kit_dir, out, kit, cells, seeds, profile, sets, shape, budget_s, shape_batch, back, home)
+    finally:
+        shutil.rmtree(home.home, ignore_errors=True)
+
+
+def _run_cells(kit_dir: Path, out: Path, kit: dict, cells: list[Cell], seeds: list[int], profile: str,
+               sets: dict | None, shape: str | None, budget_s: float, shape_batch: int, back: Path,
+               home: Paths) -> dict:
+    """``run``'s work in the working home ``home``."""
+    import torch
+
+    from benchmarks.map import cell_row
+    from benchmarks.results import train_run, write_results
+    from benchmarks.suite import plan_suite
+
     for lm in kit["plms"]:
         _cast_plm(kit_dir / "plms" / lm, home.plms / lm, torch.float32)
     loaded: dict[str, object] = {}  # each bundle read once, whichever cells share it
