@@ -27,7 +27,6 @@ existed are found by their path where a filter string can hold it, and adopted w
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -35,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Iterable
 
-from core.io import sha256_file
+from core.io import digest, sha256_file
 from core.settings import Paths
 from serving.artifacts import code_version
 
@@ -143,13 +142,9 @@ def run_tags(run_dir: Path, run: dict, config: dict) -> dict[str, str]:
     return {k: v for k, v in tags.items() if v}
 
 
-def _digest(value) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
-
-
 def run_dir_key(run_dir: Path) -> str:
     """The run folder's path as a digest: a filter string matches it whatever characters the path holds."""
-    return hashlib.sha256(str(run_dir).encode()).hexdigest()
+    return digest(str(run_dir))
 
 
 def runs_of_folder(mlc, experiment_ids: list[str], run_dir: Path) -> list:
@@ -165,13 +160,13 @@ def runs_of_folder(mlc, experiment_ids: list[str], run_dir: Path) -> list:
     return found
 
 
-def _digests(run: dict, config: dict, run_dir: Path, digest: str) -> dict[str, str]:
+def _digests(run: dict, config: dict, run_dir: Path, metrics_sha: str) -> dict[str, str]:
     """What identifies the logged state: the folder, its config, its metrics.json and each stage's
     metrics and validation curve."""
-    tags = {RUN_DIR_KEY_TAG: run_dir_key(run_dir), CONFIG_TAG: _digest(config), METRICS_SHA_TAG: digest}
+    tags = {RUN_DIR_KEY_TAG: run_dir_key(run_dir), CONFIG_TAG: digest(config), METRICS_SHA_TAG: metrics_sha}
     for stage, m in run["stages"].items():
-        tags[STAGE_SHA_TAG + stage] = _digest(m)
-        tags[CURVE_SHA_TAG + stage] = _digest(m.get("fit", {}).get("history", []))
+        tags[STAGE_SHA_TAG + stage] = digest(m)
+        tags[CURVE_SHA_TAG + stage] = digest(m.get("fit", {}).get("history", []))
     return tags
 
 

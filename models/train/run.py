@@ -27,7 +27,7 @@ import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 from core.io import digest, sha256_file, write_json_atomic
 from core.locks import exclusive
@@ -120,16 +120,14 @@ def fit_stage(ctx: RunContext, stage: Stage) -> dict:
     fit = trainer.fit(rows, setup.step_fn, setup.eval_fn, monitor=setup.monitor, mode=setup.mode)
     # rank 0 scores and writes; every rank returns its metrics
     metrics = distributed.broadcast_object(
-        _finish_stage(ctx, stage, setup, fit, fp, lambda: fit.resumed_seconds + time.perf_counter() - called)
-        if distributed.current().is_main else None)
+        _finish_stage(ctx, stage, setup, fit, fp, called) if distributed.current().is_main else None)
     ctx.results[stage] = metrics
     return metrics
 
 
-def _finish_stage(ctx: RunContext, stage: Stage, setup: StageSetup, fit: FitResult, fp: str,
-                  seconds: Callable[[], float]) -> dict:
+def _finish_stage(ctx: RunContext, stage: Stage, setup: StageSetup, fit: FitResult, fp: str, called: float) -> dict:
     """The fitted stage scored (test split or held-out checks), its weights and metrics.json written
-    (``seconds()``: the stage's time once scored)."""
+    (``called``: when ``fit_stage`` began, for the stage's ``seconds``)."""
     out_dir = ctx.stage_dir(stage)
     metrics: dict = {"stage": str(stage), "method": ctx.cfg.method, "backbone": ctx.cfg.backbone}
     if setup.score_fn is None:
@@ -141,7 +139,7 @@ def _finish_stage(ctx: RunContext, stage: Stage, setup: StageSetup, fit: FitResu
                    fingerprint=fp, **setup.extra())
     metrics.setdefault("params", count_params(setup.model))
     save_weights(setup.model, out_dir / "model.safetensors")
-    metrics["seconds"] = round(seconds(), 2)
+    metrics["seconds"] = round(fit.resumed_seconds + time.perf_counter() - called, 2)
     write_json_atomic(out_dir / "metrics.json", metrics)
     if setup.score_fn is None:
         log.info("%s (%s): %s", stage, ctx.cfg.method, pretrain_summary(metrics))
