@@ -208,10 +208,10 @@ def _exit_now() -> None:
     told to stop here, without waiting for it."""
     try:
         server_module = sys.modules.get("prefect.server.api.server")  # never imported here: only if in use
-        server = getattr(server_module, "SubprocessASGIServer", None)
-        process = getattr(server._instances.get(None), "server_process", None) if server is not None else None
-        if process is not None:
-            process.terminate()
+        if server_module is not None:  # its temporary server is one per process, as Prefect's client gets it
+            process = server_module.SubprocessASGIServer().server_process
+            if process is not None:
+                process.terminate()
     except Exception:  # Prefect's internals moved, or the process is gone: the exit comes first
         pass
     finally:

@@ -8,6 +8,7 @@ recorded, and an exit at once stops it. Output into a closed pipe ends quietly."
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -127,22 +128,28 @@ def test_output_into_a_closed_pipe_ends_quietly():
     assert proc.wait(timeout=60) == 141 and "Traceback" not in err and "BrokenPipe" not in err, err
 
 
+def _start_in_own_group(args: list[str], home: Path, stdout=subprocess.PIPE, watchdog_s: float = 180) -> subprocess.Popen:
+    """``python <args>`` as a terminal's foreground job in its own process group, on a new project
+    home, with Prefect's own temporary server (no ``PREFECT_*`` settings of the test session)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["CLICKPROMPT_HOME"] = str(home)
+    proc = subprocess.Popen([sys.executable, *args], cwd=REPO_ROOT, env=env, stdout=stdout, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True, preexec_fn=_as_a_foreground_job)
+    _watchdog(proc, watchdog_s)
+    return proc
+
+
 @pytest.mark.processes
 def test_ctrl_c_in_a_terminal_stops_the_pipeline_and_prefect_records_the_crash(tmp_path, small_raw):
     """A terminal's Ctrl-C reaches its whole foreground process group: the command and Prefect's
     temporary server, a child of it. The server must outlive the interrupt so the flow engine can
     record the crash: no "Error logging to API", no run left "Running" in Prefect's records. The home
     is new (not created yet): Prefect's import must not warn that it could not create its folder."""
-    import os
     import sqlite3
 
     home = tmp_path / "new-home"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}  # Prefect's own temporary server
-    env["CLICKPROMPT_HOME"] = str(home)
-    cmd = [sys.executable, "-m", "cli", "pipeline", "--profile", "smoke", "--source", str(small_raw), "--no-register"]
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, preexec_fn=_as_a_foreground_job)  # its own group, as a terminal's job
-    _watchdog(proc, 240)
+    proc = _start_in_own_group(["-m", "cli", "pipeline", "--profile", "smoke", "--source", str(small_raw),
+                                "--no-register"], home, stdout=subprocess.DEVNULL, watchdog_s=240)
     seen = []
     try:
         for line in proc.stderr:  # the ingest flow has read the raw files: flows are running
@@ -167,25 +174,13 @@ def test_ctrl_c_in_a_terminal_stops_the_pipeline_and_prefect_records_the_crash(t
 
 
 STARTS_PREFECTS_SERVER_THEN_HANGS = """
-import time
 from core.settings import apply_environment_defaults
 apply_environment_defaults()
-from cli import bounded_interrupt
 from cli.common import prefect_ready
 from prefect.server.api.server import SubprocessASGIServer
 prefect_ready()
 print(SubprocessASGIServer().server_process.pid, flush=True)
-with bounded_interrupt(grace_s=30.0):
-    ready = False
-    while True:
-        try:
-            if not ready:
-                ready = print("ready", flush=True) or True
-            while True:
-                time.sleep(0.05)
-        except KeyboardInterrupt:
-            print("caught", flush=True)
-"""
+""" + HANGS_AFTER_INTERRUPT.replace("grace_s=1.0", "grace_s=30.0")
 
 
 def _live_in_group(pgid: int) -> list[int]:
@@ -205,14 +200,7 @@ def _live_in_group(pgid: int) -> list[int]:
 def test_a_second_ctrl_c_exits_at_once_and_stops_prefects_server(tmp_path):
     """The server is out of the terminal's Ctrl-C, and the exit at once skips the exit handlers that
     stop it: it must be stopped anyway, not left running."""
-    import os
-
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env["CLICKPROMPT_HOME"] = str(tmp_path / "home")
-    proc = subprocess.Popen([sys.executable, "-c", STARTS_PREFECTS_SERVER_THEN_HANGS], cwd=REPO_ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            preexec_fn=_as_a_foreground_job)
-    _watchdog(proc, 180)
+    proc = _start_in_own_group(["-c", STARTS_PREFECTS_SERVER_THEN_HANGS], tmp_path / "home")
     try:
         server = int(proc.stdout.readline())
         assert proc.stdout.readline().strip() == "ready"
