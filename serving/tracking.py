@@ -130,7 +130,6 @@ def run_tags(run_dir: Path, run: dict, config: dict) -> dict[str, str]:
             "training_set_hash": run.get("training_set_hash") or "", "code_version": code_version(),
             "device": str(pick_device(config.get("device", "auto"))), "profile": str(run.get("profile")),
             "method": str(run.get("method")), "backbone": str(run.get("backbone")), RUN_DIR_TAG: str(run_dir),
-            RUN_DIR_KEY_TAG: run_dir_key(run_dir),
             "mlflow.runName": run_dir.name}
     ts = run_dir / "training_set.json"
     if ts.is_file():
