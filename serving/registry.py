@@ -209,13 +209,13 @@ class Registry:
 
     def _lineage(self, run_dir: Path) -> str | None:
         """The MLflow run the training run was logged as (``serving.tracking``), if any."""
-        from serving.tracking import TRAINING_EXPERIMENT, runs_of_folder
+        from serving.tracking import TRAINING_EXPERIMENT, logged_run_of
 
         exp = self.client.get_experiment_by_name(TRAINING_EXPERIMENT)
         if exp is None:
             return None
-        found = runs_of_folder(self.client, [exp.experiment_id], run_dir)
-        return found[0].info.run_id if found else None
+        found = logged_run_of(self.client, [exp.experiment_id], run_dir)
+        return found.info.run_id if found else None
 
     def register(self, run_dir: Path | str, stage: str = DEFAULT_STAGE, name: str = DEFAULT_NAME) -> ModelVersion:
         """Freeze ``run_dir/<stage>`` as the next version of ``name`` (stage ``candidate``)."""

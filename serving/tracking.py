@@ -11,7 +11,8 @@ scored again (the same training, the same validation curve), updates that MLflow
 stages' metrics and curves, the changed figures, ``metrics.json`` and the tags - rather than starting
 a second one. A stage trained again (its validation curve differs) or another config (params are
 immutable in MLflow) starts a new MLflow run of the folder, so what a registered version links to
-keeps the figures it was trained with. A run is found by digests in its tags (of its folder's path,
+keeps the figures it was trained with; the folder back at a state an earlier run holds (its config
+changed and changed back, the same training) is that earlier run again. A run is found by digests in its tags (of its folder's path,
 its config, each stage's metrics and curve); only FINISHED runs count (one whose logging failed or
 was cut off is left as it is, and the next logging starts anew). Runs logged before the digests
 existed are found by their path where a filter string can hold it, and adopted when their
@@ -159,6 +160,21 @@ def runs_of_folder(mlc, experiment_ids: list[str], run_dir: Path) -> list:
     return found
 
 
+def logged_run_of(mlc, experiment_ids: list[str], run_dir: Path):
+    """The FINISHED MLflow run that holds ``run_dir`` as it is now (its config and ``metrics.json``),
+    else the folder's newest one, else None: the run a model version registered from it links to."""
+    found = runs_of_folder(mlc, experiment_ids, run_dir)
+    if not found:
+        return None
+    run_dir = Path(run_dir)
+    try:
+        config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+        now = {CONFIG_TAG: digest(config), METRICS_SHA_TAG: sha256_file(run_dir / "metrics.json")}
+    except (OSError, ValueError):
+        return found[0]
+    return next((r for r in found if all(r.data.tags.get(k) == v for k, v in now.items())), found[0])
+
+
 def _digests(run: dict, config: dict, run_dir: Path, metrics_sha: str) -> dict[str, str]:
     """What identifies the logged state: the folder, its config, its metrics.json and each stage's
     metrics and validation curve."""
@@ -167,6 +183,14 @@ def _digests(run: dict, config: dict, run_dir: Path, metrics_sha: str) -> dict[s
         tags[STAGE_SHA_TAG + stage] = digest(m)
         tags[CURVE_SHA_TAG + stage] = digest(m.get("fit", {}).get("history", []))
     return tags
+
+
+def _continues(had: dict[str, str], run: dict, digests: dict[str, str]) -> bool:
+    """Whether the state ``digests`` describes continues the MLflow run tagged ``had``: the same config,
+    each stage it logged still in the folder, each curve it logged the same (stages may be new)."""
+    stages_had = {k[len(STAGE_SHA_TAG):] for k in had if k.startswith(STAGE_SHA_TAG)}
+    return had.get(CONFIG_TAG) == digests[CONFIG_TAG] and not stages_had - set(run["stages"]) and all(
+        had.get(CURVE_SHA_TAG + s, digests[CURVE_SHA_TAG + s]) == digests[CURVE_SHA_TAG + s] for s in run["stages"])
 
 
 def log_training_run(paths: Paths, run_dir: Path | str, experiment: str = TRAINING_EXPERIMENT,
@@ -185,28 +209,26 @@ def log_training_run(paths: Paths, run_dir: Path | str, experiment: str = TRAINI
     digests = _digests(run, config, run_dir, sha256_file(metrics_path))
     mlc = client(paths)
     exp = experiment_id(mlc, paths, experiment)
-    logged = next(iter(runs_of_folder(mlc, [exp], run_dir)), None)
+    found = runs_of_folder(mlc, [exp], run_dir)
     params_now = {k: v[:6000] for k, v in flatten(config).items()}
-    if logged is not None and RUN_DIR_KEY_TAG not in logged.data.tags:  # logged before runs carried digests
-        if logged.data.tags.get(METRICS_SHA_TAG) == digests[METRICS_SHA_TAG] and logged.data.params == params_now:
+    if found and RUN_DIR_KEY_TAG not in found[0].data.tags:  # logged before runs carried digests
+        legacy = found[0]
+        if legacy.data.tags.get(METRICS_SHA_TAG) == digests[METRICS_SHA_TAG] and legacy.data.params == params_now:
             # the same metrics.json, byte for byte, and config: it is this state; it now says so
-            mlc.log_batch(logged.info.run_id, tags=[RunTag(k, v) for k, v in digests.items()])
-            return logged.info.run_id
-        logged = None  # not knowing what else it was logged from, a new MLflow run
-    if logged is not None:
-        had = logged.data.tags
-        stages_had = {k[len(STAGE_SHA_TAG):] for k in had if k.startswith(STAGE_SHA_TAG)}
-        if had.get(CONFIG_TAG) != digests[CONFIG_TAG] or stages_had - set(run["stages"]) or any(
-                had.get(CURVE_SHA_TAG + s, digests[CURVE_SHA_TAG + s]) != digests[CURVE_SHA_TAG + s] for s in run["stages"]):
-            logged = None  # another config, a stage trained again or gone: a new MLflow run
-        elif had.get(METRICS_SHA_TAG) == digests[METRICS_SHA_TAG]:
-            return logged.info.run_id
+            mlc.log_batch(legacy.info.run_id, tags=[RunTag(k, v) for k, v in digests.items()])
+            return legacy.info.run_id
+        found = []  # not knowing what else it was logged from, a new MLflow run
+    # the newest run this state continues: its config, no stage trained again or gone (a config
+    # changed and changed back finds its first run again)
+    logged = next((r for r in found if _continues(r.data.tags, run, digests)), None)
+    if logged is not None and logged.data.tags.get(METRICS_SHA_TAG) == digests[METRICS_SHA_TAG]:
+        return logged.info.run_id
     all_tags = {**run_tags(run_dir, run, config), **(tags or {})}
     if logged is None:
         run_id, changed = mlc.create_run(exp, run_name=run_dir.name).info.run_id, list(run["stages"])
         had, had_metrics, had_params = {}, {}, {}
     else:  # the stages that are new or whose figures changed (a stage scored again: its seconds)
-        run_id, had_metrics, had_params = logged.info.run_id, logged.data.metrics, logged.data.params
+        run_id, had, had_metrics, had_params = logged.info.run_id, logged.data.tags, logged.data.metrics, logged.data.params
         changed = [s for s in run["stages"] if had.get(STAGE_SHA_TAG + s) != digests[STAGE_SHA_TAG + s]]
     try:
         now = int(time.time() * 1000)

@@ -1,6 +1,7 @@
 """One run folder, one MLflow run while its training stays the same (serving/tracking.py): a
 stage gained or scored again updates the run; a stage trained again or another config is a new run;
-runs logged before the digests existed are adopted, not doubled; any path works in the search."""
+a config changed and changed back is its first run again; runs logged before the digests existed
+are adopted, not doubled; any path works in the search."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from serving.tracking import (
     experiment_id,
     flatten,
     log_training_run,
+    logged_run_of,
     tracking_uri,
 )
 
@@ -74,6 +76,28 @@ def test_gained_and_rescored_stages_update_the_run_and_a_retrained_stage_starts_
 
     _write(run_dir, {"baseline": _stage(0.72, 11.0, [0.68])}, {**CONFIG, "seed": 2})  # another config
     assert log_training_run(paths, run_dir) not in (first, retrained) and len(_runs(paths)) == 3
+
+
+def test_a_config_changed_and_changed_back_is_its_first_run_again(paths, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    run_dir = (paths.runs / "ab").resolve()
+    mlc = MlflowClient(tracking_uri=tracking_uri(paths))
+    exp = [experiment_id(mlc, paths, TRAINING_EXPERIMENT)]
+    base = _stage(0.70, 10.0, [0.69])
+    _write(run_dir, {"baseline": base})
+    a = log_training_run(paths, run_dir)
+    _write(run_dir, {"baseline": _stage(0.69, 10.0, [0.68])}, {**CONFIG, "baseline": {"epochs": 3}})
+    b = log_training_run(paths, run_dir)
+    assert b != a and logged_run_of(mlc, exp, run_dir).info.run_id == b
+
+    _write(run_dir, {"baseline": base})  # back to config A, trained the same: run A holds this state
+    assert log_training_run(paths, run_dir) == a and len(_runs(paths)) == 2
+    assert logged_run_of(mlc, exp, run_dir).info.run_id == a  # what a version registered now links to
+    _write(run_dir, {"baseline": base, "finetune-ctr-only": _stage(0.71, 20.0, [0.70])})
+    assert log_training_run(paths, run_dir) == a  # a stage gained continues run A, not B
+    assert mlc.get_run(a).data.metrics["finetune-ctr-only.test_auc"] == 0.71
+    assert "finetune-ctr-only.test_auc" not in mlc.get_run(b).data.metrics
+    assert logged_run_of(mlc, exp, run_dir).info.run_id == a and len(_runs(paths)) == 2
 
 
 def test_a_run_logged_before_the_digests_is_adopted_not_doubled(paths, monkeypatch):
