@@ -221,3 +221,44 @@ def test_a_second_ctrl_c_exits_at_once_and_stops_prefects_server(tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+
+def _server_starting_in(pgid: int) -> bool:
+    """Whether Prefect's temporary server (uvicorn, started by ``prefect_ready``) runs in the group."""
+    for pid in _live_in_group(pgid):
+        try:
+            if b"uvicorn" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return True
+        except OSError:
+            pass
+    return False
+
+
+@pytest.mark.processes
+def test_ctrl_c_while_prefects_server_starts_leaves_no_server_behind(tmp_path, small_raw):
+    """Ctrl-C lands while ``prefect_ready`` waits for the server it has just launched (Prefect polls
+    its health for seconds): the command ends with its one line and 130, and the server, which
+    Ctrl-C does not reach, is stopped with it rather than left running without its parent."""
+    proc = _start_in_own_group(["-m", "cli", "pipeline", "--profile", "smoke", "--source", str(small_raw),
+                                "--no-register"], tmp_path / "home", stdout=subprocess.DEVNULL)
+    try:
+        for _ in range(600):  # the process is launched before the server answers: interrupt in between
+            if _server_starting_in(proc.pid) or proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert _server_starting_in(proc.pid), "Prefect's server never started"
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130 and "interrupted (exit 130)" in err and "Traceback" not in err, err
+        assert "clickprompt.loaders:" not in err, err  # it stopped before any flow ran
+        for _ in range(100):
+            if not _live_in_group(proc.pid):
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"Prefect's server still runs after the command exited: {_live_in_group(proc.pid)}")
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
