@@ -42,8 +42,11 @@ def test_alt_pretraining_recovers_masked_features_better_with_the_text(runs) -> 
     assert v["masked_features"] >= 1000 and v["mtm_chance"] < 0.2
     assert v["mtm_acc"] > v["mtm_acc_text_zeroed"]  # the complete text helps recover masked IDs
     assert v["mtm_acc"] > v["mtm_chance"]
-    assert v["mlm_acc"] > v["mlm_acc_zero_prompts"]  # ... and the complete IDs help recover masked fields
-    assert v["mlm_loss"] < v["mlm_loss_zero_prompts"]
+    # ... and the complete IDs help recover masked fields: on the loss, every masked token's probability.
+    # Top-1 accuracy differs by a few of the ~1,900 masked tokens here (0.1789 vs 0.1768 measured):
+    # inside the noise, so it is only checked to be a real accuracy, not to be ordered.
+    assert v["masked_tokens"] >= 1000 and v["mlm_loss"] < v["mlm_loss_zero_prompts"] - 0.01
+    assert 0.05 < v["mlm_acc_zero_prompts"] < 1 and 0.05 < v["mlm_acc"] < 1
     assert v["retrieval_acc"] > 10 * v["retrieval_chance"]  # text finds its own ID row among 1000
 
 
