@@ -11,12 +11,12 @@ scored again (the same training, the same validation curve), updates that MLflow
 stages' metrics and curves, the changed figures, ``metrics.json`` and the tags - rather than starting
 a second one. A stage trained again (its validation curve differs) or another config (params are
 immutable in MLflow) starts a new MLflow run of the folder, so what a registered version links to
-keeps the figures it was trained with; the folder back at a state an earlier run holds (its config
-changed and changed back, the same training) is that earlier run again. A run is found by digests in its tags (of its folder's path,
-its config, each stage's metrics and curve); only FINISHED runs count (one whose logging failed or
-was cut off is left as it is, and the next logging starts anew). Runs logged before the digests
-existed are found by their path where a filter string can hold it, and adopted when their
-``metrics.json`` and params are the same. What an MLflow run holds:
+keeps the figures it was trained with, unless an earlier run of the folder holds that training: a
+config changed and changed back, trained the same, is its first run again. A run is found by
+digests in its tags (of its folder's path, its config, each stage's metrics and curve); only
+FINISHED runs count (one whose logging failed or was cut off is left as it is, and the next logging
+starts anew). Runs logged before the digests existed are found by their path where a filter string
+can hold it, and adopted when their ``metrics.json`` and params are the same. What an MLflow run holds:
 
 * params: the run's typed config (``config.json``, ``TrainConfig.model_dump``), flattened with dots;
 * metrics per stage, ``<stage>.<name>``: test AUC / LogLoss, valid AUC, the with-LM model's branch
@@ -160,19 +160,25 @@ def runs_of_folder(mlc, experiment_ids: list[str], run_dir: Path) -> list:
     return found
 
 
-def logged_run_of(mlc, experiment_ids: list[str], run_dir: Path):
-    """The FINISHED MLflow run that holds ``run_dir`` as it is now (its config and ``metrics.json``),
-    else the folder's newest one, else None: the run a model version registered from it links to."""
+def logged_run_of(mlc, experiment_ids: list[str], run_dir: Path | str):
+    """The FINISHED MLflow run of ``run_dir`` that a model version registered from it now links to:
+    the run holding the folder as it is (``_match``), else the newest of its config, else the folder's
+    newest run, else None."""
+    run_dir = Path(run_dir).resolve()
     found = runs_of_folder(mlc, experiment_ids, run_dir)
-    if not found:
-        return None
-    run_dir = Path(run_dir)
     try:
-        config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-        now = {CONFIG_TAG: digest(config), METRICS_SHA_TAG: sha256_file(run_dir / "metrics.json")}
-    except (OSError, ValueError):
-        return found[0]
-    return next((r for r in found if all(r.data.tags.get(k) == v for k, v in now.items())), found[0])
+        run, config, digests = _state(run_dir)
+    except (OSError, ValueError, KeyError):  # a folder that no longer reads: its newest run
+        return found[0] if found else None
+    same_config = (r for r in found if r.data.tags.get(CONFIG_TAG) == digests[CONFIG_TAG])
+    return _match(found, run, config, digests) or next(same_config, found[0] if found else None)
+
+
+def _state(run_dir: Path) -> tuple[dict, dict, dict[str, str]]:
+    """The finished folder's ``metrics.json``, ``config.json`` and the digests of both (``_digests``)."""
+    run = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    return run, config, _digests(run, config, run_dir, sha256_file(run_dir / "metrics.json"))
 
 
 def _digests(run: dict, config: dict, run_dir: Path, metrics_sha: str) -> dict[str, str]:
@@ -185,12 +191,28 @@ def _digests(run: dict, config: dict, run_dir: Path, metrics_sha: str) -> dict[s
     return tags
 
 
+def _params(config: dict) -> dict[str, str]:
+    return {k: v[:6000] for k, v in flatten(config).items()}
+
+
 def _continues(had: dict[str, str], run: dict, digests: dict[str, str]) -> bool:
     """Whether the state ``digests`` describes continues the MLflow run tagged ``had``: the same config,
-    each stage it logged still in the folder, each curve it logged the same (stages may be new)."""
-    stages_had = {k[len(STAGE_SHA_TAG):] for k in had if k.startswith(STAGE_SHA_TAG)}
+    each stage it logged (metrics or curve) still in the folder, each curve it logged the same."""
+    stages_had = {k[len(prefix):] for k in had for prefix in (STAGE_SHA_TAG, CURVE_SHA_TAG) if k.startswith(prefix)}
     return had.get(CONFIG_TAG) == digests[CONFIG_TAG] and not stages_had - set(run["stages"]) and all(
         had.get(CURVE_SHA_TAG + s, digests[CURVE_SHA_TAG + s]) == digests[CURVE_SHA_TAG + s] for s in run["stages"])
+
+
+def _match(found: list, run: dict, config: dict, digests: dict[str, str]):
+    """Of the folder's runs (newest first), the one this state is or continues: one holding it exactly
+    (the same config and ``metrics.json``); else the newest it continues; else, where only runs logged
+    before the digests exist, one of the same ``metrics.json`` and params. None: a new run."""
+    keyed = [r for r in found if RUN_DIR_KEY_TAG in r.data.tags]
+    if not keyed:
+        return next((r for r in found if r.data.tags.get(METRICS_SHA_TAG) == digests[METRICS_SHA_TAG]
+                     and r.data.params == _params(config)), None)
+    exact = (r for r in keyed if all(r.data.tags.get(k) == digests[k] for k in (CONFIG_TAG, METRICS_SHA_TAG)))
+    return next(exact, None) or next((r for r in keyed if _continues(r.data.tags, run, digests)), None)
 
 
 def log_training_run(paths: Paths, run_dir: Path | str, experiment: str = TRAINING_EXPERIMENT,
@@ -204,23 +226,13 @@ def log_training_run(paths: Paths, run_dir: Path | str, experiment: str = TRAINI
     metrics_path = run_dir / "metrics.json"
     if not metrics_path.is_file():
         raise FileNotFoundError(f"{metrics_path} is missing: the run in {run_dir} has not finished")
-    run = json.loads(metrics_path.read_text(encoding="utf-8"))
-    config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-    digests = _digests(run, config, run_dir, sha256_file(metrics_path))
+    run, config, digests = _state(run_dir)
     mlc = client(paths)
     exp = experiment_id(mlc, paths, experiment)
-    found = runs_of_folder(mlc, [exp], run_dir)
-    params_now = {k: v[:6000] for k, v in flatten(config).items()}
-    if found and RUN_DIR_KEY_TAG not in found[0].data.tags:  # logged before runs carried digests
-        legacy = found[0]
-        if legacy.data.tags.get(METRICS_SHA_TAG) == digests[METRICS_SHA_TAG] and legacy.data.params == params_now:
-            # the same metrics.json, byte for byte, and config: it is this state; it now says so
-            mlc.log_batch(legacy.info.run_id, tags=[RunTag(k, v) for k, v in digests.items()])
-            return legacy.info.run_id
-        found = []  # not knowing what else it was logged from, a new MLflow run
-    # the newest run this state continues: its config, no stage trained again or gone (a config
-    # changed and changed back finds its first run again)
-    logged = next((r for r in found if _continues(r.data.tags, run, digests)), None)
+    logged = _match(runs_of_folder(mlc, [exp], run_dir), run, config, digests)
+    if logged is not None and RUN_DIR_KEY_TAG not in logged.data.tags:  # logged before runs carried digests
+        mlc.log_batch(logged.info.run_id, tags=[RunTag(k, v) for k, v in digests.items()])  # it now says what it holds
+        return logged.info.run_id
     if logged is not None and logged.data.tags.get(METRICS_SHA_TAG) == digests[METRICS_SHA_TAG]:
         return logged.info.run_id
     all_tags = {**run_tags(run_dir, run, config), **(tags or {})}
@@ -228,7 +240,8 @@ def log_training_run(paths: Paths, run_dir: Path | str, experiment: str = TRAINI
         run_id, changed = mlc.create_run(exp, run_name=run_dir.name).info.run_id, list(run["stages"])
         had, had_metrics, had_params = {}, {}, {}
     else:  # the stages that are new or whose figures changed (a stage scored again: its seconds)
-        run_id, had, had_metrics, had_params = logged.info.run_id, logged.data.tags, logged.data.metrics, logged.data.params
+        run_id, had = logged.info.run_id, logged.data.tags
+        had_metrics, had_params = logged.data.metrics, logged.data.params
         changed = [s for s in run["stages"] if had.get(STAGE_SHA_TAG + s) != digests[STAGE_SHA_TAG + s]]
     try:
         now = int(time.time() * 1000)
@@ -236,7 +249,7 @@ def log_training_run(paths: Paths, run_dir: Path | str, experiment: str = TRAINI
                    if had_metrics.get(k) != v]
         new_curves = [s for s in changed if CURVE_SHA_TAG + s not in had]  # one logged is this same curve
         metrics += [Metric(k, v, now, step) for s in new_curves for k, v, step in curve(s, run["stages"][s])]
-        params = [Param(k, v) for k, v in params_now.items() if k not in had_params]
+        params = [Param(k, v) for k, v in _params(config).items() if k not in had_params]
         tag_list = [RunTag(k, str(v)) for k, v in all_tags.items()]
         for i in range(0, len(metrics), 1000):  # MLflow's batch limits: 1000 metrics, 100 params / tags
             mlc.log_batch(run_id, metrics=metrics[i:i + 1000])

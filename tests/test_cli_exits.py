@@ -196,6 +196,15 @@ def _live_in_group(pgid: int) -> list[int]:
     return live
 
 
+def _assert_group_ends(pgid: int, seconds: float = 10) -> None:
+    """Every process of the group (Prefect's server, stopped when told to) ends within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while _live_in_group(pgid):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"Prefect's server still runs after the command exited: {_live_in_group(pgid)}")
+        time.sleep(0.1)
+
+
 @pytest.mark.processes
 def test_a_second_ctrl_c_exits_at_once_and_stops_prefects_server(tmp_path):
     """The server is out of the terminal's Ctrl-C, and the exit at once skips the exit handlers that
@@ -210,12 +219,7 @@ def test_a_second_ctrl_c_exits_at_once_and_stops_prefects_server(tmp_path):
         assert server in _live_in_group(proc.pid)  # the first Ctrl-C, sent to the whole group, left it running
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=10) == 130
-        for _ in range(100):  # the server stops within a few seconds of being told to
-            if not _live_in_group(proc.pid):
-                break
-            time.sleep(0.1)
-        else:
-            raise AssertionError(f"Prefect's server still runs after the command exited: {_live_in_group(proc.pid)}")
+        _assert_group_ends(proc.pid)
     finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -223,15 +227,16 @@ def test_a_second_ctrl_c_exits_at_once_and_stops_prefects_server(tmp_path):
             pass
 
 
-def _server_starting_in(pgid: int) -> bool:
-    """Whether Prefect's temporary server (uvicorn, started by ``prefect_ready``) runs in the group."""
+def _server_port_in(pgid: int) -> int | None:
+    """The port of Prefect's temporary server (uvicorn, launched by ``prefect_ready``) in the group."""
     for pid in _live_in_group(pgid):
         try:
-            if b"uvicorn" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                return True
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
         except OSError:
-            pass
-    return False
+            continue
+        if "uvicorn" in args and "--port" in args:
+            return int(args[args.index("--port") + 1])
+    return None
 
 
 @pytest.mark.processes
@@ -239,24 +244,25 @@ def test_ctrl_c_while_prefects_server_starts_leaves_no_server_behind(tmp_path, s
     """Ctrl-C lands while ``prefect_ready`` waits for the server it has just launched (Prefect polls
     its health for seconds): the command ends with its one line and 130, and the server, which
     Ctrl-C does not reach, is stopped with it rather than left running without its parent."""
+    import socket
+
     proc = _start_in_own_group(["-m", "cli", "pipeline", "--profile", "smoke", "--source", str(small_raw),
                                 "--no-register"], tmp_path / "home", stdout=subprocess.DEVNULL)
     try:
-        for _ in range(600):  # the process is launched before the server answers: interrupt in between
-            if _server_starting_in(proc.pid) or proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        assert _server_starting_in(proc.pid), "Prefect's server never started"
+        deadline, port = time.monotonic() + 120, None
+        while port is None and proc.poll() is None and time.monotonic() < deadline:
+            port = _server_port_in(proc.pid)
+            time.sleep(0.02)
+        if port is None:
+            proc.kill()
+            raise AssertionError(f"Prefect's server never started: {proc.communicate()[1][-2000:]}")
+        with socket.socket() as probe:  # launched, not answering yet: the window this test is about
+            assert probe.connect_ex(("127.0.0.1", port)) != 0, "the server already answered: the window was missed"
         os.killpg(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 130 and "interrupted (exit 130)" in err and "Traceback" not in err, err
         assert "clickprompt.loaders:" not in err, err  # it stopped before any flow ran
-        for _ in range(100):
-            if not _live_in_group(proc.pid):
-                break
-            time.sleep(0.1)
-        else:
-            raise AssertionError(f"Prefect's server still runs after the command exited: {_live_in_group(proc.pid)}")
+        _assert_group_ends(proc.pid)
     finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -99,6 +99,27 @@ def test_a_config_changed_and_changed_back_is_its_first_run_again(paths, monkeyp
     assert "finetune-ctr-only.test_auc" not in mlc.get_run(b).data.metrics
     assert logged_run_of(mlc, exp, run_dir).info.run_id == a and len(_runs(paths)) == 2
 
+    # a stage added and not logged yet (or its logging failed): the run it continues, A, not the newest, B
+    _write(run_dir, {"baseline": base, "finetune-ctr-only": _stage(0.71, 20.0, [0.70]),
+                     "finetune-with-lm": _stage(0.72, 30.0, [0.71])})
+    assert logged_run_of(mlc, exp, run_dir).info.run_id == a
+
+
+def test_a_registered_version_links_to_the_run_that_holds_its_training(paths, monkeypatch):
+    from serving.registry import Registry
+    from tests.serving.test_model_registry import write_run
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    run_dir = write_run(paths.runs / "linked", 0.71, 0.6).resolve()  # what the registry reads
+    ctr = _stage(0.71, 20.0, [0.70])
+    _write(run_dir, {"finetune-ctr-only": ctr})
+    a = log_training_run(paths, run_dir)
+    _write(run_dir, {"finetune-ctr-only": _stage(0.69, 20.0, [0.68])}, {**CONFIG, "seed": 2})
+    b = log_training_run(paths, run_dir)
+    _write(run_dir, {"finetune-ctr-only": ctr})  # back to A's config and training
+    assert log_training_run(paths, run_dir) == a and b != a
+    assert Registry(paths).register(run_dir).mlflow_run_id == a
+
 
 def test_a_run_logged_before_the_digests_is_adopted_not_doubled(paths, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -113,12 +134,17 @@ def test_a_run_logged_before_the_digests_is_adopted_not_doubled(paths, monkeypat
                   params=[Param(k, v) for k, v in flatten(CONFIG).items()])
     mlc.set_terminated(old)
 
-    assert log_training_run(paths, run_dir) == old
+    newer = mlc.create_run(exp, run_name="older").info.run_id  # ... and of another config, logged later
+    mlc.log_batch(newer, tags=[RunTag(RUN_DIR_TAG, str(run_dir)), RunTag(METRICS_SHA_TAG, "0" * 64)],
+                  params=[Param(k, v) for k, v in flatten({**CONFIG, "seed": 2}).items()])
+    mlc.set_terminated(newer)
+
+    assert log_training_run(paths, run_dir) == old  # the one that holds this state, not the newest
     assert mlc.get_run(old).data.tags[RUN_DIR_KEY_TAG]  # it carries the digests now ...
     _write(run_dir, {"baseline": base, "finetune-ctr-only": _stage(0.71, 20.0, [0.70])})
     assert log_training_run(paths, run_dir) == old  # ... so a stage gained later updates it
     assert mlc.get_run(old).data.metrics["finetune-ctr-only.test_auc"] == 0.71
-    assert len(_runs(paths)) == 1
+    assert len(_runs(paths)) == 2
 
 
 def test_failed_unknown_and_shrunken_states_start_a_new_run(paths, monkeypatch):
