@@ -8,6 +8,7 @@ recorded, and an exit at once stops it. Output into a closed pipe ends quietly."
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -128,15 +129,23 @@ def test_output_into_a_closed_pipe_ends_quietly():
     assert proc.wait(timeout=60) == 141 and "Traceback" not in err and "BrokenPipe" not in err, err
 
 
-def _start_in_own_group(args: list[str], home: Path, stdout=subprocess.PIPE, watchdog_s: float = 180) -> subprocess.Popen:
+@contextlib.contextmanager
+def _in_own_group(args: list[str], home: Path, stdout=subprocess.PIPE, watchdog_s: float = 180):
     """``python <args>`` as a terminal's foreground job in its own process group, on a new project
-    home, with Prefect's own temporary server (no ``PREFECT_*`` settings of the test session)."""
+    home, with Prefect's own temporary server (no ``PREFECT_*`` settings of the test session); the
+    whole group killed when the test ends, whatever it left."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env["CLICKPROMPT_HOME"] = str(home)
     proc = subprocess.Popen([sys.executable, *args], cwd=REPO_ROOT, env=env, stdout=stdout, stderr=subprocess.PIPE,
                             text=True, start_new_session=True, preexec_fn=_as_a_foreground_job)
     _watchdog(proc, watchdog_s)
-    return proc
+    try:
+        yield proc
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 @pytest.mark.processes
@@ -148,19 +157,15 @@ def test_ctrl_c_in_a_terminal_stops_the_pipeline_and_prefect_records_the_crash(t
     import sqlite3
 
     home = tmp_path / "new-home"
-    proc = _start_in_own_group(["-m", "cli", "pipeline", "--profile", "smoke", "--source", str(small_raw),
-                                "--no-register"], home, stdout=subprocess.DEVNULL, watchdog_s=240)
     seen = []
-    try:
+    with _in_own_group(["-m", "cli", "pipeline", "--profile", "smoke", "--source", str(small_raw), "--no-register"],
+                       home, stdout=subprocess.DEVNULL, watchdog_s=240) as proc:
         for line in proc.stderr:  # the ingest flow has read the raw files: flows are running
             seen.append(line)
             if "clickprompt.loaders:" in line:
                 break
         os.killpg(proc.pid, signal.SIGINT)
         _, rest = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
     output = "".join(seen) + rest
     assert proc.returncode == 130, output
     assert "interrupted (exit 130)" in output
@@ -209,8 +214,7 @@ def _assert_group_ends(pgid: int, seconds: float = 10) -> None:
 def test_a_second_ctrl_c_exits_at_once_and_stops_prefects_server(tmp_path):
     """The server is out of the terminal's Ctrl-C, and the exit at once skips the exit handlers that
     stop it: it must be stopped anyway, not left running."""
-    proc = _start_in_own_group(["-c", STARTS_PREFECTS_SERVER_THEN_HANGS], tmp_path / "home")
-    try:
+    with _in_own_group(["-c", STARTS_PREFECTS_SERVER_THEN_HANGS], tmp_path / "home") as proc:
         server = int(proc.stdout.readline())
         assert proc.stdout.readline().strip() == "ready"
         os.killpg(proc.pid, signal.SIGINT)
@@ -220,11 +224,6 @@ def test_a_second_ctrl_c_exits_at_once_and_stops_prefects_server(tmp_path):
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(timeout=10) == 130
         _assert_group_ends(proc.pid)
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
 def _server_port_in(pgid: int) -> int | None:
@@ -246,9 +245,8 @@ def test_ctrl_c_while_prefects_server_starts_leaves_no_server_behind(tmp_path, s
     Ctrl-C does not reach, is stopped with it rather than left running without its parent."""
     import socket
 
-    proc = _start_in_own_group(["-m", "cli", "pipeline", "--profile", "smoke", "--source", str(small_raw),
-                                "--no-register"], tmp_path / "home", stdout=subprocess.DEVNULL)
-    try:
+    with _in_own_group(["-m", "cli", "pipeline", "--profile", "smoke", "--source", str(small_raw), "--no-register"],
+                       tmp_path / "home", stdout=subprocess.DEVNULL) as proc:
         deadline, port = time.monotonic() + 120, None
         while port is None and proc.poll() is None and time.monotonic() < deadline:
             port = _server_port_in(proc.pid)
@@ -263,8 +261,3 @@ def test_ctrl_c_while_prefects_server_starts_leaves_no_server_behind(tmp_path, s
         assert proc.returncode == 130 and "interrupted (exit 130)" in err and "Traceback" not in err, err
         assert "clickprompt.loaders:" not in err, err  # it stopped before any flow ran
         _assert_group_ends(proc.pid)
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
