@@ -2,8 +2,10 @@
 
 A 422 lists at most ``MAX_ERRORS`` problems, each with its location, type, message and a bounded
 excerpt of the offending input (at most ``MAX_ECHO`` characters of its JSON): a 1,001-pair batch
-is not echoed back whole, and a non-finite number (``NaN``, ``Infinity``, ``1e400``, which
-Python's JSON parser accepts but JSON cannot carry back) is named instead of breaking the reply.
+is not echoed back whole, a non-finite number (``NaN``, ``Infinity``, ``1e400``, which Python's
+JSON parser accepts but JSON cannot carry back) is named instead of breaking the reply, and a body
+sent under another content type (curl's ``-d`` alone sends a form) is echoed as text and told to
+say ``Content-Type: application/json``.
 """
 
 from __future__ import annotations
@@ -63,11 +65,15 @@ def excerpt(value: Any, limit: int = MAX_ECHO) -> Any:
     return text[:limit] + "..."
 
 
-def _problem(error: dict) -> dict:
+def _problem(error: dict, content_type: str) -> dict:
     value = error.get("input")
     msg = str(error.get("msg", ""))
     if isinstance(value, float) and not math.isfinite(value):
         msg = f"{excerpt(value)} is not a number JSON can carry (NaN, Infinity or out of range): {msg}"
+    if isinstance(value, (bytes, bytearray)):  # a body not sent as JSON reaches validation as its bytes
+        value = value.decode("utf-8", errors="replace")
+        msg = (f"the body was sent as {content_type or 'no content type'!r}, not JSON: send it with "
+               f"'Content-Type: application/json' (curl: -H 'Content-Type: application/json'): {msg}")
     return {"loc": [p if isinstance(p, (int, str)) else str(p) for p in error.get("loc", ())],
             "type": str(error.get("type", "")), "msg": msg, "input": excerpt(value)}
 
@@ -75,7 +81,8 @@ def _problem(error: dict) -> dict:
 async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
     """422 with at most ``MAX_ERRORS`` problems, each with a bounded, JSON-safe excerpt of its input."""
     errors = list(exc.errors())
-    detail = [_problem(e) for e in errors[:MAX_ERRORS]]
+    content_type = request.headers.get("content-type", "")
+    detail = [_problem(e, content_type) for e in errors[:MAX_ERRORS]]
     body: dict[str, Any] = {"detail": detail}
     if len(errors) > MAX_ERRORS:
         body["more_errors"] = len(errors) - MAX_ERRORS

@@ -36,6 +36,20 @@ def test_non_finite_numbers_get_422_naming_the_field(server, path, body, loc, sh
     assert error["msg"].startswith(f"{shown} is not a number JSON can carry (NaN, Infinity or out of range)")
 
 
+@pytest.mark.parametrize("path", ["/predict", "/predict/batch"])
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", "text/plain", None])
+def test_a_body_not_sent_as_json_gets_422_saying_which_header(server, path, content_type):
+    """`curl -d '{...}'` without -H sends a form: the body reaches validation as bytes."""
+    body = '{"user_id": 196, "item_id": 242}'
+    headers = {"content-type": content_type} if content_type else {}
+    response = server.client.post(path, content=body.encode(), headers=headers)
+    assert response.status_code == 422, response.text
+    (error,) = response.json()["detail"]
+    assert error["input"] == body and error["loc"] == ["body"]
+    assert error["msg"].startswith(f"the body was sent as {content_type or 'no content type'!r}, not JSON: send "
+                                   "it with 'Content-Type: application/json'"), error["msg"]
+
+
 def test_a_422_echoes_a_bounded_excerpt_of_the_input(server):
     pairs = [{"user_id": k, "item_id": k} for k in range(MAX_BATCH + 1)]
     response = server.client.post("/predict/batch", json={"requests": pairs})
