@@ -37,7 +37,14 @@ def register_and_promote(run_dir: Path, paths: Paths, metric: str = "auc") -> di
 
 @flow(name="register-model")
 def register_model(run_id: RunId, metric: Literal["auc", "logloss"] = "auc") -> dict:
-    """Register ``artifacts/runs/<run_id>/finetune-ctr-only`` and promote it if it is better."""
+    """Register ``artifacts/runs/<run_id>/finetune-ctr-only`` and promote it if it is better. What
+    was decided then (possibly a cached result of an earlier run), with the registry as it is now:
+    ``production_version`` and the version's ``version_stage`` (promoted then, archived since, say)."""
+    from serving.registry import Registry
+
     paths = project_paths()
     refresh = not paths.registry.exists()  # a cached result vouches for a registry that is gone
-    return cached(register_and_promote, paths, refresh=refresh)(paths.runs / run_id, paths, metric)
+    decided = cached(register_and_promote, paths, refresh=refresh)(paths.runs / run_id, paths, metric)
+    registry = Registry(paths)
+    return {**decided, "production_version": registry.production_version(decided["name"]),
+            "version_stage": registry.get(decided["version"], decided["name"]).stage}

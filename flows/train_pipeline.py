@@ -118,8 +118,10 @@ def summary_table(summary: dict) -> str:
         lines.append(f"MLflow run {summary['mlflow_run_id']} (experiment clickprompt-training; `clickprompt ui`)")
     reg = summary.get("registered")
     if reg:
+        now = reg.get("version_stage")  # the registry now: a later promotion may have archived it
+        since = f" ({now} now)" if now and now != ("production" if reg["promoted"] else "candidate") else ""
         lines.append(f"registered {reg['stage']} as version {reg['version']}: "
-                     + ("promoted to production" if reg["promoted"] else f"not promoted ({reg['reason']})"))
+                     + ("promoted to production" if reg["promoted"] else f"not promoted ({reg['reason']})") + since)
         if reg.get("production_version") is not None:
             lines.append(f"production model: {reg.get('name', 'ctr')} v{reg['production_version']}")
     prediction = summary.get("online_prediction")

@@ -4,6 +4,7 @@ there, and the data-quality gate stopping the pipeline before features or models
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
 from datetime import datetime, timezone
 
@@ -16,6 +17,7 @@ from flows.evaluate_model import METRICS_KEY
 from flows.register_model import register_model
 from flows.train_pipeline import latest_summary_path, summary_table, train_pipeline
 from flows.validate_data import FAILURES_KEY, REPORT_KEY
+from serving.registry import Registry
 
 STAGES = ["baseline", "pretrain", "finetune-with-lm", "finetune-ctr-only"]
 
@@ -113,6 +115,20 @@ def test_rerun_after_a_late_failure_resumes_at_the_failed_stage(flow_home, small
     by_logloss = register_model(summary["run_id"], metric="logloss")
     assert (by_logloss["version"], by_logloss["promoted"], by_logloss["production_version"]) == (1, True, 1)
     assert register_model(summary["run_id"], metric="logloss") == by_logloss  # cached: not registered again
+    assert by_logloss["version_stage"] == "production"
+
+    # another version promoted since: the cached decision is reported with the registry as it is now
+    other = flow_home.runs / "other"
+    shutil.copytree(run_dirs[0], other)
+    (other / "finetune-ctr-only" / "model.safetensors").write_bytes(b"other weights")
+    registry = Registry(flow_home)
+    registry.promote(registry.register(other).version, metric="logloss", force=True)
+    again = register_model(summary["run_id"], metric="logloss")
+    assert (again["version"], again["promoted"], again["production_version"], again["version_stage"]) == (
+        1, True, 2, "archived")
+    table = summary_table({**summary, "registered": again})
+    assert "registered finetune-ctr-only as version 1: promoted to production (archived now)" in table
+    assert "production model: ctr v2" in table
 
 
 def test_failed_gate_stops_the_pipeline_before_features_and_models(flow_home, small_pipeline, tmp_path):
