@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -101,6 +102,7 @@ def cmd_data_status(args, paths: Paths) -> int:
 def cmd_data_init_spec(args, paths: Paths) -> int:
     """Draft a spec from the user's files into <home>/specs/<name>.yaml (never over an existing one)."""
     from core.io import write_text_atomic
+    from core.spec import load_spec
     from ingestion.draft_spec import draft_spec, spec_yaml
 
     events = Path(args.events)
@@ -116,6 +118,10 @@ def cmd_data_init_spec(args, paths: Paths) -> int:
     print(text)
     print(f"# written to {target}; put the files in {paths.raw(args.name)}/ (or `clickprompt data fetch "
           f"{args.name} --from {events.parent}`), then `clickprompt data ingest --dataset {args.name}`")
+    try:  # a draft to edit: written either way, and what it still lacks said now, not at ingest
+        load_spec(target)
+    except ValueError as exc:
+        print(f"warning: the draft does not load yet; edit it first: {exc}", file=sys.stderr)
     return 0
 
 

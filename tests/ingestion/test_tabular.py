@@ -280,9 +280,12 @@ def test_init_spec_guesses_columns_whose_names_say_nothing_from_their_values(pat
     pd.DataFrame({"film": range(1, 901), "name": [f"Film number {k}, The" for k in range(1, 901)],
                   "genres": [rng.choice(["Drama", "Comedy,Drama", "Action,War"]) for _ in range(900)]}
                  ).to_csv(folder / "films.tsv", sep="\t", index=False)
+    pd.DataFrame({"member": range(1, 501), "country": [rng.choice(["FR", "DE", "NL"]) for _ in range(500)]}
+                 ).to_csv(folder / "members.csv", index=False)
     assert cli.main(["data", "init-spec", "--name", "films", "--events", str(folder / "events.parquet"),
-                     "--items", str(folder / "films.tsv")]) == 0
-    out = capsys.readouterr().out
+                     "--items", str(folder / "films.tsv"), "--users", str(folder / "members.csv")]) == 0
+    out, err = capsys.readouterr()
+    assert "warning" not in err, err
     assert "user: 'member' guessed from its values" in out and "time: 'watched_ms', format unix_ms" in out
     spec = load_spec("films")
     assert spec.source.events.columns == {"user_id": "member", "item_id": "film", "rating": "stars"}
@@ -291,3 +294,24 @@ def test_init_spec_guesses_columns_whose_names_say_nothing_from_their_values(pat
     assert cli.main(["data", "init-spec", "--name", "films2", "--events", str(folder / "events.parquet"),
                      "--time", "when"]) == 2
     assert "no column 'when'" in capsys.readouterr().err
+
+
+def test_an_entity_with_only_its_key_is_refused_naming_what_to_add(paths, capsys):
+    """Feast cannot define a feature view of no features: a users table (or a user field of the
+    events) is needed. The draft is written, and says so at once rather than at `features apply`."""
+    import cli
+
+    folder = paths.home / "clicks"
+    folder.mkdir(parents=True)
+    pd.DataFrame({"customer": [1, 2, 3, 1], "product": [7, 8, 9, 8], "clicked": [1, 0, 1, 1],
+                  "ts": ["2024-01-01T00:05:00", "2024-01-01T00:09:00", "2024-01-02T10:00:00", "2024-01-03T11:00:00"]}
+                 ).to_csv(folder / "events.csv", index=False)
+    assert cli.main(["data", "init-spec", "--name", "clicks", "--events", str(folder / "events.csv")]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("warning: the draft does not load yet; edit it first: ") and str(
+        paths.home / "specs" / "clicks.yaml") in err, err
+    assert ("spec clicks: entity user has no field besides its key user_id, and its Feast feature view "
+            "(user_profile) needs one: add a users table") in err
+    assert cli.main(["data", "ingest", "--dataset", "clicks"]) == 2  # refused before anything is read
+    assert "entity user has no field besides its key user_id" in capsys.readouterr().err
+    assert not paths.warehouse.exists()
