@@ -200,19 +200,25 @@ def score_frame(lm: LoadedModel, frame: Columns, batch_size: int = 4096, laps=NO
 # --- as-of batch scoring -------------------------------------------------------------------------
 
 
+def _row(i: int) -> str:
+    """A row as a person counts it: the first data row is 1 (a header line, where the file has one,
+    is not counted; in a CSV with a header, data row n is line n + 1)."""
+    return f"data row {i + 1}"
+
+
 def _check_ids(frame: pd.DataFrame, column: str, where: str) -> pd.Series:
     col = frame[column]
     nulls = col.isna()
     if nulls.any():
         raise ScoringInputError(f"{where}, column {column!r}: {int(nulls.sum())} null value(s), "
-                                f"first at row {int(np.flatnonzero(nulls.to_numpy())[0])}")
+                                f"first at {_row(int(np.flatnonzero(nulls.to_numpy())[0]))}")
     if pd.api.types.is_integer_dtype(col):
         return col.astype("int64")
     numeric = pd.to_numeric(col, errors="coerce")
     bad = numeric.isna() | (numeric != numeric.round())
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise ScoringInputError(f"{where}, column {column!r}: row {row} value {col.iloc[row]!r} is not an integer id")
+        raise ScoringInputError(f"{where}, column {column!r}: {_row(row)} value {col.iloc[row]!r} is not an integer id")
     return numeric.astype("int64")
 
 
@@ -225,14 +231,14 @@ def _check_timestamps(frame: pd.DataFrame, where: str) -> pd.Series:
         bad = ts.isna() & col.notna()
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise ScoringInputError(f"{where}, column {TIMESTAMP!r}: row {row} value {col.iloc[row]!r} "
+            raise ScoringInputError(f"{where}, column {TIMESTAMP!r}: {_row(row)} value {col.iloc[row]!r} "
                                     "is not an ISO-8601 timestamp")
     else:
         raise ScoringInputError(f"{where}, column {TIMESTAMP!r}: type {col.dtype} is not a timestamp "
                                 "(use a timestamp column or ISO-8601 strings)")
     if ts.isna().any():
         row = int(np.flatnonzero(ts.isna().to_numpy())[0])
-        raise ScoringInputError(f"{where}, column {TIMESTAMP!r}: row {row} has no timestamp")
+        raise ScoringInputError(f"{where}, column {TIMESTAMP!r}: {_row(row)} has no timestamp")
     if ts.dt.tz is None:  # naive timestamps are taken as UTC, as the warehouse stores them
         ts = ts.dt.tz_localize("UTC")
     return ts.dt.tz_convert("UTC").astype("datetime64[us, UTC]")

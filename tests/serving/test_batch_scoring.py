@@ -152,13 +152,13 @@ def test_as_of_scoring_uses_the_feature_version_valid_at_each_row(trained_home, 
     [
         (pd.DataFrame({"user_id": [1], "event_timestamp": ["1998-01-01"]}), "item_id", "missing column"),
         (pd.DataFrame({"user_id": [1, 2], "item_id": [1, 2], "event_timestamp": ["1998-01-01", "yesterday"]}),
-         "event_timestamp", "row 1 value 'yesterday' is not an ISO-8601 timestamp"),
+         "event_timestamp", "data row 2 value 'yesterday' is not an ISO-8601 timestamp"),
         (pd.DataFrame({"user_id": [1], "item_id": [1], "event_timestamp": [19980101]}),
          "event_timestamp", "is not a timestamp"),
         (pd.DataFrame({"user_id": ["7", "abc"], "item_id": [1, 2], "event_timestamp": ["1998-01-01"] * 2}),
-         "user_id", "row 1 value 'abc' is not an integer id"),
+         "user_id", "data row 2 value 'abc' is not an integer id"),
         (pd.DataFrame({"user_id": [1, None], "item_id": [1, 2], "event_timestamp": ["1998-01-01"] * 2}),
-         "user_id", "null value"),
+         "user_id", "1 null value(s), first at data row 2"),
     ],
 )
 def test_bad_input_names_the_file_and_column(trained_home, tmp_path, capsys, monkeypatch, frame, column, message):
