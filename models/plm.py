@@ -6,6 +6,7 @@ names need network). Tiny random models for tests live in ``tests/tiny_plm.py``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +103,23 @@ def text_position_ids(input_ids: Tensor, info: PLMInfo) -> Tensor:
     return torch.cumsum(not_pad, dim=1) * not_pad + info.pad_token_id
 
 
+@contextlib.contextmanager
+def _from_hub(name_or_path: str | Path):
+    """A name that is no folder here goes to the model hub; where that fails (offline, the project's
+    default, or unreachable), one line saying where a PLM can come from instead of transformers' trace."""
+    if Path(name_or_path).expanduser().is_dir():
+        yield
+        return
+    try:
+        yield
+    except OSError as exc:
+        raise FileNotFoundError(
+            f"PLM {str(name_or_path)!r} is not a folder here, and the model hub did not give it "
+            f"({str(exc).splitlines()[0]}): fetch it into the project (`clickprompt plm fetch {name_or_path}`), "
+            "point the config's plm at a model folder (`--set plm=FOLDER`), or, for a training bundle, "
+            "export it with --with-plm") from exc
+
+
 def load_plm(
     name_or_path: str | Path, allow_missing_keys: bool = False
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -113,7 +131,8 @@ def load_plm(
     if isinstance(name_or_path, Path) and not name_or_path.is_dir():
         raise FileNotFoundError(f"no model folder at {name_or_path}")
     source = str(name_or_path)
-    model, loading = AutoModelForMaskedLM.from_pretrained(source, output_loading_info=True)
+    with _from_hub(name_or_path):
+        model, loading = AutoModelForMaskedLM.from_pretrained(source, output_loading_info=True)
     plm_family(model)
     missing = sorted(loading["missing_keys"])
     head = _MLM_HEAD_ATTR[plm_family(model)] + "."
@@ -129,7 +148,8 @@ def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
     """The tokenizer of a PLM folder or hub name (without loading its weights)."""
     if isinstance(name_or_path, Path) and not name_or_path.is_dir():
         raise FileNotFoundError(f"no model folder at {name_or_path}")
-    tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
+    with _from_hub(name_or_path):
+        tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
     if tokenizer.mask_token_id is None or tokenizer.pad_token_id is None:
         raise ValueError(f"{name_or_path}: the tokenizer needs a mask and a pad token for masked LM training")
     return tokenizer

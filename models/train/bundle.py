@@ -5,7 +5,7 @@ that trains anywhere torch runs.
                                    PLM folder (or name), when and from where it was exported
     <bundle>/training_set/         {train,valid,test}.parquet, spec.json, manifest.json (as built)
     <bundle>/config.json           the run config (optional: else --profile / --set on the command line)
-    <bundle>/plm/                  the PLM's files (optional: else the config's ``plm`` name or folder)
+    <bundle>/plm/                  the PLM's files (optional: else the config's ``plm``, fetched here, a folder or a name)
 
 ``clickprompt features export-bundle DIR`` writes one from a build (folder written aside, then
 renamed into place); ``python -m models.train --bundle DIR`` (or ``clickprompt train --bundle
@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from core.io import replace_dir, write_json_atomic
+from core.settings import Paths
 from core.training_data import TrainingData, TrainingSetRef, load_training_data
 from models.train.config import TrainConfig, build_config, with_overrides
 
@@ -97,5 +98,7 @@ class Bundle:
         return build_config(profile or "demo", overrides=overrides)
 
     def plm_source(self, cfg: TrainConfig) -> Path | str:
+        """The bundle's PLM; else the config's, as the project home here has it (``data/plms/<name>``,
+        fetched by `clickprompt plm fetch`), a folder, or else a hub name."""
         folder = self.folder / PLM_DIR
-        return folder if folder.is_dir() else cfg.plm
+        return folder if folder.is_dir() else Paths.default().plm_source(cfg.plm)

@@ -93,3 +93,36 @@ def test_real_plm_loads_without_missing_keys(folder: Path) -> None:
     info = plm_info(model)
     enc = tok(["User ID is 1. Gender is F."], return_tensors="pt")
     assert model(**enc).logits.shape == (1, enc["input_ids"].shape[1], info.vocab_size)
+
+
+def test_a_plm_that_is_no_folder_and_not_on_the_hub_is_one_line_naming_where_to_get_it(monkeypatch) -> None:
+    from models.plm import load_tokenizer
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the project's default: no hub access
+    with pytest.raises(FileNotFoundError) as caught:
+        load_plm("no-such-plm-here")
+    message = str(caught.value)
+    assert message.startswith("PLM 'no-such-plm-here' is not a folder here, and the model hub did not give it (")
+    assert "`clickprompt plm fetch no-such-plm-here`" in message and "--with-plm" in message
+    with pytest.raises(FileNotFoundError, match="is not a folder here, and the model hub did not give it"):
+        load_tokenizer("no-such-plm-here")
+
+
+def test_a_bundle_without_its_plm_takes_the_projects_fetched_one(tmp_path: Path, monkeypatch) -> None:
+    """Exported without --with-plm: the config's PLM as this project home has it, else its name."""
+    import json
+
+    from models.train.bundle import BUNDLE_FILE, Bundle
+    from models.train.config import build_config
+
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / BUNDLE_FILE).write_text(json.dumps({"training_set": {"manifest_hash": "ab" * 32}}))
+    cfg = build_config("smoke")
+    home = tmp_path / "home"
+    monkeypatch.setenv("CLICKPROMPT_HOME", str(home))
+    assert Bundle(bundle).plm_source(cfg) == cfg.plm  # nothing fetched here: the name (and load_plm says what to do)
+    (home / "data" / "plms" / cfg.plm).mkdir(parents=True)
+    assert Bundle(bundle).plm_source(cfg) == home / "data" / "plms" / cfg.plm
+    (bundle / "plm").mkdir()
+    assert Bundle(bundle).plm_source(cfg) == bundle / "plm"  # the bundle's own comes first
