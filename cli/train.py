@@ -192,10 +192,10 @@ TRAIN_PROFILE = "demo"  # train / pipeline without --profile
 DATASET_HELP = f"data set spec name (default: the one in the warehouse, else {DEFAULT_DATASET})"
 
 
-def _training_args(p: argparse.ArgumentParser) -> None:
+def _training_args(p: argparse.ArgumentParser, bundles: bool = False) -> None:
     p.add_argument("--dataset", help=DATASET_HELP)
-    p.add_argument("--profile", help=f"smoke | demo | default | paper (default {TRAIN_PROFILE}; with --bundle: "
-                   "the bundle's own config)")
+    p.add_argument("--profile", help=f"smoke | demo | default | paper (default {TRAIN_PROFILE}"
+                   + ("; with --bundle: the bundle's own config)" if bundles else ")"))
     p.add_argument("--method", default="clickprompt", help="clickprompt | alt | ctrl | lm_only | baseline: the "
                    "pretraining objective and the default stages")
     p.add_argument("--backbone", help="CTR model name (dcnv2, dnn, autoint, fm, deepfm, dcn, xdeepfm, pnn)")
@@ -216,7 +216,7 @@ def _training_args(p: argparse.ArgumentParser) -> None:
 def add_commands(sub, add: Callable) -> None:
     p = add(sub, "train", cmd_train, "train a run through the pipeline flow (ingest, gates, features, "
             "training, evaluation), without registering it; or from a training bundle (--bundle)")
-    _training_args(p)
+    _training_args(p, bundles=True)
     p.add_argument("--bundle", type=Path, metavar="DIR", help="train from a bundle (`clickprompt features "
                    "export-bundle`) with torch alone: no warehouse, Feast or Prefect")
     p.add_argument("--out", type=Path, help="with --bundle: the run folder (default <bundle>/runs/<run id>)")

@@ -205,7 +205,8 @@ def _build_items(p: Parsed, spec: DatasetSpec, layout: str) -> dict[str, pd.Seri
 def _detect_layout(folder: Path, spec: DatasetSpec, partial: bool = False) -> _Layout:
     """The layout whose files ``folder`` holds (all three; with ``partial`` at least one)."""
     if not folder.is_dir():
-        raise RawDataError(folder.name, None, None, f"raw data folder {folder} does not exist", path=folder)
+        raise RawDataError(folder.name, None, None, f"raw data folder {folder} does not exist: fetch the files "
+                           f"first (`clickprompt data fetch {spec.name}`; your own: `--from FOLDER`)", path=folder)
     candidates: list[_Layout] = [_GL100K, _GL1M]
     inters = sorted(p.stem for p in folder.glob("*.inter"))
     short = spec.name.replace("movielens-", "ml-")

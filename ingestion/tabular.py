@@ -249,7 +249,8 @@ def load_tabular(spec: DatasetSpec, source: Path, quarantine: bool = False, part
         raise ValueError(f"spec {spec.name} names loader 'tabular' but has no source block")
     folder = Path(source)
     if not folder.is_dir():
-        raise RawDataError(folder.name, None, None, f"raw data folder {folder} does not exist", path=folder)
+        raise RawDataError(folder.name, None, None, f"raw data folder {folder} does not exist: fetch the files "
+                           f"first (`clickprompt data fetch {spec.name}`; your own: `--from FOLDER`)", path=folder)
     rejected: list[Rejected] = []
     files: dict[str, str] = {}
     lines: dict[str, tuple[str, np.ndarray]] = {}

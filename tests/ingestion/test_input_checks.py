@@ -88,6 +88,7 @@ def _run(capsys, *argv) -> tuple[int, str]:
     # an empty home: the step that is missing is named, and nothing is created (an empty warehouse
     # file would make `data status` report current snapshots)
     (["text", "render"], "error: no warehouse at "),
+    (["data", "ingest"], "error: movielens-100k: raw data folder "),  # and what to run first (below)
     (["data", "update"], "error: no warehouse at "),  # no batch waiting either: nothing to update
     (["retrain", "--profile", "smoke"], "error: no warehouse at "),  # was a Prefect traceback, then ENOENT
     (["retrain", "--window-days", "3"], "error: --window-days is the length of a sliding window: add --window "
@@ -115,6 +116,13 @@ def test_bad_input_is_refused_up_front_with_exit_2_and_one_line(paths, capsys, a
     assert code == 2 and err.startswith(message) and err.count("\n") == 1, err
     assert time.monotonic() - started < 10  # before any fetch, ingest or feature work
     assert not paths.warehouse.exists() and not paths.raw("movielens-100k").exists()
+
+
+def test_ingest_before_fetch_names_the_fetch(paths, capsys):
+    code, err = _run(capsys, "data", "ingest")
+    assert code == 2 and err.rstrip().endswith(
+        f"raw data folder {paths.raw('movielens-100k')} does not exist: fetch the files first "
+        "(`clickprompt data fetch movielens-100k`; your own: `--from FOLDER`)"), err
 
 
 def test_data_commands_default_to_the_data_set_in_the_warehouse(own_data, capsys):  # noqa: F811
