@@ -110,24 +110,27 @@ def test_rerun_after_a_late_failure_resumes_at_the_failed_stage(flow_home, small
     registered = summary["registered"]
     assert (registered["version"], registered["promoted"], registered["production_version"]) == (1, False, None)
     assert "no auc" in registered["reason"]
-    # Promotion on LogLoss (defined here) makes it production: what a served model needs. The same run's
-    # weights are v1 already: registering is idempotent, so v1 itself is promoted (no duplicate v2).
+    # On LogLoss (defined here) it is refused too: 0.70 on two rows is worse than a coin's ln 2, and
+    # a model worse than no model is never served unforced. Registering is idempotent: v1 again.
     by_logloss = register_model(summary["run_id"], metric="logloss")
-    assert (by_logloss["version"], by_logloss["promoted"], by_logloss["production_version"]) == (1, True, 1)
+    assert (by_logloss["version"], by_logloss["promoted"], by_logloss["production_version"]) == (1, False, None)
+    assert "is no better than a constant 0.5 (0.6931): not served" in by_logloss["reason"]
     assert register_model(summary["run_id"], metric="logloss") == by_logloss  # cached: not registered again
-    assert by_logloss["version_stage"] == "production"
+    registry = Registry(flow_home)
+    registry.promote(1, metric="logloss", force=True)  # what a user who knows better does
+    forced = register_model(summary["run_id"], metric="logloss")
+    assert (forced["production_version"], forced["version_stage"]) == (1, "production")
 
     # another version promoted since: the cached decision is reported with the registry as it is now
     other = flow_home.runs / "other"
     shutil.copytree(run_dirs[0], other)
     (other / "finetune-ctr-only" / "model.safetensors").write_bytes(b"other weights")
-    registry = Registry(flow_home)
     registry.promote(registry.register(other).version, metric="logloss", force=True)
     again = register_model(summary["run_id"], metric="logloss")
     assert (again["version"], again["promoted"], again["production_version"], again["version_stage"]) == (
-        1, True, 2, "archived")
+        1, False, 2, "archived")
     table = summary_table({**summary, "registered": again})
-    assert "registered finetune-ctr-only as version 1: promoted to production (archived now)" in table
+    assert "registered finetune-ctr-only as version 1: not promoted (" in table and table.count("(archived now)") == 1
     assert "production model: ctr v2" in table
 
 

@@ -163,6 +163,21 @@ def test_a_candidate_without_auc_is_never_promoted_unforced(home, tmp_path):
     assert registry.promote(v, force=True).promoted
 
 
+def test_a_model_worse_than_no_model_is_never_served_unforced(home, tmp_path):
+    """The first version was promoted whatever it scored: AUC 0.485, LogLoss 3.46 on random labels."""
+    registry = Registry(home)
+    v = registry.register(write_run(tmp_path / "runs" / "random", 0.485, 3.46)).version
+    result = registry.promote(v)
+    assert not result.promoted and registry.production() is None
+    assert result.reason.startswith("ctr v1 auc 0.4850 is no better than random ranking (0.5000): not served")
+    by_logloss = registry.promote(v, metric="logloss")
+    assert not by_logloss.promoted and "logloss 3.4600 is no better than a constant 0.5 (0.6931)" in by_logloss.reason
+    assert registry.promote(v, force=True).promoted and registry.production_version() == v
+    # and a later version past the floor still has to beat production
+    better = registry.register(write_run(tmp_path / "runs" / "ok", 0.51, 0.69)).version
+    assert registry.promote(better).promoted
+
+
 def test_crash_between_the_two_updates_keeps_the_previous_production(home, runs, monkeypatch):
     registry = Registry(home)
     weak, strong = registry.register(runs["weak"]).version, registry.register(runs["strong"]).version
