@@ -102,9 +102,11 @@ def cmd_data_status(args, paths: Paths) -> int:
 def cmd_data_init_spec(args, paths: Paths) -> int:
     """Draft a spec from the user's files into <home>/specs/<name>.yaml (never over an existing one)."""
     from core.io import write_text_atomic
+    from core.names import check_dataset_name
     from core.spec import load_spec
     from ingestion.draft_spec import draft_spec, spec_yaml
 
+    check_dataset_name(args.name)  # before any file is read
     events = Path(args.events)
     spec, notes = draft_spec(args.name, events, Path(args.users) if args.users else None,
                              Path(args.items) if args.items else None,

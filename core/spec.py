@@ -16,6 +16,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from core.names import check_dataset_name
+
 SPEC_DIR = Path(__file__).resolve().parent / "specs"
 
 EntityName = Literal["user", "item"]
@@ -140,6 +142,7 @@ class DatasetSpec(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> "DatasetSpec":
+        check_dataset_name(self.name)
         names = [f.name for f in self.fields]
         if len(set(names)) != len(names):
             raise ValueError(f"spec {self.name}: duplicate field names in {names}")

@@ -84,6 +84,8 @@ def _run(capsys, *argv) -> tuple[int, str]:
     (["retrain", "--stages", "baseline,pretrian"], "error: --stages: unknown stage 'pretrian'; known: baseline,"),
     (["pipeline", "--plm", "no-such-lm"], "error: --plm no-such-lm: not a known language model (bert-2l-128, "),
     (["data", "init-spec", "--name", "x", "--events", "/nonexistent.csv"], "error: /nonexistent.csv: no such file"),
+    (["data", "init-spec", "--name", "My Shop!", "--events", "/nonexistent.csv"], "error: data set name 'My Shop!': "
+     "use letters, digits, '.', '_' and '-' (starting with a letter or digit, at most 64), e.g. 'my-shop'"),
     (["plm", "fetch", "no-such-lm"], "error: unknown language model 'no-such-lm'; known: bert-2l-128, minilm-l6"),
     # an empty home: the step that is missing is named, and nothing is created (an empty warehouse
     # file would make `data status` report current snapshots)
