@@ -73,9 +73,11 @@ def replay(spec: DatasetSpec, raw_dir: Path, inbox: Path, every: timedelta, batc
                          f"{inbox} yourself (one folder per batch, in arrival order by name)")
     if batches < 1:
         raise ValueError(f"replay needs at least one batch after the initial load, got {batches}")
-    if batch_folders(inbox):
-        raise ValueError(f"{inbox} already holds batches: replay into an empty landing area "
-                         "(the batches there may have been ingested)")
+    if held := batch_folders(inbox):
+        raise ValueError(f"{inbox} already holds batches {held[0].name}..{held[-1].name}: `clickprompt data update` "
+                         "ingests those not ingested yet; to replay afresh, move that folder aside, and the "
+                         "warehouse too where its batches were ingested (or use a new project home, "
+                         "CLICKPROMPT_HOME=DIR)")
     raw = load_raw(spec, raw_dir)
     events = raw.interactions.sort_values(["timestamp", "user_id", "item_id"], kind="stable").reset_index(drop=True)
     ts = pd.to_datetime(events["timestamp"], unit="s", utc=True)

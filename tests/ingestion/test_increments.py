@@ -72,8 +72,10 @@ def test_replay_cuts_the_real_data_by_event_time(lifecycle):
     assert written[1].users > 0  # users keep joining: some arrive with the weekly batches
     meta = json.loads((written[1].folder / "batch.json").read_text())
     assert meta["valid_from"] == written[1].start.isoformat()
-    with pytest.raises(ValueError, match="already holds batches"):
+    with pytest.raises(ValueError, match="already holds batches") as again:
         replay(SPEC, paths.raw("x"), paths.inbox(SPEC.name), parse_period("7d"), 3)
+    assert f"batches {written[0].folder.name}..{written[-1].folder.name}: `clickprompt data update`" in str(again.value)
+    assert "to replay afresh, move that folder aside" in str(again.value)
 
 
 def test_each_batch_leaves_exactly_the_events_up_to_its_end(lifecycle):
