@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from cli.common import UserError, known_plms, positive_int, prefect_ready, print_json, spec_of
+from cli.common import UserError, dataset_of, known_plms, positive_int, prefect_ready, print_json, spec_of
 from core.names import DEFAULT_DATASET
 from core.settings import Paths
 
@@ -80,22 +80,31 @@ def _print_waiting(warehouse: Path, quiet: bool = False) -> int:
 
 def cmd_data_status(args, paths: Paths) -> int:
     """Each batch's last outcome, the waiting ones and why, and whether the snapshots show the warehouse."""
-    from core.locks import holder, lock_path
+    from core.locks import held_now, lock_path
     from core.snapshots import snapshot_problem
-    from ingestion.batch_log import latest_status
+    from ingestion.batch_log import batch_folders, latest_status
     from ingestion.warehouse import connect
 
     with connect(paths.warehouse, read_only=True) as con:  # a status check writes nothing (no batch log: none yet)
         rows = latest_status(con).to_dict("records")
+    logged = {r["batch_id"] for r in rows}
+    inbox = paths.inbox(dataset_of(paths, None))
+    pending = [p.name for p in batch_folders(inbox) if p.name not in logged]  # landed, never read by an update
     problem = snapshot_problem(paths.snapshots, paths.warehouse)
+    busy = held_now(lock_path(paths.warehouse))  # a writer at work now (the file keeps the last one's record)
     if args.json:
-        print_json({"batches": rows, "snapshots": problem or "current", "lock": holder(lock_path(paths.warehouse))})
+        print_json({"batches": rows, "pending": pending, "snapshots": problem or "current", "lock": busy})
         return 0
     for r in rows:
         why = f" on batch {r['waiting_on']}" if r["status"] == "waiting" else ""
         print(f"batch {r['batch_id']}: {r['status']}{why}, {int(r['new_events'] or 0):,} events"
               + (f": {r['reason']}" if r["status"] != "accepted" else ""))
+    for name in pending:
+        print(f"batch {name}: pending in {inbox} (`clickprompt data update` ingests it)")
     print(f"snapshots: {'current' if problem is None else 'STALE: ' + problem}")
+    if busy:
+        print(f"busy: the warehouse is being written by pid {busy.get('pid')} since {busy.get('since')} "
+              f"({busy.get('command', '?')})")
     return 0
 
 

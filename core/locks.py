@@ -55,6 +55,24 @@ def holder(lock: Path) -> dict:
         return {}
 
 
+def held_now(lock: Path) -> dict | None:
+    """Who holds ``lock`` now (``holder``'s record), or None: free, or never taken. The file keeps the
+    last holder's record after it ends, so a status that only read it would show a finished command."""
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return holder(lock) or {"pid": None}
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
 def wait_seconds(wait_s: float | None = None) -> float:
     if wait_s is not None:
         return float(wait_s)

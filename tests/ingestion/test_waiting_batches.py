@@ -78,3 +78,34 @@ def test_a_batch_missing_profiles_no_earlier_batch_brings_is_rejected(paths: Pat
     assert statuses[batches[2].folder.name] == ("rejected", None, 0, 0, 0)
     assert capsys.readouterr().out.count("user 4 has no profile") == 2
     assert waiting_batches(paths.warehouse).empty
+
+
+def test_status_lists_landed_batches_not_ingested_and_a_writer_only_while_it_writes(paths: Paths, tmp_path, capsys):
+    """`data status` showed neither the batches still in the landing area nor whether the lock's
+    record (kept after the writer ends) was a writer at work: it read as busy after every ingest."""
+    import json
+
+    from core.locks import lock_path
+    from tests.test_locks import hold
+
+    batches = landing_area(paths, tmp_path / "raw")
+    assert main(["data", "ingest", "--dataset", SPEC.name, "--max-batches", "1"]) == 0
+    capsys.readouterr()
+    assert main(["data", "status", "--json"]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert [b["batch_id"] for b in status["batches"]] == [batches[0].folder.name]
+    assert status["pending"] == [b.folder.name for b in batches[1:]] and status["lock"] is None
+    assert main(["data", "status"]) == 0
+    out = capsys.readouterr().out
+    assert f"batch {batches[1].folder.name}: pending in {paths.inbox(SPEC.name)} (`clickprompt data update` " in out
+    assert "busy" not in out
+
+    proc = hold(lock_path(paths.warehouse), "ingest movielens-100k", 30)  # a writer at work now
+    try:
+        assert main(["data", "status", "--json"]) == 0
+        assert json.loads(capsys.readouterr().out)["lock"]["pid"] == proc.pid
+        assert main(["data", "status"]) == 0
+        assert f"busy: the warehouse is being written by pid {proc.pid} since " in capsys.readouterr().out
+    finally:
+        proc.kill()
+        proc.wait()
