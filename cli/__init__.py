@@ -50,8 +50,17 @@ class _Parser(argparse.ArgumentParser):
         return parsed
 
 
+DESCRIPTION = ("CTR prediction with language models (ClickPrompt, ALT) as a data platform: data in, gates,\n"
+               "Feast features, training flows, a model registry and a server. `clickprompt COMMAND --help`\n"
+               "says more; the README walks through them in order.")
+EPILOG = ("exit codes: 0 ok; 1 a gate failed (validation, promotion) or batches wait; 2 bad input or usage\n"
+          "(one line `error: ...`; --debug adds the traceback); 3 busy (another process holds the warehouse\n"
+          "or the training run); 130 interrupted (Ctrl-C; run the command again to go on)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="clickprompt", description=__doc__.splitlines()[0])
+    parser = _Parser(prog="clickprompt", description=DESCRIPTION, epilog=EPILOG,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--debug", action="store_true", help="print the traceback of an error")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -230,7 +230,7 @@ def add_commands(sub, add: Callable) -> None:
     p.add_argument("--warehouse", help="DuckDB file (default data/warehouse.duckdb)")
     p.add_argument("--quarantine", action="store_true", help="commit good rows; keep bad ones in table quarantine")
     p.add_argument("--max-batches", type=positive_int, help="with a landing area: take at most so many new batches")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (for scripts)")
     p = add(data, "init-spec", cmd_data_init_spec, "draft a data set spec from your files' columns and types "
                                                     "(loader tabular), for you to edit")
     p.add_argument("--name", required=True, help="the data set's name (the spec goes to <home>/specs/<name>.yaml)")
@@ -250,16 +250,16 @@ def add_commands(sub, add: Callable) -> None:
     p.add_argument("--batches", type=positive_int, default=4, help="how many periods at the end become batches")
     p = add(data, "status", cmd_data_status, "each batch's last outcome (accepted / rejected / waiting and why) "
                                               "and whether the snapshots show the warehouse")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (for scripts)")
     p = add(data, "update", cmd_data_update, "the nightly flow: new batches (gated), online store (incremental), "
                                               "data-quality trend report")
     p.add_argument("--dataset", help=f"data set spec name (default: the one in the warehouse, else {DEFAULT_DATASET})")
     p.add_argument("--max-batches", type=positive_int, help="take at most so many new batches (oldest first)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (for scripts)")
 
     p = add(sub, "validate", cmd_validate, "run every Great Expectations suite on the warehouse and snapshots")
     dataset_opt(p)
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (for scripts)")
 
     text = sub.add_parser("text", help="the text view").add_subparsers(dest="text_cmd", required=True)
     dataset_opt(add(text, "render", cmd_text_render, "re-render user_text / item_text (DuckDB SQL; Spark SQL when the offline store is Spark)"))

@@ -79,9 +79,12 @@ def cmd_registry_promotions(args, paths: Paths) -> int:
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
     for e in log_:
         outcome = "promoted" if e["promoted"] else "refused"
+        basis = e.get("basis") or "own test splits"
+        against = ("no production version" if e["previous_version"] is None
+                   else f"production v{e['previous_version']} {fmt(e['production_value'])}")
+        reason = e["reason"].removesuffix(f" [{basis}]")  # the basis is said once, in the brackets before it
         print(f"{e['decided_at']}  v{e['version']} {outcome}{' (forced)' if e.get('forced') else ''}: {e['metric']} "
-              f"{fmt(e['candidate_value'])} vs production v{e['previous_version'] or '-'} {fmt(e['production_value'])}"
-              f" [{e.get('basis') or 'own test splits'}; margin {e.get('margin', 0)}] - {e['reason']}")
+              f"{fmt(e['candidate_value'])} vs {against} [{basis}; margin {e.get('margin', 0)}] - {reason}")
     return 0
 
 
@@ -187,25 +190,25 @@ def add_commands(sub, add: Callable) -> None:
                    help=f"training stage to register (default {REGISTERED_STAGE}; "
                    f"{Stage.FINETUNE_WITH_LM}: the model that keeps the LM at serving)")
     p.add_argument("--name", default="ctr", help="model name (default ctr)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (for scripts)")
     p = add(reg, "list", cmd_registry_list, "list registered versions")
     p.add_argument("--name", help="only this model name")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (for scripts)")
     p = add(reg, "show", cmd_registry_show, "show one version's record")
     p.add_argument("version", type=int)
     p.add_argument("--name", default="ctr")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (for scripts)")
     p = add(reg, "promotions", cmd_registry_promotions, "the promotion log: every decision, promoted or refused, "
             "with both figures, their basis and the margin")
     p.add_argument("--name", default="ctr", help="registered model name (default ctr)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (for scripts)")
     p = add(reg, "promote", cmd_registry_promote,
             "make a version production if it beats the current one (exit 1 when refused)")
     p.add_argument("version", type=int)
     p.add_argument("--name", default="ctr")
     p.add_argument("--metric", default="auc", choices=["auc", "logloss"], help="auc: higher wins; logloss: lower wins")
     p.add_argument("--force", action="store_true", help="promote even if it does not beat production")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (for scripts)")
 
     p = add(sub, "serve", cmd_serve, "serve the production model over HTTP (POST /predict, /predict/batch; GET /health)")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: loopback only)")
@@ -222,7 +225,7 @@ def add_commands(sub, add: Callable) -> None:
     p.add_argument("--user-id", type=entity_id, required=True)
     p.add_argument("--item-id", type=entity_id, required=True)
     p.add_argument("--name", default="ctr", help="registered model name (default ctr)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (for scripts)")
     p = add(sub, "score", cmd_score, "as-of batch scoring: point-in-time features per row, production model")
     p.add_argument("--input", required=True,
                    help="parquet, .csv, .tsv, .json or .jsonl (by suffix) with user_id, item_id, event_timestamp "
@@ -230,6 +233,6 @@ def add_commands(sub, add: Callable) -> None:
     p.add_argument("--output", required=True, help="file to write (.parquet, .csv, .tsv, .json or .jsonl, by "
                    "suffix): the input rows + click_probability, model_version")
     p.add_argument("--name", default="ctr", help="registered model name (default ctr)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (for scripts)")
 
 

@@ -209,7 +209,7 @@ def _training_args(p: argparse.ArgumentParser, bundles: bool = False) -> None:
                                                           "from the run's checkpoints)")
     p.add_argument("--split", choices=SPLIT_POLICIES, help="training-set split policy (default: the data set "
                                                            "spec's, global-temporal unless it says otherwise)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (for scripts)")
     p.set_defaults(flow_checks_stages=True)  # validate_parameters names every bad value at once
 
 
@@ -238,7 +238,7 @@ def add_commands(sub, add: Callable) -> None:
     p.add_argument("--metric", default="auc", choices=["auc", "logloss"])
     p.add_argument("--margin", type=float, default=0.001, help="how much better than production to be promoted")
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (for scripts)")
     _add_bench_command(sub, add)
 
 

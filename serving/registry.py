@@ -256,7 +256,9 @@ class Registry:
             raise
         self._bump_generation()
         mv = self.get(int(created_mv.version), name)
-        log.info("registered %s v%d from %s (%s, test AUC %s)", name, mv.version, run_dir, stage, mv.metrics.get("auc"))
+        auc = mv.metrics.get("auc")
+        log.info("registered %s v%d from %s (%s, test AUC %s)", name, mv.version, run_dir, stage,
+                 "n/a" if auc is None else f"{auc:.4f}")
         return mv
 
     def registered_as(self, run_dir: Path | str, stage: str = DEFAULT_STAGE,

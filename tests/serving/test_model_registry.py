@@ -342,3 +342,6 @@ def test_cli_register_list_show_promote(home, runs, capsys):
     lines = out.splitlines()
     assert code == 0 and len(lines) == 4 and " v2 refused: auc 0.7000 vs production v1 0.7500 " in lines[1]
     assert " v2 promoted (forced): " in lines[3]
+    assert " v1 promoted: auc 0.7500 vs no production version [each version's own test split; margin 0.0] - " \
+           "ctr v1 is the first production version" in lines[0]
+    assert all(line.count("each version's own test split") == 1 for line in lines)  # the basis said once
