@@ -54,6 +54,8 @@ def track_run(run_dir: Path, paths: Paths) -> str:
 def evaluate_model(run_id: RunId) -> dict:
     """The test metrics every stage of ``artifacts/runs/<run_id>`` recorded (never re-scored here:
     the test split is scored once, when a stage finishes), also logged as an MLflow run."""
+    from serving.tracking import tracking_uri
+
     paths = project_paths()
     evaluation = collect_metrics(paths.runs / run_id)
-    return {**evaluation, "mlflow_run_id": track_run(paths.runs / run_id, paths)}
+    return {**evaluation, "mlflow_run_id": track_run(paths.runs / run_id, paths), "mlflow_uri": tracking_uri(paths)}

@@ -115,7 +115,9 @@ def summary_table(summary: dict) -> str:
              f"{summary['dataset']} (train/valid/test {'/'.join(str(v) for v in summary['training_set'].values())})",
              text_table([StageRow(**v) for v in summary["variants"].values()])]
     if summary.get("mlflow_run_id"):
-        lines.append(f"MLflow run {summary['mlflow_run_id']} (experiment clickprompt-training; `clickprompt ui`)")
+        where = f" in {summary['mlflow_uri']}" if summary.get("mlflow_uri") else ""
+        lines.append(f"MLflow run {summary['mlflow_run_id']} (experiment clickprompt-training{where}; any MLflow UI "
+                     "reads it: `clickprompt ui` where the full mlflow package is installed)")
     reg = summary.get("registered")
     if reg:
         now = reg.get("version_stage")  # the registry now: a later promotion may have archived it

@@ -50,7 +50,8 @@ def test_pipeline_run_is_an_mlflow_run_with_the_run_folders_values(flow_home, sm
     assert tags["code_version"] == code_version() and tags["device"] == "cpu"
     artifacts = {a.path for a in mlc.list_artifacts(run.info.run_id)}
     assert {"metrics.json", "training_set.json"} <= artifacts
-    assert f"MLflow run {summary['mlflow_run_id']}" in summary_table(summary)
+    assert f"MLflow run {summary['mlflow_run_id']} (experiment clickprompt-training in {tracking_uri(flow_home)}; " \
+           "any MLflow UI reads it" in summary_table(summary)  # where it is, whether or not `clickprompt ui` runs here
 
     # the same finished run again (every stage cached): still one MLflow run
     again = train_pipeline(**small_pipeline, stages=["baseline"], to_registry=False)
