@@ -107,7 +107,13 @@ def cmd_registry_promote(args, paths: Paths) -> int:
 
 
 def cmd_serve(args, paths: Paths) -> int:
+    from serving.registry import Registry
     from serving.server import serve
+
+    known = sorted({v.name for v in Registry(paths).list()})
+    if args.name not in known:  # it serves anyway (503 until one is promoted), but a typo should show
+        print(f"warning: no model named {args.name!r} in the registry yet (registered: {', '.join(known) or 'none'}); "
+              "the server answers 503 until a version of it is promoted", file=sys.stderr)
 
     serve(paths, host=args.host, port=args.port, name=args.name, poll_seconds=args.poll_seconds,
           access_log=args.access_log, workers=args.workers)

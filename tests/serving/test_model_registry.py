@@ -345,3 +345,18 @@ def test_cli_register_list_show_promote(home, runs, capsys):
     assert " v1 promoted: auc 0.7500 vs no production version [each version's own test split; margin 0.0] - " \
            "ctr v1 is the first production version" in lines[0]
     assert all(line.count("each version's own test split") == 1 for line in lines)  # the basis said once
+
+
+def test_serve_warns_of_a_model_name_the_registry_does_not_hold(home, runs, monkeypatch, capsys):
+    """`serve --name nope` (a typo) serves 503 until a version of it is promoted: said at start."""
+    import serving.server
+
+    started = []
+    monkeypatch.setattr(serving.server, "serve", lambda paths, **kw: started.append(kw["name"]))
+    Registry(home).register(runs["weak"])
+    code, _, err = run_cli(capsys, "serve", "--name", "nope")
+    assert code == 0 and started == ["nope"]
+    assert err == ("warning: no model named 'nope' in the registry yet (registered: ctr); the server answers 503 "
+                   "until a version of it is promoted\n")
+    code, _, err = run_cli(capsys, "serve")
+    assert code == 0 and started == ["nope", "ctr"] and "warning" not in err
