@@ -102,9 +102,9 @@ def cmd_data_status(args, paths: Paths) -> int:
     for name in pending:
         print(f"batch {name}: pending in {inbox} (`clickprompt data update` ingests it)")
     print(f"snapshots: {'current' if problem is None else 'STALE: ' + problem}")
-    if busy:
-        print(f"busy: the warehouse is being written by pid {busy.get('pid')} since {busy.get('since')} "
-              f"({busy.get('command', '?')})")
+    if busy:  # the record is written just after the lock is taken: a writer may not have said who it is yet
+        who = f"pid {busy['pid']} since {busy.get('since')}" if busy.get("pid") else "a writer that has not said who yet"
+        print(f"busy: the warehouse is being written by {who}" + (f" ({busy['command']})" if busy.get("command") else ""))
     return 0
 
 
@@ -127,12 +127,14 @@ def cmd_data_init_spec(args, paths: Paths) -> int:
         raise ValueError(f"{target} exists: pass --force to replace it, or --out elsewhere")
     write_text_atomic(target, text)
     print(text)
-    print(f"# written to {target}; put the files in {paths.raw(args.name)}/ (or `clickprompt data fetch "
-          f"{args.name} --from {events.parent}`), then `clickprompt data ingest --dataset {args.name}`")
     try:  # a draft to edit: written either way, and what it still lacks said now, not at ingest
         load_spec(target)
     except ValueError as exc:
+        print(f"# written to {target}; edit it before the first ingest", flush=True)
         print(f"warning: the draft does not load yet; edit it first: {exc}", file=sys.stderr)
+        return 0
+    print(f"# written to {target}; put the files in {paths.raw(args.name)}/ (or `clickprompt data fetch "
+          f"{args.name} --from {events.parent}`), then `clickprompt data ingest --dataset {args.name}`")
     return 0
 
 

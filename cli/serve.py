@@ -110,8 +110,13 @@ def cmd_serve(args, paths: Paths) -> int:
     from serving.registry import Registry
     from serving.server import serve
 
-    known = sorted({v.name for v in Registry(paths).list()})
-    if args.name not in known:  # it serves anyway (503 until one is promoted), but a typo should show
+    try:  # only a warning: a registry that cannot be read now is the server's to report (503, degraded)
+        registry = Registry(paths)
+        held = bool(registry.list(args.name))
+        known = [] if held else sorted({v.name for v in registry.list()})
+    except Exception:  # noqa: BLE001 - whatever the store raises, the server starts and says it
+        held = True
+    if not held:  # it serves anyway (503 until one is promoted), but a typo should show
         print(f"warning: no model named {args.name!r} in the registry yet (registered: {', '.join(known) or 'none'}); "
               "the server answers 503 until a version of it is promoted", file=sys.stderr)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from prefect import flow, task
@@ -58,4 +59,5 @@ def evaluate_model(run_id: RunId) -> dict:
 
     paths = project_paths()
     evaluation = collect_metrics(paths.runs / run_id)
-    return {**evaluation, "mlflow_run_id": track_run(paths.runs / run_id, paths), "mlflow_uri": tracking_uri(paths)}
+    uri = re.sub(r"//[^/@]*@", "//", tracking_uri(paths))  # a team server's user:token@ stays out of the summary
+    return {**evaluation, "mlflow_run_id": track_run(paths.runs / run_id, paths), "mlflow_uri": uri}

@@ -40,11 +40,14 @@ def register_model(run_id: RunId, metric: Literal["auc", "logloss"] = "auc") -> 
     """Register ``artifacts/runs/<run_id>/finetune-ctr-only`` and promote it if it is better. What
     was decided then (possibly a cached result of an earlier run), with the registry as it is now:
     ``production_version`` and the version's ``version_stage`` (promoted then, archived since, say)."""
-    from serving.registry import Registry
+    from serving.registry import Registry, RegistryError
 
     paths = project_paths()
     refresh = not paths.registry.exists()  # a cached result vouches for a registry that is gone
     decided = cached(register_and_promote, paths, refresh=refresh)(paths.runs / run_id, paths, metric)
     registry = Registry(paths)
-    return {**decided, "production_version": registry.production_version(decided["name"]),
-            "version_stage": registry.get(decided["version"], decided["name"]).stage}
+    try:
+        stage = registry.get(decided["version"], decided["name"]).stage
+    except RegistryError:  # a store made anew since the cached decision: that version is not in it
+        stage = None
+    return {**decided, "production_version": registry.production_version(decided["name"]), "version_stage": stage}

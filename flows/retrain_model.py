@@ -84,7 +84,7 @@ def judgement_markdown(j: dict, run_id: str) -> str:
         auc = "n/a" if s["auc"] is None else f"{s['auc']:.4f}"
         lines.append(f"| v{s['version']} | {s['training_stage']} | {s['role']} | {auc} | {s['logloss']:.4f} |")
     lines += ["", f"Decision: {'promoted' if j['promoted'] else 'not promoted'} - {j['reason']}",
-              f"Production: v{j['production_version']}"]
+              "Production: " + ("none" if j["production_version"] is None else f"v{j['production_version']}")]
     return "\n".join(lines)
 
 

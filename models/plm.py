@@ -110,14 +110,18 @@ def _from_hub(name_or_path: str | Path):
     if Path(name_or_path).expanduser().is_dir():
         yield
         return
+    name = str(name_or_path)
     try:
         yield
     except OSError as exc:
+        if "/" in name or name.startswith(("~", ".")):  # meant as a folder: no hub name has these
+            raise FileNotFoundError(f"no model folder at {name}: point the config's plm at a model folder "
+                                    "(`--set plm=FOLDER`)") from exc
         raise FileNotFoundError(
-            f"PLM {str(name_or_path)!r} is not a folder here, and the model hub did not give it "
-            f"({str(exc).splitlines()[0]}): fetch it into the project (`clickprompt plm fetch {name_or_path}`), "
-            "point the config's plm at a model folder (`--set plm=FOLDER`), or, for a training bundle, "
-            "export it with --with-plm") from exc
+            f"PLM {name!r} is not a folder here, and the model hub did not give it "
+            f"({str(exc).splitlines()[0]}): fetch it into the project if the project ships it (`clickprompt plm "
+            f"fetch {name}`; it lists the ones it knows), point the config's plm at a model folder "
+            "(`--set plm=FOLDER`), or, for a training bundle, export it with --with-plm") from exc
 
 
 def load_plm(

@@ -10,8 +10,9 @@ from dataclasses import asdict, dataclass
 
 # metric -> which direction is better
 METRICS: dict[str, str] = {"auc": "higher", "logloss": "lower"}
-# what a model must beat to be served at all, whatever production holds: random ranking (AUC 0.5),
-# a coin's constant 0.5 (LogLoss ln 2); a model past it is worse than no model
+# what a first production version must beat: random ranking (AUC 0.5), a coin's constant 0.5 (LogLoss
+# ln 2); a model past it is worse than serving no model. Once one is served, a candidate need only beat it
+# (the weekly retrain may find both below the floor on a drifted window: the better one serves)
 FLOORS: dict[str, float] = {"auc": 0.5, "logloss": math.log(2)}
 
 
@@ -74,7 +75,7 @@ def decide(name: str, version: int, cand_value: float | None, current: int | Non
     """(promoted, reason) for candidate ``version`` against production ``current`` (None: none yet;
     the production version itself never comes here: ``Registry.promote`` answers it as a no-op)."""
     need = f" by the margin {margin:g}" if margin > 0 else ""
-    if not force and cand_value is not None and not beats(cand_value, FLOORS[metric], metric):
+    if not force and current is None and cand_value is not None and not beats(cand_value, FLOORS[metric], metric):
         return False, (f"{name} v{version} {metric} {_fmt(cand_value)} is no better than "
                        + ("random ranking" if metric == "auc" else "a constant 0.5") + f" ({_fmt(FLOORS[metric])}): "
                        "not served; check its data and training, or use --force to promote anyway")

@@ -72,7 +72,8 @@ def _problem(error: dict, content_type: str) -> dict:
         msg = f"{excerpt(value)} is not a number JSON can carry (NaN, Infinity or out of range): {msg}"
     if isinstance(value, (bytes, bytearray)):  # a body not sent as JSON reaches validation as its bytes
         value = value.decode("utf-8", errors="replace")
-        msg = (f"the body was sent as {content_type or 'no content type'!r}, not JSON: send it with "
+        sent = f"sent as {content_type!r}" if content_type else "sent without a content type"
+        msg = (f"the body was {sent}, not JSON: send it with "
                f"'Content-Type: application/json' (curl: -H 'Content-Type: application/json'): {msg}")
     return {"loc": [p if isinstance(p, (int, str)) else str(p) for p in error.get("loc", ())],
             "type": str(error.get("type", "")), "msg": msg, "input": excerpt(value)}

@@ -163,8 +163,10 @@ def test_a_candidate_without_auc_is_never_promoted_unforced(home, tmp_path):
     assert registry.promote(v, force=True).promoted
 
 
-def test_a_model_worse_than_no_model_is_never_served_unforced(home, tmp_path):
-    """The first version was promoted whatever it scored: AUC 0.485, LogLoss 3.46 on random labels."""
+def test_a_first_version_worse_than_no_model_is_not_served_unforced(home, tmp_path):
+    """The first version was promoted whatever it scored: AUC 0.485, LogLoss 3.46 on random labels.
+    Once a version serves, a candidate need only beat it (both may be below the floor on a drifted
+    window: the better one serves)."""
     registry = Registry(home)
     v = registry.register(write_run(tmp_path / "runs" / "random", 0.485, 3.46)).version
     result = registry.promote(v)
@@ -173,9 +175,10 @@ def test_a_model_worse_than_no_model_is_never_served_unforced(home, tmp_path):
     by_logloss = registry.promote(v, metric="logloss")
     assert not by_logloss.promoted and "logloss 3.4600 is no better than a constant 0.5 (0.6931)" in by_logloss.reason
     assert registry.promote(v, force=True).promoted and registry.production_version() == v
-    # and a later version past the floor still has to beat production
-    better = registry.register(write_run(tmp_path / "runs" / "ok", 0.51, 0.69)).version
-    assert registry.promote(better).promoted
+    better = registry.register(write_run(tmp_path / "runs" / "better", 0.49, 1.2)).version  # still below it
+    assert registry.promote(better).promoted and registry.production_version() == better
+    worse = registry.register(write_run(tmp_path / "runs" / "worse", 0.48, 1.3)).version
+    assert not registry.promote(worse).promoted
 
 
 def test_crash_between_the_two_updates_keeps_the_previous_production(home, runs, monkeypatch):
@@ -360,3 +363,10 @@ def test_serve_warns_of_a_model_name_the_registry_does_not_hold(home, runs, monk
                    "until a version of it is promoted\n")
     code, _, err = run_cli(capsys, "serve")
     assert code == 0 and started == ["nope", "ctr"] and "warning" not in err
+
+    def unreadable(self, name=None):
+        raise OSError("database is locked")
+
+    monkeypatch.setattr(Registry, "list", unreadable)  # a store that fails now: the server starts and says it
+    code, _, err = run_cli(capsys, "serve", "--name", "nope")
+    assert code == 0 and started == ["nope", "ctr", "nope"] and err == ""

@@ -46,8 +46,9 @@ def test_a_body_not_sent_as_json_gets_422_saying_which_header(server, path, cont
     assert response.status_code == 422, response.text
     (error,) = response.json()["detail"]
     assert error["input"] == body and error["loc"] == ["body"]
-    assert error["msg"].startswith(f"the body was sent as {content_type or 'no content type'!r}, not JSON: send "
-                                   "it with 'Content-Type: application/json'"), error["msg"]
+    sent = f"sent as {content_type!r}" if content_type else "sent without a content type"
+    assert error["msg"].startswith(f"the body was {sent}, not JSON: send it with 'Content-Type: application/json'"), \
+        error["msg"]
 
 
 def test_a_422_echoes_a_bounded_excerpt_of_the_input(server):
