@@ -114,7 +114,7 @@ def _from_hub(name_or_path: str | Path):
     try:
         yield
     except OSError as exc:
-        if "/" in name or name.startswith(("~", ".")):  # meant as a folder: no hub name has these
+        if name.startswith(("/", "~", ".")):  # meant as a folder (a hub name is "name" or "org/name")
             raise FileNotFoundError(f"no model folder at {name}: point the config's plm at a model folder "
                                     "(`--set plm=FOLDER`)") from exc
         raise FileNotFoundError(

@@ -105,7 +105,9 @@ def test_a_plm_that_is_no_folder_and_not_on_the_hub_is_one_line_naming_where_to_
     assert message.startswith("PLM 'no-such-plm-here' is not a folder here, and the model hub did not give it (")
     assert "`clickprompt plm fetch no-such-plm-here`" in message and "--with-plm" in message
     with pytest.raises(FileNotFoundError, match="is not a folder here, and the model hub did not give it"):
-        load_tokenizer("no-such-plm-here")
+        load_tokenizer("org/no-such-plm")  # a hub name may hold one slash
+    with pytest.raises(FileNotFoundError, match=r"^no model folder at \./nowhere/bert: point the config's plm at"):
+        load_tokenizer("./nowhere/bert")  # meant as a folder: nothing to fetch
 
 
 def test_a_bundle_without_its_plm_takes_the_projects_fetched_one(tmp_path: Path, monkeypatch) -> None:
