@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from prefect import flow, task
@@ -55,9 +54,9 @@ def track_run(run_dir: Path, paths: Paths) -> str:
 def evaluate_model(run_id: RunId) -> dict:
     """The test metrics every stage of ``artifacts/runs/<run_id>`` recorded (never re-scored here:
     the test split is scored once, when a stage finishes), also logged as an MLflow run."""
-    from serving.tracking import tracking_uri
+    from serving.tracking import public_uri, tracking_uri
 
     paths = project_paths()
     evaluation = collect_metrics(paths.runs / run_id)
-    uri = re.sub(r"//[^/@]*@", "//", tracking_uri(paths))  # a team server's user:token@ stays out of the summary
-    return {**evaluation, "mlflow_run_id": track_run(paths.runs / run_id, paths), "mlflow_uri": uri}
+    return {**evaluation, "mlflow_run_id": track_run(paths.runs / run_id, paths),
+            "mlflow_uri": public_uri(tracking_uri(paths))}

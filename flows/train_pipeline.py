@@ -35,6 +35,7 @@ from models.metrics import StageRow, text_table
 from models.train.config import Method
 from models.train.run import run_lock
 from models.train.stages import REGISTERED_STAGE, Stage, check_stages, default_stages
+from serving.versions import CANDIDATE, PRODUCTION
 
 
 def latest_summary_path(paths: Paths) -> Path:
@@ -121,7 +122,7 @@ def summary_table(summary: dict) -> str:
     reg = summary.get("registered")
     if reg:
         now = reg.get("version_stage")  # the registry now: a later promotion may have archived it
-        since = f" ({now} now)" if now and now != ("production" if reg["promoted"] else "candidate") else ""
+        since = f" ({now} now)" if now and now != (PRODUCTION if reg["promoted"] else CANDIDATE) else ""
         lines.append(f"registered {reg['stage']} as version {reg['version']}: "
                      + ("promoted to production" if reg["promoted"] else f"not promoted ({reg['reason']})") + since)
         if reg.get("production_version") is not None:

@@ -54,6 +54,7 @@ from ingestion.rows import (
     empty_table,
     int_column,
     require_columns,
+    require_raw_folder,
     to_int,
     typed_table,
 )
@@ -204,9 +205,7 @@ def _build_items(p: Parsed, spec: DatasetSpec, layout: str) -> dict[str, pd.Seri
 
 def _detect_layout(folder: Path, spec: DatasetSpec, partial: bool = False) -> _Layout:
     """The layout whose files ``folder`` holds (all three; with ``partial`` at least one)."""
-    if not folder.is_dir():
-        raise RawDataError(folder.name, None, None, f"raw data folder {folder} does not exist: fetch the files "
-                           f"first (`clickprompt data fetch {spec.name}`; your own: `--from FOLDER`)", path=folder)
+    require_raw_folder(folder, spec.name)
     candidates: list[_Layout] = [_GL100K, _GL1M]
     inters = sorted(p.stem for p in folder.glob("*.inter"))
     short = spec.name.replace("movielens-", "ml-")

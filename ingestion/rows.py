@@ -47,6 +47,13 @@ class RawDataError(ValueError):
         return (_rebuild_error, (self.file, self.line, self.field, self.reason, self.path))
 
 
+def require_raw_folder(folder: Path, dataset: str) -> None:
+    """``folder`` (a data set's raw files) exists, else RawDataError naming the fetch that makes it."""
+    if not folder.is_dir():
+        raise RawDataError(folder.name, None, None, f"raw data folder {folder} does not exist: fetch the files "
+                           f"first (`clickprompt data fetch {dataset}`; your own: `--from FOLDER`)", path=folder)
+
+
 def _rebuild_error(file, line, field, reason, path):  # pickle support for the keyword-only path
     return RawDataError(file, line, field, reason, path=path)
 

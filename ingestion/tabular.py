@@ -39,6 +39,7 @@ from ingestion.rows import (
     check_int,
     empty_table,
     int_column,
+    require_raw_folder,
     to_int,
 )
 
@@ -248,9 +249,7 @@ def load_tabular(spec: DatasetSpec, source: Path, quarantine: bool = False, part
     if src is None:
         raise ValueError(f"spec {spec.name} names loader 'tabular' but has no source block")
     folder = Path(source)
-    if not folder.is_dir():
-        raise RawDataError(folder.name, None, None, f"raw data folder {folder} does not exist: fetch the files "
-                           f"first (`clickprompt data fetch {spec.name}`; your own: `--from FOLDER`)", path=folder)
+    require_raw_folder(folder, spec.name)
     rejected: list[Rejected] = []
     files: dict[str, str] = {}
     lines: dict[str, tuple[str, np.ndarray]] = {}

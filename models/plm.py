@@ -105,8 +105,11 @@ def text_position_ids(input_ids: Tensor, info: PLMInfo) -> Tensor:
 
 @contextlib.contextmanager
 def _from_hub(name_or_path: str | Path):
-    """A name that is no folder here goes to the model hub; where that fails (offline, the project's
-    default, or unreachable), one line saying where a PLM can come from instead of transformers' trace."""
+    """A ``Path`` must be a folder (it never falls back to the hub); a name that is no folder here goes
+    to the model hub, and where that fails (offline, the project's default, or unreachable), one line
+    says where a PLM can come from instead of transformers' trace."""
+    if isinstance(name_or_path, Path) and not name_or_path.is_dir():
+        raise FileNotFoundError(f"no model folder at {name_or_path}")
     if Path(name_or_path).expanduser().is_dir():
         yield
         return
@@ -132,8 +135,6 @@ def load_plm(
     A ``Path`` must exist (it never falls back to the hub). Weights missing from the checkpoint
     (e.g. an untrained MLM head) raise unless ``allow_missing_keys``. Returned in eval mode.
     """
-    if isinstance(name_or_path, Path) and not name_or_path.is_dir():
-        raise FileNotFoundError(f"no model folder at {name_or_path}")
     source = str(name_or_path)
     with _from_hub(name_or_path):
         model, loading = AutoModelForMaskedLM.from_pretrained(source, output_loading_info=True)
@@ -150,8 +151,6 @@ def load_plm(
 
 def load_tokenizer(name_or_path: str | Path) -> PreTrainedTokenizerBase:
     """The tokenizer of a PLM folder or hub name (without loading its weights)."""
-    if isinstance(name_or_path, Path) and not name_or_path.is_dir():
-        raise FileNotFoundError(f"no model folder at {name_or_path}")
     with _from_hub(name_or_path):
         tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
     if tokenizer.mask_token_id is None or tokenizer.pad_token_id is None:

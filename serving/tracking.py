@@ -28,14 +28,16 @@ can hold it, and adopted when their ``metrics.json`` and params are the same. Wh
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
+import re
 import time
 from pathlib import Path
 from typing import Iterable
 
-from core.io import digest, sha256_file
+from core.io import digest
 from core.settings import Paths
 from serving.artifacts import code_version
 
@@ -54,6 +56,11 @@ def store_path(paths: Paths) -> Path:
 def tracking_uri(paths: Paths) -> str:
     """``MLFLOW_TRACKING_URI`` when set, else the project home's SQLite store."""
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store_path(paths)}"
+
+
+def public_uri(uri: str) -> str:
+    """``uri`` as summaries and logs show it: a team server's ``user:token@`` left out."""
+    return re.sub(r"//[^/@]*@", "//", uri)
 
 
 def artifact_location(paths: Paths, experiment: str) -> str | None:
@@ -176,9 +183,9 @@ def logged_run_of(mlc, experiment_ids: list[str], run_dir: Path | str):
 
 def _state(run_dir: Path) -> tuple[dict, dict, dict[str, str]]:
     """The finished folder's ``metrics.json``, ``config.json`` and the digests of both (``_digests``)."""
-    run = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-    config = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-    return run, config, _digests(run, config, run_dir, sha256_file(run_dir / "metrics.json"))
+    raw = (run_dir / "metrics.json").read_bytes()  # read once: the figures and their digest are one version
+    run, config = json.loads(raw), json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    return run, config, _digests(run, config, run_dir, hashlib.sha256(raw).hexdigest())
 
 
 def _digests(run: dict, config: dict, run_dir: Path, metrics_sha: str) -> dict[str, str]:
@@ -273,7 +280,7 @@ def log_training_run(paths: Paths, run_dir: Path | str, experiment: str = TRAINI
             mlc.set_terminated(run_id, status="FAILED")
         raise
     if logged is None:
-        log.info("run %s logged to MLflow (%s) as run %s", run_dir.name, tracking_uri(paths), run_id)
+        log.info("run %s logged to MLflow (%s) as run %s", run_dir.name, public_uri(tracking_uri(paths)), run_id)
     else:
         log.info("run %s: MLflow run %s updated (%s)", run_dir.name, run_id,
                  f"stages {', '.join(changed)}" if changed else "its metrics.json")
