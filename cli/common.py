@@ -156,20 +156,39 @@ def known_plms() -> list[str]:
     return sorted(PLMS)
 
 
+def add_profile(p, default: str | None, help: str) -> None:
+    """A command's ``--profile``: a training profile, checked by ``check_names`` right after parsing."""
+    p.add_argument("--profile", default=default, help=help)
+    p.set_defaults(training_profile=True)
+
+
 def check_names(args, paths: Paths) -> None:
-    """Names a command would only look up after minutes of work - backbone, stages, language
-    model - checked right after parsing; an unknown one raises ``UserError`` listing the known ones.
-    (``train`` / ``pipeline`` check their stages with their other flow parameters, all in one line.)"""
+    """Names a command would only look up after seconds of imports or minutes of work - training
+    profile and method, backbone, stages, language model - checked right after parsing; every unknown
+    one is named in one ``UserError`` line, with the known ones."""
+    problems = []
+    if getattr(args, "training_profile", False):
+        from models.train.config import check_method, check_profile
+
+        for flag, check in (("profile", check_profile), ("method", check_method)):
+            value = getattr(args, flag, None)
+            try:
+                if value is not None:
+                    check(value)
+            except ValueError as exc:
+                problems.append(f"--{flag}: {exc}")
     backbone = getattr(args, "backbone", None)
     if backbone and backbone not in (known := known_backbones()):
-        raise UserError(f"--backbone {backbone}: unknown CTR model; known: {', '.join(known)}")
+        problems.append(f"--backbone {backbone}: unknown CTR model; known: {', '.join(known)}")
     stages = getattr(args, "stages", None)
-    if stages and stages != "all" and not getattr(args, "flow_checks_stages", False):
+    if stages and stages != "all":
         known_s = known_stages()
         unknown = [s for s in stages.split(",") if s not in known_s]
         if unknown:
-            raise UserError(f"--stages: unknown stage {unknown[0]!r}; known: {', '.join(known_s)} (or all)")
+            problems.append(f"--stages: unknown stage {unknown[0]!r}; known: {', '.join(known_s)} (or all)")
     plm = getattr(args, "plm", None)
     if plm and plm not in known_plms() and not Path(paths.plm_source(plm)).is_dir():
-        raise UserError(f"--plm {plm}: not a known language model ({', '.join(known_plms())}), one fetched into "
+        problems.append(f"--plm {plm}: not a known language model ({', '.join(known_plms())}), one fetched into "
                         f"{paths.plms}, nor a folder")
+    if problems:
+        raise UserError("; ".join(problems))

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Callable
 
-from cli.common import entity_id, fractions, print_json, require_feature_store, spec_of
+from cli.common import add_profile, entity_id, fractions, print_json, require_feature_store, spec_of
 from core.names import CLICKPROMPT_SERVICE, CTR_SERVICE
 from core.settings import Paths
 from core.spec import SPLIT_POLICIES
@@ -128,7 +128,7 @@ def add_commands(sub, add: Callable) -> None:
                    f"(default {CLICKPROMPT_SERVICE})")
     p.add_argument("--training-set", metavar="FOLDER", help="a build folder under data/training_sets (default: the "
                    "service's newest)")
-    p.add_argument("--profile", default="demo", help="the run config's training profile")
+    add_profile(p, "demo", "the run config's training profile: smoke | demo | default | paper (default demo)")
     p.add_argument("--method", default="clickprompt")
     p.add_argument("--backbone")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="config override, e.g. plm=minilm-l6")

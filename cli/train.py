@@ -8,7 +8,15 @@ import re
 from pathlib import Path
 from typing import Callable
 
-from cli.common import UserError, dataset_of, positive_int, prefect_ready, print_json, require_feature_store
+from cli.common import (
+    UserError,
+    add_profile,
+    dataset_of,
+    positive_int,
+    prefect_ready,
+    print_json,
+    require_feature_store,
+)
 from core.names import DEFAULT_DATASET, DEFAULT_WINDOW_DAYS
 from core.settings import Paths
 from core.spec import SPLIT_POLICIES
@@ -194,8 +202,8 @@ DATASET_HELP = f"data set spec name (default: the one in the warehouse, else {DE
 
 def _training_args(p: argparse.ArgumentParser, bundles: bool = False) -> None:
     p.add_argument("--dataset", help=DATASET_HELP)
-    p.add_argument("--profile", help=f"smoke | demo | default | paper (default {TRAIN_PROFILE}"
-                   + ("; with --bundle: the bundle's own config)" if bundles else ")"))
+    add_profile(p, None, f"smoke | demo | default | paper (default {TRAIN_PROFILE}"
+                + ("; with --bundle: the bundle's own config)" if bundles else ")"))
     p.add_argument("--method", default="clickprompt", help="clickprompt | alt | ctrl | lm_only | baseline: the "
                    "pretraining objective and the default stages")
     p.add_argument("--backbone", help="CTR model name (dcnv2, dnn, autoint, fm, deepfm, dcn, xdeepfm, pnn)")
@@ -210,7 +218,6 @@ def _training_args(p: argparse.ArgumentParser, bundles: bool = False) -> None:
     p.add_argument("--split", choices=SPLIT_POLICIES, help="training-set split policy (default: the data set "
                                                            "spec's, global-temporal unless it says otherwise)")
     p.add_argument("--json", action="store_true", help="print the result as JSON (for scripts)")
-    p.set_defaults(flow_checks_stages=True)  # validate_parameters names every bad value at once
 
 
 def add_commands(sub, add: Callable) -> None:
@@ -229,7 +236,7 @@ def add_commands(sub, add: Callable) -> None:
     p = add(sub, "retrain", cmd_retrain, "retrain on a window and judge the challengers against production on "
                                         "the most recent held-out window (promotes on a margin)")
     p.add_argument("--dataset", help=DATASET_HELP)
-    p.add_argument("--profile", default="demo")
+    add_profile(p, "demo", "smoke | demo | default | paper (default demo)")
     p.add_argument("--backbone")
     p.add_argument("--stages", help=f"comma list (default {','.join(RETRAIN_STAGES)})")
     p.add_argument("--window", default="growing", choices=["growing", "sliding"])

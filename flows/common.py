@@ -39,11 +39,9 @@ def _known_dataset(name: str) -> str:
 
 
 def _known_profile(name: str) -> str:
-    from models.train.config import PROFILES
+    from models.train.config import check_profile
 
-    if name not in PROFILES:
-        raise ValueError(f"unknown profile {name!r}; known: {sorted(PROFILES)}")
-    return name
+    return check_profile(name)
 
 
 def _known_stage(name: str) -> str:

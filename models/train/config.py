@@ -210,10 +210,23 @@ def _validated(raw: dict[str, Any]) -> TrainConfig:
         raise ConfigError("bad training setting(s): " + "; ".join(problems)) from None
 
 
+def check_profile(name: str) -> str:
+    """``name`` if it is a training profile, else a ValueError naming the known ones."""
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; known: {sorted(PROFILES)}")
+    return name
+
+
+def check_method(name: str) -> str:
+    """``name`` if it is a training method, else a ValueError naming the known ones."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; known: {', '.join(METHODS)}")
+    return name
+
+
 def load_config(profile: str = "default", overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Defaults <- profile <- overrides (dotted keys allowed). Unknown keys raise."""
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; known: {sorted(PROFILES)}")
+    check_profile(profile)
     nested = _dotted(overrides or {})
     profile_raw = dict(PROFILES[profile])
     if "backbone" in nested and "backbone_config" in profile_raw and "backbone_config" not in nested:
