@@ -10,7 +10,7 @@ import signal
 import threading
 from pathlib import Path
 
-from core.names import DEFAULT_DATASET
+from core.names import DEFAULT_DATASET, INT64_MAX, INT64_MIN
 from core.settings import Paths
 
 
@@ -101,12 +101,9 @@ def positive_float(text: str) -> float:
     return _number(text, float, math.ulp(0.0), math.inf, "must be a number > 0")
 
 
-INT64_MAX = 2**63 - 1  # the stores' id type (the HTTP API refuses larger ids the same way)
-
-
 def entity_id(text: str) -> int:
     """argparse type: a user / item id, a whole number the stores' int64 holds."""
-    return _number(text, int, -INT64_MAX - 1, INT64_MAX,
+    return _number(text, int, INT64_MIN, INT64_MAX,
                    f"is out of range: ids are 64-bit integers (at most {INT64_MAX})")
 
 

@@ -10,6 +10,9 @@ DEFAULT_DATASET = "movielens-100k"  # the embedded default: real MovieLens-100K 
 CTR_SERVICE = "ctr_v1"  # ID features only: what CTR-only models train on and serve with
 CLICKPROMPT_SERVICE = "clickprompt_v1"  # ID features + rendered text: what ClickPrompt / ALT train on
 
+# user / item ids: the stores' int64 (the CLI's --user/--item, the HTTP API and batch scoring refuse others)
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
 DEFAULT_WINDOW_DAYS = 90  # the weekly retrain's sliding window, when it slides (flows.retrain_model, the CLI)
 
 

@@ -19,10 +19,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.names import INT64_MAX, INT64_MIN
+
 MAX_BATCH = 1000  # pairs per /predict/batch (more: 422 naming the limit)
 MAX_ERRORS = 10  # problems listed in one 422
 MAX_ECHO = 200  # characters of the offending input echoed per problem
-EntityId = Annotated[int, Field(strict=True, ge=-(2**63), le=2**63 - 1)]
+EntityId = Annotated[int, Field(strict=True, ge=INT64_MIN, le=INT64_MAX)]
 
 
 class PredictRequest(BaseModel):

@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from core.names import INT64_MAX, INT64_MIN
 from core.settings import Paths
 from core.spec import DatasetSpec, Kind, load_spec
 from models.builder import serving_score_fn
@@ -214,11 +215,18 @@ def _check_ids(frame: pd.DataFrame, column: str, where: str) -> pd.Series:
                                 f"first at {_row(int(np.flatnonzero(nulls.to_numpy())[0]))}")
     if pd.api.types.is_integer_dtype(col):
         return col.astype("int64")
+    if pd.api.types.is_float_dtype(col):  # a CSV's '196.0', or a column a join made float: as ingest, refused
+        raise ScoringInputError(
+            f"{where}, column {column!r}: {_row(0)} value {float(col.iloc[0])!r} is not a whole number: the column is "
+            f"{col.dtype} and ids are integers (write them without a decimal point; in pandas "
+            f"frame[{column!r}].astype('int64'))")
     numeric = pd.to_numeric(col, errors="coerce")
-    bad = numeric.isna() | (numeric != numeric.round())
+    decimal = col.astype(str).str.contains(r"[.eE]")  # '196.0', '1e3': not how an id is written
+    bad = numeric.isna() | decimal | (numeric != numeric.round()) | ~numeric.between(INT64_MIN, INT64_MAX)
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise ScoringInputError(f"{where}, column {column!r}: {_row(row)} value {col.iloc[row]!r} is not an integer id")
+        raise ScoringInputError(f"{where}, column {column!r}: {_row(row)} value {col.iloc[row]!r} is not an integer id "
+                                "(ids are whole numbers the stores' int64 holds)")
     return numeric.astype("int64")
 
 
