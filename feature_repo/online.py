@@ -8,7 +8,10 @@ after its batch commit, before the materialization), and the nightly flow loads 
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
+import os
+import re
 import sys
 import threading
 from datetime import datetime, timedelta, timezone
@@ -80,13 +83,37 @@ def materialize_incremental(spec: DatasetSpec, paths: Paths, since: datetime | N
 _STDOUT_SWAP = threading.Lock()
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # colorama's Style / Fore codes in Feast's banner
+
+
+class _Plain(io.TextIOBase):
+    """A text stream that writes to ``target`` without ANSI colour codes (for logs and pipes)."""
+
+    def __init__(self, target) -> None:
+        self.target = target
+
+    def write(self, text: str) -> int:
+        self.target.write(_ANSI.sub("", text))
+        return len(text)
+
+    def flush(self) -> None:
+        self.target.flush()
+
+
+def _coloured(stream) -> bool:
+    """Colours only for a person at a terminal that wants them (https://no-color.org)."""
+    return not os.environ.get("NO_COLOR") and getattr(stream, "isatty", lambda: False)()
+
+
 @contextlib.contextmanager
 def _banner_to_stderr() -> Iterator[None]:
     """Feast prints its "Materializing N feature views ..." banner to stdout: sent to stderr, with its
-    progress bars, so a command's stdout holds only its own output (``--json`` stays parseable). The
-    swap is process-wide (``sys.stdout``): one at a time, so two overlapping ones cannot leave stdout
-    pointing at stderr."""
-    with _STDOUT_SWAP, contextlib.redirect_stdout(sys.stderr):
+    progress bars, so a command's stdout holds only its own output (``--json`` stays parseable), and
+    without its colour codes unless stderr is a terminal (a log file or Prefect's log shows plain
+    text). The swap is process-wide (``sys.stdout``): one at a time, so two overlapping ones cannot
+    leave stdout pointing at stderr."""
+    target = sys.stderr if _coloured(sys.stderr) else _Plain(sys.stderr)
+    with _STDOUT_SWAP, contextlib.redirect_stdout(target):
         yield
 
 

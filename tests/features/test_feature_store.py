@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta, timezone
 
 import pandas as pd
@@ -102,6 +103,7 @@ def test_materialize_then_online_lookup_returns_warehouse_values(small_home, cap
     materialize(SPEC, small_home)
     out, err = capsys.readouterr()  # Feast's banner is not a command's output: `... --json | jq` stays parseable
     assert out == "" and "Materializing" in err
+    assert "\x1b[" not in err and re.search(r"Materializing \d+ feature views from ", err), err  # no colour codes in a log
     got = online_features(small_home, [{"user_id": 3, "item_id": 2}, {"user_id": 999, "item_id": 1}])
     assert got["occupation"] == ["writer", None] and got["age"] == [23, None]
     assert got["title"] == ["GoldenEye", "Toy Story"]
