@@ -29,6 +29,7 @@ log = logging.getLogger("clickprompt.locks")
 LOCK_WAIT_ENV = "CLICKPROMPT_LOCK_WAIT"
 DEFAULT_WAIT_S = 60.0
 POLL_S = 0.2
+ANNOUNCE_AFTER_S = 1.0  # a wait shorter than this is not worth a line (and may be `data status`'s probe)
 
 _held: dict[str, int] = {}  # lock file -> depth, for this process
 
@@ -84,18 +85,21 @@ def wait_seconds(wait_s: float | None = None) -> float:
 
 
 def _acquire(fd: int, lock: Path, what: str, wait_s: float) -> None:
-    deadline = time.monotonic() + wait_s
+    """Take ``lock``, waiting up to ``wait_s``. The wait is announced only once the lock has stayed
+    busy for ``ANNOUNCE_AFTER_S``: ``held_now`` (``data status``) takes it shared for an instant, and
+    a writer that met that probe would otherwise name the lock file's last holder, long finished."""
+    start = time.monotonic()
     announced = False
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return
         except BlockingIOError:
-            busy = Busy(what, holder(lock))
-            if time.monotonic() >= deadline:
-                raise busy from None
-            if not announced:
-                log.warning("%s: waiting up to %.0f s for it", busy, wait_s)
+            waited = time.monotonic() - start
+            if waited >= wait_s:
+                raise Busy(what, holder(lock)) from None
+            if not announced and waited >= ANNOUNCE_AFTER_S:
+                log.warning("%s: waiting up to %.0f s for it", Busy(what, holder(lock)), wait_s)
                 announced = True
             time.sleep(POLL_S)
 

@@ -255,7 +255,8 @@ def test_ctrl_c_while_prefects_server_starts_leaves_no_server_behind(tmp_path, s
             proc.kill()
             raise AssertionError(f"Prefect's server never started: {proc.communicate()[1][-2000:]}")
         with socket.socket() as probe:  # launched, not answering yet: the window this test is about
-            assert probe.connect_ex(("127.0.0.1", port)) != 0, "the server already answered: the window was missed"
+            if probe.connect_ex(("127.0.0.1", port)) == 0:  # a machine fast enough to close it: nothing to test
+                pytest.skip("Prefect's server answered before the interrupt could land in its start")
         os.killpg(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 130 and "interrupted (exit 130)" in err and "Traceback" not in err, err

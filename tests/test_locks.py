@@ -56,14 +56,37 @@ def test_a_second_process_fails_with_the_holders_pid_and_start_time(tmp_path):
 
 def test_a_waiter_says_so_and_gets_the_lock_when_the_holder_ends(tmp_path, caplog):
     lock = tmp_path / "warehouse.duckdb.lock"
-    proc = hold(lock, "warehouse", 1.5)
+    proc = hold(lock, "warehouse", 3)  # past ANNOUNCE_AFTER_S: the wait is worth a line
     started = time.monotonic()
     with exclusive(lock, "warehouse", wait_s=30):
         waited = time.monotonic() - started
         assert holder(lock)["pid"] == os.getpid()
     proc.wait()
-    assert 0.3 < waited < 20
+    assert 2 < waited < 20
     assert f"warehouse is busy (pid {proc.pid} since" in caplog.text and "waiting up to 30 s" in caplog.text
+
+
+PROBE = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY)
+fcntl.flock(fd, fcntl.LOCK_SH)  # as core.locks.held_now takes it for `data status`
+print("probing", flush=True)
+time.sleep(0.05)
+"""
+
+
+def test_a_status_probe_in_passing_is_not_announced_as_the_last_holder(tmp_path, caplog):
+    """``data status`` takes the lock shared for an instant; a writer meeting it gets the lock on its next
+    poll and says nothing, rather than "busy (pid <a finished command>)", the file's last record."""
+    lock = tmp_path / "warehouse.duckdb.lock"
+    hold(lock, "warehouse", 0).wait()  # a finished writer: its record stays in the file
+    finished = holder(lock)["pid"]
+    probe = subprocess.Popen([sys.executable, "-c", PROBE, str(lock)], stdout=subprocess.PIPE, text=True)
+    assert probe.stdout.readline().strip() == "probing"
+    with exclusive(lock, "warehouse", wait_s=30):
+        assert holder(lock)["pid"] == os.getpid()
+    probe.wait()
+    assert f"pid {finished}" not in caplog.text and "busy" not in caplog.text, caplog.text
 
 
 def test_a_killed_holder_leaves_no_stale_lock_and_one_process_may_nest(tmp_path):
