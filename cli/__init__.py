@@ -140,6 +140,11 @@ def _gate_failed(exc: BaseException) -> bool:
     return type(exc).__name__ == "ValidationError"
 
 
+def _batches_held(exc: BaseException) -> bool:
+    """The nightly flow's rejected / waiting batches (exit 1, one line each); by name, as for gates."""
+    return type(exc).__name__ == "RejectedBatches"
+
+
 class _NoTraceback(logging.Filter):
     """On the terminal's handlers: Prefect logs a failed flow or task run with its traceback, and for
     an error the command reports itself on one line (busy, bad input, a failed gate) that traceback
@@ -173,7 +178,7 @@ def _reported_on_one_line(exc: BaseException) -> bool:
     from core.locks import Busy
 
     try:
-        return isinstance(exc, (Busy, *one_line_errors())) or _gate_failed(exc)
+        return isinstance(exc, (Busy, *one_line_errors())) or _gate_failed(exc) or _batches_held(exc)
     except Exception:  # a filter must never fail the log call: keep the traceback
         return False
 

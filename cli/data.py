@@ -61,51 +61,73 @@ def _ingest_batches(args, paths: Paths, spec, gate) -> int:
                   f"versions (valid from {r.valid_from}), label rate {r.label_rate or 0:.3f} ({r.seconds:.1f}s)")
         elif r.status == "rejected":
             print(f"batch {r.batch_id}: REJECTED, the warehouse is unchanged: {r.reason}")
-    waiting = _print_waiting(warehouse, quiet=args.json)
-    return 1 if waiting or any(r.status == "rejected" for r in reports) else 0
+    rejected_now = {r.batch_id for r in reports if r.status == "rejected"}
+    held = _print_held(paths.inbox(spec.name), warehouse, rejected_now, quiet=args.json)
+    return 1 if held or rejected_now else 0
 
 
-def _print_waiting(warehouse: Path, quiet: bool = False) -> int:
-    """List the batches waiting on an earlier one (to stderr); returns how many wait."""
-    import sys
+def _print_held(inbox: Path, warehouse: Path, said: set[str], quiet: bool = False) -> int:
+    """List (to stderr) the batches that keep the landing area from being clean - rejected before and
+    still there unchanged, changed after acceptance, waiting on an earlier one - but those in ``said``
+    (rejected in this run, already printed); returns how many."""
+    from ingestion.batch_log import held_batches, waiting_batches
 
-    from ingestion.batch_log import waiting_batches
-
-    waiting = waiting_batches(warehouse)
-    for w in waiting.itertuples() if not quiet else []:
-        print(f"batch {w.batch_id}: WAITING on batch {w.waiting_on} (taken again once a batch is accepted; "
-              f"correct {w.waiting_on} or send its profiles): {w.reason}", file=sys.stderr)
-    return len(waiting)
+    lines = [h.line for batch, h in held_batches(inbox, warehouse).items() if batch not in said]
+    lines += [f"batch {w.batch_id}: WAITING on batch {w.waiting_on} (taken again once a batch is accepted; "
+              f"correct {w.waiting_on} or send its profiles): {w.reason}" for w in waiting_batches(warehouse).itertuples()]
+    for line in lines if not quiet else []:
+        print(line, file=sys.stderr)
+    return len(lines)
 
 
 def cmd_data_status(args, paths: Paths) -> int:
     """Each batch's last outcome, the waiting ones and why, and whether the snapshots show the warehouse."""
     from core.locks import held_now, lock_path
     from core.snapshots import snapshot_problem
-    from ingestion.batch_log import batch_folders, latest_status
+    from ingestion.batch_log import CHANGED, batch_folders, held_batches, latest_status
     from ingestion.warehouse import connect
 
     with connect(paths.warehouse, read_only=True) as con:  # a status check writes nothing (no batch log: none yet)
         rows = latest_status(con).to_dict("records")
     logged = {r["batch_id"] for r in rows}
     inbox = paths.inbox(dataset_of(paths, None))
-    pending = [p.name for p in batch_folders(inbox) if p.name not in logged]  # landed, never read by an update
+    landed = {p.name for p in batch_folders(inbox)}
+    pending = sorted(landed - logged)  # landed, never read by an update
+    held = held_batches(inbox, paths.warehouse, read_only=True)
+    changed = [b for b, h in held.items() if h.status == CHANGED]  # the update stops at it: nothing after is taken
     problem = snapshot_problem(paths.snapshots, paths.warehouse)
     busy = held_now(lock_path(paths.warehouse))  # a writer at work now (the file keeps the last one's record)
     if args.json:
-        print_json({"batches": rows, "pending": pending, "snapshots": problem or "current", "lock": busy})
+        print_json({"batches": rows, "pending": pending, "held": {b: h._asdict() for b, h in held.items()},
+                    "snapshots": problem or "current", "lock": busy})
         return 0
     for r in rows:
         why = f" on batch {r['waiting_on']}" if r["status"] == "waiting" else ""
         print(f"batch {r['batch_id']}: {r['status']}{why}, {int(r['new_events'] or 0):,} events"
-              + (f": {r['reason']}" if r["status"] != "accepted" else ""))
+              + (f": {r['reason']}" if r["status"] != "accepted" else "")
+              + _held_note(r, held, landed))
     for name in pending:
-        print(f"batch {name}: pending in {inbox} (`clickprompt data update` ingests it)")
+        print(f"batch {name}: pending in {inbox} " + (f"(held: `clickprompt data update` refuses to go on until batch "
+              f"{changed[0]}'s files are restored)" if changed else "(`clickprompt data update` ingests it)"))
     print(f"snapshots: {'current' if problem is None else 'STALE: ' + problem}")
     if busy:  # the record is written just after the lock is taken: a writer may not have said who it is yet
         who = f"pid {busy['pid']} since {busy.get('since')}" if busy.get("pid") else "a writer that has not said who yet"
         print(f"busy: the warehouse is being written by {who}" + (f" ({busy['command']})" if busy.get("command") else ""))
     return 0
+
+
+def _held_note(row: dict, held: dict, landed: set[str]) -> str:
+    """What ``data status`` adds to a batch's line: whether it still holds the landing area up."""
+    from ingestion.batch_log import CHANGED
+
+    h = held.get(row["batch_id"])
+    if h is not None and h.status == CHANGED:
+        return " - CHANGED since: its files differ from those accepted (restore them; corrections come as new batches)"
+    if h is not None:
+        return " - still in the inbox unchanged: every update names it (correct its files, or move it out to give it up)"
+    if row["status"] == "rejected" and row["batch_id"] not in landed:
+        return " - given up (no longer in the inbox)"
+    return ""
 
 
 def cmd_data_init_spec(args, paths: Paths) -> int:
@@ -142,12 +164,29 @@ def cmd_data_replay(args, paths: Paths) -> int:
     from ingestion.replay import parse_period, replay
 
     spec = spec_of(paths, args.dataset)
+    _refuse_replay_over_loaded_data(paths)
     batches = replay(spec, paths.raw(spec.name), paths.inbox(spec.name), parse_period(args.every), args.batches)
     for b in batches:
         since = "the start" if b.start is None else f"{b.start:%Y-%m-%d %H:%M}"
         print(f"{b.folder}: events from {since} until {b.end:%Y-%m-%d %H:%M}: {b.events:,} events, "
               f"{b.users} new users, {b.items} new items")
     return 0
+
+
+def _refuse_replay_over_loaded_data(paths: Paths) -> None:
+    """Replayed batches into a warehouse that already holds the events (a `data ingest` first) would be
+    accepted with 0 new events each, and every later "week" of the life cycle would be empty."""
+    if not paths.warehouse.exists():
+        return
+    from core.snapshots import has_table
+    from ingestion.warehouse import connect
+
+    with connect(paths.warehouse, read_only=True) as con:
+        n = con.execute("SELECT count(*) FROM interactions").fetchone()[0] if has_table(con, "interactions") else 0
+    if n:
+        raise UserError(f"the warehouse at {paths.warehouse} already holds {n:,} events: replayed batches would bring "
+                        "nothing new. Replay into a new project home (CLICKPROMPT_HOME=DIR), or move the warehouse "
+                        "aside first")
 
 
 def cmd_data_update(args, paths: Paths) -> int:
@@ -160,19 +199,21 @@ def cmd_data_update(args, paths: Paths) -> int:
     if not batch_folders(paths.inbox(spec.name)):  # batches may make the first load; else there must be one
         require_warehouse(paths.warehouse)
     prefect_ready()
+    problems: list[str] = []
     try:
         summary = update_data(dataset=spec.name, max_batches=args.max_batches)
-    except RejectedBatches as exc:
-        print(f"rejected: {exc}")
-        return 1
+    except RejectedBatches as exc:  # the good batches are in: say what the run did, then what holds
+        summary, problems = exc.summary, exc.problems
     if args.json:
-        print_json(summary)
-    else:
+        print_json({**(summary or {}), "problems": problems})
+    elif summary:
         for r in summary["batches"]:
             print(f"batch {r['batch_id']}: {r['status']}, {r['events']:,} events")
         print(f"online store: {_online_line(summary['online'])}")
         print(f"trend report: {summary['trend']['report']} (flagged: {summary['trend']['flagged'] or 'none'})")
-    return 0
+    for line in problems:
+        print(line, file=sys.stderr)
+    return 1 if problems else 0
 
 
 def _online_line(online: dict | None) -> str:

@@ -4,8 +4,9 @@
       -> snapshots -> Feast apply -> materialize incremental -> data-quality trend (markdown + PNG)
 
 A rejected batch leaves the warehouse as it was and fails the run after the good batches are in
-and the report is written, so the schedule shows it; so does any batch still waiting on an earlier
-one (``ingestion.batch_log``), in every run until it is in. The trend report flags batches whose
+and the report is written, so the schedule shows it - in every run while it stays in the inbox
+unchanged (corrected, it is taken again; moved out, it is given up); so does any batch still
+waiting on an earlier one (``ingestion.batch_log``), in every run until it is in. The trend report flags batches whose
 label rate or share of new users / items drifts beyond the thresholds. The run holds the warehouse
 lock (a second run waits, then fails with "warehouse is busy (pid N since T)"); snapshots a killed
 run left stale are rebuilt first, and an online store loaded from other snapshots than the current
@@ -27,7 +28,11 @@ TREND_KEY = "data-quality-trend"
 
 class RejectedBatches(RuntimeError):
     """Some batches were rejected or wait on an earlier one (the others are in); their reasons name
-    file, line and field."""
+    file, line and field. ``problems``: one line each; ``summary``: what the run did all the same."""
+
+    def __init__(self, problems: list[str], summary: dict | None = None) -> None:
+        super().__init__("; ".join(problems))
+        self.problems, self.summary = problems, summary
 
 
 @task
@@ -74,9 +79,10 @@ def update_data(
     new_item_share_drift: float = 0.10,
 ) -> dict:
     """Take the new batches (at most ``max_batches``, oldest first), follow with the online store,
-    write the trend report; raise ``RejectedBatches`` at the end if any batch was rejected or waits."""
+    write the trend report; raise ``RejectedBatches`` at the end if any batch was rejected (now, or
+    earlier and still in the inbox unchanged) or waits."""
     from feature_repo.online import online_store_current, online_store_ready
-    from ingestion.batch_log import waiting_batches
+    from ingestion.batch_log import held_batches, waiting_batches
     from ingestion.snapshots import warehouse_lock
 
     paths = project_paths()
@@ -93,11 +99,14 @@ def update_data(
                 online = follow_online_store(spec, paths, since)
         trend = trend_report(spec, paths, label_rate_drift, new_user_share_drift, new_item_share_drift)
         waiting = waiting_batches(paths.warehouse)
+        held = held_batches(paths.inbox(spec.name), paths.warehouse)
     summary = {"dataset": spec.name, "batches": reports, "online": online, "trend": trend}
-    problems = [f"batch {r['batch_id']} rejected: {r['reason']}" for r in reports if r["status"] == "rejected"]
+    rejected_now = {r["batch_id"]: r["reason"] for r in reports if r["status"] == "rejected"}
+    problems = [f"batch {batch} rejected: {reason}" for batch, reason in rejected_now.items()]
+    problems += [h.line for batch, h in held.items() if batch not in rejected_now]  # rejected in an earlier run
     problems += [f"batch {w.batch_id} waits on batch {w.waiting_on}: {w.reason}" for w in waiting.itertuples()]
     if problems:
-        raise RejectedBatches("; ".join(problems))
+        raise RejectedBatches(problems, summary)
     return summary
 
 

@@ -11,6 +11,7 @@ Rows of a batch that was not accepted are never counted: its ``new_events`` and 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import duckdb
 import pandas as pd
@@ -94,6 +95,53 @@ def pending_batches(inbox: Path, warehouse: Path) -> list[tuple[Path, str, dict[
                                  "an accepted batch is never replaced; send the correction as a new batch")
         out.append((folder, h, files))
     return out
+
+
+class Held(NamedTuple):
+    status: str  # REJECTED (still there, unchanged) | CHANGED (accepted, its files changed since)
+    line: str  # what holds and what to do, for a person
+
+
+CHANGED = "changed"
+
+
+def held_batches(inbox: Path, warehouse: Path, read_only: bool = False) -> dict[str, Held]:
+    """What keeps the landing area from being clean, one line each, in arrival order:
+    - a batch REJECTED and still in the inbox with the same files: every run names it until its files
+      are corrected (then it is taken again) or its folder leaves the inbox (given up);
+    - an ACCEPTED batch whose files changed since: the update refuses to go on (no later batch is
+      taken) until its files are restored; a correction comes as a new batch.
+    Waiting batches are ``waiting_batches``' (they clear on their own once their blocker is in).
+    Returns {batch_id: Held}. ``read_only``: for a reader beside a writer (``data status``)."""
+    if not warehouse.exists():
+        return {}
+    with connect(warehouse, read_only=read_only) as con:
+        if not has_table(con, "batch_log"):
+            return {}
+        log = con.execute("""SELECT batch_id, digest, status, reason, ingested_at FROM batch_log
+            QUALIFY row_number() OVER (PARTITION BY batch_id ORDER BY ingested_at DESC) = 1""").df()
+    latest = {r.batch_id: r for r in log.itertuples()}
+    out = {}
+    for folder in batch_folders(inbox):
+        r = latest.get(folder.name)
+        if r is None or r.status not in (ACCEPTED, REJECTED):
+            continue
+        same = batch_digest(folder)[0] == r.digest
+        if r.status == REJECTED and same:
+            out[r.batch_id] = Held(REJECTED, f"batch {r.batch_id} is still rejected (since {_when(r.ingested_at)}, its files "
+                               f"unchanged): {r.reason} - correct its files and it is taken again, or move {folder} "
+                               "out of the inbox to give it up")
+        elif r.status == ACCEPTED and not same:
+            out[r.batch_id] = Held(CHANGED, f"batch {r.batch_id} changed after it was accepted on {_when(r.ingested_at)}: no "
+                               "later batch is taken until its files are restored (send the correction as a new batch)")
+    return out
+
+
+def _when(ts) -> str:
+    if pd.isna(ts):
+        return "an earlier run"
+    ts = pd.Timestamp(ts)
+    return (ts.tz_convert("UTC") if ts.tzinfo else ts).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def latest_status(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:

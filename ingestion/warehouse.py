@@ -105,7 +105,8 @@ def schema_ddl(spec: DatasetSpec) -> list[str]:
 def require_warehouse(path: Path) -> None:
     """A command that reads or changes committed data needs a warehouse: never create an empty one."""
     if not path.exists():
-        raise WarehouseError(f"no warehouse at {path}: run `clickprompt data ingest` first")
+        raise WarehouseError(f"no warehouse at {path}: run `clickprompt data ingest` first (all the data at once), or "
+                             "`clickprompt data replay` then `clickprompt data update` (the data as weekly batches)")
 
 
 @contextmanager

@@ -76,6 +76,7 @@ def _run(capsys, *argv) -> tuple[int, str]:
     (["data", "update", "--max-batches", "-1"],
      "error: clickprompt data update: argument --max-batches: -1 is not a count: give a whole number >= 1"),
     (["data", "ingest", "--max-batches", "0"], "error: clickprompt data ingest: argument --max-batches: 0 is not"),
+    (["retrain", "--margin", "-1"], "error: clickprompt retrain: argument --margin: -1 must be a number >= 0"),
     (["data", "replay", "--batches", "x"], "error: clickprompt data replay: argument --batches: 'x' is not a whole"),
     (["serve", "--workers", "0"], "error: clickprompt serve: argument --workers: 0 is not a count"),
     (["data", "fetch", "nosuch"], "error: nosuch: no raw files in "),
@@ -199,3 +200,16 @@ def test_unknown_profile_and_method_are_refused_before_torch_or_prefect_load(pat
     assert done.stderr.startswith("error: --profile: unknown profile 'huge'; known: ['default', 'demo', 'paper', "
                                   "'smoke']"), done.stderr
     assert ("--method: unknown method 'clip'; known: clickprompt, alt" in done.stderr) == ("--method" in argv)
+
+
+def test_replay_over_a_loaded_warehouse_is_refused_and_the_missing_warehouse_hint_names_both_ways(paths, tmp_path,
+                                                                                                   capsys):
+    """A new user told "run data ingest first" by `data update` who then replays gets batches of nothing
+    new: every later week of the life cycle empty. The hint names both ways in, and replay refuses."""
+    code, err = _run(capsys, "data", "update")
+    assert code == 2 and "`clickprompt data replay` then `clickprompt data update`" in err, err
+    _ingest(paths, write_small_raw(tmp_path / "raw"))
+    code, err = _run(capsys, "data", "replay", "--every", "7d", "--batches", "2")
+    assert code == 2 and err.startswith(f"error: the warehouse at {paths.warehouse} already holds ") and \
+        "events: replayed batches would bring nothing new" in err, err
+    assert not paths.inbox(SPEC).exists()  # nothing written
