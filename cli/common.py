@@ -97,6 +97,10 @@ def positive_int(text: str) -> int:
     return _number(text, int, 1, math.inf, "is not a count: give a whole number >= 1")
 
 
+def non_negative_float(text: str) -> float:
+    return _number(text, float, 0.0, math.inf, "must be a number >= 0")
+
+
 def positive_float(text: str) -> float:
     return _number(text, float, math.ulp(0.0), math.inf, "must be a number > 0")
 

@@ -12,6 +12,7 @@ from cli.common import (
     UserError,
     add_profile,
     dataset_of,
+    non_negative_float,
     positive_int,
     prefect_ready,
     print_json,
@@ -243,7 +244,8 @@ def add_commands(sub, add: Callable) -> None:
     p.add_argument("--window-days", type=positive_int, help=f"length of a sliding window (default {DEFAULT_WINDOW_DAYS})")
     p.add_argument("--holdout-days", type=positive_int, default=7, help="the most recent days: the judging window")
     p.add_argument("--metric", default="auc", choices=["auc", "logloss"])
-    p.add_argument("--margin", type=float, default=0.001, help="how much better than production to be promoted")
+    p.add_argument("--margin", type=non_negative_float, default=0.001, help="how much better than production to "
+                   "be promoted (>= 0; 0: strictly better)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE")
     p.add_argument("--json", action="store_true", help="print the result as JSON (for scripts)")
     _add_bench_command(sub, add)

@@ -14,10 +14,11 @@ The server picks a promotion up without a restart (the registry's generation fil
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
+from pydantic import Field
 
 from core.names import DEFAULT_WINDOW_DAYS
 from core.settings import Paths
@@ -95,10 +96,10 @@ def retrain_model(
     backbone: Backbone | None = None,
     stages: list[Stage] | None = None,
     window: Literal["growing", "sliding"] = "growing",
-    window_days: int = DEFAULT_WINDOW_DAYS,
-    holdout_days: int = 7,
+    window_days: Annotated[int, Field(ge=1)] = DEFAULT_WINDOW_DAYS,
+    holdout_days: Annotated[int, Field(ge=1)] = 7,
     metric: Literal["auc", "logloss"] = "auc",
-    margin: float = 0.001,
+    margin: Annotated[float, Field(ge=0)] = 0.001,  # a negative one would promote a worse challenger
     overrides: dict[str, Any] | None = None,
 ) -> dict:
     """Retrain ClickPrompt on the training window, then let the challengers meet the champion on the
