@@ -29,6 +29,7 @@ import os
 import re
 import shutil
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 from core.io import sha256_file
@@ -125,9 +126,19 @@ class Registry:
         mlc = self.client
         found = mlc.search_model_versions(f"name = '{name}'" if name else None, max_results=10000)
         champions = {n: self.production_version(n) for n in {v.name for v in found}}
-        out = [version_from_tags(v.name, int(v.version), v.tags, v.source, champions[v.name], v.run_id)
+        out = [self._here(version_from_tags(v.name, int(v.version), v.tags, v.source, champions[v.name], v.run_id))
                for v in found if "clickprompt.training_stage" in v.tags]
         return sorted(out, key=lambda v: (v.name, v.version))
+
+    def _here(self, mv: ModelVersion) -> ModelVersion:
+        """``mv`` with its artifact folder in this registry's root where the recorded (absolute) one is
+        gone: a project home copied or moved elsewhere serves from its own copy. ``verify`` still
+        checks every file's hash, so only the very files registered are served."""
+        recorded = mv.path
+        local = self.root / mv.name / recorded.name
+        if not recorded.is_dir() and local.is_dir() and recorded.parent.name == mv.name:
+            return replace(mv, artifact_dir=str(local))
+        return mv
 
     def list(self, name: str | None = None) -> builtins.list[ModelVersion]:
         """All versions (of ``name``, or of every name), oldest first."""
@@ -145,7 +156,8 @@ class Registry:
         if v is None:
             known = [mv.version for mv in self.list(name)]
             raise RegistryError(f"no version {version} of model {name!r} in {self.uri} (known: {known})")
-        return version_from_tags(name, int(v.version), v.tags, v.source, self.production_version(name), v.run_id)
+        return self._here(version_from_tags(name, int(v.version), v.tags, v.source, self.production_version(name),
+                                            v.run_id))
 
     def production(self, name: str = DEFAULT_NAME) -> ModelVersion | None:
         version = self.production_version(name)

@@ -370,3 +370,26 @@ def test_serve_warns_of_a_model_name_the_registry_does_not_hold(home, runs, monk
     monkeypatch.setattr(Registry, "list", unreadable)  # a store that fails now: the server starts and says it
     code, _, err = run_cli(capsys, "serve", "--name", "nope")
     assert code == 0 and started == ["nope", "ctr", "nope"] and err == ""
+
+
+def test_a_copied_home_serves_its_own_copy_of_the_registered_files(home, runs, tmp_path):
+    """MLflow records a version's source as an absolute path: a home copied elsewhere (the original gone)
+    serves from its own artifacts/registry, and the hash check still guards every file."""
+    import shutil
+
+    from core.settings import Paths
+
+    v1 = Registry(home).register(runs["weak"])
+    moved = Paths(tmp_path.parent / f"{tmp_path.name}-moved")  # beside the home (the fixture's home is tmp_path)
+    shutil.copytree(home.home, moved.home, symlinks=True)
+    original = home.artifacts / "registry"
+    original.rename(tmp_path / "original-registry-gone")
+    copy = Registry(moved).get(1)
+    assert copy.path == moved.artifacts / "registry" / "ctr" / v1.path.name and copy.files == v1.files
+    copy.verify()
+    assert Registry(moved).list()[0].path == copy.path
+    weights = copy.path / "model.safetensors"
+    os.chmod(weights, 0o644)
+    weights.write_bytes(b"tampered")
+    with pytest.raises(ArtifactIntegrityError, match="changed since registration"):
+        Registry(moved).get(1).verify()
