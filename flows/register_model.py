@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,7 +33,8 @@ def register_and_promote(run_dir: Path, paths: Paths, metric: str = "auc") -> di
     decision = registry.promote(version.version, metric=metric)
     return {"stage": REGISTERED_STAGE.value, "name": version.name, "version": version.version,
             "promoted": decision.promoted, "reason": decision.reason, "metric": metric,
-            "production_version": registry.production_version(version.name)}
+            "production_version": registry.production_version(version.name),
+            "decided_at": datetime.now(timezone.utc).isoformat()}
 
 
 @flow(name="register-model")
@@ -44,7 +46,9 @@ def register_model(run_id: RunId, metric: Literal["auc", "logloss"] = "auc") -> 
 
     paths = project_paths()
     refresh = not paths.registry.exists()  # a cached result vouches for a registry that is gone
+    started = datetime.now(timezone.utc).isoformat()
     decided = cached(register_and_promote, paths, refresh=refresh)(paths.runs / run_id, paths, metric)
+    decided = {**decided, "earlier_run": decided.get("decided_at", "") < started}  # a cached decision: said so
     registry = Registry(paths)
     try:
         stage = registry.get(decided["version"], decided["name"]).stage

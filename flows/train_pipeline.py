@@ -123,8 +123,11 @@ def summary_table(summary: dict) -> str:
     if reg:
         now = reg.get("version_stage")  # the registry now: a later promotion may have archived it
         since = f" ({now} now)" if now and now != (PRODUCTION if reg["promoted"] else CANDIDATE) else ""
+        when = f", {reg['decided_at'][:16].replace('T', ' ')} UTC" if reg.get("decided_at") else ""
+        earlier = f" (decided in an earlier run{when})" if reg.get("earlier_run") else ""
         lines.append(f"registered {reg['stage']} as version {reg['version']}: "
-                     + ("promoted to production" if reg["promoted"] else f"not promoted ({reg['reason']})") + since)
+                     + ("promoted to production" if reg["promoted"] else f"not promoted ({reg['reason']})") + since
+                     + earlier)
         if reg.get("production_version") is not None:
             lines.append(f"production model: {reg.get('name', 'ctr')} v{reg['production_version']}")
     prediction = summary.get("online_prediction")

@@ -115,7 +115,8 @@ def test_rerun_after_a_late_failure_resumes_at_the_failed_stage(flow_home, small
     by_logloss = register_model(summary["run_id"], metric="logloss")
     assert (by_logloss["version"], by_logloss["promoted"], by_logloss["production_version"]) == (1, False, None)
     assert "is no better than a constant 0.5 (0.6931): not served" in by_logloss["reason"]
-    assert register_model(summary["run_id"], metric="logloss") == by_logloss  # cached: not registered again
+    cached_again = register_model(summary["run_id"], metric="logloss")  # cached: not registered again, and said so
+    assert not by_logloss["earlier_run"] and cached_again == {**by_logloss, "earlier_run": True}
     registry = Registry(flow_home)
     registry.promote(1, metric="logloss", force=True)  # what a user who knows better does
     forced = register_model(summary["run_id"], metric="logloss")
@@ -131,6 +132,7 @@ def test_rerun_after_a_late_failure_resumes_at_the_failed_stage(flow_home, small
         1, False, 2, "archived")
     table = summary_table({**summary, "registered": again})
     assert "registered finetune-ctr-only as version 1: not promoted (" in table and table.count("(archived now)") == 1
+    assert f" (decided in an earlier run, {by_logloss['decided_at'][:10]} " in table
     assert "production model: ctr v2" in table
 
 
