@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from cli.common import entity_id, port, positive_float, positive_int, print_json
+from core.locks import Busy
 from core.settings import Paths
 from models.train.stages import REGISTERED_STAGE, REGISTRABLE_STAGES, Stage
 
@@ -120,9 +121,37 @@ def cmd_serve(args, paths: Paths) -> int:
         print(f"warning: no model named {args.name!r} in the registry yet (registered: {', '.join(known) or 'none'}); "
               "the server answers 503 until a version of it is promoted", file=sys.stderr)
 
+    _check_port_free(args.host, args.port)  # one line and exit 3, not uvicorn's "ERROR: [Errno 98]"
     serve(paths, host=args.host, port=args.port, name=args.name, poll_seconds=args.poll_seconds,
           access_log=args.access_log, workers=args.workers)
     return 0
+
+
+class PortInUse(Busy):
+    """The port is taken (exit 3, as for any busy resource)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.what, self.pid, self.since = f"port {port}", "?", "?"
+        RuntimeError.__init__(self, f"port {port} on {host} is in use (another server?): stop it, or serve on "
+                                    "another with --port")
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Bind ``host:port`` once, as uvicorn will (SO_REUSEADDR), and let it go; ``PortInUse`` if taken."""
+    import errno
+    import socket
+
+    if port == 0:
+        return
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUse(host, port) from None
+            raise
 
 
 def cmd_predict(args, paths: Paths) -> int:
@@ -155,7 +184,7 @@ def cmd_score(args, paths: Paths) -> int:
     if args.json:
         print_json(summary)
     else:
-        print(f"scored {summary['rows']} rows with {summary['model']} v{summary['model_version']} "
+        print(f"scored {summary['rows']} row{'s' if summary['rows'] != 1 else ''} with {summary['model']} v{summary['model_version']} "
               f"(as of each row's event_timestamp) -> {summary['output']} in {summary['seconds']:.1f}s")
     return 0
 

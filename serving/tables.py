@@ -33,7 +33,10 @@ def table_format(path: Path, role: str) -> str:
 
 def check_scoring_files(input_path: Path, output_path: Path) -> None:
     """Before any work: both suffixes name a format, and the output is not a folder (the scores would
-    be renamed onto it)."""
+    be renamed onto it), nor the input itself (its rows would be replaced by their scores)."""
+    if Path(output_path).resolve() == Path(input_path).resolve():
+        raise ScoringInputError(f"--output {output_path} is the --input file: write the scores to a file of their "
+                                "own (the input would be replaced)")
     if Path(output_path).is_dir():
         raise ScoringInputError(f"--output {output_path} is a folder: give the file to write ({FORMAT_NAMES}), "
                                 f"e.g. {Path(output_path) / 'scores.parquet'}")

@@ -262,3 +262,19 @@ def test_ctrl_c_while_prefects_server_starts_leaves_no_server_behind(tmp_path, s
         assert proc.returncode == 130 and "interrupted (exit 130)" in err and "Traceback" not in err, err
         assert "clickprompt.loaders:" not in err, err  # it stopped before any flow ran
         _assert_group_ends(proc.pid)
+
+
+def test_serve_on_a_taken_port_is_one_line_and_exit_3(paths, capsys):
+    """Another server on the port: the CLI's own line (exit 3, busy), not uvicorn's "[Errno 98]" log."""
+    import socket
+
+    from cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--port", str(port)]) == 3
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == (f"error: port {port} on 127.0.0.1 is in use (another server?): stop it, or serve "
+                                    "on another with --port"), err

@@ -65,7 +65,7 @@ def trend_markdown(flagged: pd.DataFrame, dataset: str, thresholds: DriftThresho
              f"new-user share ±{thresholds.new_user_share:g}, new-item share ±{thresholds.new_item_share:g} against "
              "the mean of the accepted batches before).", "",
              "| batch | status | events | user / item versions | label rate | new users | new items | "
-             "expectations (failed) | events | flags |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "expectations (failed) | event dates | flags |", "|---|---|---|---|---|---|---|---|---|---|"]
     for _, r in flagged.iterrows():
         span = f"{str(r['events_start'])[:10]} .. {str(r['events_end'])[:10]}" if pd.notna(r["events_start"]) else ""
         lines.append(f"| {r['batch_id']} | {r['status']} | {int(r['events'] or 0):,} | {int(r['user_versions'] or 0)} / "

@@ -193,6 +193,11 @@ def test_an_output_that_is_a_folder_is_refused_before_any_work(trained_home, tmp
     code, _, err = run_score(capsys, monkeypatch, trained_home.paths, "--input", str(src), "--output",
                              str(out / "new" / "scores.parquet"))
     assert code == 0 and len(pd.read_parquet(out / "new" / "scores.parquet")) == 1, err
+    # the input itself (by another spelling of its path): refused, the input kept
+    before = src.read_bytes()
+    same = tmp_path / "in" / ".." / "in" / "entities.parquet"
+    code, _, err = run_score(capsys, monkeypatch, trained_home.paths, "--input", str(src), "--output", str(same))
+    assert code == 2 and f"--output {same} is the --input file" in err and src.read_bytes() == before, err
 
 
 def test_unreadable_input_is_named(trained_home, tmp_path, capsys, monkeypatch):
