@@ -152,6 +152,8 @@ class _NoTraceback(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and _batches_held(exc):
+            return False  # the command prints each held batch on a line of its own: not twice
         if exc is not None and _reported_on_one_line(exc):
             record.exc_info, record.exc_text = None, None
         return True

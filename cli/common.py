@@ -186,7 +186,8 @@ def check_names(args, paths: Paths) -> None:
         known_s = known_stages()
         unknown = [s for s in stages.split(",") if s not in known_s]
         if unknown:
-            problems.append(f"--stages: unknown stage {unknown[0]!r}; known: {', '.join(known_s)} (or all)")
+            problems.append(f"--stages: unknown stage{'s' if len(unknown) > 1 else ''} "
+                            f"{', '.join(repr(u) for u in unknown)}; known: {', '.join(known_s)} (or all)")
     plm = getattr(args, "plm", None)
     if plm and plm not in known_plms() and not Path(paths.plm_source(plm)).is_dir():
         problems.append(f"--plm {plm}: not a known language model ({', '.join(known_plms())}), one fetched into "

@@ -72,7 +72,7 @@ def _print_held(inbox: Path, warehouse: Path, said: set[str], quiet: bool = Fals
     (rejected in this run, already printed); returns how many."""
     from ingestion.batch_log import held_batches, waiting_batches
 
-    lines = [h.line for batch, h in held_batches(inbox, warehouse).items() if batch not in said]
+    lines = [h.line for batch, h in held_batches(inbox, warehouse, read_only=True, changed=False).items() if batch not in said]
     lines += [f"batch {w.batch_id}: WAITING on batch {w.waiting_on} (taken again once a batch is accepted; "
               f"correct {w.waiting_on} or send its profiles): {w.reason}" for w in waiting_batches(warehouse).itertuples()]
     for line in lines if not quiet else []:
@@ -164,29 +164,13 @@ def cmd_data_replay(args, paths: Paths) -> int:
     from ingestion.replay import parse_period, replay
 
     spec = spec_of(paths, args.dataset)
-    _refuse_replay_over_loaded_data(paths)
-    batches = replay(spec, paths.raw(spec.name), paths.inbox(spec.name), parse_period(args.every), args.batches)
+    batches = replay(spec, paths.raw(spec.name), paths.inbox(spec.name), parse_period(args.every), args.batches,
+                     warehouse=paths.warehouse)
     for b in batches:
         since = "the start" if b.start is None else f"{b.start:%Y-%m-%d %H:%M}"
         print(f"{b.folder}: events from {since} until {b.end:%Y-%m-%d %H:%M}: {b.events:,} events, "
               f"{b.users} new users, {b.items} new items")
     return 0
-
-
-def _refuse_replay_over_loaded_data(paths: Paths) -> None:
-    """Replayed batches into a warehouse that already holds the events (a `data ingest` first) would be
-    accepted with 0 new events each, and every later "week" of the life cycle would be empty."""
-    if not paths.warehouse.exists():
-        return
-    from core.snapshots import has_table
-    from ingestion.warehouse import connect
-
-    with connect(paths.warehouse, read_only=True) as con:
-        n = con.execute("SELECT count(*) FROM interactions").fetchone()[0] if has_table(con, "interactions") else 0
-    if n:
-        raise UserError(f"the warehouse at {paths.warehouse} already holds {n:,} events: replayed batches would bring "
-                        "nothing new. Replay into a new project home (CLICKPROMPT_HOME=DIR), or move the warehouse "
-                        "aside first")
 
 
 def cmd_data_update(args, paths: Paths) -> int:

@@ -137,21 +137,22 @@ class PortInUse(Busy):
 
 
 def _check_port_free(host: str, port: int) -> None:
-    """Bind ``host:port`` once, as uvicorn will (SO_REUSEADDR), and let it go; ``PortInUse`` if taken."""
+    """Bind ``host:port`` as uvicorn will (IPv6 only for a host with ':', SO_REUSEADDR) and let it go;
+    ``PortInUse`` if taken. Anything else (a host that does not resolve, an address not here) is
+    uvicorn's to report, as before."""
     import errno
     import socket
 
     if port == 0:
         return
-    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    with socket.socket(family, kind, proto) as probe:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind(address)
-        except OSError as exc:
+            probe.bind((host, port))
+        except OSError as exc:  # socket.gaierror included
             if exc.errno == errno.EADDRINUSE:
                 raise PortInUse(host, port) from None
-            raise
 
 
 def cmd_predict(args, paths: Paths) -> int:

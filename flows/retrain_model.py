@@ -99,7 +99,7 @@ def retrain_model(
     window_days: Annotated[int, Field(ge=1)] = DEFAULT_WINDOW_DAYS,
     holdout_days: Annotated[int, Field(ge=1)] = 7,
     metric: Literal["auc", "logloss"] = "auc",
-    margin: Annotated[float, Field(ge=0)] = 0.001,  # a negative one would promote a worse challenger
+    margin: Annotated[float, Field(ge=0)] = 0.001,  # 0: strictly better (a negative one meant the same)
     overrides: dict[str, Any] | None = None,
 ) -> dict:
     """Retrain ClickPrompt on the training window, then let the challengers meet the champion on the

@@ -99,7 +99,7 @@ def update_data(
                 online = follow_online_store(spec, paths, since)
         trend = trend_report(spec, paths, label_rate_drift, new_user_share_drift, new_item_share_drift)
         waiting = waiting_batches(paths.warehouse)
-        held = held_batches(paths.inbox(spec.name), paths.warehouse)
+        held = held_batches(paths.inbox(spec.name), paths.warehouse, changed=False)
     summary = {"dataset": spec.name, "batches": reports, "online": online, "trend": trend}
     rejected_now = {r["batch_id"]: r["reason"] for r in reports if r["status"] == "rejected"}
     problems = [f"batch {batch} rejected: {reason}" for batch, reason in rejected_now.items()]

@@ -105,14 +105,16 @@ class Held(NamedTuple):
 CHANGED = "changed"
 
 
-def held_batches(inbox: Path, warehouse: Path, read_only: bool = False) -> dict[str, Held]:
+def held_batches(inbox: Path, warehouse: Path, read_only: bool = False, changed: bool = True) -> dict[str, Held]:
     """What keeps the landing area from being clean, one line each, in arrival order:
     - a batch REJECTED and still in the inbox with the same files: every run names it until its files
       are corrected (then it is taken again) or its folder leaves the inbox (given up);
     - an ACCEPTED batch whose files changed since: the update refuses to go on (no later batch is
       taken) until its files are restored; a correction comes as a new batch.
     Waiting batches are ``waiting_batches``' (they clear on their own once their blocker is in).
-    Returns {batch_id: Held}. ``read_only``: for a reader beside a writer (``data status``)."""
+    Returns {batch_id: Held}. ``read_only``: for a reader beside a writer (``data status``).
+    ``changed=False``: rejected ones only, for a writer (``pending_batches`` has already refused a
+    changed accepted batch), which then hashes no accepted batch's files a second time."""
     if not warehouse.exists():
         return {}
     with connect(warehouse, read_only=read_only) as con:
@@ -124,7 +126,7 @@ def held_batches(inbox: Path, warehouse: Path, read_only: bool = False) -> dict[
     out = {}
     for folder in batch_folders(inbox):
         r = latest.get(folder.name)
-        if r is None or r.status not in (ACCEPTED, REJECTED):
+        if r is None or r.status not in ((ACCEPTED, REJECTED) if changed else (REJECTED,)):
             continue
         same = batch_digest(folder)[0] == r.digest
         if r.status == REJECTED and same:

@@ -63,8 +63,20 @@ def _types(spec: DatasetSpec, entity: EntityName) -> dict[str, str]:
     return {f.name: "token_seq" if f.kind in (Kind.MULTI, Kind.TEXT) else "token" for f in spec.fields_of(entity)}
 
 
-def replay(spec: DatasetSpec, raw_dir: Path, inbox: Path, every: timedelta, batches: int) -> list[ReplayBatch]:
-    """Write the initial load and ``batches`` period batches of ``raw_dir``'s data set into ``inbox``."""
+def _events_in(warehouse: Path) -> int:
+    if not warehouse.exists():
+        return 0
+    from core.snapshots import has_table
+    from ingestion.warehouse import connect
+
+    with connect(warehouse, read_only=True) as con:
+        return con.execute("SELECT count(*) FROM interactions").fetchone()[0] if has_table(con, "interactions") else 0
+
+
+def replay(spec: DatasetSpec, raw_dir: Path, inbox: Path, every: timedelta, batches: int,
+           warehouse: Path | None = None) -> list[ReplayBatch]:
+    """Write the initial load and ``batches`` period batches of ``raw_dir``'s data set into ``inbox``;
+    refused where ``warehouse`` (the home's, which the batches are for) already holds events."""
     from ingestion.loaders import load_raw
 
     if spec.loader != "movielens":  # the batches are written in a MovieLens layout, which only that loader reads
@@ -78,6 +90,10 @@ def replay(spec: DatasetSpec, raw_dir: Path, inbox: Path, every: timedelta, batc
                          "ingests those not ingested yet; to replay afresh, move that folder aside, and the "
                          "warehouse too where its batches were ingested (or use a new project home, "
                          "CLICKPROMPT_HOME=DIR)")
+    if warehouse is not None and (n := _events_in(warehouse)):  # e.g. a `data ingest` first
+        raise ValueError(f"the warehouse at {warehouse} already holds {n:,} events: replayed batches would bring "
+                         "nothing new, every later week empty. Replay into a new project home (CLICKPROMPT_HOME=DIR), "
+                         "or move the warehouse aside first")
     raw = load_raw(spec, raw_dir)
     events = raw.interactions.sort_values(["timestamp", "user_id", "item_id"], kind="stable").reset_index(drop=True)
     ts = pd.to_datetime(events["timestamp"], unit="s", utc=True)

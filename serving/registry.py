@@ -131,12 +131,14 @@ class Registry:
         return sorted(out, key=lambda v: (v.name, v.version))
 
     def _here(self, mv: ModelVersion) -> ModelVersion:
-        """``mv`` with its artifact folder in this registry's root where the recorded (absolute) one is
-        gone: a project home copied or moved elsewhere serves from its own copy. ``verify`` still
-        checks every file's hash, so only the very files registered are served."""
+        """``mv`` with its artifact folder in this registry's root where MLflow recorded (absolutely)
+        another home's: a project home copied or moved elsewhere serves from its own copy, whether
+        or not the original is still there. ``verify`` still checks every file's hash, so only the
+        very files registered are served."""
         recorded = mv.path
         local = self.root / mv.name / recorded.name
-        if not recorded.is_dir() and local.is_dir() and recorded.parent.name == mv.name:
+        mine = recorded.resolve().is_relative_to(self.root.resolve())
+        if not mine and recorded.parent.name == mv.name and local.is_dir():
             return replace(mv, artifact_dir=str(local))
         return mv
 

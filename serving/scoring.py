@@ -214,11 +214,16 @@ def _check_ids(frame: pd.DataFrame, column: str, where: str) -> pd.Series:
         raise ScoringInputError(f"{where}, column {column!r}: {int(nulls.sum())} null value(s), "
                                 f"first at {_row(int(np.flatnonzero(nulls.to_numpy())[0]))}")
     if pd.api.types.is_integer_dtype(col):
+        too_big = col > INT64_MAX if col.dtype == "uint64" else pd.Series(False, index=col.index)
+        if too_big.any():  # astype would wrap 2**63 to -2**63
+            row = int(np.flatnonzero(too_big.to_numpy())[0])
+            raise ScoringInputError(f"{where}, column {column!r}: {_row(row)} value {int(col.iloc[row])} is not an "
+                                    "integer id (ids are whole numbers the stores' int64 holds)")
         return col.astype("int64")
     if pd.api.types.is_float_dtype(col):  # a CSV's '196.0', or a column a join made float: as ingest, refused
         raise ScoringInputError(
-            f"{where}, column {column!r}: {_row(0)} value {float(col.iloc[0])!r} is not a whole number: the column is "
-            f"{col.dtype} and ids are integers (write them without a decimal point; in pandas "
+            f"{where}, column {column!r}: {_row(0)} value {float(col.iloc[0])!r} is a float (the column is "
+            f"{col.dtype}) and ids are integers: write them without a decimal point (in pandas "
             f"frame[{column!r}].astype('int64'))")
     numeric = pd.to_numeric(col, errors="coerce")
     decimal = col.astype(str).str.contains(r"[.eE]")  # '196.0', '1e3': not how an id is written

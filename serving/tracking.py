@@ -80,15 +80,15 @@ def client(paths: Paths):
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
-_warned_moved: set[str] = set()
+_warned_moved: set[tuple[Path, str]] = set()
 
 
 def experiment_id(mlc, paths: Paths, name: str) -> str:
     found = mlc.get_experiment_by_name(name)
     if found is not None:
         here = artifact_location(paths, name)
-        if here is not None and found.artifact_location != here and name not in _warned_moved:
-            _warned_moved.add(name)  # MLflow keeps an experiment's artifact folder as it was made: absolute
+        if here is not None and found.artifact_location != here and (paths.home, name) not in _warned_moved:
+            _warned_moved.add((paths.home, name))  # MLflow keeps an experiment's artifact folder as it was made: absolute
             log.warning("MLflow experiment %r keeps its artifacts in %s, not under this home (%s): the home was "
                         "copied or moved from there, and new runs' files go there (the registry's models are "
                         "served from this home's copy)", name, found.artifact_location, paths.home)

@@ -8,12 +8,13 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from core.locks import Busy, exclusive, holder, lock_path
+from core.locks import ANNOUNCE_AFTER_S, Busy, exclusive, holder, lock_path
 from core.settings import REPO_ROOT
 
 HOLD = """
@@ -67,11 +68,11 @@ def test_a_waiter_says_so_and_gets_the_lock_when_the_holder_ends(tmp_path, caplo
 
 
 PROBE = """
-import fcntl, os, sys, time
+import fcntl, os, sys
 fd = os.open(sys.argv[1], os.O_RDONLY)
 fcntl.flock(fd, fcntl.LOCK_SH)  # as core.locks.held_now takes it for `data status`
 print("probing", flush=True)
-time.sleep(0.05)
+sys.stdin.read()  # held until the test lets go (closes our stdin)
 """
 
 
@@ -81,11 +82,16 @@ def test_a_status_probe_in_passing_is_not_announced_as_the_last_holder(tmp_path,
     lock = tmp_path / "warehouse.duckdb.lock"
     hold(lock, "warehouse", 0).wait()  # a finished writer: its record stays in the file
     finished = holder(lock)["pid"]
-    probe = subprocess.Popen([sys.executable, "-c", PROBE, str(lock)], stdout=subprocess.PIPE, text=True)
+    probe = subprocess.Popen([sys.executable, "-c", PROBE, str(lock)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True)
     assert probe.stdout.readline().strip() == "probing"
+    threading.Timer(0.4, probe.stdin.close).start()  # the probe lets go while the writer polls, before 1 s
+    started = time.monotonic()
     with exclusive(lock, "warehouse", wait_s=30):
+        waited = time.monotonic() - started
         assert holder(lock)["pid"] == os.getpid()
     probe.wait()
+    assert 0.35 < waited < ANNOUNCE_AFTER_S  # the writer did meet the probe, and got the lock on a later poll
     assert f"pid {finished}" not in caplog.text and "busy" not in caplog.text, caplog.text
 
 

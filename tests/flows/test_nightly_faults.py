@@ -85,8 +85,9 @@ def test_a_rejected_batch_keeps_the_nightly_red_until_it_is_corrected_or_moved_o
     given_up.parent.mkdir()
     week2.rename(given_up)
     assert update_data(dataset=SPEC.name)["batches"] == []  # green again
-    assert f"batch {week2.name}: rejected, 0 events: ml-100k.inter line 2, field rating: '9' " in \
-        clickprompt(paths.home, "data", "status").stdout
+    status = clickprompt(paths.home, "data", "status").stdout
+    assert f"batch {week2.name}: rejected, 0 events: ml-100k.inter line 2, field rating: '9' " in status
+    assert status.count("- given up (no longer in the inbox)") == 1, status
 
     # an accepted batch edited afterwards: the update stops at it, and status says it, not "pending"
     correction = paths.inbox(SPEC.name) / "9999-correction"

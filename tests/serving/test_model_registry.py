@@ -373,8 +373,8 @@ def test_serve_warns_of_a_model_name_the_registry_does_not_hold(home, runs, monk
 
 
 def test_a_copied_home_serves_its_own_copy_of_the_registered_files(home, runs, tmp_path):
-    """MLflow records a version's source as an absolute path: a home copied elsewhere (the original gone)
-    serves from its own artifacts/registry, and the hash check still guards every file."""
+    """MLflow records a version's source as an absolute path: a home copied elsewhere serves from its own
+    artifacts/registry (the original there or gone), and the hash check still guards every file."""
     import shutil
 
     from core.settings import Paths
@@ -382,6 +382,8 @@ def test_a_copied_home_serves_its_own_copy_of_the_registered_files(home, runs, t
     v1 = Registry(home).register(runs["weak"])
     moved = Paths(tmp_path.parent / f"{tmp_path.name}-moved")  # beside the home (the fixture's home is tmp_path)
     shutil.copytree(home.home, moved.home, symlinks=True)
+    assert Registry(moved).get(1).path == moved.artifacts / "registry" / "ctr" / v1.path.name  # the original still there
+    assert Registry(home).get(1).path == v1.path  # ... and it keeps its own
     original = home.artifacts / "registry"
     original.rename(tmp_path / "original-registry-gone")
     copy = Registry(moved).get(1)
