@@ -131,9 +131,8 @@ class PortInUse(Busy):
     """The port is taken (exit 3, as for any busy resource)."""
 
     def __init__(self, host: str, port: int) -> None:
-        self.what, self.pid, self.since = f"port {port}", "?", "?"
-        RuntimeError.__init__(self, f"port {port} on {host} is in use (another server?): stop it, or serve on "
-                                    "another with --port")
+        super().__init__(f"port {port} on {host}", {})
+        self.args = (f"port {port} on {host} is in use (another server?): stop it, or serve on another with --port",)
 
 
 def _check_port_free(host: str, port: int) -> None:

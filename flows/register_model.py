@@ -46,9 +46,9 @@ def register_model(run_id: RunId, metric: Literal["auc", "logloss"] = "auc") -> 
 
     paths = project_paths()
     refresh = not paths.registry.exists()  # a cached result vouches for a registry that is gone
-    started = datetime.now(timezone.utc).isoformat()
-    decided = cached(register_and_promote, paths, refresh=refresh)(paths.runs / run_id, paths, metric)
-    decided = {**decided, "earlier_run": decided.get("decided_at", "") < started}  # a cached decision: said so
+    state = cached(register_and_promote, paths, refresh=refresh)(paths.runs / run_id, paths, metric,
+                                                                  return_state=True)
+    decided = {**state.result(), "earlier_run": state.name == "Cached"}  # a cached decision: said so
     registry = Registry(paths)
     try:
         stage = registry.get(decided["version"], decided["name"]).stage

@@ -118,10 +118,7 @@ def held_batches(inbox: Path, warehouse: Path, read_only: bool = False, changed:
     if not warehouse.exists():
         return {}
     with connect(warehouse, read_only=read_only) as con:
-        if not has_table(con, "batch_log"):
-            return {}
-        log = con.execute("""SELECT batch_id, digest, status, reason, ingested_at FROM batch_log
-            QUALIFY row_number() OVER (PARTITION BY batch_id ORDER BY ingested_at DESC) = 1""").df()
+        log = latest_status(con, ("batch_id", "digest", "status", "reason", "ingested_at"))
     latest = {r.batch_id: r for r in log.itertuples()}
     out = {}
     for folder in batch_folders(inbox):
@@ -146,12 +143,15 @@ def _when(ts) -> str:
     return (ts.tz_convert("UTC") if ts.tzinfo else ts).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def latest_status(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    """The latest batch_log row of each batch (batch_id, status, reason, waiting_on, new_events, ingested_at);
-    none where the warehouse has no batch log yet (read-only callers do not create it)."""
+STATUS_COLUMNS = ("batch_id", "status", "reason", "waiting_on", "new_events", "ingested_at")
+
+
+def latest_status(con: duckdb.DuckDBPyConnection, columns: tuple[str, ...] = STATUS_COLUMNS) -> pd.DataFrame:
+    """The latest batch_log row of each batch (``columns`` of it), in arrival order; none where the
+    warehouse has no batch log yet (read-only callers do not create it)."""
     if not has_table(con, "batch_log"):
-        return pd.DataFrame(columns=["batch_id", "status", "reason", "waiting_on", "new_events", "ingested_at"])
-    return con.execute("""SELECT batch_id, status, reason, waiting_on, new_events, ingested_at FROM batch_log
+        return pd.DataFrame(columns=list(columns))
+    return con.execute(f"""SELECT {', '.join(columns)} FROM batch_log
         QUALIFY row_number() OVER (PARTITION BY batch_id ORDER BY ingested_at DESC) = 1 ORDER BY batch_id""").df()
 
 

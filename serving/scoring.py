@@ -214,9 +214,8 @@ def _check_ids(frame: pd.DataFrame, column: str, where: str) -> pd.Series:
         raise ScoringInputError(f"{where}, column {column!r}: {int(nulls.sum())} null value(s), "
                                 f"first at {_row(int(np.flatnonzero(nulls.to_numpy())[0]))}")
     if pd.api.types.is_integer_dtype(col):
-        too_big = col > INT64_MAX if col.dtype == "uint64" else pd.Series(False, index=col.index)
-        if too_big.any():  # astype would wrap 2**63 to -2**63
-            row = int(np.flatnonzero(too_big.to_numpy())[0])
+        if col.dtype == "uint64" and (col > INT64_MAX).any():  # astype would wrap 2**63 to -2**63
+            row = int(np.flatnonzero((col > INT64_MAX).to_numpy())[0])
             raise ScoringInputError(f"{where}, column {column!r}: {_row(row)} value {int(col.iloc[row])} is not an "
                                     "integer id (ids are whole numbers the stores' int64 holds)")
         return col.astype("int64")
