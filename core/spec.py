@@ -104,8 +104,25 @@ class LabelSpec(_Strict):
 
 
 class RatingSpec(_Strict):
-    min: int = 1
-    max: int = 5
+    """The rating's scale: whole numbers by default (MovieLens' 1..5 stars); ``dtype: float64`` for
+    fractional ratings such as half stars (MovieLens' later releases: 0.5..5.0)."""
+
+    min: int | float = 1
+    max: int | float = 5
+    dtype: Literal["int64", "float64"] = "int64"
+
+    @model_validator(mode="after")
+    def _check(self) -> "RatingSpec":
+        if self.min > self.max:
+            raise ValueError(f"rating min {self.min} is above max {self.max}")
+        if self.dtype == "int64":
+            for end in ("min", "max"):
+                value = getattr(self, end)
+                if value != int(value):
+                    raise ValueError(f"rating {end} {value} is not a whole number, and the ratings are dtype int64: "
+                                     "set `dtype: float64` in the spec's rating block for fractional ratings")
+                object.__setattr__(self, end, int(value))  # 5.0 -> 5 (frozen model): the scale as stored
+        return self
 
 
 class TimeSpec(_Strict):

@@ -207,10 +207,13 @@ def draft_spec(name: str, events: Path, users: Path | None = None, items: Path |
                          f"(values like {label.astype(str).unique()[:3].tolist()}): map it in your export, or "
                          "write the spec's label rule by hand")
     is_click = set(pd.unique(label)) <= {0, 1, True, False}
-    lo, hi = (0, 1) if is_click else (int(label.min()), int(label.max()))
+    fractional = not is_click and not _integral(label)  # half stars (0.5..5.0) and the like
+    lo, hi = (0, 1) if is_click else (float(label.min()), float(label.max())) if fractional else (
+        int(label.min()), int(label.max()))
     threshold = 1 if is_click else int(round(lo + 0.75 * (hi - lo)))
     notes.append(f"label: {label_col!r} read as the rating {lo}..{hi}; click = rating >= {threshold}"
-                 + (" (a 0/1 click column)" if is_click else " (check the threshold)"))
+                 + (" (a 0/1 click column)" if is_click else " (fractional ratings: dtype float64; check the "
+                    "threshold)" if fractional else " (check the threshold)"))
     ts = ev[time_col]
     time_format = _time_format(ts)
     notes.append(f"time: {time_col!r}, format {time_format}")
@@ -258,7 +261,7 @@ def draft_spec(name: str, events: Path, users: Path | None = None, items: Path |
         "entities": {"user": {"key": "user_id", "table": "users"}, "item": {"key": "item_id", "table": "items"}},
         "fields": fields + item_fields,
         "label": {"source": "rating", "threshold": threshold},
-        "rating": {"min": lo, "max": hi},
+        "rating": {"min": lo, "max": hi, **({"dtype": "float64"} if fractional else {})},
         "time": {"min": (start - pd.Timedelta(days=1)).floor("D").isoformat(),
                  "max": (end + pd.Timedelta(days=365)).ceil("D").isoformat()},
         "source": source,

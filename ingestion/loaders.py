@@ -51,11 +51,11 @@ from ingestion.rows import (
     check_duplicates,
     check_field,
     check_int,
+    check_rating,
     empty_table,
     int_column,
     require_columns,
     require_raw_folder,
-    to_int,
     typed_table,
 )
 
@@ -285,17 +285,15 @@ def load_movielens(spec: DatasetSpec, source: Path, quarantine: bool = False, pa
         keys = [spec.entities["user"].key, spec.entities["item"].key]
         for key in keys:  # ids: whole numbers inside the spec's range
             check_field(p, spec.field(key))
-        ok = check_int(p, "rating")
+        ratings = check_rating(p, spec)
         check_int(p, "timestamp")
-        ratings = pd.Series(np.int64(spec.rating.min), index=p.frame.index)
-        ratings[ok] = p.ints["rating"] if "rating" in p.ints else to_int(p.frame.loc[ok, "rating"])
-        lo, hi = spec.rating.min, spec.rating.max
-        p.flag(((ratings < lo) | (ratings > hi)).to_numpy(), "rating",
-               lambda v: f"{str(v).strip()!r} is outside {lo}..{hi}")
         check_duplicate_events(p, pd.DataFrame({c: p.ints[c] if c in p.ints else pd.to_numeric(
             p.frame[c].str.strip(), errors="coerce") for c in (*keys, "timestamp")}))
+        p.frame["rating"] = ratings  # travels with its rows through settle()
+        p.ints.pop("rating", None)
         p.settle(quarantine, rejected)
-        interactions = pd.DataFrame({c: int_column(p, c) for c in INTERACTION_COLUMNS}).reset_index(drop=True)
+        interactions = pd.DataFrame({c: p.frame[c] if c == "rating" else int_column(p, c)
+                                     for c in INTERACTION_COLUMNS}).reset_index(drop=True)
         lines["interactions"] = (p.file, p.line_no.copy())
 
     log.info(

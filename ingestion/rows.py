@@ -17,7 +17,7 @@ from typing import Any, Callable, Collection
 import numpy as np
 import pandas as pd
 
-from core.spec import FieldSpec
+from core.spec import DatasetSpec, FieldSpec
 
 # --- public types -----------------------------------------------------------------
 
@@ -186,8 +186,9 @@ class Parsed:
 # --- column checks ------------------------------------------------------------------
 
 
-def check_int(p: Parsed, name: str) -> pd.Series:
-    """Flag values that are not integers; return the mask of good values.
+def check_int(p: Parsed, name: str, fraction_hint: str = "") -> pd.Series:
+    """Flag values that are not integers; return the mask of good values. ``fraction_hint`` is added
+    to the message of a value that is a number with a fraction ('4.5'): what to do about it.
 
     Fast path: the C-level int conversion succeeds and the column holds nothing but ASCII digits,
     minus signs and blanks (int() alone would also take '+5', '5_000' or non-ASCII digits).
@@ -202,8 +203,39 @@ def check_int(p: Parsed, name: str) -> pd.Series:
     except (ValueError, OverflowError):
         pass
     ok = col.str.fullmatch(_INT_RE).fillna(False).to_numpy(dtype=bool)
-    p.flag(~ok, name, lambda v: "missing value (expected an integer)" if not str(v).strip() else f"{v!r} is not an integer")
+
+    def reason(v) -> str:
+        if not str(v).strip():
+            return "missing value (expected an integer)"
+        if fraction_hint and np.isfinite(pd.to_numeric(str(v).strip(), errors="coerce")):
+            return f"{v!r} is not a whole number: {fraction_hint}"
+        return f"{v!r} is not an integer"
+
+    p.flag(~ok, name, reason)
     return pd.Series(ok, index=col.index)
+
+
+def check_rating(p: Parsed, spec: DatasetSpec) -> pd.Series:
+    """The ``rating`` column as the spec's dtype (int64, or float64 for fractional scales), every value
+    checked: a number of that kind inside rating.min..max. Flagged rows hold rating.min."""
+    scale = spec.rating
+    lo, hi = scale.min, scale.max
+    col = p.frame["rating"]
+    if scale.dtype == "float64":
+        numbers = pd.to_numeric(col.str.strip(), errors="coerce").to_numpy(dtype="float64")
+        ok = np.isfinite(numbers)
+        p.flag(~ok, "rating", lambda v: "missing value (expected a number)" if not str(v).strip()
+               else f"{str(v).strip()!r} is not a finite number")
+        ratings = pd.Series(np.where(ok, numbers, float(lo)), index=col.index)
+    else:
+        ok = check_int(p, "rating", fraction_hint=(
+            f"spec {spec.name} has whole-number ratings ({lo}..{hi}); for a scale with fractions such as half "
+            f"stars set `rating: {{min: ..., max: ..., dtype: float64}}` in {spec.name}.yaml")).to_numpy()
+        ratings = pd.Series(np.int64(lo), index=col.index)
+        ratings[ok] = p.ints["rating"][ok] if "rating" in p.ints else to_int(col[ok])
+    p.flag(ok & ((ratings < lo) | (ratings > hi)).to_numpy(), "rating",
+           lambda v: f"{str(v).strip()!r} is outside {lo}..{hi}")
+    return ratings
 
 
 def int_column(p: Parsed, name: str) -> pd.Series:

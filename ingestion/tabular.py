@@ -37,6 +37,7 @@ from ingestion.rows import (
     check_duplicates,
     check_field,
     check_int,
+    check_rating,
     empty_table,
     int_column,
     require_raw_folder,
@@ -278,12 +279,7 @@ def load_tabular(spec: DatasetSpec, source: Path, quarantine: bool = False, part
         _rename(p, mapping, events_cols)
         event_fields = [spec.field(c) for c in events_cols if c not in EVENT_COLUMNS]
         lists = _check_fields(p, event_fields)
-        ok = check_int(p, "rating")
-        ratings = pd.Series(spec.rating.min, index=p.frame.index, dtype="int64")
-        ratings[ok] = to_int(p.frame.loc[ok, "rating"])
-        lo, hi = spec.rating.min, spec.rating.max
-        p.flag(((ratings < lo) | (ratings > hi)).to_numpy(), "rating",
-               lambda v: f"{str(v).strip()!r} is outside {lo}..{hi}")
+        ratings = check_rating(p, spec)
         seconds = parse_times(p, "timestamp", src.events.time_format)
         if not partial:  # a batch's events may use profiles of earlier batches (checked when it is committed)
             for entity in tables:
@@ -305,7 +301,8 @@ def load_tabular(spec: DatasetSpec, source: Path, quarantine: bool = False, part
         for f in event_fields:
             if f.dtype == "int64" and f.kind != Kind.MULTI:
                 events[f.name] = to_int(events[f.name])
-        events["rating"], events["timestamp"] = events["rating"].astype("int64"), events["timestamp"].astype("int64")
+        events["rating"] = events["rating"].astype(spec.rating.dtype)
+        events["timestamp"] = events["timestamp"].astype("int64")
     for entity in keys:
         if entity not in tables:  # no file of its own: its profiles come from the events
             tables[entity] = _profiles_from_events(spec, entity, events) if len(events) else empty_table(

@@ -75,6 +75,10 @@ def _sql_type(f: FieldSpec) -> str:
     return "BIGINT" if f.dtype == "int64" else "VARCHAR"
 
 
+def rating_sql_type(spec: DatasetSpec) -> str:
+    return "DOUBLE" if spec.rating.dtype == "float64" else "INTEGER"
+
+
 def _profile_ddl(spec: DatasetSpec, entity: EntityName) -> str:
     ent = spec.entities[entity]
     cols = [f'"{f.name}" {_sql_type(f)}' + (" NOT NULL" if f.name == ent.key else "") for f in spec.fields_of(entity)]
@@ -89,7 +93,7 @@ def schema_ddl(spec: DatasetSpec) -> list[str]:
         _profile_ddl(spec, "user"),
         _profile_ddl(spec, "item"),
         f"""CREATE TABLE IF NOT EXISTS interactions (
-            "{user_key}" BIGINT NOT NULL, "{item_key}" BIGINT NOT NULL, rating INTEGER NOT NULL,
+            "{user_key}" BIGINT NOT NULL, "{item_key}" BIGINT NOT NULL, rating {rating_sql_type(spec)} NOT NULL,
             label INTEGER NOT NULL, event_timestamp TIMESTAMPTZ NOT NULL,
             PRIMARY KEY ("{user_key}", "{item_key}", event_timestamp))""",
         """CREATE TABLE IF NOT EXISTS quarantine (
@@ -100,6 +104,17 @@ def schema_ddl(spec: DatasetSpec) -> list[str]:
             ingest_id VARCHAR PRIMARY KEY, dataset VARCHAR, source VARCHAR, files VARCHAR,
             rows_in VARCHAR, rejected BIGINT, started_at TIMESTAMPTZ, finished_at TIMESTAMPTZ)""",
     ]
+
+
+def widen_rating(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> None:
+    """A warehouse made while the spec's ratings were whole numbers, now ``dtype: float64``: its
+    rating column becomes DOUBLE (lossless, in the caller's transaction), else DuckDB would round
+    every fractional rating into the INTEGER column without a word."""
+    held = con.execute("SELECT data_type FROM information_schema.columns WHERE table_name = 'interactions' "
+                       "AND column_name = 'rating'").fetchone()
+    if held and held[0] != rating_sql_type(spec) and rating_sql_type(spec) == "DOUBLE":
+        con.execute("ALTER TABLE interactions ALTER rating SET DATA TYPE DOUBLE")
+        log.info("interactions.rating widened from %s to DOUBLE: spec %s has rating dtype float64", held[0], spec.name)
 
 
 def require_warehouse(path: Path) -> None:
@@ -182,7 +197,7 @@ def stage(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, raw: RawTables,
         con.execute(
             f"""CREATE OR REPLACE TEMP TABLE stage_interactions AS SELECT
                 CAST("{user_key}" AS BIGINT) AS "{user_key}", CAST("{item_key}" AS BIGINT) AS "{item_key}",
-                CAST(rating AS INTEGER) AS rating, CAST(rating >= {threshold} AS INTEGER) AS label,
+                CAST(rating AS {rating_sql_type(spec)}) AS rating, CAST(rating >= {threshold} AS INTEGER) AS label,
                 to_timestamp(CAST("timestamp" AS BIGINT)) AS event_timestamp
               FROM raw_interactions"""
         )
@@ -250,6 +265,7 @@ def _ingest(spec: DatasetSpec, source: Path, warehouse: Path, snapshot_dir: Path
             try:
                 for ddl in schema_ddl(spec):
                     con.execute(ddl)
+                widen_rating(con, spec)
                 staged = step("stage", lambda: stage(con, spec, raw))
                 step("gate rows", lambda: gate(spec, staged, lines=raw.lines))
                 staged = None  # the frames the gate saw: released before the upsert

@@ -4,6 +4,7 @@ GX gates, warehouse)."""
 
 from __future__ import annotations
 
+import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -108,3 +109,79 @@ def test_prices_are_drafted_numeric_and_string_keys_are_refused(tmp_path):
     with pytest.raises(ValueError, match=r"named\.csv: the user key column 'user_id' holds 'u001': keys are whole "
                                          r"numbers; map your user ids to integers"):
         draft_spec("shop", tmp_path / "named.csv")
+
+
+def test_half_star_ratings_are_drafted_as_float64_and_kept_exactly(paths, ml100k_tables, capsys):
+    """MovieLens' later releases rate in half stars (0.5..5.0): the draft says dtype float64, and the
+    warehouse keeps 3.5 as 3.5 (it used to refuse line 2 as 'not an integer')."""
+    from ingestion.warehouse import connect
+
+    raw, folder = ml100k_tables, paths.home / "export"
+    folder.mkdir(parents=True)
+    events = raw.interactions.assign(rating=raw.interactions.rating - 0.5 * (raw.interactions.timestamp % 2))
+    events.to_csv(folder / "ratings.csv", index=False)
+    raw.users.to_csv(folder / "users.csv", index=False)
+    raw.items.assign(genres=raw.items.genres.map("|".join)).to_csv(folder / "items.csv", index=False)
+    assert cli.main(["data", "init-spec", "--name", "films", "--events", str(folder / "ratings.csv"),
+                     "--users", str(folder / "users.csv"), "--items", str(folder / "items.csv")]) == 0
+    spec = load_spec("films")
+    assert (spec.rating.min, spec.rating.max, spec.rating.dtype, spec.label.threshold) == (0.5, 5.0, "float64", 4)
+    assert "# label: 'rating' read as the rating 0.5..5.0; click = rating >= 4 (fractional ratings: dtype " \
+           "float64; check the threshold)" in (paths.home / "specs" / "films.yaml").read_text()
+    assert cli.main(["data", "fetch", "films", "--from", str(folder)]) == 0
+    assert cli.main(["data", "ingest", "--dataset", "films"]) == 0, capsys.readouterr().err
+    with connect(paths.warehouse, read_only=True) as con:
+        held = con.execute("SELECT rating, label FROM interactions").df()
+    assert len(held) == 100_000
+    assert sorted(held.rating.unique()) == [x / 2 for x in range(1, 11)]
+    assert held.rating.sum() == pytest.approx(events.rating.sum())
+    assert (held.label == (held.rating >= 4)).all() and held.label.sum() == (events.rating >= 4).sum()
+
+
+def test_a_whole_star_warehouse_refuses_then_widens_for_half_stars(paths, capsys):
+    """A fractional rating under a whole-number spec is refused on its line with what to change; once
+    the spec says float64, the warehouse's INTEGER column is widened in the gated transaction and its
+    earlier ratings are kept."""
+    from ingestion.warehouse import connect
+
+    def rating_type() -> str:
+        with connect(paths.warehouse, read_only=True) as con:
+            return con.execute("SELECT data_type FROM information_schema.columns WHERE table_name = "
+                               "'interactions' AND column_name = 'rating'").fetchone()[0]
+
+    export = paths.home / "export"
+    export.mkdir()
+    rows = [{"user_id": u, "item_id": u % 7 + 1, "rating": u % 5 + 1, "timestamp": 1_700_000_000 + u,
+             "shelf": ["top", "bottom"][u % 2]} for u in range(1, 200)]
+    pd.DataFrame(rows).to_csv(export / "events.csv", index=False)
+    pd.DataFrame({"user_id": range(1, 200), "plan": ["free", "paid"] * 99 + ["free"]}).to_csv(
+        export / "users.csv", index=False)
+    assert cli.main(["data", "init-spec", "--name", "shop", "--events", str(export / "events.csv"),
+                     "--users", str(export / "users.csv")]) == 0
+    spec_file = paths.home / "specs" / "shop.yaml"
+    text = spec_file.read_text()
+    assert cli.main(["data", "fetch", "shop", "--from", str(export)]) == 0
+    assert cli.main(["data", "ingest", "--dataset", "shop"]) == 0, capsys.readouterr().err
+    assert rating_type() == "INTEGER"
+    capsys.readouterr()
+
+    later = paths.home / "later"
+    later.mkdir()
+    pd.DataFrame([{**rows[0], "rating": 4}, {**rows[1], "timestamp": 1_700_001_000, "rating": 3.5}]).to_csv(
+        later / "events.csv", index=False)
+    shutil.copy(export / "users.csv", later / "users.csv")
+    assert cli.main(["data", "ingest", "--dataset", "shop", "--source", str(later)]) == 2
+    assert capsys.readouterr().err == (
+        "error: events.csv line 3, field rating: '3.5' is not a whole number: spec shop has whole-number ratings "
+        "(1..5); for a scale with fractions such as half stars set `rating: {min: ..., max: ..., dtype: float64}` "
+        "in shop.yaml\n")
+    assert rating_type() == "INTEGER"
+
+    spec_file.write_text(text.replace("rating:\n  min: 1\n  max: 5\n", "rating:\n  min: 1\n  max: 5\n  dtype: float64\n"))
+    assert load_spec("shop").rating.dtype == "float64"
+    assert cli.main(["data", "ingest", "--dataset", "shop", "--source", str(later)]) == 0, capsys.readouterr().err
+    assert rating_type() == "DOUBLE"
+    with connect(paths.warehouse, read_only=True) as con:
+        held = con.execute("SELECT user_id, rating, label FROM interactions ORDER BY event_timestamp").df()
+    assert len(held) == 200 and held.rating.iloc[-1] == 3.5 and held.label.iloc[-1] == 0
+    assert held.rating.iloc[:199].tolist() == [4.0] + [float(r["rating"]) for r in rows[1:]]  # line 2 restated user 1's

@@ -5,6 +5,7 @@ Feast and a smoke training with nothing but a spec (the generic tabular loader).
 from __future__ import annotations
 
 import random
+import re
 from datetime import datetime, timedelta, timezone
 
 import duckdb
@@ -215,6 +216,21 @@ def test_a_spec_without_its_source_block_is_refused(tmp_path):
     (tmp_path / "str.yaml").write_text(yaml.safe_dump(string_keys))
     with pytest.raises(ValueError, match="the key user_id of entity user must be dtype int64"):
         load_spec(tmp_path / "str.yaml")
+
+
+@pytest.mark.parametrize(("rating", "message"), [
+    ({"min": 0.5, "max": 5}, "rating min 0.5 is not a whole number, and the ratings are dtype int64: set `dtype: "
+                             "float64` in the spec's rating block for fractional ratings"),
+    ({"min": 5, "max": 1}, "rating min 5 is above max 1"),
+    ({"min": 1, "max": 5, "dtype": "float32"}, "rating.dtype: Input should be 'int64' or 'float64'"),
+])
+def test_a_rating_scale_that_cannot_hold_is_refused(tmp_path, rating, message):
+    (tmp_path / "shop.yaml").write_text(yaml.safe_dump({**SPEC, "name": "shop", "rating": rating}))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_spec(tmp_path / "shop.yaml")
+    (tmp_path / "shop.yaml").write_text(yaml.safe_dump({**SPEC, "name": "shop", "rating": {"min": 1.0, "max": 5.0}}))
+    assert (load_spec(tmp_path / "shop.yaml").rating.max, load_spec(tmp_path / "shop.yaml").rating.dtype) == (5, "int64")
+    assert isinstance(load_spec(tmp_path / "shop.yaml").rating.max, int)
 
 
 def test_spec_mistakes_are_named_on_one_line(paths):
