@@ -35,12 +35,14 @@ LOG_DDL = [
     # the batch a waiting batch waits on (added after the first release: older warehouses gain it)
     "ALTER TABLE batch_log ADD COLUMN IF NOT EXISTS waiting_on VARCHAR",
     "ALTER TABLE data_quality ADD COLUMN IF NOT EXISTS waiting_on VARCHAR",
+    # why a batch was rejected or waits, for the trend report (added later too)
+    "ALTER TABLE data_quality ADD COLUMN IF NOT EXISTS reason VARCHAR",
 ]
 _LOG_COLUMNS = ("batch_id, digest, status, reason, files, valid_from, events_start, events_end, new_events, "
                 "new_user_versions, new_item_versions, ingested_at, waiting_on")
 _QUALITY_COLUMNS = ("run_id, batch_id, status, recorded_at, events, user_versions, item_versions, label_rate, "
                     "new_user_share, new_item_share, expectations, failed_expectations, events_start, events_end, "
-                    "waiting_on")
+                    "waiting_on, reason")
 
 
 def ensure_log(con: duckdb.DuckDBPyConnection) -> None:
@@ -180,10 +182,10 @@ def record_batch(con: duckdb.DuckDBPyConnection, r, files_json: str) -> None:
 
 def record_quality(con: duckdb.DuckDBPyConnection, r, run_id: str) -> None:
     con.execute(f"INSERT OR REPLACE INTO data_quality ({_QUALITY_COLUMNS}) "
-                "VALUES (?, ?, ?, now(), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, now(), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [run_id or "manual", r.batch_id, r.status, r.events, r.user_versions, r.item_versions, r.label_rate,
                  r.new_user_share, r.new_item_share, r.expectations, r.failed_expectations, r.events_start,
-                 r.events_end, r.waiting_on])
+                 r.events_end, r.waiting_on, None if r.status == "accepted" else r.reason])
 
 
 def quality_history(warehouse: Path) -> pd.DataFrame:

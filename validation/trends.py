@@ -5,7 +5,7 @@ report and a plot.
 A batch drifts when its label rate, or its share of events from users / items never seen before,
 moves further than the configured threshold from the mean of the accepted batches before it; the
 first accepted batch (the initial load, where every user and item is new by construction) counts
-for the label rate only. A rejected batch is always flagged, and a batch waiting on an earlier
+for the label rate only. A rejected batch is always flagged, with its reason, and a batch waiting on an earlier
 one is flagged with the batch it waits on.
 """
 
@@ -40,7 +40,8 @@ def drift_flags(history: pd.DataFrame, thresholds: DriftThresholds = DriftThresh
         if row["status"] == "waiting":
             found.append(f"waiting on {row.get('waiting_on') or 'an earlier batch'}")
         elif row["status"] != "accepted":
-            found.append("rejected")
+            reason = row.get("reason")
+            found.append(f"rejected: {reason}" if isinstance(reason, str) and reason else "rejected")
         elif accepted:
             before = pd.DataFrame(accepted)
             for col in CHECKED:
@@ -58,6 +59,12 @@ def _fmt(value, spec: str = ".3f") -> str:
     return "" if value is None or pd.isna(value) else format(value, spec)
 
 
+def _cell(text: str, limit: int = 240) -> str:
+    """One Markdown table cell: no pipes or line breaks, at most ``limit`` characters."""
+    text = " ".join(str(text).split()).replace("|", "\\|")
+    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
+
+
 def trend_markdown(flagged: pd.DataFrame, dataset: str, thresholds: DriftThresholds = DriftThresholds()) -> str:
     drifted = flagged[flagged["flags"] != ""] if not flagged.empty else flagged
     lines = [f"# Data quality trend: {dataset}", "",
@@ -71,7 +78,7 @@ def trend_markdown(flagged: pd.DataFrame, dataset: str, thresholds: DriftThresho
         lines.append(f"| {r['batch_id']} | {r['status']} | {int(r['events'] or 0):,} | {int(r['user_versions'] or 0)} / "
                      f"{int(r['item_versions'] or 0)} | {_fmt(r['label_rate'])} | {_fmt(r['new_user_share'])} | "
                      f"{_fmt(r['new_item_share'])} | {int(r['expectations'] or 0)} ({int(r['failed_expectations'] or 0)}) | "
-                     f"{span} | {r['flags'] or '-'} |")
+                     f"{span} | {_cell(r['flags']) if r['flags'] else '-'} |")
     return "\n".join(lines + ["", "![trend](data_quality.png)", ""])
 
 

@@ -18,6 +18,7 @@ from core.spec import load_spec
 from ingestion.increments import ingest_inbox, pending_batches, quality_history
 from ingestion.loaders import load_raw
 from ingestion.replay import parse_period, replay
+from ingestion.warehouse import connect
 from validation import gate
 from validation.trends import drift_flags, trend_markdown
 
@@ -176,6 +177,12 @@ def test_data_quality_records_and_trend(lifecycle):
     # flagged for having fewer new ones than the initial load
     assert "new_" not in accepted.iloc[1]["flags"]
     assert accepted.new_user_share.between(0, 1).all() and accepted.new_item_share.between(0, 1).all()
-    assert (flagged.loc[flagged.status == "rejected", "flags"] == "rejected").all()
+    rejected = flagged[flagged.status == "rejected"]
+    with connect(paths.warehouse, read_only=True) as con:  # each rejected batch is flagged with the log's reason
+        reasons = dict(con.execute("SELECT batch_id, reason FROM batch_log WHERE status = 'rejected'").fetchall())
+    assert len(rejected) and all(reasons[b] for b in rejected.batch_id)
+    assert rejected["flags"].tolist() == [f"rejected: {reasons[b]}" for b in rejected.batch_id]
     text = trend_markdown(flagged, SPEC.name)
     assert f"| {written[1].folder.name} | accepted |" in text and "| rejected |" in text
+    first_reason = " ".join(reasons[rejected.batch_id.iloc[0]].split()).replace("|", "\\|")[:60]
+    assert f"| rejected: {first_reason}" in text
