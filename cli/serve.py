@@ -166,7 +166,8 @@ def cmd_predict(args, paths: Paths) -> int:
         print_json(row)
     else:
         unknown = [k for k, v in row["unknown"].items() if v] or ["none"]
-        stamps = ", ".join(f"{k} {v or 'missing'}" for k, v in row["feature_timestamps"].items())
+        stamps = ", ".join(f"{k} {v or 'missing'}" for k, v in row["feature_timestamps"].items()) or \
+            "none (the ids alone: the spec has no profile fields)"
         print(f"user {row['user_id']}, item {row['item_id']}: click probability {row['click_probability']:.6f} "
               f"({row['model_name']} v{row['model_version']}; features {stamps}; unknown: {', '.join(unknown)})")
     return 0

@@ -170,13 +170,6 @@ class DatasetSpec(_Strict):
             if keys[0].dtype != "int64":
                 raise ValueError(f"spec {self.name}: the key {ent.key} of entity {entity} must be dtype int64 "
                                  "(the warehouse, Feast and the server join on integer ids)")
-            if not self.profile_fields(entity):  # Feast cannot define a view of no features (features apply)
-                raise ValueError(
-                    f"spec {self.name}: entity {entity} has no field besides its key {ent.key}, and its Feast "
-                    f"feature view ({entity}_profile) needs one: add a {ent.table} table with at least one "
-                    f"column of the {entity} (`source.{ent.table}` and a field with `entity: {entity}`; "
-                    f"`clickprompt data init-spec --{ent.table} FILE` drafts it), or a field of the events "
-                    f"table that describes the {entity} (`entity: {entity}`)")
         if self.loader == "tabular" and self.source is None:
             raise ValueError(f"spec {self.name}: loader tabular needs a source block (the events table at least)")
         return self

@@ -28,17 +28,11 @@ def build(spec: DatasetSpec, snapshot_dir: Path, offline_store: str = "duckdb") 
     def source(table: str):
         return snapshot_source(table, snapshot_dir, offline_store)
 
-    views = {
-        "user_profile": profile_view(spec, "user", source(spec.entities["user"].table)),
-        "item_profile": profile_view(spec, "item", source(spec.entities["item"].table)),
-        "user_text": text_view(spec, "user", source("user_text")),
-        "item_text": text_view(spec, "item", source("item_text")),
-    }
-    services = {
-        s.name: s
-        for s in (
-            ctr_service(views["user_profile"], views["item_profile"]),
-            clickprompt_service(views["user_profile"], views["item_profile"], views["user_text"], views["item_text"]),
-        )
-    }
+    # an entity with no field but its key (a click log without a users table) has no profile view:
+    # Feast defines no view of zero features; its id comes from the entity rows, its text from its view
+    profiles = [profile_view(spec, e, source(spec.entities[e].table)) for e in ("user", "item")
+                if spec.profile_fields(e)]
+    texts = [text_view(spec, e, source(spec.text_column(e))) for e in ("user", "item")]
+    views = {v.name: v for v in (*profiles, *texts)}
+    services = {s.name: s for s in (ctr_service(profiles), clickprompt_service(profiles, texts))}
     return Definitions(entities=[user, item], views=views, services=services)

@@ -5,21 +5,19 @@ from feast import FeatureService, FeatureView
 from core.names import CLICKPROMPT_SERVICE, CTR_SERVICE
 
 
-def ctr_service(user_profile: FeatureView, item_profile: FeatureView) -> FeatureService:
+def ctr_service(profiles: list[FeatureView]) -> FeatureService:
     """ID features only: what a CTR-only model needs at serving time (no language model)."""
     return FeatureService(
         name=CTR_SERVICE,
-        features=[user_profile, item_profile],
+        features=profiles,
         description="ID features for CTR-only models",
     )
 
 
-def clickprompt_service(
-    user_profile: FeatureView, item_profile: FeatureView, user_text: FeatureView, item_text: FeatureView
-) -> FeatureService:
+def clickprompt_service(profiles: list[FeatureView], texts: list[FeatureView]) -> FeatureService:
     """ID features + rendered text: what ClickPrompt / ALT pretraining and LM finetuning need."""
     return FeatureService(
         name=CLICKPROMPT_SERVICE,
-        features=[user_profile, item_profile, user_text, item_text],
+        features=[*profiles, *texts],
         description="ID features and text views for ClickPrompt / ALT",
     )
