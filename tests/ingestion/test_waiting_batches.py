@@ -46,7 +46,8 @@ def test_a_batch_waits_on_the_rejected_one_before_it_and_is_retried_once_it_is_i
     [waiting] = waiting_batches(paths.warehouse).itertuples()
     assert (waiting.batch_id, waiting.waiting_on) == (week2, week1)
     flagged = drift_flags(quality_history(paths.warehouse)).set_index("batch_id")
-    assert flagged.loc[week2, "flags"] == f"waiting on {week1}" and flagged.loc[week1, "flags"] == "rejected"
+    assert flagged.loc[week2, "flags"] == f"waiting on {week1}" and flagged.loc[week1, "flags"] == (
+        "rejected: ml-100k.inter line 3, field rating: '9' is outside 1..5")
     assert f"| {week2} | waiting | 0 |" in trend_markdown(flagged.reset_index(), SPEC.name)
     assert main(["data", "status"]) == 0
     assert f"batch {week2}: waiting on batch {week1}, 0 events: " in capsys.readouterr().out
