@@ -10,13 +10,15 @@ Rows of a batch that was not accepted are never counted: its ``new_events`` and 
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 from typing import NamedTuple
 
 import duckdb
 import pandas as pd
 
-from core.io import digest, sha256_file
+from core.io import digest, sha256_file, write_json_atomic
 from core.snapshots import has_table
 from ingestion.warehouse import WarehouseError, connect
 
@@ -50,9 +52,52 @@ def ensure_log(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(ddl)
 
 
-def batch_digest(folder: Path) -> tuple[str, dict[str, str]]:
+class DigestCache:
+    """The sha256 of inbox files, remembered by (size, mtime) beside the warehouse, so that `data status`
+    and each nightly run read a file's bytes only when it is new or has changed - the quick check of
+    rsync and of git's index, on whose "racy" rule it also leans: a file modified within
+    ``RACY_NS`` of being hashed is hashed again next time (a coarse clock could hide a rewrite). The
+    cache is a convenience: unreadable, it is rebuilt; unwritable, every run hashes as before."""
+
+    RACY_NS = 2_000_000_000
+
+    def __init__(self, path: Path | None):
+        self.path, self.entries, self.dirty = path, {}, False
+        if path is not None and path.is_file():
+            try:
+                self.entries = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                self.entries = {}
+
+    @classmethod
+    def beside(cls, warehouse: Path) -> "DigestCache":
+        return cls(warehouse.with_name(warehouse.name + ".inbox-digests.json"))
+
+    def sha256(self, file: Path) -> str:
+        st, key = file.stat(), str(file.resolve())
+        known = self.entries.get(key)
+        if known and known[:2] == [st.st_size, st.st_mtime_ns] and st.st_mtime_ns < known[3] - self.RACY_NS:
+            return known[2]
+        hashed_at = time.time_ns()
+        sha = sha256_file(file)
+        self.entries[key], self.dirty = [st.st_size, st.st_mtime_ns, sha, hashed_at], True
+        return sha
+
+    def save(self) -> None:
+        if not self.dirty or self.path is None or not self.path.parent.is_dir():  # makes no folder of its own
+            return
+        live = {k: v for k, v in self.entries.items() if Path(k).is_file()}  # batches moved out are forgotten
+        try:
+            write_json_atomic(self.path, live, indent=None)
+        except OSError:  # e.g. a read-only folder: nothing is lost but the time saved
+            pass
+        self.dirty = False
+
+
+def batch_digest(folder: Path, cache: DigestCache | None = None) -> tuple[str, dict[str, str]]:
     """(hash over the batch's file names and contents, {file: sha256})."""
-    files = {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")}
+    sha = cache.sha256 if cache is not None else sha256_file
+    files = {p.name: sha(p) for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")}
     return digest(sorted(files.items())), files
 
 
@@ -82,20 +127,23 @@ def pending_batches(inbox: Path, warehouse: Path) -> list[tuple[Path, str, dict[
     if warehouse.exists():
         with connect(warehouse) as con:
             seen = _log(con)
-    out = []
-    for folder in batch_folders(inbox):
-        h, files = batch_digest(folder)
-        mine = seen[seen.batch_id == folder.name]
-        same = mine[mine.digest == h]
-        if len(same):
-            if _retriable(same.iloc[0], seen):
-                out.append((folder, h, files))
-            continue  # taken (accepted, rejected, or waiting with nothing new before it) with exactly these files
-        accepted = mine[mine.status == ACCEPTED]
-        if len(accepted):
-            raise WarehouseError(f"batch {folder} changed after it was ingested on {accepted.ingested_at.iloc[0]}: "
-                                 "an accepted batch is never replaced; send the correction as a new batch")
-        out.append((folder, h, files))
+    out, cache = [], DigestCache.beside(warehouse)
+    try:
+        for folder in batch_folders(inbox):
+            h, files = batch_digest(folder, cache)
+            mine = seen[seen.batch_id == folder.name]
+            same = mine[mine.digest == h]
+            if len(same):
+                if _retriable(same.iloc[0], seen):
+                    out.append((folder, h, files))
+                continue  # taken (accepted, rejected, or waiting with nothing new before it) with exactly these files
+            accepted = mine[mine.status == ACCEPTED]
+            if len(accepted):
+                raise WarehouseError(f"batch {folder} changed after it was ingested on {accepted.ingested_at.iloc[0]}: "
+                                     "an accepted batch is never replaced; send the correction as a new batch")
+            out.append((folder, h, files))
+    finally:
+        cache.save()  # what was hashed before a refusal is remembered too
     return out
 
 
@@ -122,12 +170,12 @@ def held_batches(inbox: Path, warehouse: Path, read_only: bool = False, changed:
     with connect(warehouse, read_only=read_only) as con:
         log = latest_status(con, ("batch_id", "digest", "status", "reason", "ingested_at"))
     latest = {r.batch_id: r for r in log.itertuples()}
-    out = {}
+    out, cache = {}, DigestCache.beside(warehouse)
     for folder in batch_folders(inbox):
         r = latest.get(folder.name)
         if r is None or r.status not in ((ACCEPTED, REJECTED) if changed else (REJECTED,)):
             continue
-        same = batch_digest(folder)[0] == r.digest
+        same = batch_digest(folder, cache)[0] == r.digest
         if r.status == REJECTED and same:
             out[r.batch_id] = Held(REJECTED, f"batch {r.batch_id} is still rejected (since {_when(r.ingested_at)}, its files "
                                f"unchanged): {r.reason} - correct its files and it is taken again, or move {folder} "
@@ -135,6 +183,7 @@ def held_batches(inbox: Path, warehouse: Path, read_only: bool = False, changed:
         elif r.status == ACCEPTED and not same:
             out[r.batch_id] = Held(CHANGED, f"batch {r.batch_id} changed after it was accepted on {_when(r.ingested_at)}: no "
                                "later batch is taken until its files are restored (send the correction as a new batch)")
+    cache.save()
     return out
 
 
