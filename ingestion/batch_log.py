@@ -65,9 +65,10 @@ class DigestCache:
         self.path, self.entries, self.dirty = path, {}, False
         if path is not None and path.is_file():
             try:
-                self.entries = json.loads(path.read_text(encoding="utf-8"))
+                entries = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError):
-                self.entries = {}
+                entries = None
+            self.entries = entries if isinstance(entries, dict) else {}
 
     @classmethod
     def beside(cls, warehouse: Path) -> "DigestCache":
@@ -76,7 +77,8 @@ class DigestCache:
     def sha256(self, file: Path) -> str:
         st, key = file.stat(), str(file.resolve())
         known = self.entries.get(key)
-        if known and known[:2] == [st.st_size, st.st_mtime_ns] and st.st_mtime_ns < known[3] - self.RACY_NS:
+        if (isinstance(known, list) and len(known) == 4 and known[:2] == [st.st_size, st.st_mtime_ns]
+                and isinstance(known[3], int) and st.st_mtime_ns < known[3] - self.RACY_NS):
             return known[2]
         hashed_at = time.time_ns()
         sha = sha256_file(file)

@@ -70,6 +70,9 @@ def test_a_broken_or_unwritable_cache_only_costs_time(tmp_path, monkeypatch):
     assert batch_digest(batch, cache) == batch_digest(batch)
     cache.save()  # replaces the broken file
     assert DigestCache.beside(warehouse).entries
+    for odd in ("[1, 2]", '{"%s": [1, 2]}' % (batch / "a.inter").resolve()):  # JSON, but not the cache's shape
+        warehouse.with_name("warehouse.duckdb.inbox-digests.json").write_text(odd)
+        assert batch_digest(batch, DigestCache.beside(warehouse)) == batch_digest(batch)
     blocked = DigestCache(tmp_path / "no-such-dir" / "file.json")
     batch_digest(batch, blocked)
     blocked.save()  # its folder is missing: nothing written, no error
