@@ -67,11 +67,14 @@ def spec_of(paths: Paths, name: str | None, warehouse: Path | None = None):
 
 
 def dataset_of(paths: Paths, name: str | None, warehouse: Path | None = None) -> str:
-    """The data set named, or the one the warehouse holds (``warehouse``, default the home's; else
-    the embedded one)."""
+    """The data set named, or the one the warehouse holds (``warehouse``, default the home's), or
+    before any ingest the home's only spec of its own (`data init-spec` wrote it); else the embedded one."""
     from ingestion.warehouse import warehouse_dataset
 
-    return name or warehouse_dataset(warehouse or paths.warehouse) or DEFAULT_DATASET
+    if name or (name := warehouse_dataset(warehouse or paths.warehouse)):
+        return name
+    own = sorted((paths.home / "specs").glob("*.yaml"))
+    return own[0].stem if len(own) == 1 else DEFAULT_DATASET
 
 
 # --- bad input, refused before any work -----------------------------------------------------

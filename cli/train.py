@@ -198,7 +198,7 @@ def cmd_retrain(args, paths: Paths) -> int:
 
 
 TRAIN_PROFILE = "demo"  # train / pipeline without --profile
-DATASET_HELP = f"data set spec name (default: the one in the warehouse, else {DEFAULT_DATASET})"
+DATASET_HELP = f"data set spec name (default: the one in the warehouse, else the home's only spec of its own, else {DEFAULT_DATASET})"
 
 
 def _training_args(p: argparse.ArgumentParser, bundles: bool = False) -> None:

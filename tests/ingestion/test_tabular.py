@@ -331,8 +331,8 @@ def test_a_click_log_without_a_users_table_is_served_by_its_ids_and_text(paths, 
     spec = load_spec("clicks")
     assert spec.profile_fields("user") == [] and [f.name for f in spec.profile_fields("item")] == ["cat"]
     assert cli.main(["data", "fetch", "clicks", "--from", str(paths.home / "clicks")]) == 0
-    assert cli.main(["data", "ingest", "--dataset", "clicks"]) == 0
-    capsys.readouterr()
+    assert cli.main(["data", "ingest"]) == 0  # no --dataset: before any warehouse, the home's only own spec
+    assert "ingested clicks into" in capsys.readouterr().out
     assert cli.main(["features", "apply"]) == 0
     assert "views ['item_profile', 'user_text', 'item_text'], services ['ctr_v1', 'clickprompt_v1']" in \
         capsys.readouterr().out
@@ -345,3 +345,15 @@ def test_a_click_log_without_a_users_table_is_served_by_its_ids_and_text(paths, 
     assert cli.main(["features", "online", "--user-id", "3", "--item-id", "1"]) == 0  # JSON always
     online = json.loads(capsys.readouterr().out)
     assert online["user_text"] == "User ID is 3." and online["cat"] == ["Kids"], online
+
+
+def test_the_default_data_set_before_any_ingest_is_the_homes_only_own_spec(paths):
+    from cli.common import dataset_of
+    from core.names import DEFAULT_DATASET
+
+    assert dataset_of(paths, None) == DEFAULT_DATASET  # no specs/ of its own: the embedded data set
+    (paths.home / "specs").mkdir()
+    (paths.home / "specs" / "shop-clicks.yaml").write_text(yaml.safe_dump(SPEC, sort_keys=False))
+    assert dataset_of(paths, None) == "shop-clicks" and dataset_of(paths, "movielens-1m") == "movielens-1m"
+    (paths.home / "specs" / "other.yaml").write_text(yaml.safe_dump({**SPEC, "name": "other"}, sort_keys=False))
+    assert dataset_of(paths, None) == DEFAULT_DATASET  # two: which one is not guessed
