@@ -229,6 +229,11 @@ def draft_spec(name: str, events: Path, users: Path | None = None, items: Path |
         file_key = _pick(list(frame.columns), (key, *(USER_KEYS if entity == "user" else ITEM_KEYS)))
         if file_key is None:
             raise ValueError(f"{path}: no column looks like the {entity} key {key!r} (columns: {list(frame.columns)})")
+        repeated = frame[file_key][frame[file_key].duplicated()]
+        if len(repeated):  # a profile file holds one row per id: caught here, not at the first ingest
+            raise ValueError(f"{path}: its {entity} key column {file_key!r} repeats {str(repeated.iloc[0])!r} ({len(repeated):,} "
+                             f"repeated rows): a {entity}s file holds one row per {entity}; pass the file of the "
+                             f"{entity}s' own fields as --{entity}s (a file of events or tags is neither)")
         mapping = {f"{entity}_id": file_key}
         for col in frame.columns:
             if col == file_key:

@@ -185,3 +185,17 @@ def test_a_whole_star_warehouse_refuses_then_widens_for_half_stars(paths, capsys
         held = con.execute("SELECT user_id, rating, label FROM interactions ORDER BY event_timestamp").df()
     assert len(held) == 200 and held.rating.iloc[-1] == 3.5 and held.label.iloc[-1] == 0
     assert held.rating.iloc[:199].tolist() == [4.0] + [float(r["rating"]) for r in rows[1:]]  # line 2 restated user 1's
+
+
+def test_a_file_of_events_passed_as_the_users_table_is_refused_at_draft_time(tmp_path):
+    """tags.csv (userId, movieId, tag, timestamp) given as --users: its ids repeat, so it is no profile
+    table; said at once, not as a duplicate-key error at the first ingest."""
+    events = tmp_path / "ratings.csv"
+    pd.DataFrame({"userId": [1, 2, 2, 3], "movieId": [5, 6, 7, 5], "rating": [4, 3, 5, 2],
+                  "timestamp": [1_500_000_000 + k for k in range(4)]}).to_csv(events, index=False)
+    pd.DataFrame({"userId": [2, 2, 3], "movieId": [6, 7, 5], "tag": ["funny", "dark", "long"],
+                  "timestamp": [1_500_000_010 + k for k in range(3)]}).to_csv(tmp_path / "tags.csv", index=False)
+    with pytest.raises(ValueError, match=r"tags\.csv: its user key column 'userId' repeats '2' \(1 repeated rows\): a "
+                                         r"users file holds one row per user; pass the file of the users' own fields "
+                                         r"as --users \(a file of events or tags is neither\)"):
+        draft_spec("films", events, users=tmp_path / "tags.csv")
