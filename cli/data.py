@@ -41,6 +41,10 @@ def cmd_data_ingest(args, paths: Paths) -> int:
         if report.rejected:
             reasons = ", ".join(f"{k}: {v}" for k, v in report.rejected_by_reason.items())
             print(f"quarantined {report.rejected} rows ({reasons}); see table `quarantine`")
+        if (older := report.rows_after["interactions"] - report.rows_in["interactions"]) > 0:
+            print(f"note: the warehouse also holds {older:,} events that these files do not (an ingest adds and "
+                  f"updates events, it never deletes them); to hold only these files' events, move {warehouse} "
+                  "aside and ingest again")
         print(f"snapshot hash {report.snapshot_hash[:16]}")
     return 0
 
