@@ -59,8 +59,10 @@ def resolve(folder: Path, source: TableSource, table: str) -> Path:
     return Path(found[0])
 
 
-def read_table(path: Path, source: TableSource, table: str) -> Parsed:
-    """Every column as text, in file order, with 1-based line numbers; structural errors raise."""
+def read_table(path: Path, source: TableSource, table: str, quarantine: bool = False) -> Parsed:
+    """Every column as text, in file order, with 1-based line numbers. Structural errors (a wrong field
+    count, an unclosed quote) raise, or with ``quarantine`` become the returned rows' problems
+    (``Parsed.settle`` sets those lines aside with the rest)."""
     import hashlib
 
     data = path.read_bytes()
@@ -73,12 +75,16 @@ def read_table(path: Path, source: TableSource, table: str) -> Parsed:
             except duckdb.Error as exc:
                 raise RawDataError(path.name, None, None, f"not a readable parquet file ({exc})", path=path) from None
             frame = frame.astype(object).where(frame.notna(), "").astype(str)
-            line_no, lines = np.arange(1, len(frame) + 1), _RowsAsJson(frame)
+            line_no, lines, broken = np.arange(1, len(frame) + 1), _RowsAsJson(frame), []
         else:
-            frame, line_no, lines = _read_delimited(con, FileLines(path, source.encoding, data), source)
+            frame, line_no, lines, broken = _read_delimited(con, FileLines(path, source.encoding, data), source,
+                                                            quarantine)
     if frame.empty:
         raise RawDataError(path.name, None, None, "file is empty (no data rows)", path=path)
-    return Parsed(fmt, path, sha, lines, list(frame.columns), frame.reset_index(drop=True), line_no)
+    parsed = Parsed(fmt, path, sha, lines, list(frame.columns), frame.reset_index(drop=True), line_no)
+    for line, column, reason in broken:  # quarantine: lines DuckDB could not split into the file's columns
+        parsed.problems.add(np.array([line]), column, lambda _, r=reason: r)
+    return parsed
 
 
 class _RowsAsJson(Sequence):
@@ -92,9 +98,10 @@ class _RowsAsJson(Sequence):
         return json.dumps(self.frame.iloc[i].to_dict(), ensure_ascii=False)
 
 
-def _read_delimited(con: duckdb.DuckDBPyConnection, file_lines: FileLines,
-                    source: TableSource) -> tuple[pd.DataFrame, np.ndarray, Sequence[str]]:
-    """The rows as text, the physical line each starts on (``ingestion.csvlines``), the file's lines."""
+def _read_delimited(con: duckdb.DuckDBPyConnection, file_lines: FileLines, source: TableSource, quarantine: bool = False
+                    ) -> tuple[pd.DataFrame, np.ndarray, Sequence[str], list[tuple[int, str | None, str]]]:
+    """The rows as text, the physical line each starts on (``ingestion.csvlines``), the file's lines,
+    and (``quarantine``; else the first raises) the (line, column, reason) of each line DuckDB rejected."""
     path = file_lines.path
     file_lines.check_line_ends(path.name)
     options = dict(delim=source.delimiter or ",", header=source.header, all_varchar=True, encoding=source.encoding,
@@ -108,23 +115,29 @@ def _read_delimited(con: duckdb.DuckDBPyConnection, file_lines: FileLines,
         raise RawDataError(path.name, None, None, f"cannot be read as {source.format} "
                            f"(separator {source.delimiter!r}, encoding {source.encoding}): {_first_line(exc)}",
                            path=path) from None
-    if len(rejects):
-        r = rejects.iloc[0]
+    broken = []
+    for r in rejects.itertuples():
         line = file_lines.record_line_at(int(r.line_byte_position)) if pd.notna(r.line_byte_position) else int(r.line)
-        raise RawDataError(path.name, line, None if r.column_name in (None, "") else str(r.column_name),
-                           f"{str(r.error_type).lower().replace('_', ' ')}: {_first_line(r.error_message)} "
-                           f"({len(rejects)} such line(s); separator {source.delimiter!r})", path=path)
+        column = None if r.column_name in (None, "") else str(r.column_name)
+        reason = f"{str(r.error_type).lower().replace('_', ' ')}: {_first_line(r.error_message)}"
+        if not quarantine:
+            raise RawDataError(path.name, line, column, f"{reason} ({len(rejects)} such line(s); separator "
+                               f"{source.delimiter!r}; --quarantine sets them aside)", path=path)
+        if not broken or broken[-1][0] != line:  # DuckDB may report one line twice (each bad column)
+            broken.append((line, column, reason))
     if frame.shape[1] == 1 and len(frame) and (source.delimiter or ",") not in str(frame.iloc[0, 0]) \
             and any(sep in str(frame.columns[0]) for sep in ",;\t|"):
         raise RawDataError(path.name, 1, None, f"one column {frame.columns[0]!r} only: the separator is not "
                            f"{source.delimiter!r}?", path=path)
     frame = frame.fillna("")
     line_no = file_lines.record_lines(source.header)
+    if broken:  # DuckDB left the rejected records out of the frame
+        line_no = line_no[~np.isin(line_no, [line for line, _, _ in broken])]
     if len(line_no) != len(frame):  # a dialect the scan does not follow: number the rows as read
         log.warning("%s: %d rows but %d records found: line numbers count rows", path.name, len(frame), len(line_no))
         first = 2 if source.header else 1
         line_no = np.arange(first, first + len(frame), dtype=np.int64)
-    return frame, line_no, file_lines.lines()
+    return frame, line_no, file_lines.lines(), broken
 
 
 def _sql_value(v) -> str:
@@ -209,7 +222,7 @@ def _check_fields(p: Parsed, fields: list[FieldSpec]) -> dict[str, pd.Series]:
 def _profile_table(spec: DatasetSpec, entity: EntityName, folder: Path, source: TableSource, quarantine: bool,
                    rejected: list[Rejected], files: dict[str, str], lines: dict) -> pd.DataFrame:
     fields = spec.fields_of(entity)
-    p = read_table(resolve(folder, source, f"{entity}s"), source, f"{spec.entities[entity].table}")
+    p = read_table(resolve(folder, source, f"{entity}s"), source, f"{spec.entities[entity].table}", quarantine)
     files[p.file] = p.sha256
     _rename(p, source.columns, [f.name for f in fields])
     lists = _check_fields(p, fields)
@@ -271,7 +284,7 @@ def load_tabular(spec: DatasetSpec, source: Path, quarantine: bool = False, part
     if partial and _absent(folder, src.events.path):
         events = pd.DataFrame({c: pd.Series(dtype="int64") for c in (keys["user"], keys["item"], *EVENT_COLUMNS)})
     else:
-        p = read_table(resolve(folder, src.events, "events"), src.events, "interactions")
+        p = read_table(resolve(folder, src.events, "events"), src.events, "interactions", quarantine)
         files[p.file] = p.sha256
         mapping = {**src.events.columns}
         if src.events.time_column:

@@ -207,6 +207,27 @@ def test_quarantine_keeps_the_good_rows_of_an_export(own_data):
     assert report.rows_after["interactions"] == 800 and report.rejected == 1
 
 
+def test_quarantine_sets_aside_lines_of_the_wrong_field_count_too(own_data):
+    """A line DuckDB cannot split into the file's columns (one field too many, one too few) is set
+    aside with its line and text like any bad row; the lines after it keep their own numbers."""
+    paths, spec = own_data
+    folder = paths.raw(spec.name)
+    lines = (folder / "clicks.csv").read_text().splitlines()
+    long, short = lines[4] + ",extra", lines[9].rsplit(",", 1)[0]
+    bad_rating = "7,3,5,2024-03-05T10:00:00Z,Comedy"  # a value error after them: its line number must hold
+    (folder / "clicks.csv").write_text("\n".join([*lines[:4], long, *lines[5:9], short, *lines[10:], bad_rating]) + "\n")
+    with pytest.raises(RawDataError, match=r"clicks\.csv line 5: too many columns: .* \(2 such line\(s\); separator "
+                                           r"','; --quarantine sets them aside\)"):
+        ingest(spec, folder, paths.warehouse, paths.snapshots, gate)
+    report = ingest(spec, folder, paths.warehouse, paths.snapshots, gate, quarantine=True)
+    assert report.rows_after["interactions"] == 798 and report.rejected == 3
+    with duckdb.connect(str(paths.warehouse), read_only=True) as con:
+        held = con.execute("SELECT line, field, reason, raw FROM quarantine ORDER BY line").fetchall()
+    assert [(line, raw) for line, _, _, raw in held] == [(5, long), (10, short), (802, bad_rating)]
+    assert held[0][2].startswith("too many columns") and held[1][2].startswith("missing columns")
+    assert held[2][1:3] == ("rating", "'5' is outside 0..1")
+
+
 def test_a_spec_without_its_source_block_is_refused(tmp_path):
     bad = {**SPEC, "source": None}
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
