@@ -110,6 +110,19 @@ def train_pipeline(
     return summary
 
 
+def _below_baseline(summary: dict, stage: str) -> list[str]:
+    """A note when the registered stage scored below this run's plain backbone on the same test rows:
+    pretraining did not pay here, and the registry compares versions, not a run's stages."""
+    variants = summary.get("variants", {})
+    mine, base = (variants.get(k, {}).get("test_auc") for k in (stage, "baseline"))
+    if stage == "baseline" or mine is None or base is None or mine >= base:
+        return []
+    return [f"note: the registered {stage} (test AUC {mine:.4f}) is below this run's plain {summary['backbone']} "
+            f"baseline ({base:.4f}) on the same test rows, one seed; `clickprompt bench` compares them over seeds, "
+            f"and `clickprompt registry register --run artifacts/runs/{summary['run_id']} --stage baseline` "
+            "registers the baseline as a candidate to promote"]
+
+
 def summary_table(summary: dict) -> str:
     """The summary as a plain-text table (what ``clickprompt pipeline`` and ``make demo`` print)."""
     lines = [f"run {summary['run_id']}: {summary['method']} on {summary['backbone']}, profile {summary['profile']}, "
@@ -130,6 +143,7 @@ def summary_table(summary: dict) -> str:
                      + earlier)
         if reg.get("production_version") is not None:
             lines.append(f"production model: {reg.get('name', 'ctr')} v{reg['production_version']}")
+        lines += _below_baseline(summary, reg["stage"])
     prediction = summary.get("online_prediction")
     if prediction:
         lines.append(f"online prediction: {json.dumps(prediction, default=str)}")

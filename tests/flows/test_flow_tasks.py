@@ -167,6 +167,14 @@ def test_run_metrics_are_merged_and_tabulated(tmp_path):
     table = summary_table(summary)
     assert "baseline" in table and "0.7500" in table and "version 3: promoted" in table
     assert "pretrain: masked-token acc 0.5000" in table
+    assert "note:" not in table  # no finetune-ctr-only row to compare
+    for ctr_only, noted in ((0.70, True), (0.75, False), (0.76, False)):
+        variants = {**rows, "finetune-ctr-only": {**rows["baseline"], "stage": "finetune-ctr-only", "test_auc": ctr_only}}
+        table = summary_table({**summary, "variants": variants})
+        assert ("note: the registered finetune-ctr-only (test AUC 0.7000) is below this run's plain dcnv2 baseline "
+                "(0.7500) on the same test rows, one seed; `clickprompt bench` compares them over seeds, and "
+                "`clickprompt registry register --run artifacts/runs/run --stage baseline` registers the baseline "
+                "as a candidate to promote" in table) is noted
 
 
 def test_cli_pipeline_rejects_bad_parameters_before_starting_prefect(paths, capsys):
