@@ -170,6 +170,11 @@ def parse_times(p: Parsed, name: str, time_format: str) -> pd.Series:
         ok = check_int(p, name)
         out = pd.Series(0, index=col.index, dtype="int64")
         out[ok] = to_int(col[ok])
+        # 10**11: milliseconds before 1973-03-03, or seconds after the year 5138 - the other unit, surely
+        other = ok & ((out < 10**11) & (out > 0) if time_format == "unix_ms" else out >= 10**11)
+        unit, fix = ("seconds", "unix_s") if time_format == "unix_ms" else ("milliseconds", "unix_ms")
+        p.flag(other.to_numpy(), name, lambda v: f"{str(v).strip()!r} reads as {unit}, and the spec says time_format "
+                                                 f"{time_format}: set `time_format: {fix}` in the spec's source block")
         return out // 1000 if time_format == "unix_ms" else out
     if time_format == "iso8601":
         ts, hint = pd.to_datetime(col, utc=True, errors="coerce", format="ISO8601"), "an ISO 8601 time"

@@ -378,3 +378,19 @@ def test_the_default_data_set_before_any_ingest_is_the_homes_only_own_spec(paths
     assert dataset_of(paths, None) == "shop-clicks" and dataset_of(paths, "movielens-1m") == "movielens-1m"
     (paths.home / "specs" / "other.yaml").write_text(yaml.safe_dump({**SPEC, "name": "other"}, sort_keys=False))
     assert dataset_of(paths, None) == DEFAULT_DATASET  # two: which one is not guessed
+
+
+def test_a_time_in_the_other_unix_unit_is_named_with_the_fix(tmp_path):
+    """unix_ms over seconds read every event as January 1970 (and unix_s over milliseconds as the year
+    49,000): each such line is named with the time_format to set, before the time-range gate."""
+    from core.spec import TableSource
+    from ingestion.tabular import parse_times, read_table
+
+    (tmp_path / "e.csv").write_text("t\n1500000000000\n1500000000\n")
+    for fmt, line, value, unit, fix in (("unix_ms", 3, "1500000000", "seconds", "unix_s"),
+                                        ("unix_s", 2, "1500000000000", "milliseconds", "unix_ms")):
+        p = read_table(tmp_path / "e.csv", TableSource(path="e.csv"), "interactions")
+        parse_times(p, "t", fmt)
+        assert p.problems.first() == (line, "t", f"'{value}' reads as {unit}, and the spec says time_format {fmt}: "
+                                                 f"set `time_format: {fix}` in the spec's source block")
+        assert list(p.problems.per_line()) == [line]
