@@ -15,10 +15,14 @@ from core.settings import Paths
 
 
 def cmd_data_fetch(args, paths: Paths) -> int:
+    from core.spec import known_datasets
     from ingestion.fetch import fetch_dataset
 
     dest = fetch_dataset(args.dataset, paths, source=args.source)
     print(f"{args.dataset}: raw files in {dest}")
+    if args.dataset not in known_datasets():  # your own files, and no spec reads them yet
+        print(f"note: there is no spec {args.dataset!r} yet (known: {', '.join(known_datasets())}): `clickprompt data "
+              f"init-spec --name {args.dataset} --events FILE` drafts one", file=sys.stderr)
     return 0
 
 

@@ -394,3 +394,14 @@ def test_a_time_in_the_other_unix_unit_is_named_with_the_fix(tmp_path):
         assert p.problems.first() == (line, "t", f"'{value}' reads as {unit}, and the spec says time_format {fmt}: "
                                                  f"set `time_format: {fix}` in the spec's source block")
         assert list(p.problems.per_line()) == [line]
+
+
+def test_fetching_files_before_their_spec_says_how_to_draft_one(paths, capsys):
+    import cli
+
+    write_export(paths.home / "export")
+    assert cli.main(["data", "fetch", "shop", "--from", str(paths.home / "export")]) == 0
+    out, err = capsys.readouterr()
+    assert out == f"shop: raw files in {paths.raw('shop')}\n" and (paths.raw("shop") / "clicks.csv").is_file()
+    assert err == ("note: there is no spec 'shop' yet (known: movielens-100k, movielens-1m): `clickprompt data "
+                   "init-spec --name shop --events FILE` drafts one\n")
