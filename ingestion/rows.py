@@ -26,13 +26,15 @@ class RawDataError(ValueError):
     """A problem in a raw file: which file, 1-based line (None: the whole file), field (None: n/a), why."""
 
     def __init__(
-        self, file: str, line: int | None = None, field: str | None = None, reason: str = "", *, path: Path | None = None
+        self, file: str, line: int | None = None, field: str | None = None, reason: str = "", *, path: Path | None = None,
+        column: str | None = None,
     ) -> None:
         self.file = file
         self.line = line
         self.field = field
         self.reason = reason
         self.path = path
+        self.column = column  # the file's own name of the field's column, where the spec maps another
         super().__init__(str(self))
 
     def __str__(self) -> str:
@@ -40,11 +42,11 @@ class RawDataError(ValueError):
         if self.line is not None:
             where += f" line {self.line}"
         if self.field is not None:
-            where += f", field {self.field}"
+            where += f", field {self.field}" + (f" (column {self.column!r})" if self.column not in (None, self.field) else "")
         return f"{where}: {self.reason}"
 
     def __reduce__(self):
-        return (_rebuild_error, (self.file, self.line, self.field, self.reason, self.path))
+        return (_rebuild_error, (self.file, self.line, self.field, self.reason, self.path, self.column))
 
 
 def require_raw_folder(folder: Path, dataset: str) -> None:
@@ -54,8 +56,8 @@ def require_raw_folder(folder: Path, dataset: str) -> None:
                            f"first (`clickprompt data fetch {dataset}`; your own: `--from FOLDER`)", path=folder)
 
 
-def _rebuild_error(file, line, field, reason, path):  # pickle support for the keyword-only path
-    return RawDataError(file, line, field, reason, path=path)
+def _rebuild_error(file, line, field, reason, path, column=None):  # pickle support for the keyword-only ones
+    return RawDataError(file, line, field, reason, path=path, column=column)
 
 
 @dataclass
@@ -154,6 +156,7 @@ class Parsed:
     line_no: np.ndarray  # 1-based line number of each frame row
     problems: Problems = field(default_factory=Problems)
     ints: dict[str, np.ndarray] = field(default_factory=dict)  # int64 columns converted while checking
+    renamed: dict[str, str] = field(default_factory=dict)  # spec field -> the file's column, where they differ
 
     @property
     def file(self) -> str:
@@ -173,7 +176,7 @@ class Parsed:
             return
         if not quarantine:
             line, fld, reason = self.problems.first()
-            raise RawDataError(self.file, line, fld, reason, path=self.path)
+            raise RawDataError(self.file, line, fld, reason, path=self.path, column=self.renamed.get(fld))
         for line, (fld, reason) in sorted(self.problems.per_line().items()):
             rejected.append(Rejected(self.fmt.table, self.file, line, fld, reason, self.lines[line - 1]))
         keep = ~np.isin(self.line_no, self.problems.bad_lines())

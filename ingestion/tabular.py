@@ -161,6 +161,7 @@ def _rename(p: Parsed, mapping: dict[str, str], wanted: list[str]) -> None:
                                f"{', '.join(map(str, p.frame.columns))})", path=p.path)
     p.frame = p.frame.rename(columns={mapping.get(n, n): n for n in wanted})[wanted]
     p.columns = list(wanted)
+    p.renamed = {n: mapping[n] for n in wanted if mapping.get(n, n) != n}
 
 
 def parse_times(p: Parsed, name: str, time_format: str) -> pd.Series:

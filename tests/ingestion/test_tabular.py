@@ -116,15 +116,15 @@ def test_an_export_in_a_new_layout_ingests_validates_and_trains_by_spec_alone(ow
      r"clicks.csv line 1, field customer: no column 'customer' for spec field user_id \(the file has: client"),
     (lambda f: (f / "clicks.csv").write_text((f / "clicks.csv").read_text().replace("Z,", "yesterday,", 1)
                                              .replace("2024", "x2024", 1)),
-     r"clicks.csv line 2, field timestamp: '.*' is not an ISO 8601 time"),
+     r"clicks.csv line 2, field timestamp \(column 'when'\): '.*' is not an ISO 8601 time"),
     (lambda f: (f / "people.csv").write_text((f / "people.csv").read_text().replace(",", ";")),
      r"people.csv line 1: one column 'cust_id;sex;age_years' only: the separator is not ','\?"),
     (lambda f: (f / "clicks.csv").write_text((f / "clicks.csv").read_text() + "7,3,1,2024-03-05T10:00:00Z,Comedy,extra\n"),
      r"clicks.csv line 802: too many columns"),
     (lambda f: (f / "clicks.csv").write_text((f / "clicks.csv").read_text() + "7,3,2,2024-03-05T10:00:00Z,Comedy\n"),
-     r"clicks.csv line 802, field rating: '2' is outside 0..1"),
+     r"clicks.csv line 802, field rating \(column 'clicked'\): '2' is outside 0..1"),
     (lambda f: (f / "clicks.csv").write_text((f / "clicks.csv").read_text() + "7,3,1,2024-03-05T10:00:00Z,Horror\n"),
-     r"clicks.csv line 802, field category: value 'Horror' is not an allowed value"),
+     r"clicks.csv line 802, field category \(column 'cat'\): value 'Horror' is not an allowed value"),
 ])
 def test_bad_exports_name_file_line_and_field(own_data, damage, message):
     paths, spec = own_data
@@ -192,7 +192,7 @@ def test_an_event_of_a_user_missing_from_the_users_file_is_named(own_data):
     paths, spec = own_data
     folder = paths.raw(spec.name)
     (folder / "clicks.csv").write_text((folder / "clicks.csv").read_text() + "777,3,1,2024-03-05T10:00:00Z,Comedy\n")
-    with pytest.raises(RawDataError, match=r"^clicks\.csv line 802, field user_id: user 777 has no profile in "
+    with pytest.raises(RawDataError, match=r"^clicks\.csv line 802, field user_id \(column 'customer'\): user 777 has no profile in "
                                            r"people\.csv \(its row is missing or was rejected\): add or mend its row there, or drop its events$"):
         ingest(spec, folder, paths.warehouse, paths.snapshots, gate)
     report = ingest(spec, folder, paths.warehouse, paths.snapshots, gate, quarantine=True)
