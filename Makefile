@@ -42,7 +42,7 @@ $(ENGINES_STAMP): $(STAMP)
 LATEST := $(CLICKPROMPT_HOME)/artifacts/latest
 
 demo: install
-	$(BIN)/clickprompt pipeline --profile demo --method clickprompt --json > /dev/null  # the summary comes last, with the prediction
+	$(BIN)/clickprompt pipeline --dataset movielens-100k --profile demo --method clickprompt --json > /dev/null  # the summary comes last
 	@rm -f $(LATEST)/prediction.json
 	@port=$$($(BIN)/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'); \
 	url=http://127.0.0.1:$$port; \

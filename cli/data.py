@@ -45,10 +45,11 @@ def cmd_data_ingest(args, paths: Paths) -> int:
         if report.rejected:
             reasons = ", ".join(f"{k}: {v}" for k, v in report.rejected_by_reason.items())
             print(f"quarantined {report.rejected} rows ({reasons}); see table `quarantine`")
-        if (older := report.rows_after["interactions"] - report.rows_in["interactions"]) > 0:
-            print(f"note: the warehouse also holds {older:,} events that these files do not (an ingest adds and "
-                  f"updates events, it never deletes them); to hold only these files' events, move {warehouse} "
-                  "aside and ingest again")
+        # rows set aside may be events the warehouse holds from before: then at least this many
+        if (older := report.rows_after["interactions"] - report.rows_in["interactions"] - report.rejected) > 0:
+            print(f"note: the warehouse also holds {'at least ' if report.rejected else ''}{older:,} events that these "
+                  "files do not (an ingest adds and updates events, it never deletes them); to hold only these "
+                  "files' events, ingest them in a new project home (CLICKPROMPT_HOME=DIR)")
         print(f"snapshot hash {report.snapshot_hash[:16]}")
     return 0
 

@@ -7,6 +7,7 @@ from it, so a new data set of the same shape needs a spec and at most a small lo
 
 from __future__ import annotations
 
+import math
 from datetime import datetime, timezone
 from enum import Enum
 from functools import cached_property
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 from core.names import check_dataset_name
 
@@ -113,6 +114,9 @@ class RatingSpec(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> "RatingSpec":
+        for end in ("min", "max"):
+            if not math.isfinite(getattr(self, end)):
+                raise ValueError(f"rating {end} {getattr(self, end)} is not a finite number")
         if self.min > self.max:
             raise ValueError(f"rating min {self.min} is above max {self.max}")
         if self.dtype == "int64":
@@ -123,6 +127,15 @@ class RatingSpec(_Strict):
                                      "set `dtype: float64` in the spec's rating block for fractional ratings")
                 object.__setattr__(self, end, int(value))  # 5.0 -> 5 (frozen model): the scale as stored
         return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        """The default dtype is left out: a spec dumps as before dtype existed, so the hashes and
+        Prefect cache keys made from existing specs stay the same."""
+        out = handler(self)
+        if self.dtype == "int64":
+            out.pop("dtype", None)
+        return out
 
 
 class TimeSpec(_Strict):

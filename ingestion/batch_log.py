@@ -53,11 +53,12 @@ def ensure_log(con: duckdb.DuckDBPyConnection) -> None:
 
 
 class DigestCache:
-    """The sha256 of inbox files, remembered by (size, mtime) beside the warehouse, so that `data status`
-    and each nightly run read a file's bytes only when it is new or has changed - the quick check of
-    rsync and of git's index, on whose "racy" rule it also leans: a file modified within
-    ``RACY_NS`` of being hashed is hashed again next time (a coarse clock could hide a rewrite). The
-    cache is a convenience: unreadable, it is rebuilt; unwritable, every run hashes as before."""
+    """The sha256 of inbox files, remembered beside the warehouse by what git's index keys a file on -
+    size, mtime, inode and ctime (which no copy tool can set: `cp -p`, `rsync -a` or an unzip that keep
+    mtime still change it) - so that `data status` and each nightly run read a file's bytes only when
+    it is new or has changed; and by git's "racy" rule, a file changed within ``RACY_NS`` of being
+    hashed is hashed again next time (a coarse clock could hide a rewrite). The cache is a
+    convenience: unreadable, it is rebuilt; unwritable, every run hashes as before."""
 
     RACY_NS = 2_000_000_000
 
@@ -76,13 +77,14 @@ class DigestCache:
 
     def sha256(self, file: Path) -> str:
         st, key = file.stat(), str(file.resolve())
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
         known = self.entries.get(key)
-        if (isinstance(known, list) and len(known) == 4 and known[:2] == [st.st_size, st.st_mtime_ns]
-                and isinstance(known[3], int) and st.st_mtime_ns < known[3] - self.RACY_NS):
-            return known[2]
+        if (isinstance(known, list) and len(known) == 6 and known[:4] == stamp and isinstance(known[5], int)
+                and max(st.st_mtime_ns, st.st_ctime_ns) < known[5] - self.RACY_NS):
+            return known[4]
         hashed_at = time.time_ns()
         sha = sha256_file(file)
-        self.entries[key], self.dirty = [st.st_size, st.st_mtime_ns, sha, hashed_at], True
+        self.entries[key], self.dirty = [*stamp, sha, hashed_at], True
         return sha
 
     def save(self) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import glob
 import json
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -119,12 +120,22 @@ def _read_delimited(con: duckdb.DuckDBPyConnection, file_lines: FileLines, sourc
     for r in rejects.itertuples():
         line = file_lines.record_line_at(int(r.line_byte_position)) if pd.notna(r.line_byte_position) else int(r.line)
         column = None if r.column_name in (None, "") else str(r.column_name)
-        reason = f"{str(r.error_type).lower().replace('_', ' ')}: {_first_line(r.error_message)}"
-        if not quarantine:
+        kind = str(r.error_type).lower().replace("_", " ")
+        reason = f"{kind}: {_first_line(r.error_message)}"
+        # only a line of the wrong field count is set aside: an unclosed quote swallows the lines after
+        # it into one record, and those must not vanish with it
+        one_line = kind in ("too many columns", "missing columns") and not re.search(r"[\r\n]", str(r.csv_line or ""))
+        if not (quarantine and one_line):
             raise RawDataError(path.name, line, column, f"{reason} ({len(rejects)} such line(s); separator "
-                               f"{source.delimiter!r}; --quarantine sets them aside)", path=path)
+                               f"{source.delimiter!r}" + ("; --quarantine sets them aside)" if one_line else ")"),
+                               path=path)
         if not broken or broken[-1][0] != line:  # DuckDB may report one line twice (each bad column)
             broken.append((line, column, reason))
+    if len(broken) >= max(len(frame), 1):  # the field count DuckDB settled on is more likely wrong than the lines
+        line, column, reason = broken[0]
+        raise RawDataError(path.name, line, column, f"{reason}: {len(broken)} lines of this kind and {len(frame)} "
+                           f"others; the field count read from the file's first lines is likely not its own: "
+                           "mend the file rather than set most of it aside", path=path)
     if frame.shape[1] == 1 and len(frame) and (source.delimiter or ",") not in str(frame.iloc[0, 0]) \
             and any(sep in str(frame.columns[0]) for sep in ",;\t|"):
         raise RawDataError(path.name, 1, None, f"one column {frame.columns[0]!r} only: the separator is not "

@@ -175,6 +175,7 @@ def test_run_metrics_are_merged_and_tabulated(tmp_path):
                 "(0.7500) on the same test rows, one seed; `clickprompt bench` compares them over seeds, and "
                 "`clickprompt registry register --run artifacts/runs/run --stage baseline` registers the baseline "
                 "as a candidate to promote" in table) is noted
+        assert ("note:" in table) is noted  # and no other note
 
 
 def test_cli_pipeline_rejects_bad_parameters_before_starting_prefect(paths, capsys):

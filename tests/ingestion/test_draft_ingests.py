@@ -181,7 +181,8 @@ def test_a_whole_star_warehouse_refuses_then_widens_for_half_stars(paths, capsys
     assert load_spec("shop").rating.dtype == "float64"
     assert cli.main(["data", "ingest", "--dataset", "shop", "--source", str(later)]) == 0
     assert ("note: the warehouse also holds 198 events that these files do not (an ingest adds and updates "
-            "events, it never deletes them)") in capsys.readouterr().out  # 199 + 1 new, 2 in these files
+            "events, it never deletes them); to hold only these files' events, ingest them in a new project home "
+            "(CLICKPROMPT_HOME=DIR)") in capsys.readouterr().out  # 199 + 1 new, 2 in these files
     assert rating_type() == "DOUBLE"
     with connect(paths.warehouse, read_only=True) as con:
         held = con.execute("SELECT user_id, rating, label FROM interactions ORDER BY event_timestamp").df()

@@ -228,6 +228,25 @@ def test_quarantine_sets_aside_lines_of_the_wrong_field_count_too(own_data):
     assert held[2][1:3] == ("rating", "'5' is outside 0..1")
 
 
+def test_quarantine_never_sets_aside_what_it_cannot_bound(tmp_path):
+    """An unclosed quote folds every later line into one record, and a header-less file whose first
+    line is bad makes DuckDB reject all the good ones: quarantine would lose or keep the wrong rows,
+    so both are refused, naming the line."""
+    from core.spec import TableSource
+    from ingestion.tabular import read_table
+
+    good = [f"{k},{k + 1},1" for k in range(1, 30_001)]  # past the sniffer's sample, which would refuse the file
+    (tmp_path / "quote.csv").write_text("a,b,c\n" + "\n".join([*good[:25_000], '7,"8,3', *good[25_000:]]) + "\n")
+    with pytest.raises(RawDataError, match=r"^quote\.csv line 25002, field b: unquoted value: .*\(1 such line\(s\); separator ','\)$"):
+        read_table(tmp_path / "quote.csv", TableSource(path="quote.csv"), "interactions", quarantine=True)
+    (tmp_path / "headless.csv").write_text("\n".join(["1,2,3,9", *good[:39]]) + "\n")
+    with pytest.raises(RawDataError, match=r"^headless\.csv line 2, field column3: missing columns: .*: 39 lines of this kind and 1 "
+                                           r"others; the field count read from the file's first lines is likely not "
+                                           r"its own: mend the file rather than set most of it aside$"):
+        read_table(tmp_path / "headless.csv", TableSource(path="headless.csv", header=False), "interactions",
+                   quarantine=True)
+
+
 def test_a_spec_without_its_source_block_is_refused(tmp_path):
     bad = {**SPEC, "source": None}
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
@@ -243,6 +262,8 @@ def test_a_spec_without_its_source_block_is_refused(tmp_path):
     ({"min": 0.5, "max": 5}, "rating min 0.5 is not a whole number, and the ratings are dtype int64: set `dtype: "
                              "float64` in the spec's rating block for fractional ratings"),
     ({"min": 5, "max": 1}, "rating min 5 is above max 1"),
+    ({"min": 1, "max": float("inf")}, "rating max inf is not a finite number"),
+    ({"min": float("nan"), "max": 5, "dtype": "float64"}, "rating min nan is not a finite number"),
     ({"min": 1, "max": 5, "dtype": "float32"}, "rating.dtype: Input should be 'int64' or 'float64'"),
 ])
 def test_a_rating_scale_that_cannot_hold_is_refused(tmp_path, rating, message):
