@@ -190,6 +190,38 @@ def test_a_whole_star_warehouse_refuses_then_widens_for_half_stars(paths, capsys
     assert held.rating.iloc[:199].tolist() == [4.0] + [float(r["rating"]) for r in rows[1:]]  # line 2 restated user 1's
 
 
+def test_a_nightly_batch_widens_the_rating_column_in_its_own_transaction(paths, capsys):
+    """The landing-area path: the spec turns float64 after a whole-number load, and the next batch's
+    4.5 is kept as 4.5 (its transaction widens the column; DuckDB would have rounded it to 5)."""
+    from ingestion.warehouse import connect
+
+    export = paths.home / "export"
+    export.mkdir()
+    rows = [{"user_id": u, "item_id": u % 7 + 1, "rating": u % 5 + 1, "timestamp": 1_700_000_000 + u}
+            for u in range(1, 60)]
+    pd.DataFrame(rows).to_csv(export / "events.csv", index=False)
+    pd.DataFrame({"user_id": range(1, 60), "plan": ["free", "paid"] * 29 + ["free"]}).to_csv(export / "users.csv", index=False)
+    pd.DataFrame({"item_id": range(1, 8), "shelf": ["top"] * 7}).to_csv(export / "items.csv", index=False)
+    assert cli.main(["data", "init-spec", "--name", "shop", "--events", str(export / "events.csv"),
+                     "--users", str(export / "users.csv"), "--items", str(export / "items.csv")]) == 0
+    assert cli.main(["data", "fetch", "shop", "--from", str(export)]) == 0
+    assert cli.main(["data", "ingest", "--dataset", "shop"]) == 0, capsys.readouterr().err
+    spec_file = paths.home / "specs" / "shop.yaml"
+    spec_file.write_text(spec_file.read_text().replace("rating:\n  min: 1\n  max: 5\n",
+                                                       "rating:\n  min: 1\n  max: 5\n  dtype: float64\n"))
+    batch = paths.inbox("shop") / "0001-week"
+    batch.mkdir(parents=True)
+    pd.DataFrame([{**rows[0], "timestamp": 1_700_100_000, "rating": 4.5}]).to_csv(batch / "events.csv", index=False)
+    capsys.readouterr()
+    assert cli.main(["data", "ingest", "--dataset", "shop"]) == 0, capsys.readouterr().err
+    assert "batch 0001-week: 1 events" in capsys.readouterr().out
+    with connect(paths.warehouse, read_only=True) as con:
+        kind = con.execute("SELECT data_type FROM information_schema.columns WHERE table_name = 'interactions' "
+                           "AND column_name = 'rating'").fetchone()[0]
+        ratings = con.execute("SELECT rating FROM interactions ORDER BY event_timestamp").df().rating.tolist()
+    assert kind == "DOUBLE" and ratings == [float(r["rating"]) for r in rows] + [4.5]
+
+
 def test_a_file_of_events_passed_as_the_users_table_is_refused_at_draft_time(tmp_path):
     """tags.csv (userId, movieId, tag, timestamp) given as --users: its ids repeat, so it is no profile
     table; said at once, not as a duplicate-key error at the first ingest."""
