@@ -35,7 +35,7 @@ def test_errors_and_quarantine_name_the_physical_line(own_data, crlf):  # noqa: 
     folder = paths.raw(spec.name)
     physical, bad_line = _reshape(folder, crlf)
     assert physical[bad_line - 1] == BAD_ROW and bad_line == 805  # header, 800 rows, a blank line, 2 quoted newlines
-    with pytest.raises(RawDataError, match=rf"^clicks.csv line {bad_line}, field rating: '5' is outside 0..1$"):
+    with pytest.raises(RawDataError, match=rf"^clicks.csv line {bad_line}, field rating \(column 'clicked'\): '5' is outside 0..1$"):
         ingest(spec, folder, paths.warehouse, paths.snapshots, gate)
     report = ingest(spec, folder, paths.warehouse, paths.snapshots, gate, quarantine=True)
     assert report.rejected == 1 and report.rows_after["interactions"] == 800
