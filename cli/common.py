@@ -66,6 +66,10 @@ def spec_of(paths: Paths, name: str | None, warehouse: Path | None = None):
     return load_spec(dataset_of(paths, name, warehouse))
 
 
+DATASET_HELP = (f"data set spec name (default: the one in the warehouse, else the home's only spec of its own, "
+                f"else {DEFAULT_DATASET})")  # what dataset_of picks
+
+
 def dataset_of(paths: Paths, name: str | None, warehouse: Path | None = None) -> str:
     """The data set named, or the one the warehouse holds (``warehouse``, default the home's), or
     before any ingest the home's only spec of its own (`data init-spec` wrote it); else the embedded one."""

@@ -7,8 +7,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from cli.common import UserError, dataset_of, known_plms, positive_int, prefect_ready, print_json, spec_of
-from core.names import DEFAULT_DATASET
+from cli.common import DATASET_HELP, UserError, dataset_of, known_plms, positive_int, prefect_ready, print_json, spec_of
 from core.settings import Paths
 
 # --- data ------------------------------------------------------------------------------
@@ -20,8 +19,8 @@ def cmd_data_fetch(args, paths: Paths) -> int:
 
     dest = fetch_dataset(args.dataset, paths, source=args.source)
     print(f"{args.dataset}: raw files in {dest}")
-    if args.dataset not in known_datasets():  # your own files, and no spec reads them yet
-        print(f"note: there is no spec {args.dataset!r} yet (known: {', '.join(known_datasets())}): `clickprompt data "
+    if args.dataset not in (known := known_datasets()):  # your own files, and no spec reads them yet
+        print(f"note: there is no spec {args.dataset!r} yet (known: {', '.join(known)}): `clickprompt data "
               f"init-spec --name {args.dataset} --events FILE` drafts one", file=sys.stderr)
     return 0
 
@@ -254,14 +253,14 @@ def cmd_plm_fetch(args, paths: Paths) -> int:
 
 def add_commands(sub, add: Callable) -> None:
     def dataset_opt(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--dataset", help=f"data set spec name (default: the one in the warehouse, else the home's only spec of its own, else {DEFAULT_DATASET})")
+        p.add_argument("--dataset", help=DATASET_HELP)
 
     data = sub.add_parser("data", help="fetch and ingest raw data").add_subparsers(dest="data_cmd", required=True)
     p = add(data, "fetch", cmd_data_fetch, "fetch a data set's raw files into data/raw/<dataset>/")
     p.add_argument("dataset", help="movielens-100k (offline default) or movielens-1m (needs --from)")
     p.add_argument("--from", dest="source", help="GroupLens ml-100k.zip / ml-1m.zip: a path or URL, or a folder")
     p = add(data, "ingest", cmd_data_ingest, "load raw files into the DuckDB warehouse (validated, atomic)")
-    p.add_argument("--dataset", help=f"data set spec name (default: the one in the warehouse, else the home's only spec of its own, else {DEFAULT_DATASET})")
+    p.add_argument("--dataset", help=DATASET_HELP)
     p.add_argument("--source", help="folder of raw files (default data/raw/<dataset>)")
     p.add_argument("--warehouse", help="DuckDB file (default data/warehouse.duckdb)")
     p.add_argument("--quarantine", action="store_true", help="commit good rows; keep bad ones in table quarantine")
@@ -281,7 +280,7 @@ def add_commands(sub, add: Callable) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing spec")
     p = add(data, "replay", cmd_data_replay, "cut the fetched data set by event time into an initial load and "
                                               "period batches in the landing area data/inbox/<dataset>/")
-    p.add_argument("--dataset", help=f"data set spec name (default: the one in the warehouse, else the home's only spec of its own, else {DEFAULT_DATASET})")
+    p.add_argument("--dataset", help=DATASET_HELP)
     p.add_argument("--every", default="7d", help="period of a batch: 7d, 12h, ...")
     p.add_argument("--batches", type=positive_int, default=4, help="how many periods at the end become batches")
     p = add(data, "status", cmd_data_status, "each batch's last outcome (accepted / rejected / waiting and why) "
@@ -289,7 +288,7 @@ def add_commands(sub, add: Callable) -> None:
     p.add_argument("--json", action="store_true", help="print the result as JSON (for scripts)")
     p = add(data, "update", cmd_data_update, "the nightly flow: new batches (gated), online store (incremental), "
                                               "data-quality trend report")
-    p.add_argument("--dataset", help=f"data set spec name (default: the one in the warehouse, else the home's only spec of its own, else {DEFAULT_DATASET})")
+    p.add_argument("--dataset", help=DATASET_HELP)
     p.add_argument("--max-batches", type=positive_int, help="take at most so many new batches (oldest first)")
     p.add_argument("--json", action="store_true", help="print the result as JSON (for scripts)")
 

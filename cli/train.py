@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from cli.common import (
+    DATASET_HELP,
     UserError,
     add_profile,
     dataset_of,
@@ -18,7 +19,7 @@ from cli.common import (
     print_json,
     require_feature_store,
 )
-from core.names import DEFAULT_DATASET, DEFAULT_WINDOW_DAYS
+from core.names import DEFAULT_WINDOW_DAYS
 from core.settings import Paths
 from core.spec import SPLIT_POLICIES
 from models.train.stages import RETRAIN_STAGES, STAGES
@@ -198,7 +199,6 @@ def cmd_retrain(args, paths: Paths) -> int:
 
 
 TRAIN_PROFILE = "demo"  # train / pipeline without --profile
-DATASET_HELP = f"data set spec name (default: the one in the warehouse, else the home's only spec of its own, else {DEFAULT_DATASET})"
 
 
 def _training_args(p: argparse.ArgumentParser, bundles: bool = False) -> None:

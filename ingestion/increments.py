@@ -57,7 +57,7 @@ from ingestion.batch_log import (
 from ingestion.rows import RawDataError
 from ingestion.snapshots import bump_state, reconcile_snapshots, warehouse_lock
 from ingestion.text_sql import text_sql
-from ingestion.warehouse import Gate, WarehouseError, connect, export_snapshots, schema_ddl, stage, widen_rating
+from ingestion.warehouse import Gate, WarehouseError, connect, create_schema, export_snapshots, stage
 
 log = logging.getLogger("clickprompt.warehouse")
 
@@ -229,12 +229,10 @@ def _commit_batch(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, raw, valid_
 
     con.begin()
     try:
-        for ddl in [*schema_ddl(spec), *LOG_DDL]:
-            con.execute(ddl)
+        create_schema(con, spec, LOG_DDL)
         held = con.execute("SELECT value FROM meta WHERE key = 'dataset'").fetchone()
         if held and held[0] != spec.name:
             raise WarehouseError(f"the warehouse holds data set {held[0]!r}, not {spec.name!r}")
-        widen_rating(con, spec)
         keys = {e: spec.entities[e].key for e in spec.entity_order}
         known = {e: con.execute(f'SELECT DISTINCT "{keys[e]}" FROM {spec.entities[e].table}').df()[keys[e]]
                  for e in spec.entity_order}

@@ -106,7 +106,15 @@ def schema_ddl(spec: DatasetSpec) -> list[str]:
     ]
 
 
-def widen_rating(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> None:
+def create_schema(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, extra: list[str] | tuple = ()) -> None:
+    """The warehouse's tables (and ``extra`` DDL) where missing, and the rating column as the spec
+    types it: every writer's first step inside its transaction."""
+    for ddl in [*schema_ddl(spec), *extra]:
+        con.execute(ddl)
+    _widen_rating(con, spec)
+
+
+def _widen_rating(con: duckdb.DuckDBPyConnection, spec: DatasetSpec) -> None:
     """A warehouse made while the spec's ratings were whole numbers, now ``dtype: float64``: its
     rating column becomes DOUBLE (lossless, in the caller's transaction), else DuckDB would round
     every fractional rating into the INTEGER column without a word."""
@@ -263,9 +271,7 @@ def _ingest(spec: DatasetSpec, source: Path, warehouse: Path, snapshot_dir: Path
         with connect(warehouse) as con:
             con.begin()
             try:
-                for ddl in schema_ddl(spec):
-                    con.execute(ddl)
-                widen_rating(con, spec)
+                create_schema(con, spec)
                 staged = step("stage", lambda: stage(con, spec, raw))
                 step("gate rows", lambda: gate(spec, staged, lines=raw.lines))
                 staged = None  # the frames the gate saw: released before the upsert
